@@ -1,0 +1,104 @@
+"use strict";
+// The demo page talks only to the BFF. It never sees a token: the session is an HttpOnly cookie, and every call
+// carries X-CSRF: 1, which a cross-site page cannot send without a CORS preflight (refused by the BFF).
+
+const $ = (id) => document.getElementById(id);
+
+async function call(method, path, body) {
+  const init = { method, headers: { "X-CSRF": "1" }, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  return { status: response.status, data };
+}
+
+function show(result) {
+  $("output").textContent = `${result.status}\n${JSON.stringify(result.data, null, 2)}`;
+}
+
+function when(epochSeconds) {
+  return new Date(epochSeconds * 1000).toLocaleString();
+}
+
+async function loadUser() {
+  let result;
+  try {
+    result = await call("GET", "/bff/user");
+  } catch (err) {
+    setStatus("error", "The BFF is unreachable.");
+    return;
+  }
+  const loggedIn = result.status === 200;
+  $("login").hidden = loggedIn;
+  $("logout").hidden = !loggedIn;
+  $("user").hidden = !loggedIn;
+  $("api").hidden = !loggedIn;
+  if (loggedIn) {
+    const u = result.data;
+    setStatus("in", `Logged in as ${u.username}`);
+    $("username").textContent = u.username;
+    $("sub").textContent = u.sub;
+    $("scope").textContent = u.scope;
+    $("idle").textContent = when(u.idle_expires_at);
+    $("absolute").textContent = when(u.expires_at);
+    await loadNotes();
+  } else if (result.status === 401) {
+    setStatus("out", "Not logged in.");
+  } else {
+    setStatus("error", `The BFF answered ${result.status}.`);
+  }
+}
+
+function setStatus(state, text) {
+  $("status").dataset.state = state;
+  $("status").textContent = text;
+}
+
+async function loadNotes() {
+  const result = await call("GET", "/api/notes/notes");
+  show(result);
+  const list = $("notes");
+  list.replaceChildren();
+  if (result.status !== 200) {
+    if (result.status === 401) await loadUser();
+    return;
+  }
+  for (const note of result.data.notes) {
+    const item = document.createElement("li");
+    const text = document.createElement("span");
+    text.textContent = note.text;  // textContent, never innerHTML: notes are user input
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Delete";
+    remove.addEventListener("click", async () => {
+      show(await call("DELETE", `/api/notes/notes/${encodeURIComponent(note.id)}`));
+      await loadNotes();
+    });
+    item.append(text, remove);
+    list.append(item);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("note-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const input = $("note-text");
+    const result = await call("POST", "/api/notes/notes", { text: input.value });
+    show(result);
+    if (result.status === 201) input.value = "";
+    await loadNotes();
+  });
+  $("refresh-notes").addEventListener("click", loadNotes);
+  $("whoami").addEventListener("click", async () => show(await call("GET", "/api/notes/me")));
+  $("logout").addEventListener("click", async () => {
+    await call("POST", "/bff/logout");
+    $("output").textContent = "";
+    await loadUser();
+  });
+  loadUser();
+});
