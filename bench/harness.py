@@ -1,0 +1,226 @@
+"""What the benchmarks share: private processes on loopback, a browser-like login, and wrk."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A process of ours on loopback, stopped on exit."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str] | None = None, health: str | None = None) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="jwt-bff-bench-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=REPO, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        if health:
+            wait_http(health, self)
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def wait_http(url: str, proc: Proc | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"process exited: {proc.output()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s" + (f":\n{proc.output()}" if proc else ""))
+
+
+@contextlib.contextmanager
+def processes() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    try:
+        yield started
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+
+
+def start_redis(procs: list[Proc]) -> tuple[str, int]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="jwt-bff-bench-redis-")
+    procs.append(Proc([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                       "--dir", workdir]))
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/0", port
+
+
+def service(module: str, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", module, *extra, "--host", "127.0.0.1", "--port", str(port)]
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    redis_port: int
+    auth_url: str
+    rs_url: str
+    bff_urls: list[str]
+    client_secret: str
+
+
+def auth_clients(bff_urls: list[str], secret: str) -> str:
+    return json.dumps([
+        {"client_id": "bff", "client_secret": secret,
+         "redirect_uris": [f"{u}/bff/callback" for u in bff_urls],
+         "grant_types": ["authorization_code", "refresh_token"],
+         "scope": "openid notes:read notes:write", "audience": ["notes"]},
+        {"client_id": "bench", "client_secret": secret, "redirect_uris": [],
+         "grant_types": ["client_credentials"], "scope": "notes:read notes:write", "audience": ["notes"]},
+    ])
+
+
+def bff_env(stack: Stack, public_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": stack.redis_url, "BFF_ISSUER": stack.auth_url, "BFF_CLIENT_ID": "bff",
+        "BFF_CLIENT_SECRET": stack.client_secret, "BFF_PUBLIC_URL": public_url,
+        "BFF_ROUTES": json.dumps({"notes": stack.rs_url}), **extra,
+    }
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form" and self.action is None:
+            self.action = a.get("action") or ""
+        elif tag == "input" and a.get("name") and a.get("type") == "hidden":
+            self.fields[str(a["name"])] = a.get("value") or ""
+
+
+def _cookies(response: httpx.Response) -> dict[str, str]:
+    jar: dict[str, str] = {}
+    for header in response.headers.get_list("set-cookie"):
+        name, _, rest = header.partition("=")
+        jar[name.strip()] = rest.split(";", 1)[0]
+    return jar
+
+
+def login(bff_url: str, username: str, password: str) -> str:
+    """Log in through the BFF like a browser; returns the `Cookie` header value of the session."""
+    jar: dict[str, str] = {}
+    with httpx.Client(follow_redirects=False, timeout=10) as client:
+        def get(url: str, browser_cookies: bool) -> httpx.Response:
+            headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())} if browser_cookies and jar else {}
+            r = client.get(url, headers=headers)
+            if browser_cookies:
+                jar.update(_cookies(r))
+            return r
+
+        r = get(f"{bff_url}/bff/login?return_to=/", True)
+        authorize = r.headers["location"]
+        form_page = client.get(authorize)
+        parser = _FormParser()
+        parser.feed(form_page.text)
+        action = urljoin(authorize, parser.action or authorize)
+        r = client.post(action, data={**parser.fields, "username": username, "password": password})
+        if r.status_code != 302:
+            raise RuntimeError(f"login failed: {r.status_code} {r.text[:300]}")
+        r = get(r.headers["location"], True)
+        if r.status_code != 302:
+            raise RuntimeError(f"callback failed: {r.status_code} {r.text[:300]}")
+        session = {k: v for k, v in jar.items() if "session" in k and v}
+        if not session:
+            raise RuntimeError(f"no session cookie after login: {jar}")
+        return "; ".join(f"{k}={v}" for k, v in session.items())
+
+
+def client_credentials_token(auth_url: str, secret: str) -> str:
+    r = httpx.post(f"{auth_url}/oauth/token", data={"grant_type": "client_credentials", "scope": "notes:read"},
+                   auth=("bench", secret), timeout=10)
+    r.raise_for_status()
+    return str(r.json()["access_token"])
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, headers: Mapping[str, str], seconds: int = 5, connections: int = 32, threads: int = 1) -> WrkResult:
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return WrkResult(requests, rps, p50, p99, errors)
+
+
+def redis_commandstats(port: int) -> dict[str, int]:
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True,
+                         check=True).stdout
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_(\w+(?:\|\w+)?):calls=(\d+)", out)}

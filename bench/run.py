@@ -1,0 +1,216 @@
+"""jwt-bff benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+    python bench/run.py                 # all sections, ~2 minutes
+    python bench/run.py --seconds 10    # longer wrk runs
+
+Starts a private redis-server and the services on loopback (nothing else is touched), drives load with wrk, and
+prints one table. Not a test: nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (  # noqa: E402
+    Proc,
+    Stack,
+    WrkResult,
+    auth_clients,
+    bff_env,
+    client_credentials_token,
+    free_port,
+    login,
+    processes,
+    redis_commandstats,
+    service,
+    start_redis,
+    wrk,
+)
+
+USER, PASSWORD = "bench-user", "bench-password-1"
+rows: list[tuple[str, str, str]] = []
+
+
+def row(what: str, figure: str, target: str = "") -> None:
+    rows.append((what, figure, target))
+    print(f"  {what:<58} {figure:<32} {target}", flush=True)
+
+
+def fmt(r: WrkResult) -> str:
+    return f"{r.rps:,.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms" + (f"  ({r.errors} errors)"
+                                                                                  if r.errors else "")
+
+
+def start_auth(procs: list[Proc], redis_url: str, bff_urls: list[str], secret: str, access_ttl: int) -> str:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"REDIS_URL": redis_url, "AUTH_ISSUER": url, "AUTH_KEYS_DIR": tempfile.mkdtemp(prefix="bench-keys-"),
+           "AUTH_CLIENTS": auth_clients(bff_urls, secret), "AUTH_ACCESS_TTL": str(access_ttl)}
+    procs.append(Proc(service("auth_server", port), env, health=url + "/readyz"))
+    r = httpx.post(url + "/users", json={"username": USER, "password": PASSWORD}, timeout=10)
+    assert r.status_code in (201, 409), r.text
+    return url
+
+
+def start_rs(procs: list[Proc], redis_url: str, auth_url: str) -> str:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"REDIS_URL": redis_url, "RS_ISSUER": auth_url, "RS_AUDIENCE": "notes"}
+    procs.append(Proc(service("resource_server", port), env, health=url + "/readyz"))
+    return url
+
+
+def start_bff(procs: list[Proc], stack: Stack, port: int, *extra: str, **env: str) -> str:
+    url = f"http://127.0.0.1:{port}"
+    procs.append(Proc(service("bff", port, "serve", *extra), bff_env(stack, url, **env), health=url + "/readyz"))
+    return url
+
+
+def proxy_throughput(args: argparse.Namespace) -> None:
+    """Sections 1, 2 and 6: BFF vs the resource server direct vs a bare proxy; Redis commands; workers."""
+    print("\n1. Proxy throughput (GET /me through each path, wrk "
+          f"-c{args.connections} -d{args.seconds}s)", flush=True)
+    with processes() as procs:
+        redis_url, redis_port = start_redis(procs)
+        secret = secrets.token_urlsafe(24)
+        bff_ports = [free_port(), free_port()]
+        bff_urls = [f"http://127.0.0.1:{p}" for p in bff_ports]
+        auth_url = start_auth(procs, redis_url, bff_urls, secret, access_ttl=3600)
+        rs_url = start_rs(procs, redis_url, auth_url)
+        stack = Stack(redis_url, redis_port, auth_url, rs_url, bff_urls, secret)
+        bff_url = start_bff(procs, stack, bff_ports[0])
+        token = client_credentials_token(auth_url, secret)
+        bare_port = free_port()
+        procs.append(Proc([sys.executable, "bench/bare_proxy.py", "--port", str(bare_port), "--upstream", rs_url,
+                           "--token", token], health=f"http://127.0.0.1:{bare_port}/healthz"))
+        cookie = login(bff_url, USER, PASSWORD)
+        browser = {"Cookie": cookie, "X-CSRF": "1"}
+
+        def measure(url: str, headers: dict[str, str]) -> WrkResult:
+            wrk(url, headers, seconds=1, connections=args.connections)  # warm-up: pools, caches
+            return wrk(url, headers, seconds=args.seconds, connections=args.connections)
+
+        direct = measure(f"{rs_url}/me", {"Authorization": f"Bearer {token}"})
+        bare = measure(f"http://127.0.0.1:{bare_port}/me", {})
+        before = redis_commandstats(redis_port)
+        bff = wrk(f"{bff_url}/api/notes/me", browser, seconds=args.seconds, connections=args.connections)
+        after = redis_commandstats(redis_port)
+        row("resource server direct (verifies the JWT)", fmt(direct))
+        row("bare aiohttp pass-through proxy -> resource server", fmt(bare))
+        row("BFF /api/notes/me (cookie -> session -> JWT)", fmt(bff))
+        row("BFF / bare proxy", f"{bff.rps / bare.rps:.2f}x", "target >= 0.80")
+        row("BFF / resource server direct", f"{bff.rps / direct.rps:.2f}x")
+        row("BFF p99 / bare proxy p99", f"{bff.p99_ms / bare.p99_ms:.2f}x")
+
+        print("\n2. Redis commands per proxied request (INFO commandstats delta)", flush=True)
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        delta = {k: v for k, v in delta.items() if v > 0 and k not in ("info",)}
+        # The resource server's notes use Redis too, but GET /me does not touch it; count everything anyway.
+        total = sum(delta.values())
+        row("Redis commands per BFF request", f"{total / max(bff.requests, 1):.3f}", "target 1")
+        row("  by command", ", ".join(f"{k}={v / max(bff.requests, 1):.3f}" for k, v in sorted(delta.items())))
+
+        print("\n6. Multi-worker BFF", flush=True)
+        two = start_bff(procs, stack, bff_ports[1], "--workers", "2")
+        cookie2 = login(two, USER, PASSWORD)
+        wrk(f"{two}/api/notes/me", {"Cookie": cookie2, "X-CSRF": "1"}, seconds=1, connections=args.connections)
+        w2 = wrk(f"{two}/api/notes/me", {"Cookie": cookie2, "X-CSRF": "1"}, seconds=args.seconds,
+                 connections=args.connections)
+        row("BFF --workers 2", fmt(w2))
+        row("BFF --workers 2 / --workers 1", f"{w2.rps / bff.rps:.2f}x",
+            "2 cores shared with wrk, Redis, the RS")
+
+
+def grants(auth_url: str) -> float:
+    """Successful refresh grants so far, from the auth server's Prometheus metrics."""
+    text = httpx.get(f"{auth_url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("auth_token_grants_total{") and 'grant_type="refresh_token"' in line \
+                and 'outcome="success"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def storm(urls: list[str], cookie: str, n: int) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+    async with aiohttp.ClientSession() as session:
+        async def one(i: int) -> None:
+            async with session.get(f"{urls[i % len(urls)]}/api/notes/me",
+                                   headers={"Cookie": cookie, "X-CSRF": "1"}) as r:
+                await r.read()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return statuses
+
+
+def refresh_storm(args: argparse.Namespace) -> None:
+    """Section 3: N concurrent requests over 2 BFF replicas right after expiry: refreshes made, logouts."""
+    print(f"\n3. Refresh storm: {args.storm} concurrent requests over 2 BFF replicas right after expiry", flush=True)
+    for delay in (0.0, args.slow):
+        with processes() as procs:
+            redis_url, redis_port = start_redis(procs)
+            secret = secrets.token_urlsafe(24)
+            ports = [free_port(), free_port()]
+            urls = [f"http://127.0.0.1:{p}" for p in ports]
+            auth_url = start_auth(procs, redis_url, urls, secret, access_ttl=3)
+            rs_url = start_rs(procs, redis_url, auth_url)
+            stack = Stack(redis_url, redis_port, auth_url, rs_url, urls, secret)
+            extra = {"BFF_REFRESH_SKEW": "1"}
+            if delay:
+                slow_port = free_port()
+                procs.append(Proc([sys.executable, "bench/slow_proxy.py", "--port", str(slow_port), "--upstream",
+                                   auth_url, "--delay", str(delay)]))
+                time.sleep(1)
+                extra["BFF_AUTH_INTERNAL_URL"] = f"http://127.0.0.1:{slow_port}"
+            for port in ports:
+                start_bff(procs, stack, port, **extra)
+            cookie = login(urls[0], USER, PASSWORD)
+            time.sleep(3.2)  # the access token has expired now
+            before = grants(auth_url)
+            statuses = asyncio.run(storm(urls, cookie, args.storm))
+            refreshes = grants(auth_url) - before
+            alive = httpx.get(f"{urls[1]}/bff/user", headers={"Cookie": cookie, "X-CSRF": "1"}).status_code == 200
+            label = f"auth server slowed by {delay:.0f}s (> lock lease)" if delay else "auth server at full speed"
+            row(f"{label}: refresh calls", f"{refreshes:.0f}", "target 1")
+            row(f"{label}: statuses", json.dumps(statuses), f"all 200; session alive: {alive}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--storm", type=int, default=64)
+    parser.add_argument("--slow", type=float, default=12.0, help="auth server delay in the slow storm (s)")
+    parser.add_argument("--only", default="", help="comma-separated section names: proxy,storm,verify,memory")
+    return parser.parse_args()
+
+
+SECTIONS = {"proxy": proxy_throughput, "storm": refresh_storm}
+
+
+def main() -> None:
+    args = parse_args()
+    only = [s for s in re.split(r"[, ]+", args.only) if s] or list(SECTIONS)
+    for name in only:
+        SECTIONS[name](args)
+    print("\n| measure | figure | target |\n|---|---|---|")
+    for what, figure, target in rows:
+        print(f"| {what.strip()} | {figure} | {target} |")
+
+
+if __name__ == "__main__":
+    main()
