@@ -256,3 +256,91 @@ def process_factory() -> Iterator[Any]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# --- Redis Cluster ------------------------------------------------------------------------------------------
+
+
+def _free_cluster_port() -> int:
+    """A port p with p and p+10000 (the cluster bus) both free."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 50000)  # noqa: S311
+        ok = True
+        for p in (port, port + 10000):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@dataclass
+class RedisCluster:
+    """A real 3-master Redis Cluster on loopback (no replicas), with append-only files."""
+
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """`REDIS_URL` with every node, comma-separated (the services' cluster form)."""
+        return ",".join(f"redis://127.0.0.1:{n.port}/0" for n in self.nodes)
+
+    def start(self) -> RedisCluster:
+        exe = shutil.which("redis-server")
+        if exe is None or shutil.which("redis-cli") is None:
+            pytest.fail("redis-server/redis-cli are not installed: the cluster tests cannot run")
+        for _ in range(3):
+            node = RedisServer(port=_free_cluster_port())
+            node.proc = subprocess.Popen(
+                [exe, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.dir),
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                 "--save", "", "--appendonly", "yes", "--protected-mode", "no", "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            self.nodes.append(node)
+        for node in self.nodes:
+            wait_for_port(node.port)
+        create = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )
+        if create.returncode != 0:
+            self.cleanup()
+            pytest.fail(f"redis-cli --cluster create failed: {create.stdout}{create.stderr}")
+        deadline = time.monotonic() + 20
+        while True:
+            info = subprocess.run(["redis-cli", "-p", str(self.nodes[0].port), "CLUSTER", "INFO"],
+                                  capture_output=True, text=True).stdout
+            if "cluster_state:ok" in info:
+                return self
+            if time.monotonic() > deadline:
+                self.cleanup()
+                pytest.fail(f"the cluster did not reach state ok: {info}")
+            time.sleep(0.1)
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            subprocess.run(["redis-cli", "-p", str(node.port), "FLUSHALL"], check=True, capture_output=True)
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    redis_cluster.flushall()
+    return redis_cluster.url
