@@ -1,0 +1,103 @@
+"""Errors of the verifier library, each carrying its RFC 6750 wire format.
+
+The tree (catch ``VerifierError`` to catch them all)::
+
+    VerifierError                     the root; never raised itself
+     ├── InvalidRequest               400  error="invalid_request"   (e.g. two token methods, RFC 6750 §2)
+     ├── MissingToken                 401  no error code             (RFC 6750 §3.1: none when no credentials)
+     ├── InvalidToken                 401  error="invalid_token"
+     │    └── ExpiredToken            401  "The access token provided has expired."
+     ├── InsufficientScope            403  error="insufficient_scope" with scope="…"
+     └── KeysUnavailable              503  the JWKS was never loaded (the auth server has not answered yet)
+
+``reason`` is a short, stable label for metrics and logs (never the token).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ExpiredToken",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "KeysUnavailable",
+    "MissingToken",
+    "VerifierError",
+]
+
+
+class VerifierError(Exception):
+    """Root of every error the verifier raises."""
+
+    status_code: ClassVar[int] = 401
+    error: ClassVar[str | None] = None
+    default_description: ClassVar[str] = "The request could not be authenticated."
+    default_reason: ClassVar[str] = "error"
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        self.description = description or self.default_description
+        self.reason = reason or self.default_reason
+        super().__init__(self.description)
+
+    @property
+    def body_error(self) -> str:
+        """The ``error`` member of the JSON body (the header omits it when ``error`` is None)."""
+        return self.error or "unauthorized"
+
+
+class InvalidRequest(VerifierError):
+    """The request is malformed: more than one token method, several Authorization headers, an empty token."""
+
+    status_code = 400
+    error = "invalid_request"
+    default_description = "The request is malformed."
+    default_reason = "invalid_request"
+
+
+class MissingToken(VerifierError):
+    """No bearer token at all: 401 with a bare ``Bearer realm`` challenge (RFC 6750 §3.1)."""
+
+    status_code = 401
+    error = None
+    default_description = "A bearer access token is required."
+    default_reason = "missing"
+
+
+class InvalidToken(VerifierError):
+    """The token is malformed, badly signed, for someone else, or not (yet) valid."""
+
+    status_code = 401
+    error = "invalid_token"
+    default_description = "The access token is invalid."
+    default_reason = "invalid"
+
+
+class ExpiredToken(InvalidToken):
+    """The token's ``exp`` (plus leeway) is in the past."""
+
+    default_description = "The access token provided has expired."
+    default_reason = "expired"
+
+
+class InsufficientScope(VerifierError):
+    """A valid token that lacks a scope the endpoint requires (RFC 6750 §3.1)."""
+
+    status_code = 403
+    error = "insufficient_scope"
+    default_description = "The access token does not grant the required scope."
+    default_reason = "insufficient_scope"
+
+    def __init__(self, required: str, description: str | None = None) -> None:
+        self.required = required
+        super().__init__(description)
+
+
+class KeysUnavailable(VerifierError):
+    """No signing keys were ever loaded (the auth server has not answered yet): a temporary server condition."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+    default_description = "The signing keys are not available yet."
+    default_reason = "keys_unavailable"

@@ -1,0 +1,226 @@
+"""ASGI glue: ``BearerAuthMiddleware`` puts verified claims on the request; ``requires_scope`` guards endpoints.
+
+::
+
+    app = Starlette(routes=[...])
+    app.add_middleware(BearerAuthMiddleware, verifier=verifier, realm="notes", public_paths={"/healthz"})
+
+    @requires_scope("notes:write")
+    async def create_note(request: Request) -> Response:
+        sub = get_claims(request)["sub"]
+
+The middleware is plain ASGI (any ASGI app works); only ``requires_scope``/``get_claims`` use Starlette's
+``Request``. Every path needs a valid token except ``public_paths``, where a token is optional (verified when sent).
+
+Where the token may come from (RFC 6750 §2): the ``Authorization: Bearer`` header, or an
+``application/x-www-form-urlencoded`` body's ``access_token`` (§2.2). Both at once, or two Authorization headers,
+is ``400 invalid_request``. A token in the query string (§2.3) is ignored: URLs end up in logs and histories.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken, VerifierError
+from .verifier import MAX_TOKEN_LENGTH, AccessTokenClaims, TokenVerifier, scopes_of
+
+__all__ = ["BearerAuthMiddleware", "challenge", "error_response", "get_claims", "requires_scope"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+EndpointT = TypeVar("EndpointT", bound=Callable[..., Awaitable[Response]])
+
+REALM_SCOPE_KEY = "bearer_realm"
+FORM_BODY_LIMIT = 64 * 1024  # larger form bodies are not searched for an access_token
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _quoted(value: str) -> str:
+    # RFC 6750 §3: error_description and scope are quoted strings without '"' or '\'.
+    return '"' + value.replace("\\", "").replace('"', "'") + '"'
+
+
+def challenge(error: VerifierError, realm: str) -> str:
+    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3)."""
+    parts = [f"realm={_quoted(realm)}"]
+    if error.error is not None:
+        parts.append(f"error={_quoted(error.error)}")
+        parts.append(f"error_description={_quoted(error.description)}")
+    if isinstance(error, InsufficientScope):
+        parts.append(f"scope={_quoted(error.required)}")
+    return "Bearer " + ", ".join(parts)
+
+
+def _error_parts(error: VerifierError, realm: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    body = json.dumps(
+        {"code": error.status_code, "error": error.body_error, "error_description": error.description},
+        separators=(", ", ": "),
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if error.status_code == 503:
+        headers.append((b"retry-after", b"5"))
+    else:
+        headers.append((b"www-authenticate", challenge(error, realm).encode("latin-1")))
+    return body, headers
+
+
+def error_response(error: VerifierError, realm: str) -> Response:
+    """A Starlette response for ``error``: status, JSON body ``{code, error, error_description}`` and challenge."""
+    body, headers = _error_parts(error, realm)
+    response = Response(body, status_code=error.status_code)
+    response.raw_headers = headers
+    return response
+
+
+async def _send_error(send: Send, error: VerifierError, realm: str) -> None:
+    body, headers = _error_parts(error, realm)
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header_token(scope: Scope) -> str | None:
+    values = [value for name, value in scope["headers"] if name == b"authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidRequest("Send one Authorization header.")
+    value = values[0]
+    if len(value) > MAX_TOKEN_LENGTH + 64:  # refuse before decoding anything
+        raise InvalidToken("The access token is too large.", reason="too_large")
+    scheme, _, rest = value.partition(b" ")
+    if scheme.lower() != b"bearer":  # another scheme (Basic, …) carries no bearer token
+        return None
+    token = rest.strip(b" ")
+    if not token:
+        raise InvalidRequest("The bearer token is empty.")
+    return token.decode("latin-1")
+
+
+def _is_form(scope: Scope) -> bool:
+    if scope["method"] not in _BODY_METHODS:
+        return False
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/x-www-form-urlencoded"
+    return False
+
+
+async def _form_token(receive: Receive) -> tuple[str | None, Receive]:
+    """The body's ``access_token`` (RFC 6750 §2.2), and a ``receive`` that replays the body for the app."""
+    messages: list[Message] = []
+    size = 0
+    complete = False
+    while size <= FORM_BODY_LIMIT:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            complete = True
+            break
+    pending = iter(messages)
+
+    async def replay() -> Message:
+        return next(pending, None) or await receive()
+
+    if not complete or size > FORM_BODY_LIMIT:
+        return None, replay
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+    tokens = parse_qs(body.decode("latin-1")).get("access_token", [])
+    if len(tokens) > 1:
+        raise InvalidRequest("Send one access token.")
+    return (tokens[0] if tokens else None), replay
+
+
+class BearerAuthMiddleware:
+    """Verifies the bearer token of each HTTP request and stores its claims in ``scope["auth"]``.
+
+    ``request.auth`` (or ``get_claims(request)``) then holds the claims; on a public path without a token it is
+    None. Errors are answered here, in RFC 6750's format; ``on_error`` sees each one (for metrics).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: TokenVerifier,
+        realm: str | None = None,
+        public_paths: Collection[str] = (),
+        on_error: Callable[[VerifierError], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.realm = realm or verifier.audience
+        self.public_paths = frozenset(public_paths)
+        self.on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[REALM_SCOPE_KEY] = self.realm
+        try:
+            token = _header_token(scope)
+            if _is_form(scope):
+                body_token, receive = await _form_token(receive)
+                if body_token is not None:
+                    if token is not None:  # RFC 6750 §2: clients MUST NOT use more than one method
+                        raise InvalidRequest("Send the access token by one method only.")
+                    token = body_token
+            if token is None:
+                if scope["path"] not in self.public_paths:
+                    raise MissingToken()
+                scope["auth"] = None
+            else:
+                scope["auth"] = await self.verifier.verify(token)
+        except VerifierError as exc:
+            if self.on_error is not None:
+                self.on_error(exc)
+            await _send_error(send, exc, self.realm)
+            return
+        await self.app(scope, receive, send)
+
+
+def get_claims(request: Request) -> AccessTokenClaims:
+    """The verified claims of the request; raises ``MissingToken`` if it carries none."""
+    claims = request.scope.get("auth")
+    if not claims:
+        raise MissingToken()
+    return cast(AccessTokenClaims, claims)
+
+
+def requires_scope(*scopes: str) -> Callable[[EndpointT], EndpointT]:
+    """Guard a Starlette endpoint: 401 without a verified token, ``403 insufficient_scope`` without every scope."""
+    required = frozenset(scopes)
+    required_text = " ".join(scopes)
+
+    def decorator(endpoint: EndpointT) -> EndpointT:
+        @functools.wraps(endpoint)
+        async def guarded(*args: Any, **kwargs: Any) -> Response:
+            request = next(arg for arg in (*args, *kwargs.values()) if isinstance(arg, Request))
+            realm = request.scope.get(REALM_SCOPE_KEY, "api")
+            claims = request.scope.get("auth")
+            if not claims:
+                return error_response(MissingToken(), realm)
+            if not required <= scopes_of(claims):
+                return error_response(InsufficientScope(required_text), realm)
+            return await endpoint(*args, **kwargs)
+
+        return cast(EndpointT, guarded)
+
+    return decorator
