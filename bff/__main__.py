@@ -1,0 +1,43 @@
+"""``bff serve`` runs the BFF; ``bff stack`` runs all three services in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bff", description="The jwt-bff backend-for-frontend.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the BFF")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    stack = commands.add_parser("stack", help="auth server, resource server and BFF in one process")
+    stack.add_argument("--host", default="127.0.0.1")
+    stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
+    stack.add_argument("--auth-port", type=int, default=9000)
+    stack.add_argument("--resource-port", type=int, default=9001)
+    args = parser.parse_args(argv)
+    if args.command == "stack":
+        from bff import stack as stack_module  # imported only when asked for: it pulls in all three services
+
+        stack_module.main(args)
+        return
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from bff.settings import Settings, SettingsError
+
+    try:
+        Settings.from_env()  # fail fast, naming the variable
+    except SettingsError as exc:
+        parser.exit(2, f"bff: {exc}\n")
+    uvicorn.run("bff.app:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level=args.log_level, access_log=args.access_log, proxy_headers=False)
+
+
+if __name__ == "__main__":
+    main()

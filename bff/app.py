@@ -1,0 +1,126 @@
+"""``create_app(settings)``: the BFF as a Starlette app, with its clients opened in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import httpx
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from bff.auth_client import AuthClient
+from bff.csrf import CSRFMiddleware
+from bff.endpoints import STATIC, Endpoints
+from bff.errors import BFFError, LoginRequired, StoreUnavailable, UpstreamTimeout, UpstreamUnavailable
+from bff.metrics import Metrics, MetricsMiddleware
+from bff.proxy import Proxy
+from bff.refresh import Refresher
+from bff.sessions import RedisStore, SessionManager
+from bff.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT = 2.0           # seconds: a Redis that does not answer in this time is down (503), not slow
+UPSTREAM_POOL = 512           # pooled connections to all upstreams together
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status_code,
+                        headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
+    own_redis = redis is None
+    client = redis if redis is not None else aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+        retry=Retry(NoBackoff(), 1))
+    metrics = Metrics()
+    manager = SessionManager(RedisStore(client), idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
+    http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
+    auth = AuthClient(settings, http)
+    refresher = Refresher(manager, auth, skew=settings.refresh_skew, auth_timeout=settings.auth_timeout,
+                          lock_lease=settings.lock_lease,
+                          on_outcome=lambda outcome: metrics.refreshes.labels(outcome).inc())
+    # The aiohttp session must be made inside the running loop; the lifespan fills it in.
+    endpoints = Endpoints(settings, manager, auth, refresher, Proxy(dict(settings.routes), None, 0), metrics)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=UPSTREAM_POOL, limit_per_host=0, ttl_dns_cache=60),
+            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+        endpoints.proxy = Proxy(dict(settings.routes), session, settings.upstream_timeout)
+        try:
+            await auth.discover()
+        except BFFError as exc:
+            log.warning("auth server discovery failed at start-up (%s); retried on demand", exc.description)
+        try:
+            yield
+        finally:
+            await session.close()
+            await http.aclose()
+            if own_redis:
+                await client.aclose()
+
+    async def bff_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BFFError)
+        headers = {}
+        if isinstance(exc, LoginRequired) and settings.cookie_name in request.cookies:
+            headers["Set-Cookie"] = endpoints.expire_cookie(settings.cookie_name)
+        if isinstance(exc, UpstreamUnavailable | UpstreamTimeout):
+            metrics.upstream_errors.labels(request.path_params.get("route", "?"), exc.error).inc()
+        return _error(exc, headers)
+
+    async def store_error(request: Request, exc: Exception) -> Response:
+        return _error(StoreUnavailable())
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(BFFError())
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        Route("/", endpoints.index, methods=["GET", "HEAD"]),
+        Route("/bff/login", endpoints.login, methods=["GET"]),
+        Route("/bff/callback", endpoints.callback, methods=["GET"]),
+        Route("/bff/user", endpoints.user, methods=["GET"]),
+        Route("/bff/logout", endpoints.logout, methods=["POST"]),
+        Route("/api/{route}/{path:path}", endpoints.api, methods=ALL_METHODS),
+        Route("/api/{route}", endpoints.api, methods=ALL_METHODS),
+        Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route("/readyz", endpoints.readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics),
+                    Middleware(CSRFMiddleware, origin=settings.public_origin)],
+        exception_handlers={BFFError: bff_error, RedisConnectionError: store_error,
+                            RedisTimeoutError: store_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """The uvicorn factory for ``bff serve --workers N``."""
+    return create_app(Settings.from_env())

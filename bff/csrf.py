@@ -1,0 +1,56 @@
+"""CSRF defence as plain ASGI middleware.
+
+* ``/api/*``, ``/bff/user`` and ``/bff/logout`` need ``X-CSRF: 1``: a cross-site page can only send a custom header
+  after a CORS preflight, and
+* every CORS preflight is refused, so it never can;
+* a state-changing request whose ``Origin`` is not the BFF's own is refused.
+
+Any of these answers ``403 {"error": "csrf"}``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+GUARDED_EXACT = frozenset({"/bff/user", "/bff/logout"})
+_BODY = json.dumps({"error": "csrf", "error_description": "Missing X-CSRF header, foreign Origin or CORS preflight."}
+                   ).encode()
+
+
+def guarded(path: str) -> bool:
+    return path.startswith("/api/") or path in GUARDED_EXACT
+
+
+class CSRFMiddleware:
+    def __init__(self, app: ASGIApp, *, origin: str) -> None:
+        self.app = app
+        self.origin = origin.encode("latin-1").lower()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 403, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode()),
+            (b"cache-control", b"no-store"),
+        ]})
+        await send({"type": "http.response.body", "body": _BODY})
+
+    def _allowed(self, scope: Scope) -> bool:
+        method = scope["method"]
+        csrf = origin = preflight = None
+        for name, value in scope["headers"]:
+            if name == b"x-csrf":
+                csrf = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                preflight = value
+        if method == "OPTIONS" and (preflight is not None or origin is not None):
+            return False  # CORS preflight: never granted
+        if method not in SAFE_METHODS and origin is not None and origin.lower() != self.origin:
+            return False  # "null" (sandboxed, file:) is foreign too
+        return not guarded(scope["path"]) or csrf == b"1"

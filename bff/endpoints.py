@@ -1,0 +1,204 @@
+"""The BFF's HTTP endpoints (DESIGN §3)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from bff.auth_client import AuthClient
+from bff.errors import AuthServerUnavailable, BadRequest, InvalidState, LoginFailed, LoginRequired, ProviderRejected
+from bff.metrics import Metrics
+from bff.proxy import Proxy
+from bff.refresh import Refresher
+from bff.sessions import Sealed, Session, SessionManager, new_secret, new_state
+from bff.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+LOGIN_TTL = 600                      # seconds an authorization request may stay in flight (DESIGN §3)
+RETURN_TO_MAX = 2048
+NO_STORE = {"Cache-Control": "no-store"}
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+
+
+def safe_return_to(value: str | None) -> str:
+    """A local path only: no scheme, no host, no ``//`` or ``/\\`` (which browsers read as another host)."""
+    if not value:
+        return "/"
+    if (len(value) > RETURN_TO_MAX or not value.startswith("/") or value.startswith(("//", "/\\"))
+            or "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)):
+        raise BadRequest("return_to must be a local path.")
+    return value
+
+
+def pkce_challenge(verifier: str) -> str:
+    # RFC 7636 §4.2: S256
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+@dataclass
+class Endpoints:
+    settings: Settings
+    manager: SessionManager
+    auth: AuthClient
+    refresher: Refresher
+    proxy: Proxy
+    metrics: Metrics
+
+    # --- cookies ------------------------------------------------------------------------------------------------
+
+    def _cookie(self, name: str, value: str, max_age: int | None = None) -> str:
+        # Written by hand so the attributes are exactly these: HttpOnly; Secure; SameSite=Lax; Path=/, no Domain.
+        parts = [f"{name}={value}", "Path=/"]
+        if max_age is not None:
+            parts.append(f"Max-Age={max_age}")
+        if self.settings.cookie_secure:
+            parts.append("Secure")
+        parts += ["HttpOnly", "SameSite=Lax"]
+        return "; ".join(parts)
+
+    def expire_cookie(self, name: str) -> str:
+        return self._cookie(name, "", 0) + "; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+
+    # --- sessions -----------------------------------------------------------------------------------------------
+
+    async def session(self, request: Request) -> tuple[Sealed, Session]:
+        ref = self.manager.ref(request.cookies.get(self.settings.cookie_name))
+        if ref is None:
+            raise LoginRequired()
+        session = await self.manager.load(ref)
+        if session is None:
+            raise LoginRequired()
+        return ref, session
+
+    # --- login ----------------------------------------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        return_to = safe_return_to(request.query_params.get("return_to"))
+        endpoint = await self.auth.authorization_endpoint()
+        browser = request.cookies.get(self.settings.login_cookie_name)
+        if browser is None or self.manager.login_ref(browser, "x" * 16) is None:
+            browser = new_secret()  # one per browser, kept across tabs so parallel logins do not clash
+        state, nonce, verifier = new_state(), new_state(), secrets.token_urlsafe(48)
+        ref = self.manager.login_ref(browser, state)
+        assert ref is not None
+        await self.manager.save_login(ref, {"verifier": verifier, "nonce": nonce, "return_to": return_to}, LOGIN_TTL)
+        query = urlencode({
+            "response_type": "code", "client_id": self.settings.client_id,
+            "redirect_uri": self.settings.redirect_uri, "scope": self.settings.scopes, "state": state,
+            "nonce": nonce, "code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256",
+        })
+        response = RedirectResponse(endpoint + ("&" if "?" in endpoint else "?") + query, 302, headers=NO_STORE)
+        response.headers.append("set-cookie", self._cookie(self.settings.login_cookie_name, browser, LOGIN_TTL))
+        return response
+
+    async def callback(self, request: Request) -> Response:
+        params = request.query_params
+        ref = self.manager.login_ref(request.cookies.get(self.settings.login_cookie_name), params.get("state"))
+        if ref is None:
+            raise InvalidState()
+        login = await self.manager.take_login(ref)   # single use
+        if login is None:
+            raise InvalidState()
+        error = params.get("error")
+        if error is not None:
+            shown = error if _ERROR_CODE.fullmatch(error) else "an error"
+            raise LoginFailed(f"The auth server answered {shown}.")
+        code = params.get("code")
+        if not code or len(code) > 4096:
+            raise BadRequest("The callback has no code.")
+        try:
+            tokens = await self.auth.exchange_code(code, login["verifier"])
+            claims = self.auth.id_claims(tokens.id_token, login["nonce"])
+        except ProviderRejected as exc:
+            raise LoginFailed(f"The auth server refused the login ({exc.oauth_error}).") from exc
+        old = self.manager.ref(request.cookies.get(self.settings.cookie_name))
+        if old is not None:
+            await self.manager.delete(old)   # a new id on every login; the old one dies (fixation)
+        secret, _ = await self.manager.create(
+            access_token=tokens.access_token, refresh_token=tokens.refresh_token, access_expires_at=tokens.expires_at,
+            sub=str(claims["sub"]), username=str(claims.get("preferred_username") or claims["sub"]),
+            scope=tokens.scope,
+        )
+        self.metrics.sessions.labels("created").inc()
+        response = RedirectResponse(login["return_to"], 302, headers=NO_STORE)
+        response.headers.append("set-cookie", self._cookie(self.settings.cookie_name, secret))
+        response.headers.append("set-cookie", self.expire_cookie(self.settings.login_cookie_name))
+        return response
+
+    async def user(self, request: Request) -> Response:
+        _, session = await self.session(request)
+        return JSONResponse({
+            "sub": session.sub, "username": session.username, "scope": session.scope,
+            "expires_at": int(session.expires_at), "idle_expires_at": int(self.manager.idle_expires_at(session)),
+        }, headers=NO_STORE)
+
+    async def logout(self, request: Request) -> Response:
+        ref = self.manager.ref(request.cookies.get(self.settings.cookie_name))
+        if ref is not None:
+            session = await self.manager.peek(ref)
+            if session is not None:
+                if session.refresh_token:
+                    try:
+                        await self.auth.revoke(session.refresh_token)   # RFC 7009: ends the login's family
+                    except AuthServerUnavailable:
+                        log.warning("logout: the auth server could not be told to revoke the refresh token")
+                await self.manager.delete(ref)
+                self.metrics.sessions.labels("logout").inc()
+        response = Response(status_code=204, headers={**NO_STORE, "Clear-Site-Data": '"cookies"'})
+        response.headers.append("set-cookie", self.expire_cookie(self.settings.cookie_name))
+        return response
+
+    # --- the proxy ------------------------------------------------------------------------------------------------
+
+    async def api(self, request: Request) -> Response:
+        route = request.path_params["route"]
+        ref, session = await self.session(request)
+        out = await self.proxy.outbound(request, route)
+        session = await self.refresher.fresh(ref, session)
+        upstream = await self.proxy.send(out, session.access_token)
+        if (upstream.status == 401 and out.replayable
+                and "invalid_token" in upstream.headers.get("WWW-Authenticate", "")):
+            # RFC 6750 §3.1: the token was refused (revoked keys, clock skew): refresh once, replay once.
+            upstream.release()
+            session = await self.refresher.fresh(ref, session, force=True)
+            upstream = await self.proxy.send(out, session.access_token)
+        return self.proxy.response(upstream, out.headers["X-Request-ID"])
+
+    # --- the page and operations ------------------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            await self.manager.store.ping()
+            checks["store"] = "ok"
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            checks["store"] = "unavailable"
+        try:
+            await self.auth.discover()
+            checks["auth_server"] = "ok"
+        except AuthServerUnavailable:
+            checks["auth_server"] = "unavailable"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                            status_code=200 if ready else 503)

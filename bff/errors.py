@@ -1,0 +1,100 @@
+"""The BFF's errors. Each carries its wire format; one handler in app.py turns any of them into JSON.
+
+    BFFError                          500 server_error
+     ├── BadRequest                   400 invalid_request
+     │    └── InvalidState            400 invalid_state        (callback: unknown, used or foreign state)
+     ├── LoginFailed                  400 login_failed         (the provider refused the login or the code)
+     ├── LoginRequired                401 login_required       (no session, or it ended)
+     ├── CSRFError                    403 csrf
+     ├── NotFound                     404 not_found
+     ├── UpstreamUnavailable          502 bad_gateway          (connect failure to a resource server)
+     ├── UpstreamTimeout              504 gateway_timeout
+     └── TemporarilyUnavailable       503 temporarily_unavailable
+          ├── StoreUnavailable              Redis unreachable
+          └── AuthServerUnavailable         auth server unreachable, 5xx or unusable answer
+"""
+
+from __future__ import annotations
+
+
+class BFFError(Exception):
+    status_code = 500
+    error = "server_error"
+    description = "Internal error."
+
+    def __init__(self, description: str | None = None) -> None:
+        super().__init__(description or self.description)
+        self.description = description or self.description
+
+
+class BadRequest(BFFError):
+    status_code = 400
+    error = "invalid_request"
+    description = "The request is malformed."
+
+
+class InvalidState(BadRequest):
+    error = "invalid_state"
+    description = "The login state is unknown, used, expired or belongs to another browser; start again."
+
+
+class LoginFailed(BFFError):
+    status_code = 400
+    error = "login_failed"
+    description = "The login did not complete."
+
+
+class LoginRequired(BFFError):
+    status_code = 401
+    error = "login_required"
+    description = "Log in first."
+
+
+class CSRFError(BFFError):
+    status_code = 403
+    error = "csrf"
+    description = "Missing X-CSRF header, foreign Origin or CORS preflight."
+
+
+class NotFound(BFFError):
+    status_code = 404
+    error = "not_found"
+    description = "No such route."
+
+
+class UpstreamUnavailable(BFFError):
+    status_code = 502
+    error = "bad_gateway"
+    description = "The upstream service is unreachable."
+
+
+class UpstreamTimeout(BFFError):
+    status_code = 504
+    error = "gateway_timeout"
+    description = "The upstream service did not answer in time."
+
+
+class TemporarilyUnavailable(BFFError):
+    status_code = 503
+    error = "temporarily_unavailable"
+    description = "Try again shortly."
+
+
+class StoreUnavailable(TemporarilyUnavailable):
+    description = "The session store is unreachable; try again shortly."
+
+
+class AuthServerUnavailable(TemporarilyUnavailable):
+    description = "The auth server is unreachable; your session is kept, try again shortly."
+
+
+class ProviderRejected(BFFError):
+    """The auth server answered a token request with an RFC 6749 §5.2 error (``oauth_error``, e.g. invalid_grant)."""
+
+    status_code = 400
+    error = "login_failed"
+    description = "The auth server refused the request."
+
+    def __init__(self, oauth_error: str, description: str | None = None) -> None:
+        super().__init__(description)
+        self.oauth_error = oauth_error

@@ -1,0 +1,50 @@
+"""Prometheus metrics on a per-app registry, and plain ASGI middleware counting requests by route template."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("bff_requests_total", "HTTP requests by route template and status",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("bff_request_duration_seconds", "Time to response start, by route template",
+                                 ["route"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.refreshes = Counter("bff_refreshes_total", "Access token refreshes by outcome", ["outcome"],
+                                 registry=self.registry)
+        self.sessions = Counter("bff_sessions_total", "Sessions created and ended", ["event"], registry=self.registry)
+        self.upstream_errors = Counter("bff_upstream_errors_total", "Upstream failures by route and kind",
+                                       ["route", "kind"], registry=self.registry)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, str(status)).inc()

@@ -1,0 +1,128 @@
+"""Forwarding ``/api/{route}/{path}`` to the configured upstreams over one pooled aiohttp ClientSession.
+
+Only upstreams named in BFF_ROUTES are reachable (no open proxy). The browser's Cookie, Authorization and hop-by-hop
+headers never leave; the BFF sets ``Authorization: Bearer``. Upstream Set-Cookie never reaches the browser. Bodies
+stream both ways; small request bodies are buffered so that a request refused for an expired token can be replayed
+once after a refresh.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from yarl import URL
+
+from bff.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "proxy-connection",
+})
+DROP_REQUEST = HOP_BY_HOP | {"cookie", "authorization", "host", "x-csrf"}
+DROP_RESPONSE = HOP_BY_HOP | {"set-cookie", "set-cookie2"}
+REPLAY_LIMIT = 64 * 1024     # request bodies up to this size are buffered, hence replayable after a refresh
+CHUNK = 64 * 1024
+
+
+def _drop_listed(headers: list[tuple[str, str]], drop: frozenset[str]) -> frozenset[str]:
+    # RFC 9110 §7.6.1: headers named in Connection are hop-by-hop too.
+    named = {token.strip().lower() for name, value in headers if name == "connection" for token in value.split(",")}
+    return drop | named if named else drop
+
+
+@dataclass
+class Outbound:
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: bytes | AsyncIterator[bytes] | None
+
+    @property
+    def replayable(self) -> bool:
+        return not isinstance(self.body, AsyncIterator)
+
+
+class Proxy:
+    def __init__(self, routes: dict[str, str], session: aiohttp.ClientSession, timeout: float) -> None:
+        self.routes = {name: URL(base) for name, base in routes.items()}
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+
+    async def outbound(self, request: Request, route: str) -> Outbound:
+        """The request to send upstream; raises for an unknown route or a path that climbs out of it."""
+        base = self.routes.get(route)
+        if base is None:
+            raise NotFound(f"No upstream named {route!r}.")
+        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+        prefix = f"/api/{route}".encode()
+        rest = raw_path.split(b"?", 1)[0][len(prefix):]
+        for segment in rest.split(b"/"):
+            if segment.lower() in (b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."):
+                raise BadRequest("Dot segments are not allowed in API paths.")
+        target = base.path.rstrip("/") + rest.decode("latin-1")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        url = base.with_path(target or "/", encoded=True)
+        if query:
+            url = URL(str(url) + "?" + query, encoded=True)
+
+        raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.scope["headers"]]
+        drop = _drop_listed(raw, DROP_REQUEST)
+        headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in raw if k not in drop)
+        if "x-request-id" not in headers:
+            headers["X-Request-ID"] = uuid.uuid4().hex
+        client = request.scope.get("client")
+        if client:
+            headers.add("X-Forwarded-For", client[0])
+
+        body: bytes | AsyncIterator[bytes] | None = None
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise BadRequest("Content-Length is not a number.")
+            size = int(length)
+            if size > REPLAY_LIMIT:
+                body = request.stream()
+            elif size:
+                body = await request.body()
+        elif any(name == "transfer-encoding" for name, _ in raw):
+            body = request.stream()
+        return Outbound(request.method, url, headers, body)
+
+    async def send(self, out: Outbound, access_token: str) -> aiohttp.ClientResponse:
+        headers = out.headers.copy()
+        headers["Authorization"] = f"Bearer {access_token}"
+        try:
+            return await self.session.request(out.method, out.url, headers=headers, data=out.body,
+                                              allow_redirects=False, timeout=self.timeout)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout() from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable() from exc
+
+    @staticmethod
+    def response(upstream: aiohttp.ClientResponse, request_id: str) -> Response:
+        raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in upstream.raw_headers]
+        drop = _drop_listed(raw, DROP_RESPONSE)
+        kept = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw if k not in drop]
+        if not any(k == "x-request-id" for k, _ in raw):
+            kept.append((b"x-request-id", request_id.encode("latin-1")))
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    yield chunk
+            finally:
+                upstream.release()
+
+        response = StreamingResponse(body(), status_code=upstream.status,
+                                     background=BackgroundTask(upstream.release))
+        response.raw_headers = kept
+        return response

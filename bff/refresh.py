@@ -1,0 +1,141 @@
+"""Refreshing access tokens with single flight, in one process and across replicas.
+
+Under refresh-token rotation a refresh token works once; a second use is reuse and the auth server revokes the whole
+login. So at most one refresh per session may run anywhere, and everyone else must reuse its result:
+
+* in this process, concurrent requests of one session share one asyncio future;
+* across replicas, a Redis lock ``bff:{id}:lock`` (SET NX PX) whose lease is renewed while the refresh runs, so a
+  slow auth server cannot let the lease lapse and a second replica refresh with the same token;
+* after taking the lock the session is re-loaded and the refresh skipped if someone else already did it
+  (oauth2-proxy ``refreshSessionIfNeeded``); waiters poll the record until its access token changed or the lock
+  is gone.
+
+``invalid_grant`` ends the session (401 login_required); an unreachable auth server is temporary (503, kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from bff.auth_client import AuthClient
+from bff.errors import AuthServerUnavailable, LoginRequired, ProviderRejected, StoreUnavailable
+from bff.sessions import Sealed, Session, SessionManager
+
+log = logging.getLogger(__name__)
+
+RENEW_FRACTION = 3          # renew the lease three times per lease period
+POLL_FIRST = 0.01           # seconds: first wait of a waiter, doubled up to POLL_MAX
+POLL_MAX = 0.2
+WAIT_MARGIN = 2.0           # seconds a waiter waits beyond the auth timeout and one lease
+
+
+class Refresher:
+    def __init__(self, manager: SessionManager, auth: AuthClient, *, skew: float, auth_timeout: float,
+                 lock_lease: float, on_outcome: Callable[[str], None] = lambda outcome: None) -> None:
+        self.manager = manager
+        self.auth = auth
+        self.skew = skew
+        self.lease_ms = int(lock_lease * 1000)
+        self.wait_limit = auth_timeout + lock_lease + WAIT_MARGIN
+        self.on_outcome = on_outcome
+        self._inflight: dict[str, asyncio.Future[Session]] = {}
+
+    def due(self, session: Session) -> bool:
+        return session.access_expires_at - time.time() <= self.skew
+
+    async def fresh(self, ref: Sealed, session: Session, *, force: bool = False) -> Session:
+        """The session with a usable access token. ``force``: the upstream refused ``session.access_token``."""
+        if not force and not self.due(session):
+            return session
+        future = self._inflight.get(ref.id)
+        if future is None:
+            future = asyncio.ensure_future(self._single_flight(ref, session.access_token))
+            self._inflight[ref.id] = future
+            future.add_done_callback(lambda done: self._finished(ref.id, done))
+        # shield: a waiter whose client went away must not cancel the refresh the others wait for
+        return await asyncio.shield(future)
+
+    def _finished(self, key: str, future: asyncio.Future[Session]) -> None:
+        self._inflight.pop(key, None)
+        if not future.cancelled():
+            future.exception()  # mark retrieved; the waiters re-raise it
+
+    async def _single_flight(self, ref: Sealed, stale: str) -> Session:
+        store = self.manager.store
+        owner = secrets.token_urlsafe(16)
+        deadline = time.monotonic() + self.wait_limit
+        while True:
+            if await store.acquire(ref.lock_key, owner, self.lease_ms):
+                try:
+                    return await self._refresh_locked(ref, stale, owner)
+                finally:
+                    with contextlib.suppress(StoreUnavailable):
+                        await store.release(ref.lock_key, owner)
+            # Another replica holds the lock: wait for its result.
+            delay = POLL_FIRST
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, POLL_MAX)
+                session, exists, locked = await self.manager.peek_locked(ref)
+                if session is None:
+                    self.on_outcome("ended")
+                    raise LoginRequired("The session ended; log in again.")
+                if session.access_token != stale:
+                    self.on_outcome("reused")
+                    return session
+                if not locked:
+                    break  # the holder gave up without a new token: try to take the lock ourselves
+                if time.monotonic() > deadline:
+                    self.on_outcome("timeout")
+                    raise AuthServerUnavailable("The token refresh is taking too long; try again shortly.")
+
+    async def _keep_lease(self, key: str, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 1000 / RENEW_FRACTION)
+            try:
+                if not await self.manager.store.renew(key, owner, self.lease_ms):
+                    log.warning("refresh lock lost before the refresh finished")
+                    return
+            except StoreUnavailable:
+                log.warning("cannot renew the refresh lock: the store is unreachable")
+
+    async def _refresh_locked(self, ref: Sealed, stale: str, owner: str) -> Session:
+        renewer = asyncio.create_task(self._keep_lease(ref.lock_key, owner))
+        try:
+            current = await self.manager.peek(ref)
+            if current is None:
+                self.on_outcome("ended")
+                raise LoginRequired("The session ended; log in again.")
+            if current.access_token != stale and not self.due(current):
+                self.on_outcome("skipped")  # another replica refreshed between our read and our lock
+                return current
+            if not current.refresh_token:
+                await self.manager.delete(ref)
+                self.on_outcome("no_refresh_token")
+                raise LoginRequired("The session expired; log in again.")
+            try:
+                tokens = await self.auth.refresh(current.refresh_token, current.scope)
+            except ProviderRejected as exc:
+                if exc.oauth_error == "invalid_grant":
+                    await self.manager.delete(ref)
+                    self.on_outcome("invalid_grant")
+                    raise LoginRequired("The login was revoked or expired; log in again.") from exc
+                self.on_outcome("rejected")
+                raise AuthServerUnavailable(f"The auth server refused the refresh ({exc.oauth_error}).") from exc
+            except AuthServerUnavailable:
+                self.on_outcome("unavailable")
+                raise
+            current.access_token = tokens.access_token
+            current.refresh_token = tokens.refresh_token
+            current.access_expires_at = tokens.expires_at
+            current.scope = tokens.scope
+            await self.manager.save(ref, current)
+            self.on_outcome("refreshed")
+            return current
+        finally:
+            renewer.cancel()

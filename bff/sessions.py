@@ -1,0 +1,369 @@
+"""Sessions: the cookie secret, the encrypted record, and the byte store under them.
+
+The cookie holds a 256-bit random secret. Redis never sees it: the record lives at ``bff:{sha256(secret)}:s`` and is
+sealed with AES-GCM under a key derived from the secret (HKDF-SHA256), with the store key as associated data. A copy
+of Redis therefore opens no session and reads no token, and a record cannot be moved to another key.
+
+Two layers (as oauth2-proxy's ``persistence/manager.go``): a :class:`ByteStore` that keeps opaque bytes with a TTL
+(:class:`RedisStore`, :class:`MemoryStore`), and the :class:`SessionManager` above it that owns secrets and sealing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bff.errors import StoreUnavailable
+
+SESSION_INFO = b"jwt-bff session"
+LOGIN_INFO = b"jwt-bff login"
+NONCE_BYTES = 12
+# 32 random bytes in unpadded base64url are exactly 43 characters; anything else is refused before Redis is asked.
+_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+_STATE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+# --- the byte store ---------------------------------------------------------------------------------------------
+
+
+class ByteStore(Protocol):
+    """Opaque bytes under string keys, with millisecond TTLs, plus a leased lock. Every implementation passes
+    ``tests/bff/test_store_contract.py``."""
+
+    async def get_touch(self, key: str, ttl_ms: int) -> bytes | None:
+        """Return the value and reset its TTL, in one round trip (GETEX)."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None: ...
+
+    async def expire(self, key: str, ttl_ms: int) -> None: ...
+
+    async def take(self, key: str) -> bytes | None:
+        """Return the value and delete it (GETDEL): single use."""
+
+    async def delete(self, key: str) -> None: ...
+
+    async def acquire(self, key: str, token: str, lease_ms: int) -> bool:
+        """Take the lock if free (SET NX PX)."""
+
+    async def renew(self, key: str, token: str, lease_ms: int) -> bool:
+        """Extend the lease if ``token`` still owns the lock."""
+
+    async def release(self, key: str, token: str) -> None:
+        """Drop the lock if ``token`` still owns it."""
+
+    async def get_and_exists(self, key: str, other: str) -> tuple[bytes | None, bool]:
+        """The value of ``key`` and whether ``other`` exists, in one round trip."""
+
+    async def ping(self) -> None: ...
+
+
+_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
+          "else return 0 end")
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+class RedisStore:
+    """The byte store on Redis (or anything speaking its protocol). Connection failures become StoreUnavailable."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        # fakeredis (the embedded store of `bff stack`) sets GETEX expiries up to a second short; a GET + PEXPIRE
+        # pipeline is still one round trip and exact there.
+        self._getex = not type(client).__module__.startswith("fakeredis")
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await make()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable() from exc
+
+    async def get_touch(self, key: str, ttl_ms: int) -> bytes | None:
+        if self._getex:
+            return await self._call(lambda: self.client.getex(key, px=ttl_ms))
+
+        async def pipelined() -> bytes | None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pexpire(key, ttl_ms)
+                value, _ = await pipe.execute()
+                return value
+
+        return await self._call(pipelined)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._call(lambda: self.client.get(key))
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        await self._call(lambda: self.client.set(key, value, px=ttl_ms))
+
+    async def expire(self, key: str, ttl_ms: int) -> None:
+        await self._call(lambda: self.client.pexpire(key, ttl_ms))
+
+    async def take(self, key: str) -> bytes | None:
+        return await self._call(lambda: self.client.getdel(key))
+
+    async def delete(self, key: str) -> None:
+        await self._call(lambda: self.client.delete(key))
+
+    async def acquire(self, key: str, token: str, lease_ms: int) -> bool:
+        return bool(await self._call(lambda: self.client.set(key, token, nx=True, px=lease_ms)))
+
+    async def renew(self, key: str, token: str, lease_ms: int) -> bool:
+        return bool(await self._call(lambda: self._renew(keys=[key], args=[token, lease_ms])))
+
+    async def release(self, key: str, token: str) -> None:
+        await self._call(lambda: self._release(keys=[key], args=[token]))
+
+    async def get_and_exists(self, key: str, other: str) -> tuple[bytes | None, bool]:
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.exists(other)
+                return list(await pipe.execute())
+
+        value, exists = await self._call(run)
+        return value, bool(exists)
+
+    async def ping(self) -> None:
+        await self._call(lambda: self.client.ping())
+
+
+class MemoryStore:
+    """The byte store in this process's memory: for single-process development and as a second contract subject."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._clock = clock
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] <= self._clock():
+            del self._data[key]
+            return None
+        return item[0]
+
+    async def get_touch(self, key: str, ttl_ms: int) -> bytes | None:
+        value = self._live(key)
+        if value is not None:
+            self._data[key] = (value, self._clock() + ttl_ms / 1000)
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self._data[key] = (value, self._clock() + ttl_ms / 1000)
+
+    async def expire(self, key: str, ttl_ms: int) -> None:
+        value = self._live(key)
+        if value is not None:
+            self._data[key] = (value, self._clock() + ttl_ms / 1000)
+
+    async def take(self, key: str) -> bytes | None:
+        value = self._live(key)
+        self._data.pop(key, None)
+        return value
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def acquire(self, key: str, token: str, lease_ms: int) -> bool:
+        if self._live(key) is not None:
+            return False
+        await self.set(key, token.encode(), lease_ms)
+        return True
+
+    async def renew(self, key: str, token: str, lease_ms: int) -> bool:
+        if self._live(key) != token.encode():
+            return False
+        await self.set(key, token.encode(), lease_ms)
+        return True
+
+    async def release(self, key: str, token: str) -> None:
+        if self._live(key) == token.encode():
+            del self._data[key]
+
+    async def get_and_exists(self, key: str, other: str) -> tuple[bytes | None, bool]:
+        return self._live(key), self._live(other) is not None
+
+    async def ping(self) -> None:
+        return None
+
+
+# --- sealing ----------------------------------------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    """A fresh 256-bit cookie secret, unpadded base64url."""
+    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+def _decode_secret(value: str | None) -> bytes | None:
+    if value is None or not _SECRET_RE.fullmatch(value):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=")
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _derive(secret: bytes, info: bytes) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+    return AESGCM(key)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """Where a record lives and the key that opens it; derived from a secret the store never sees."""
+
+    id: str
+    key: str
+    aead: AESGCM
+
+    @property
+    def lock_key(self) -> str:
+        return f"bff:{{{self.id}}}:lock"
+
+    def seal(self, data: dict[str, Any]) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self.aead.encrypt(nonce, json.dumps(data, separators=(",", ":")).encode(), self.key.encode())
+
+    def open(self, blob: bytes | None) -> dict[str, Any] | None:
+        if blob is None or len(blob) <= NONCE_BYTES:
+            return None
+        try:
+            plain = self.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], self.key.encode())
+            data = json.loads(plain)
+        except (InvalidTag, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Session:
+    """The session record: tokens and what /bff/user shows. Times are epoch seconds."""
+
+    access_token: str
+    refresh_token: str | None
+    access_expires_at: float
+    sub: str
+    username: str
+    scope: str
+    created_at: float
+    expires_at: float
+
+
+class SessionManager:
+    """Creates, loads, saves and ends sessions; enforces the idle (sliding) and absolute lifetimes."""
+
+    def __init__(self, store: ByteStore, *, idle_ttl: int, absolute_ttl: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.idle_ttl = idle_ttl
+        self.absolute_ttl = absolute_ttl
+        self.clock = clock
+
+    @staticmethod
+    def ref(cookie: str | None) -> Sealed | None:
+        """The record location for a cookie value, or None for anything that is not a secret we could have made."""
+        raw = _decode_secret(cookie)
+        if raw is None:
+            return None
+        digest = hashlib.sha256(raw).hexdigest()
+        return Sealed(digest, f"bff:{{{digest}}}:s", _derive(raw, SESSION_INFO))
+
+    def _ttl_ms(self, session: Session) -> int:
+        return max(1, int(min(self.idle_ttl, session.expires_at - self.clock()) * 1000))
+
+    def idle_expires_at(self, session: Session) -> float:
+        return min(self.clock() + self.idle_ttl, session.expires_at)
+
+    def _decode(self, ref: Sealed, blob: bytes | None) -> Session | None:
+        data = ref.open(blob)
+        if data is None:
+            return None
+        try:
+            session = Session(**data)
+        except TypeError:
+            return None
+        return session if session.expires_at > self.clock() else None
+
+    async def create(self, *, access_token: str, refresh_token: str | None, access_expires_at: float,
+                     sub: str, username: str, scope: str) -> tuple[str, Session]:
+        """Store a new session under a new secret (never one the browser offered: fixation-safe)."""
+        now = self.clock()
+        session = Session(access_token, refresh_token, access_expires_at, sub, username, scope, now,
+                          now + self.absolute_ttl)
+        secret = new_secret()
+        ref = self.ref(secret)
+        assert ref is not None
+        await self.save(ref, session)
+        return secret, session
+
+    async def load(self, ref: Sealed) -> Session | None:
+        """Load and renew the idle lifetime, in one round trip in the common case."""
+        blob = await self.store.get_touch(ref.key, self.idle_ttl * 1000)
+        session = self._decode(ref, blob)
+        if session is None:
+            return None
+        if session.expires_at - self.clock() < self.idle_ttl:
+            # The last idle window before the absolute expiry: cap Redis's TTL (rare, one more round trip).
+            await self.store.expire(ref.key, self._ttl_ms(session))
+        return session
+
+    async def peek(self, ref: Sealed) -> Session | None:
+        return self._decode(ref, await self.store.get(ref.key))
+
+    async def peek_locked(self, ref: Sealed) -> tuple[Session | None, bool, bool]:
+        """(session, record exists, lock held) in one round trip: what a refresh waiter polls."""
+        blob, locked = await self.store.get_and_exists(ref.key, ref.lock_key)
+        return self._decode(ref, blob), blob is not None, locked
+
+    async def save(self, ref: Sealed, session: Session) -> None:
+        await self.store.set(ref.key, ref.seal(asdict(session)), self._ttl_ms(session))
+
+    async def delete(self, ref: Sealed) -> None:
+        await self.store.delete(ref.key)
+
+    # --- login state (authorization request in flight), bound to the browser by a second cookie -----------------
+
+    @staticmethod
+    def login_ref(browser_secret: str | None, state: str | None) -> Sealed | None:
+        raw = _decode_secret(browser_secret)
+        if raw is None or state is None or not _STATE_RE.fullmatch(state):
+            return None
+        digest = hashlib.sha256(raw + b"|" + state.encode()).hexdigest()
+        return Sealed(digest, f"bff:{{{digest}}}:login", _derive(raw, LOGIN_INFO))
+
+    async def save_login(self, ref: Sealed, data: dict[str, Any], ttl: int) -> None:
+        await self.store.set(ref.key, ref.seal(data), ttl * 1000)
+
+    async def take_login(self, ref: Sealed) -> dict[str, Any] | None:
+        return ref.open(await self.store.take(ref.key))
+
+
+def new_state() -> str:
+    return secrets.token_urlsafe(32)

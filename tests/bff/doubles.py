@@ -1,0 +1,190 @@
+"""Test doubles of the BFF's neighbours: a small OAuth provider with refresh-token rotation and reuse detection,
+and an upstream that checks the bearer token and echoes what it received. Plus a tiny cookie-keeping browser."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import jwt
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+CLIENT_ID = "bff"
+CLIENT_SECRET = "s3cret-of-the-bff"
+
+
+@dataclass
+class Provider:
+    """An OAuth 2.0 provider double: auto-approves logins as ``alice``; rotates refresh tokens; reuse kills the
+    family (as the real auth server does). ``delay`` slows refreshes; ``down`` makes the token endpoint 503."""
+
+    issuer: str
+    access_ttl: float = 300
+    delay: float = 0.0
+    down: bool = False
+    refreshes: int = 0
+    reuse_detected: int = 0
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)       # family -> current refresh token
+    refresh_index: dict[str, str] = field(default_factory=dict)  # refresh token -> family
+    access: dict[str, float] = field(default_factory=dict)       # access token -> expiry
+    revoked: list[str] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/.well-known/openid-configuration", self.discovery),
+            Route("/authorize", self.authorize),
+            Route("/token", self.token, methods=["POST"]),
+            Route("/revoke", self.revoke, methods=["POST"]),
+        ])
+
+    async def discovery(self, request: Request) -> Response:
+        return JSONResponse({"issuer": self.issuer, "authorization_endpoint": self.issuer + "/authorize",
+                             "token_endpoint": self.issuer + "/token", "revocation_endpoint": self.issuer + "/revoke",
+                             "code_challenge_methods_supported": ["S256"]})
+
+    async def authorize(self, request: Request) -> Response:
+        q = request.query_params
+        assert q["code_challenge_method"] == "S256" and q["response_type"] == "code" and q["client_id"] == CLIENT_ID
+        code = secrets.token_urlsafe(16)
+        self.codes[code] = {"challenge": q["code_challenge"], "nonce": q["nonce"], "redirect_uri": q["redirect_uri"]}
+        return RedirectResponse(q["redirect_uri"] + "?" + urlencode({"code": code, "state": q["state"]}), 302)
+
+    def _pair(self, family: str) -> dict[str, Any]:
+        access = "eyJ" + secrets.token_urlsafe(24)   # looks like a JWT, so leak scans find it
+        refresh = "eyJ" + secrets.token_urlsafe(24)
+        self.access[access] = time.time() + self.access_ttl
+        self.families[family] = refresh
+        self.refresh_index[refresh] = family
+        return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
+                "expires_in": self.access_ttl, "scope": "openid notes:read"}
+
+    async def token(self, request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if auth != expected:
+            return JSONResponse({"error": "invalid_client"}, 401)
+        form = await request.form()
+        if form["grant_type"] == "authorization_code":
+            grant = self.codes.pop(str(form["code"]), None)
+            verifier = str(form.get("code_verifier", ""))
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if grant is None or grant["challenge"] != challenge or grant["redirect_uri"] != form["redirect_uri"]:
+                return JSONResponse({"error": "invalid_grant"}, 400)
+            body = self._pair(secrets.token_urlsafe(8))
+            body["id_token"] = jwt.encode({"iss": self.issuer, "sub": "sub-alice", "aud": CLIENT_ID,
+                                           "exp": int(time.time()) + 300, "iat": int(time.time()),
+                                           "nonce": grant["nonce"], "preferred_username": "alice"},
+                                          "provider-test-key-of-32-bytes-or-more!", algorithm="HS256")
+            return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        self.refreshes += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.down:
+            return JSONResponse({"error": "temporarily_unavailable"}, 503)
+        token = str(form["refresh_token"])
+        family = self.refresh_index.get(token)
+        if family is None or family not in self.families:
+            return JSONResponse({"error": "invalid_grant"}, 400)
+        if self.families[family] != token:
+            self.reuse_detected += 1
+            del self.families[family]   # reuse: the whole login dies
+            return JSONResponse({"error": "invalid_grant"}, 400)
+        return JSONResponse(self._pair(family), headers={"Cache-Control": "no-store"})
+
+    async def revoke(self, request: Request) -> Response:
+        form = await request.form()
+        family = self.refresh_index.get(str(form["token"]))
+        if family is not None:
+            self.families.pop(family, None)
+            self.revoked.append(family)
+        return Response(status_code=200)
+
+    def upstream(self) -> Starlette:
+        """A resource server double: checks the bearer token against what this provider issued; echoes."""
+
+        async def echo(request: Request) -> Response:
+            auth = request.headers.get("authorization", "")
+            token = auth.removeprefix("Bearer ")
+            expiry = self.access.get(token)
+            if expiry is None or expiry < time.time():
+                return JSONResponse({"error": "invalid_token"}, 401,
+                                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            body = await request.body()
+            headers = dict(request.headers)
+            headers["authorization"] = "Bearer <valid, redacted>"   # checked above; never echoed to a browser
+            response = JSONResponse({"method": request.method, "path": request.url.path,
+                                     "query": request.url.query, "headers": headers,
+                                     "body": body.decode(errors="replace")})
+            response.headers.append("set-cookie", "upstream=evil; Path=/")
+            response.headers["x-upstream"] = "yes"
+            return response
+
+        async def slow(request: Request) -> Response:
+            await asyncio.sleep(float(request.query_params.get("s", "2")))
+            return JSONResponse({})
+
+        async def big(request: Request) -> Response:
+            return Response(b"x" * int(request.query_params.get("n", "1000000")), media_type="application/octet-stream")
+
+        return Starlette(routes=[Route("/slow", slow), Route("/big", big),
+                                 Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])])
+
+
+class Browser:
+    """Keeps cookies the way a browser would for one site, and records every response it saw."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.cookies: dict[str, str] = {}
+        self.seen: list[httpx.Response] = []
+
+    def _store(self, response: httpx.Response) -> None:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            value = rest.split(";", 1)[0]
+            if "max-age=0" in header.lower():
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+
+    async def request(self, method: str, url: str, *, csrf: bool = True, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if csrf:
+            headers.setdefault("X-CSRF", "1")
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        response = await self.client.request(method, url, headers=headers, **kwargs)
+        self._store(response)
+        self.seen.append(response)
+        return response
+
+    async def login(self, provider_client: httpx.AsyncClient, return_to: str = "/") -> httpx.Response:
+        """Follow /bff/login → provider → /bff/callback like a browser does."""
+        start = await self.request("GET", "/bff/login", params={"return_to": return_to}, csrf=False)
+        assert start.status_code == 302, start.text
+        at_provider = await provider_client.get(start.headers["location"])
+        assert at_provider.status_code == 302, at_provider.text
+        callback = httpx.URL(at_provider.headers["location"])
+        return await self.request("GET", callback.raw_path.decode(), csrf=False)
+
+    def leaked(self, marker: str = "eyJ") -> list[str]:
+        """Every place a response showed ``marker``: bodies, headers, redirects."""
+        found = []
+        for r in self.seen:
+            if marker in r.text:
+                found.append(f"body of {r.request.url}")
+            for name, value in r.headers.items():
+                if marker in value:
+                    found.append(f"header {name} of {r.request.url}")
+        return found

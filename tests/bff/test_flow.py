@@ -1,0 +1,109 @@
+"""Login, /bff/user, the proxy and logout against the provider double, with the browser's view checked."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import redis
+
+from tests.bff.conftest import Rig
+
+pytestmark = pytest.mark.anyio
+
+COOKIE_RE = re.compile(r"^__Host-session=([A-Za-z0-9_-]{43}); Path=/; Secure; HttpOnly; SameSite=Lax$")
+
+
+async def test_login_user_api_logout(rig: Rig) -> None:
+    browser = rig.browser()
+    start = await browser.request("GET", "/bff/login", params={"return_to": "/notes?x=1"}, csrf=False)
+    assert start.status_code == 302
+    assert start.headers["location"].startswith(rig.provider.issuer + "/authorize?")
+    assert "code_challenge_method=S256" in start.headers["location"]
+    login_cookie = start.headers["set-cookie"]
+    assert re.fullmatch(r"__Host-bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax",
+                        login_cookie)
+    at_provider = await rig.provider_client.get(start.headers["location"])
+    callback = await browser.request("GET", at_provider.headers["location"].split("bff.test", 1)[1], csrf=False)
+    assert callback.status_code == 302
+    assert callback.headers["location"] == "/notes?x=1"
+    assert callback.headers["cache-control"] == "no-store"
+    set_cookies = callback.headers.get_list("set-cookie")
+    assert COOKIE_RE.fullmatch(set_cookies[0]), set_cookies[0]
+    assert "Domain" not in set_cookies[0]
+    assert set_cookies[1].startswith("__Host-bff-login=; Path=/; Max-Age=0")
+
+    user = await browser.request("GET", "/bff/user")
+    assert user.status_code == 200
+    body = user.json()
+    assert body["sub"] == "sub-alice" and body["username"] == "alice" and body["scope"] == "openid notes:read"
+    assert body["idle_expires_at"] <= body["expires_at"]
+    assert set(body) == {"sub", "username", "scope", "expires_at", "idle_expires_at"}
+
+    api = await browser.request("GET", "/api/notes/me?a=b")
+    assert api.status_code == 200, api.text
+    assert api.json()["path"] == "/me" and api.json()["query"] == "a=b"
+
+    logout = await browser.request("POST", "/bff/logout")
+    assert logout.status_code == 204
+    assert logout.headers["cache-control"] == "no-store"
+    assert logout.headers["clear-site-data"] == '"cookies"'
+    assert logout.headers["set-cookie"].startswith("__Host-session=; Path=/; Max-Age=0")
+    assert rig.provider.revoked, "the refresh token was not revoked at the auth server"
+
+    after = await browser.request("GET", "/bff/user")
+    assert after.status_code == 401 and after.json()["error"] == "login_required"
+    assert browser.leaked() == []
+
+
+async def test_old_cookie_dies_at_logout_even_if_replayed(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    stolen = dict(browser.cookies)
+    await browser.request("POST", "/bff/logout")
+    thief = rig.browser()
+    thief.cookies = stolen
+    assert (await thief.request("GET", "/api/notes/me")).status_code == 401
+
+
+async def test_redis_holds_no_token_or_cookie_in_clear(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    await browser.request("GET", "/api/notes/me")
+    secret = browser.cookies["__Host-session"]
+    r = redis.Redis.from_url(rig.settings.redis_url)
+    keys = list(r.scan_iter("*"))
+    assert keys and all(k.startswith(b"bff:") for k in keys)
+    for key in keys:
+        blob = r.dump(key) or b""
+        assert b"eyJ" not in blob and secret.encode() not in blob and secret.encode() not in key
+    r.close()
+    tokens = list(rig.provider.access) + list(rig.provider.refresh_index)
+    assert tokens
+
+
+async def test_api_without_session_is_401_never_302(rig: Rig) -> None:
+    browser = rig.browser()
+    for path in ("/api/notes/me", "/bff/user"):
+        response = await browser.request("GET", path)
+        assert response.status_code == 401
+        assert response.json() == {"error": "login_required", "error_description": "Log in first."}
+
+
+async def test_index_page_headers(rig: Rig) -> None:
+    browser = rig.browser()
+    page = await browser.request("GET", "/", csrf=False)
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-cache"
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert (await browser.request("GET", "/static/app.js", csrf=False)).status_code == 200
+
+
+async def test_health_ready_metrics(rig: Rig) -> None:
+    browser = rig.browser()
+    assert (await browser.request("GET", "/healthz", csrf=False)).status_code == 200
+    ready = await browser.request("GET", "/readyz", csrf=False)
+    assert ready.status_code == 200, ready.text
+    await (await rig.logged_in()).request("GET", "/api/notes/me")
+    text = (await browser.request("GET", "/metrics", csrf=False)).text
+    assert 'bff_requests_total{route="/api/{route}/{path:path}",status="200"} 1.0' in text
+    assert 'bff_sessions_total{event="created"} 1.0' in text

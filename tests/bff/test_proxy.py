@@ -1,0 +1,92 @@
+"""The proxy: only configured upstreams, the browser's credentials stay home, bodies stream, errors map."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from tests.bff.conftest import Rig
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_headers_in_and_out(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    response = await browser.request("POST", "/api/notes/notes", content=b'{"text": "hi"}', headers={
+        "Authorization": "Bearer forged", "Connection": "keep-alive, X-Hop", "X-Hop": "1", "Proxy-Authorization": "x",
+        "TE": "trailers", "X-Custom": "kept", "X-Request-ID": "req-42", "Content-Type": "application/json",
+    })
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    headers = seen["headers"]
+    assert seen["body"] == '{"text": "hi"}'
+    assert headers["authorization"] == "Bearer <valid, redacted>"   # the BFF's, not the forged one (else 401)
+    for dropped in ("cookie", "x-hop", "proxy-authorization", "te", "x-csrf"):
+        assert dropped not in headers, dropped
+    assert headers["x-custom"] == "kept" and headers["x-request-id"] == "req-42"
+    assert "set-cookie" not in response.headers           # the upstream's cookie never reaches the browser
+    assert response.headers["x-upstream"] == "yes"
+
+
+async def test_request_id_is_made_when_absent(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    response = await browser.request("GET", "/api/notes/x")
+    made = response.json()["headers"]["x-request-id"]
+    assert len(made) == 32 and response.headers["x-request-id"] == made
+
+
+async def test_only_configured_routes(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    for path in ("/api/evil/x", "/api/http:%2F%2Fevil.example/x"):
+        response = await browser.request("GET", path)
+        assert response.status_code == 404, path
+        assert response.json()["error"] == "not_found"
+    for path in ("/api/notes/%2e%2e/admin", "/api/notes/a/%2E%2E/b", "/api/notes/.%2e/b"):
+        response = await browser.request("GET", path)
+        assert response.status_code == 400, path
+
+
+async def test_large_bodies_stream_both_ways(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    big = await browser.request("GET", "/api/notes/big", params={"n": "3000000"})
+    assert big.status_code == 200 and len(big.content) == 3_000_000
+    upload = await browser.request("PUT", "/api/notes/upload", content=b"y" * 500_000)
+    assert upload.status_code == 200 and len(upload.json()["body"]) == 500_000
+
+
+async def test_connect_failure_is_502_and_timeout_504(rig_env, server_factory) -> None:  # type: ignore[no-untyped-def]
+    from bff.app import create_app
+    from bff.settings import Settings
+    from tests.bff.conftest import Rig
+    from tests.conftest import free_port
+
+    provider, upstream_url, env = rig_env
+    env = {**env, "BFF_ROUTES": json.dumps({"notes": upstream_url, "gone": f"http://127.0.0.1:{free_port()}"}),
+           "BFF_UPSTREAM_TIMEOUT": "0.3"}
+    import httpx
+
+    from tests.bff.doubles import Browser
+
+    app = create_app(Settings.from_env(env))
+    async with app.router.lifespan_context(app), httpx.AsyncClient() as pc, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="https://bff.test") as client:
+        rig = Rig(app, Settings.from_env(env), provider, pc, upstream_url, lambda: Browser(client))
+        browser = await rig.logged_in()
+        gone = await browser.request("GET", "/api/gone/x")
+        assert gone.status_code == 502 and gone.json()["error"] == "bad_gateway"
+        slow = await browser.request("GET", "/api/notes/slow", params={"s": "2"})
+        assert slow.status_code == 504 and slow.json()["error"] == "gateway_timeout"
+
+
+async def test_common_request_costs_one_redis_round_trip(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    await browser.request("GET", "/api/notes/me")
+    r = redis.Redis.from_url(rig.settings.redis_url)
+    before = int(r.info("stats")["total_commands_processed"])
+    response = await browser.request("GET", "/api/notes/me")
+    after = int(r.info("stats")["total_commands_processed"])
+    r.close()
+    assert response.status_code == 200
+    assert after - before - 1 == 1    # minus the INFO itself: one GETEX

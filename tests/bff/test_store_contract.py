@@ -1,0 +1,108 @@
+"""One contract, every byte store: RedisStore on a real redis-server, RedisStore on fakeredis (the embedded store
+of ``bff stack``), and MemoryStore (oauth2-proxy ``pkg/sessions/tests/session_store_tests.go``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from bff.errors import StoreUnavailable
+from bff.sessions import ByteStore, MemoryStore, RedisStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["redis", "fakeredis", "memory"])
+async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[ByteStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    client = aioredis.Redis.from_url(redis_url) if request.param == "redis" else fakeredis.FakeAsyncRedis()
+    yield RedisStore(client)
+    await client.aclose()
+
+
+async def test_set_get_delete(store: ByteStore) -> None:
+    assert await store.get("bff:{a}:s") is None
+    await store.set("bff:{a}:s", b"\x00value", 10_000)
+    assert await store.get("bff:{a}:s") == b"\x00value"
+    await store.delete("bff:{a}:s")
+    assert await store.get("bff:{a}:s") is None
+
+
+async def test_values_expire(store: ByteStore) -> None:
+    await store.set("k", b"v", 50)
+    await asyncio.sleep(0.12)
+    assert await store.get("k") is None
+
+
+async def test_get_touch_extends_the_ttl(store: ByteStore) -> None:
+    await store.set("k", b"v", 100)
+    await asyncio.sleep(0.06)
+    assert await store.get_touch("k", 300) == b"v"
+    await asyncio.sleep(0.1)
+    assert await store.get("k") == b"v"   # would be gone without the touch
+    assert await store.get_touch("missing", 300) is None
+
+
+async def test_expire_shortens(store: ByteStore) -> None:
+    await store.set("k", b"v", 10_000)
+    await store.expire("k", 50)
+    await asyncio.sleep(0.12)
+    assert await store.get("k") is None
+
+
+async def test_take_is_single_use(store: ByteStore) -> None:
+    await store.set("k", b"v", 10_000)
+    assert await store.take("k") == b"v"
+    assert await store.take("k") is None
+
+
+async def test_lock_is_exclusive_and_owned(store: ByteStore) -> None:
+    assert await store.acquire("lock", "me", 10_000)
+    assert not await store.acquire("lock", "you", 10_000)
+    assert not await store.renew("lock", "you", 10_000)
+    await store.release("lock", "you")           # not the owner: no effect
+    assert not await store.acquire("lock", "you", 10_000)
+    assert await store.renew("lock", "me", 10_000)
+    await store.release("lock", "me")
+    assert await store.acquire("lock", "you", 10_000)
+
+
+async def test_lock_lease_expires_unless_renewed(store: ByteStore) -> None:
+    assert await store.acquire("lock", "me", 100)
+    for _ in range(3):
+        await asyncio.sleep(0.05)
+        assert await store.renew("lock", "me", 100)
+    assert not await store.acquire("lock", "you", 100)
+    await asyncio.sleep(0.15)
+    assert await store.acquire("lock", "you", 100)
+    assert not await store.renew("lock", "me", 100)
+
+
+async def test_get_and_exists(store: ByteStore) -> None:
+    assert await store.get_and_exists("k", "lock") == (None, False)
+    await store.set("k", b"v", 10_000)
+    await store.acquire("lock", "me", 10_000)
+    assert await store.get_and_exists("k", "lock") == (b"v", True)
+    await store.ping()
+
+
+async def test_unreachable_redis_is_store_unavailable() -> None:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from tests.conftest import free_port
+
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5,
+                                     retry=Retry(NoBackoff(), 0))
+    store = RedisStore(client)
+    with pytest.raises(StoreUnavailable):
+        await store.get_touch("k", 1000)
+    with pytest.raises(StoreUnavailable):
+        await store.acquire("lock", "me", 1000)
+    await client.aclose()
