@@ -1,0 +1,84 @@
+"""Refresh: single flight in one process, lease renewal, and what each auth-server answer does to the session."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.bff.conftest import Rig
+from tests.bff.doubles import Browser
+
+pytestmark = [pytest.mark.anyio, pytest.mark.bff_env(BFF_REFRESH_SKEW="0", BFF_LOCK_LEASE="0.6",
+                                                     BFF_AUTH_TIMEOUT="5")]
+
+
+async def expired_login(rig: Rig, ttl: float = 0.5) -> Browser:
+    rig.provider.access_ttl = ttl
+    browser = await rig.logged_in()
+    rig.provider.access_ttl = 300
+    await asyncio.sleep(ttl + 0.05)
+    return browser
+
+
+async def test_concurrent_requests_share_one_refresh(rig: Rig) -> None:
+    browser = await expired_login(rig)
+    responses = await asyncio.gather(*(browser.request("GET", "/api/notes/me") for _ in range(48)))
+    assert [r.status_code for r in responses] == [200] * 48
+    assert rig.provider.refreshes == 1 and rig.provider.reuse_detected == 0
+    assert (await browser.request("GET", "/bff/user")).status_code == 200
+
+
+async def test_slow_auth_server_beyond_the_lease(rig: Rig) -> None:
+    """The refresh takes 3 leases; renewal keeps the lock, so a second app (replica) waits instead of refreshing."""
+    from bff.app import create_app
+
+    browser = await expired_login(rig)
+    rig.provider.delay = 1.8
+    replica = create_app(rig.settings)
+    import httpx
+
+    async with replica.router.lifespan_context(replica), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=replica), base_url="https://bff.test") as other:
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+
+        async def via_replica() -> int:
+            await asyncio.sleep(0.1)
+            r = await other.get("/api/notes/me", headers={"Cookie": cookie, "X-CSRF": "1"})
+            return r.status_code
+
+        first, second = await asyncio.gather(browser.request("GET", "/api/notes/me"),
+                                             via_replica())
+    assert first.status_code == 200 and second == 200
+    assert rig.provider.refreshes == 1 and rig.provider.reuse_detected == 0
+
+
+async def test_invalid_grant_ends_the_session(rig: Rig) -> None:
+    browser = await expired_login(rig)
+    rig.provider.families.clear()   # the login was revoked at the auth server
+    response = await browser.request("GET", "/api/notes/me")
+    assert response.status_code == 401 and response.json()["error"] == "login_required"
+    r = aioredis.Redis.from_url(rig.settings.redis_url)
+    assert [k async for k in r.scan_iter("bff:*:s")] == []
+    await r.aclose()
+
+
+async def test_auth_server_down_is_503_and_keeps_the_session(rig: Rig) -> None:
+    browser = await expired_login(rig)
+    rig.provider.down = True
+    response = await browser.request("GET", "/api/notes/me")
+    assert response.status_code == 503 and response.json()["error"] == "temporarily_unavailable"
+    rig.provider.down = False
+    assert (await browser.request("GET", "/api/notes/me")).status_code == 200
+    assert rig.provider.reuse_detected == 0
+
+
+@pytest.mark.bff_env(BFF_REFRESH_SKEW="0")
+async def test_upstream_invalid_token_refreshes_and_replays_once(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    rig.provider.access.clear()     # the upstream no longer accepts the (unexpired) access token
+    response = await browser.request("POST", "/api/notes/notes", content=b'{"text": "replayed"}')
+    assert response.status_code == 200 and response.json()["body"] == '{"text": "replayed"}'
+    assert rig.provider.refreshes == 1
+
