@@ -255,6 +255,8 @@ class JWKSCache:
 
     async def run(self, *, refresh_interval: float = 300.0, first_delay: float = 0.5, max_delay: float = 15.0) -> None:
         """Load the keys, retrying with backoff until the auth server answers, then refresh them periodically."""
+        if self._static:
+            return
         delay = first_delay
         while True:
             if await self.refresh(force=True):
