@@ -1,0 +1,53 @@
+"""Redis going away and coming back: 503 JSON meanwhile, never a 500, and the same cookie works afterwards."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from bff.app import create_app
+from bff.settings import Settings
+from tests.bff.conftest import PUBLIC_URL, Rig
+from tests.bff.doubles import Browser, Provider
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_redis_down_then_back(rig_env: tuple[Provider, str, dict[str, str]], redis_factory: Any) -> None:
+    provider, upstream_url, env = rig_env
+    server = redis_factory()
+    settings = Settings.from_env({**env, "REDIS_URL": server.url})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient() as pc, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
+        rig = Rig(app, settings, provider, pc, upstream_url, lambda: Browser(client))
+        browser = await rig.logged_in()
+        assert (await browser.request("GET", "/api/notes/me")).status_code == 200
+        server.stop()
+        for method, path in (("GET", "/api/notes/me"), ("GET", "/bff/user"), ("POST", "/bff/logout"),
+                             ("GET", "/bff/login")):
+            started = time.monotonic()
+            response = await browser.request(method, path)
+            assert response.status_code == 503, (path, response.text)
+            assert response.json()["error"] == "temporarily_unavailable"
+            assert time.monotonic() - started < 3
+        assert (await client.get("/readyz")).status_code == 503
+        assert "__Host-session" in browser.cookies           # a store outage does not log anyone out
+        server.start()
+        assert (await browser.request("GET", "/api/notes/me")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_starts_with_redis_down(rig_env: tuple[Provider, str, dict[str, str]]) -> None:
+    from tests.conftest import free_port
+
+    provider, upstream_url, env = rig_env
+    app = create_app(Settings.from_env({**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"] == {"store": "unavailable", "auth_server": "ok"}
