@@ -143,7 +143,8 @@ def create_app(
     owns_verifier = verifier is None
     if verifier is None:
         verifier = TokenVerifier(settings.issuer, settings.audience, settings.algorithms, settings.leeway,
-                                 settings.jwks_url, cooldown=settings.jwks_cooldown, on_fetch=metrics.jwks_fetch)
+                                 settings.jwks_url, cooldown=settings.jwks_cooldown, on_fetch=metrics.jwks_fetch,
+                                 cache_size=settings.verify_cache_size)
     state: dict[str, Any] = {"redis": redis}
 
     def store() -> aioredis.Redis:

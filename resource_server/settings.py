@@ -43,6 +43,7 @@ class Settings:
     leeway: int = 30
     jwks_cooldown: float = 30.0
     max_notes: int = 500
+    verify_cache_size: int = 4096  # verified tokens remembered (0 disables): a token seen again skips the crypto
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # may hold a password
 
     @classmethod
@@ -72,5 +73,6 @@ class Settings:
             leeway=int(_number(env, "RS_LEEWAY", cls.leeway, integer=True)),
             jwks_cooldown=_number(env, "RS_JWKS_COOLDOWN", cls.jwks_cooldown),
             max_notes=max_notes,
+            verify_cache_size=int(_number(env, "RS_VERIFY_CACHE_SIZE", cls.verify_cache_size, integer=True)),
             redis_url=env.get("REDIS_URL") or cls.redis_url,
         )

@@ -20,13 +20,14 @@ import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypedDict, cast
 
 import httpx
 
 from .errors import ExpiredToken, InvalidToken, KeysUnavailable
-from .keys import SUPPORTED_ALGORITHMS, JWKSCache
+from .keys import SUPPORTED_ALGORITHMS, JWKSCache, VerificationKey
 
 __all__ = [
     "ACCEPTED_TYPES",
@@ -44,6 +45,13 @@ REQUIRED_STRING_CLAIMS = ("sub", "jti", "client_id")
 
 # Three base64url segments (RFC 7515 §7.1): anything else is refused before it is decoded.
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    claims: dict[str, Any]
+    key: VerificationKey
+    exp: float
 
 
 class AccessTokenClaims(TypedDict, total=False):
@@ -116,6 +124,7 @@ class TokenVerifier:
         http_client: httpx.AsyncClient | None = None,
         on_fetch: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        cache_size: int = 4096,
     ) -> None:
         unsupported = set(algorithms) - set(SUPPORTED_ALGORITHMS)
         if unsupported:  # RFC 8725 §3.1: `none` and HMAC can never be allowed for tokens signed with a private key
@@ -140,6 +149,10 @@ class TokenVerifier:
             on_fetch=on_fetch,
         )
         self._clock = clock
+        # Verified tokens, by their exact text: a token seen again skips the signature check (the dominant cost)
+        # but not its expiry, and is dropped once its key leaves the JWKS. Only valid tokens enter; FIFO-bounded.
+        self.cache_size = cache_size
+        self._verified: dict[str, _Verified] = {}
 
     @property
     def ready(self) -> bool:
@@ -164,9 +177,17 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> AccessTokenClaims:
         """Return the claims of a valid access token, or raise ``InvalidToken`` / ``ExpiredToken`` /
-        ``KeysUnavailable`` (all ``VerifierError``)."""
-        if len(token) > MAX_TOKEN_LENGTH:  # before anything else: no decoding, no crypto on huge input
+        ``KeysUnavailable`` (all ``VerifierError``). The claims are the caller's own copy."""
+        if len(token) > MAX_TOKEN_LENGTH:  # before anything else: no hashing, decoding or crypto on huge input
             raise InvalidToken("The access token is too large.", reason="too_large")
+        seen = self._verified.get(token)
+        if seen is not None:
+            if self.keys.get(seen.key.kid) is seen.key:
+                if self._clock() >= seen.exp + self.leeway:
+                    del self._verified[token]
+                    raise ExpiredToken()
+                return cast(AccessTokenClaims, dict(seen.claims))
+            del self._verified[token]  # its key was rotated out or replaced: verify again from scratch
         if _JWS.fullmatch(token) is None:
             raise InvalidToken("The access token is malformed.", reason="malformed")
         header_b64, payload_b64, signature_b64 = token.split(".")
@@ -201,10 +222,16 @@ class TokenVerifier:
             raise InvalidToken("The access token's signature is invalid.", reason="signature")
 
         claims = _segment_json(payload_b64)
-        self._check_claims(claims)
+        exp = self._check_claims(claims)
+        if self.cache_size > 0:
+            if len(self._verified) >= self.cache_size:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = _Verified(claims, key, exp)
+            claims = dict(claims)
         return cast(AccessTokenClaims, claims)
 
-    def _check_claims(self, claims: dict[str, Any]) -> None:
+    def _check_claims(self, claims: dict[str, Any]) -> float:
+        """Check the claims (RFC 9068 §4 steps 3-6); return ``exp``."""
         now = self._clock()
         leeway = self.leeway
         exp = _time_claim(claims, "exp")
@@ -233,3 +260,4 @@ class TokenVerifier:
                 raise InvalidToken(f"The access token has no valid {name} claim.", reason="claims")
         if "scope" in claims and not isinstance(claims["scope"], str):
             raise InvalidToken("The access token has an invalid scope claim.", reason="claims")
+        return exp

@@ -221,6 +221,7 @@ def test_settings_from_env() -> None:
     for env, name in [({"RS_ALGORITHMS": "RS256,HS256"}, "RS_ALGORITHMS"), ({"RS_ALGORITHMS": "none"}, "RS_ALGORITHMS"),
                       ({"RS_LEEWAY": "soon"}, "RS_LEEWAY"), ({"RS_LEEWAY": "-1"}, "RS_LEEWAY"),
                       ({"RS_ISSUER": "localhost:9000"}, "RS_ISSUER"), ({"RS_JWKS_URL": "file:///x"}, "RS_JWKS_URL"),
-                      ({"RS_JWKS_COOLDOWN": "x"}, "RS_JWKS_COOLDOWN"), ({"RS_MAX_NOTES": "0"}, "RS_MAX_NOTES")]:
+                      ({"RS_JWKS_COOLDOWN": "x"}, "RS_JWKS_COOLDOWN"), ({"RS_MAX_NOTES": "0"}, "RS_MAX_NOTES"),
+                      ({"RS_VERIFY_CACHE_SIZE": "-5"}, "RS_VERIFY_CACHE_SIZE")]:
         with pytest.raises(SettingsError, match=name):
             Settings.from_env(env)
