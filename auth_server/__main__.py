@@ -1,0 +1,92 @@
+"""``auth-server``: serve, ``keys rotate``, ``users add``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from .errors import SignUpError
+from .settings import Settings, SettingsError
+
+
+def _serve(settings: Settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+    return 0
+
+
+def _rotate(settings: Settings) -> int:
+    from .keys import rotate
+
+    new, removed = rotate(settings.keys_dir, settings.signing_alg, settings.key_retention)
+    print(f"new signing key {new.kid} ({new.alg}) in {new.path}")
+    for path in removed:
+        print(f"removed expired key {path}")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return str(args.password)
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            raise SystemExit("the passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def _add_user(settings: Settings, username: str, password: str) -> str:
+    from .app import open_redis
+    from .users import UserStore
+
+    redis = open_redis(settings.redis_url)
+    try:
+        store = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
+        user = await store.create(username, password)
+        return user.sub
+    finally:
+        await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="auth-server", description="The jwt-bff OAuth 2.0 / OIDC auth server.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve HTTP (the default)")
+    keys = commands.add_parser("keys", help="manage signing keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_commands.add_parser("rotate", help="add a new signing key; prune keys whose tokens have all expired")
+    users = commands.add_parser("users", help="manage users")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    add = users_commands.add_parser("add", help="create a user (password from --password, the prompt or stdin)")
+    add.add_argument("username")
+    add.add_argument("--password", help="the password (prefer the prompt or stdin: arguments show in ps)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"auth-server: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "keys":
+        return _rotate(settings)
+    if args.command == "users":
+        try:
+            sub = asyncio.run(_add_user(settings, args.username, _read_password(args)))
+        except SignUpError as exc:
+            print(f"auth-server: {exc.field}: {exc.description}", file=sys.stderr)
+            return 1
+        print(f"created user {args.username} (sub {sub})")
+        return 0
+    return _serve(settings, args.host, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

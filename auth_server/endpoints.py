@@ -1,0 +1,353 @@
+"""HTTP endpoints of the auth server (DESIGN §1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jinja2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from .errors import (
+    AuthorizeRedirect,
+    AuthorizeRequestError,
+    InvalidClient,
+    InvalidRequest,
+    InvalidToken,
+    LoginThrottled,
+    OAuthError,
+    SignUpError,
+    TokenRejected,
+)
+from .forms import FormGuard, query_params, read_body, read_form
+from .grants import AuthorizationRequest, Grants, authenticate_client, parse_authorization_request
+from .keys import KeyRing
+from .metrics import Metrics
+from .settings import Settings
+from .tokens import AT_TYP, MAX_TOKEN_LENGTH, RT_TYP, TokenService
+from .users import UserStore
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
+
+
+def oauth_error_response(exc: OAuthError) -> JSONResponse:
+    headers = dict(NO_STORE)
+    if isinstance(exc, InvalidClient) and exc.basic:
+        headers["WWW-Authenticate"] = 'Basic realm="auth-server"'  # RFC 6749 §5.2
+    if isinstance(exc, InvalidToken):
+        headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{exc.description}"'
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+
+class Endpoints:
+    def __init__(self, settings: Settings, redis: Any, keys: KeyRing, metrics: Metrics) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = keys
+        self.metrics = metrics
+        self.users = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
+        self.tokens = TokenService(settings, keys, redis)
+        self.grants = Grants(settings, self.tokens, redis)
+        self.guard = FormGuard(settings.form_secret, secure=settings.issuer.startswith("https://"))
+        self.jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+
+    # --- HTML ---------------------------------------------------------------------------------------------
+
+    def page(self, template: str, status: int = 200, *, form_action: str = "'self'", cookie: str | None = None,
+             headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(16)
+        html = self.jinja.get_template(template).render(style_nonce=nonce, **context)
+        response = HTMLResponse(html, status_code=status, headers={
+            **NO_STORE,
+            "Content-Security-Policy": f"default-src 'none'; style-src 'nonce-{nonce}'; form-action {form_action}; "
+                                       "frame-ancestors 'none'; base-uri 'none'",
+            "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            **(headers or {}),
+        })
+        if cookie is not None:
+            response.set_cookie(self.guard.cookie_name, cookie, max_age=3600, path="/", secure=self.guard.secure,
+                                httponly=True, samesite="lax")
+        return response
+
+    def error_page(self, message: str, status: int = 400) -> HTMLResponse:
+        return self.page("error.html", status, message=message)
+
+    @staticmethod
+    def redirect(uri: str, params: dict[str, str]) -> RedirectResponse:
+        sep = "&" if urlsplit(uri).query else "?"
+        return RedirectResponse(f"{uri}{sep}{urlencode(params)}", status_code=302, headers=NO_STORE)
+
+    def redirect_error(self, exc: AuthorizeRedirect) -> RedirectResponse:
+        params = {"error": exc.error, "error_description": exc.description, "iss": self.settings.issuer}
+        if exc.state:
+            params["state"] = exc.state
+        return self.redirect(exc.redirect_uri, params)
+
+    def login_page(self, request: Request, auth: AuthorizationRequest, status: int = 200, *, error: str = "",
+                   username: str = "", headers: dict[str, str] | None = None) -> HTMLResponse:
+        cookie, new = self.guard.cookie_for(request)
+        fields = auth.hidden_fields()
+        hidden = {**fields, "form_token": self.guard.token("login", cookie, fields)}
+        register_url = "/register?" + urlencode({"next": "/oauth/authorize?" + urlencode(fields)})
+        origin = urlsplit(auth.redirect_uri)
+        # Browsers apply form-action to the redirect that follows the post (to the client's redirect URI).
+        form_action = f"'self' {origin.scheme}://{origin.netloc}"
+        return self.page("login.html", status, form_action=form_action, cookie=cookie if new else None,
+                         headers=headers, client_id=auth.client.client_id, hidden=hidden, error=error,
+                         username=username, action=f"{self.settings.issuer}/oauth/authorize",
+                         register_url=register_url)
+
+    # --- discovery and keys -------------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        issuer = self.settings.issuer
+        scopes = sorted({s for c in self.settings.clients for s in c.scope} | {"openid"})
+        return {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/oauth/authorize",
+            "token_endpoint": f"{issuer}/oauth/token",
+            "revocation_endpoint": f"{issuer}/oauth/revoke",
+            "introspection_endpoint": f"{issuer}/oauth/introspect",
+            "userinfo_endpoint": f"{issuer}/userinfo",
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "scopes_supported": scopes,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [self.settings.signing_alg],
+            "userinfo_signing_alg_values_supported": [],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "sid"],
+            "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        }
+
+    async def discovery(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.metadata(), headers={"Cache-Control": "public, max-age=300"})
+
+    async def jwks(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.keys.jwks(), headers={
+            "Cache-Control": f"public, max-age={self.settings.jwks_max_age}"})
+
+    # --- authorization endpoint ---------------------------------------------------------------------------
+
+    async def authorize_get(self, request: Request) -> Response:
+        try:
+            auth = parse_authorization_request(self.settings, query_params(request))
+        except InvalidRequest as exc:
+            return self.error_page(exc.description)
+        except AuthorizeRequestError as exc:
+            return self.error_page(exc.description)
+        except AuthorizeRedirect as exc:
+            return self.redirect_error(exc)
+        return self.login_page(request, auth)
+
+    async def authorize_post(self, request: Request) -> Response:
+        try:
+            form = await read_form(request, self.settings.max_body)
+            auth = parse_authorization_request(self.settings, form)
+        except InvalidRequest as exc:
+            return self.error_page(exc.description, exc.status_code)
+        except AuthorizeRequestError as exc:
+            return self.error_page(exc.description)
+        except AuthorizeRedirect as exc:
+            return self.redirect_error(exc)
+        username, password = form.get("username", ""), form.get("password", "")
+        if not self.guard.check(request, "login", form.get("form_token", ""), auth.hidden_fields()):
+            return self.login_page(request, auth, 400, username=username[:64],
+                                   error="This sign-in form has expired. Please sign in again.")
+        if not username or not password:
+            return self.login_page(request, auth, 400, username=username[:64],
+                                   error="Enter your username and password.")
+        try:
+            user = await self.users.authenticate(username, password)
+        except LoginThrottled as exc:
+            self.metrics.login_failures.labels("throttled").inc()
+            return self.login_page(request, auth, 429, username=username[:64],
+                                   headers={"Retry-After": str(exc.retry_after)},
+                                   error="Too many failed sign-in attempts. Please try again later.")
+        if user is None:
+            self.metrics.login_failures.labels("credentials").inc()
+            # One message for an unknown user and a wrong password: no user enumeration.
+            return self.login_page(request, auth, 400, username=username[:64],
+                                   error="Invalid username or password.")
+        code = await self.grants.issue_code(auth, user)
+        params = {"code": code, "iss": self.settings.issuer}
+        if auth.state:
+            params["state"] = auth.state
+        return self.redirect(auth.redirect_uri, params)
+
+    # --- sign-up ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _safe_next(value: str) -> str:
+        # Only back to our own authorization endpoint: no open redirect.
+        return value if value.startswith("/oauth/authorize?") and "\\" not in value else ""
+
+    def register_page(self, request: Request, status: int = 200, *, next_url: str = "", error: str = "",
+                      username: str = "", created: str = "") -> HTMLResponse:
+        cookie, new = self.guard.cookie_for(request)
+        token = self.guard.token("register", cookie, {})
+        return self.page("register.html", status, cookie=cookie if new else None, form_token=token, next=next_url,
+                         error=error, username=username, created=created,
+                         action=f"{self.settings.issuer}/register")
+
+    async def register_get(self, request: Request) -> Response:
+        try:
+            params = query_params(request)
+        except InvalidRequest as exc:
+            return self.error_page(exc.description)
+        return self.register_page(request, next_url=self._safe_next(params.get("next", "")))
+
+    async def register_post(self, request: Request) -> Response:
+        try:
+            form = await read_form(request, self.settings.max_body)
+        except InvalidRequest as exc:
+            return self.error_page(exc.description, exc.status_code)
+        next_url = self._safe_next(form.get("next", ""))
+        username = form.get("username", "")
+        if not self.guard.check(request, "register", form.get("form_token", ""), {}):
+            return self.register_page(request, 400, next_url=next_url, username=username[:64],
+                                      error="This form has expired. Please try again.")
+        try:
+            user = await self.users.create(username, form.get("password"))
+        except SignUpError as exc:
+            return self.register_page(request, exc.status_code, next_url=next_url, username=username[:64],
+                                      error=exc.description)
+        if next_url:
+            return RedirectResponse(f"{self.settings.issuer}{next_url}", status_code=303, headers=NO_STORE)
+        return self.register_page(request, 201, created=user.username)
+
+    async def create_user(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        body = await read_body(request, self.settings.max_body)
+        if content_type != "application/json":
+            raise InvalidRequest("The request body must be application/json.")
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("The request body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("The request body must be a JSON object.")
+        user = await self.users.create(data.get("username"), data.get("password"))
+        return JSONResponse({"sub": user.sub, "username": user.username}, status_code=201, headers=NO_STORE)
+
+    # --- token, revocation, introspection -----------------------------------------------------------------
+
+    async def token(self, request: Request) -> Response:
+        grant_type = "unknown"
+        try:
+            form = await read_form(request, self.settings.max_body)
+            raw = form.get("grant_type", "")
+            grant_type = raw if raw in ("authorization_code", "refresh_token", "client_credentials") else "other"
+            client = authenticate_client(self.settings, request.headers.get("authorization"), form)
+            body = await self.grants.token(client, form)
+        except OAuthError as exc:
+            self.metrics.grants.labels(grant_type, exc.error).inc()
+            raise
+        self.metrics.grants.labels(grant_type, "ok").inc()
+        return JSONResponse(body, headers=NO_STORE)
+
+    def _claims(self, token: str) -> tuple[str, dict[str, Any]] | None:
+        """(typ, claims) of a token we issued, whatever its type; None if it is not ours or not valid."""
+        for typ in (AT_TYP, RT_TYP):
+            try:
+                return typ, self.tokens.decode(token, typ, audience=self.settings.issuer if typ == RT_TYP else None)
+            except TokenRejected:
+                continue
+        return None
+
+    async def revoke(self, request: Request) -> Response:
+        form = await read_form(request, self.settings.max_body)
+        client = authenticate_client(self.settings, request.headers.get("authorization"), form)
+        token = form.get("token", "")
+        if not token:
+            raise InvalidRequest("The parameter token is required.")
+        found = self._claims(token) if len(token) <= MAX_TOKEN_LENGTH else None
+        # RFC 7009 §2.2: 200 whether or not the token was valid; tokens of other clients are left alone.
+        if found is not None:
+            _, claims = found
+            if claims.get("client_id") == client.client_id and isinstance(claims.get("sid"), str):
+                await self.tokens.revoke_family(claims["sid"])  # the whole login ends (logout)
+        return Response(status_code=200, headers=NO_STORE)
+
+    async def introspect(self, request: Request) -> Response:
+        form = await read_form(request, self.settings.max_body)
+        client = authenticate_client(self.settings, request.headers.get("authorization"), form)
+        if not client.confidential:
+            raise InvalidClient("Introspection is for confidential clients.")
+        token = form.get("token", "")
+        if not token:
+            raise InvalidRequest("The parameter token is required.")
+        inactive = JSONResponse({"active": False}, headers=NO_STORE)  # RFC 7662 §2.2: no reasons given
+        found = self._claims(token) if len(token) <= MAX_TOKEN_LENGTH else None
+        if found is None:
+            return inactive
+        typ, claims = found
+        sid = claims.get("sid")
+        family = await self.tokens.family(sid) if isinstance(sid, str) else None
+        if isinstance(sid, str) and family is None:
+            return inactive
+        if typ == RT_TYP:
+            if claims.get("client_id") != client.client_id or await self.tokens.current_jti(claims["sid"]) != claims[
+                    "jti"]:
+                return inactive
+        body: dict[str, Any] = {
+            "active": True, "token_type": "Bearer" if typ == AT_TYP else "refresh_token",
+            **{k: claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti", "sid")
+               if k in claims},
+        }
+        if family is not None:
+            body["username"] = family.username
+        return JSONResponse(body, headers=NO_STORE)
+
+    async def userinfo(self, request: Request) -> Response:
+        authorization = request.headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return Response(status_code=401, headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="auth-server"'})
+        try:
+            claims = self.tokens.decode(token.strip(), AT_TYP)
+        except TokenRejected:
+            raise InvalidToken("The access token is invalid or expired.") from None
+        if "openid" not in str(claims.get("scope", "")).split() or not isinstance(claims.get("sid"), str):
+            return JSONResponse({"error": "insufficient_scope"}, status_code=403, headers={
+                **NO_STORE, "WWW-Authenticate": 'Bearer error="insufficient_scope", scope="openid"'})
+        family = await self.tokens.family(claims["sid"])
+        if family is None:
+            raise InvalidToken("The login of this access token has ended.")
+        return JSONResponse({"sub": family.sub, "preferred_username": family.username}, headers=NO_STORE)
+
+    # --- operations ---------------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await self.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+            log.warning("readiness: redis unavailable: %s", type(exc).__name__)
+            checks["redis"] = "unavailable"
+        checks["signing_key"] = "ok" if self.keys.signing_key is not None else "missing"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
+                            status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+

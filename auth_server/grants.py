@@ -1,0 +1,258 @@
+"""Authorization requests, authorization codes, client authentication and the three grant types.
+
+Codes are stored by their SHA-256 only (``auth:code:{<hash>}``) for ``AUTH_CODE_TTL`` seconds and taken with one
+atomic script that also leaves a marker (``auth:code:{<hash>}:used``): a second use of the code finds the marker,
+names the family the first use started, and that family is revoked (RFC 6749 §4.1.2, RFC 9700 §4.5).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from .errors import (
+    AuthorizeRedirect,
+    AuthorizeRequestError,
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    TokenRejected,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from .settings import Client, Settings
+from .tokens import MAX_TOKEN_LENGTH, TokenService
+from .users import User
+
+USED_CODE_TTL = 86_400  # how long a redeemed code is remembered, to catch a replay
+MAX_PARAM = 1024  # state, nonce: generous, but bounded
+CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url of a SHA-256 digest, no padding (RFC 7636 §4.2)
+VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3
+
+# KEYS[1] code, KEYS[2] its used-marker; ARGV[1] marker ttl. Returns the code's record, or {"used", sid or false}.
+_REDEEM = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], '-', 'EX', tonumber(ARGV[1]))
+  return {'ok', v}
+end
+return {'used', redis.call('GET', KEYS[2])}
+"""
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    client: Client
+    redirect_uri: str
+    scope: str
+    state: str | None
+    nonce: str | None
+    code_challenge: str
+
+    def hidden_fields(self) -> dict[str, str]:
+        """The request as the login form carries it (DESIGN §4)."""
+        return {
+            "client_id": self.client.client_id, "redirect_uri": self.redirect_uri, "response_type": "code",
+            "scope": self.scope, "state": self.state or "", "nonce": self.nonce or "",
+            "code_challenge": self.code_challenge, "code_challenge_method": "S256",
+        }
+
+
+def parse_scope(raw: str | None, allowed: tuple[str, ...], default: tuple[str, ...]) -> str:
+    """The granted scope: the requested tokens if all are allowed (in the client's order), else invalid_scope."""
+    if raw is None or raw.strip() == "":
+        return " ".join(default)
+    requested = raw.split(" ")
+    if any(not SCOPE_TOKEN.fullmatch(s) for s in requested):
+        raise InvalidScope("The scope is malformed.")
+    unknown = set(requested) - set(allowed)
+    if unknown:
+        raise InvalidScope("The requested scope exceeds what the client may ask for.")
+    return " ".join(s for s in allowed if s in requested)
+
+
+def parse_authorization_request(settings: Settings, params: Mapping[str, str]) -> AuthorizationRequest:
+    client = settings.client(params.get("client_id", ""))
+    if client is None:
+        raise AuthorizeRequestError("Unknown client.")
+    redirect_uri = params.get("redirect_uri", "")
+    if redirect_uri not in client.redirect_uris:  # exact string match (RFC 9700 §4.1.3)
+        raise AuthorizeRequestError("The redirect URI is not registered for this client.")
+    state = params.get("state") or None
+
+    def fail(error: str, description: str) -> AuthorizeRedirect:
+        return AuthorizeRedirect(error, description, redirect_uri, state)
+
+    if state is not None and len(state) > MAX_PARAM:
+        raise AuthorizeRequestError("The state parameter is too long.")
+    if params.get("response_type") != "code":
+        raise fail("unsupported_response_type", "Only response_type=code is supported.")
+    if "authorization_code" not in client.grant_types:
+        raise fail("unauthorized_client", "The client may not use the authorization code grant.")
+    method = params.get("code_challenge_method")
+    if method != "S256":  # RFC 7636 §4.4.1; OAuth 2.1 drops "plain"
+        raise fail("invalid_request", "PKCE with code_challenge_method=S256 is required; 'plain' is not supported.")
+    challenge = params.get("code_challenge", "")
+    if not CHALLENGE.fullmatch(challenge):
+        raise fail("invalid_request", "The code_challenge must be a base64url SHA-256 digest (43 characters).")
+    nonce = params.get("nonce") or None
+    if nonce is not None and len(nonce) > MAX_PARAM:
+        raise fail("invalid_request", "The nonce is too long.")
+    try:
+        scope = parse_scope(params.get("scope"), client.scope, client.scope)
+    except InvalidScope as exc:
+        raise fail("invalid_scope", exc.description) from exc
+    return AuthorizationRequest(client, redirect_uri, scope, state, nonce, challenge)
+
+
+def s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def _code_key(code: str) -> str:
+    return f"auth:code:{{{hashlib.sha256(code.encode()).hexdigest()}}}"
+
+
+def authenticate_client(settings: Settings, authorization: str | None, form: Mapping[str, str]) -> Client:
+    """``client_secret_basic`` or ``client_secret_post`` (or ``none`` for a public client); RFC 6749 §2.3."""
+    basic = authorization is not None and authorization[:6].lower() == "basic "
+    if authorization is not None and not basic:
+        raise InvalidClient("Unsupported client authentication scheme.")
+    if basic:
+        assert authorization is not None
+        if "client_secret" in form:
+            raise InvalidRequest("Use one client authentication method, not two.")
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+            raw_id, _, raw_secret = decoded.partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise InvalidClient("Malformed Basic credentials.", basic=True) from None
+        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)  # RFC 6749 §2.3.1: form-encoded first
+        if form.get("client_id", client_id) != client_id:
+            raise InvalidRequest("client_id differs from the authenticated client.")
+    else:
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+    client = settings.client(client_id)
+    if client is None:
+        raise InvalidClient(basic=basic)
+    if client.client_secret is None:
+        if secret:
+            raise InvalidClient(basic=basic)
+        return client
+    if not hmac.compare_digest(secret.encode(), client.client_secret.encode()):
+        raise InvalidClient(basic=basic)
+    return client
+
+
+def _param(form: Mapping[str, str], name: str, *, limit: int = MAX_TOKEN_LENGTH) -> str:
+    value = form.get(name)
+    if not value:
+        raise InvalidRequest(f"The parameter {name} is required.")
+    if len(value) > limit:
+        raise InvalidRequest(f"The parameter {name} is too long.")
+    return value
+
+
+class Grants:
+    def __init__(self, settings: Settings, tokens: TokenService, redis: Any) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self.redis = redis
+        self._redeem = redis.register_script(_REDEEM)
+
+    async def issue_code(self, request: AuthorizationRequest, user: User) -> str:
+        code = secrets.token_urlsafe(32)
+        record = {"client_id": request.client.client_id, "redirect_uri": request.redirect_uri,
+                  "code_challenge": request.code_challenge, "scope": request.scope, "nonce": request.nonce,
+                  "sub": user.sub, "username": user.username, "auth_time": int(time.time())}
+        await self.redis.set(_code_key(code), json.dumps(record), ex=self.settings.code_ttl)
+        return code
+
+    async def token(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+        grant_type = form.get("grant_type", "")
+        if not grant_type:
+            raise InvalidRequest("The parameter grant_type is required.")
+        handler = {
+            "authorization_code": self._authorization_code, "refresh_token": self._refresh_token,
+            "client_credentials": self._client_credentials,
+        }.get(grant_type)
+        if handler is None:  # notably "password": RFC 9700 §2.4 says it must not be used
+            raise UnsupportedGrantType(f"The grant type {grant_type[:64]!r} is not supported.")
+        if grant_type not in client.grant_types:
+            raise UnauthorizedClient()
+        return await handler(client, form)
+
+    async def _authorization_code(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+        code = _param(form, "code")
+        redirect_uri = _param(form, "redirect_uri")
+        verifier = _param(form, "code_verifier")
+        if not VERIFIER.fullmatch(verifier):
+            raise InvalidRequest("The code_verifier is malformed (RFC 7636 §4.1).")
+        key = _code_key(code)
+        status, value = await self._redeem(keys=[key, f"{key}:used"], args=[USED_CODE_TTL])
+        if status in (b"used", "used"):
+            if value and value not in (b"-", "-"):
+                await self.tokens.revoke_family(value.decode() if isinstance(value, bytes) else value)
+            raise InvalidGrant("The authorization code is invalid, expired or already used.")
+        record = json.loads(value)
+        if (record["client_id"] != client.client_id or record["redirect_uri"] != redirect_uri
+                or not hmac.compare_digest(s256(verifier), record["code_challenge"])):
+            raise InvalidGrant("The authorization code does not match the client, redirect URI or code verifier.")
+        family, refresh_token = await self.tokens.start_family(
+            sub=record["sub"], username=record["username"], client_id=client.client_id, scope=record["scope"],
+            auth_time=record["auth_time"])
+        await self.redis.set(f"{key}:used", family.sid, xx=True, keepttl=True)
+        access_token, expires_in = self.tokens.access_token(sub=family.sub, client=client, scope=family.scope,
+                                                            sid=family.sid)
+        body: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in,
+                                "scope": family.scope}
+        if "refresh_token" in client.grant_types:
+            body["refresh_token"] = refresh_token
+        if "openid" in family.scope.split():
+            body["id_token"] = self.tokens.id_token(family=family, nonce=record.get("nonce"))
+        return body
+
+    async def _refresh_token(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+        token = form.get("refresh_token", "")
+        if not token:
+            raise InvalidRequest("The parameter refresh_token is required.")
+        try:
+            claims = self.tokens.decode_refresh(token)
+        except TokenRejected as exc:
+            raise InvalidGrant("The refresh token is invalid or expired.") from exc
+        if claims["client_id"] != client.client_id:
+            raise InvalidGrant("The refresh token was issued to another client.")
+        scope = claims.get("scope", "")
+        requested = form.get("scope")
+        if requested is not None:
+            granted = tuple(scope.split())
+            scope = parse_scope(requested, granted, granted)  # RFC 6749 §6: a subset of the original grant
+        try:
+            family, refresh_token = await self.tokens.rotate(claims)
+        except TokenRejected as exc:
+            raise InvalidGrant("The refresh token is invalid, expired or revoked.") from exc
+        access_token, expires_in = self.tokens.access_token(sub=family.sub, client=client, scope=scope,
+                                                            sid=family.sid)
+        return {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in,
+                "refresh_token": refresh_token, "scope": scope}
+
+    async def _client_credentials(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+        if not client.confidential:
+            raise UnauthorizedClient("A public client may not use client_credentials.")
+        allowed = tuple(s for s in client.scope if s != "openid")  # no user, so no OpenID scope
+        scope = parse_scope(form.get("scope"), allowed, allowed)
+        access_token, expires_in = self.tokens.access_token(sub=client.client_id, client=client, scope=scope, sid=None)
+        return {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in, "scope": scope}

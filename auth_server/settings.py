@@ -1,0 +1,173 @@
+"""Auth server settings, read once from the environment (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Client:
+    """A registered OAuth client (one entry of ``AUTH_CLIENTS``)."""
+
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    redirect_uris: tuple[str, ...] = ()
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+    scope: tuple[str, ...] = ()
+    audience: tuple[str, ...] = ()
+
+    @property
+    def confidential(self) -> bool:
+        return self.client_secret is not None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"{name} must be an http(s) URL without query or fragment, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _str_list(name: str, where: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SettingsError(f"{name}: {where} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise SettingsError(f"{name} must be a JSON list of clients")
+    clients: list[Client] = []
+    for i, item in enumerate(data):
+        where = f"client #{i}"
+        if not isinstance(item, dict):
+            raise SettingsError(f"{name}: {where} must be an object")
+        unknown = set(item) - {"client_id", "client_secret", "redirect_uris", "grant_types", "scope", "audience"}
+        if unknown:
+            raise SettingsError(f"{name}: {where} has unknown fields {sorted(unknown)}")
+        client_id = item.get("client_id")
+        if not isinstance(client_id, str) or not client_id:
+            raise SettingsError(f"{name}: {where} needs a non-empty client_id")
+        where = f"client {client_id!r}"
+        secret = item.get("client_secret")
+        if secret is not None and (not isinstance(secret, str) or not secret):
+            raise SettingsError(f"{name}: {where} client_secret must be a non-empty string")
+        grants = _str_list(name, f"{where} grant_types",
+                           item.get("grant_types", ["authorization_code", "refresh_token"]))
+        bad = [g for g in grants if g not in GRANT_TYPES]
+        if bad:
+            raise SettingsError(f"{name}: {where} has unsupported grant types {bad} (supported: {list(GRANT_TYPES)})")
+        if "client_credentials" in grants and secret is None:
+            raise SettingsError(f"{name}: {where} needs a client_secret for client_credentials")
+        redirect_uris = _str_list(name, f"{where} redirect_uris", item.get("redirect_uris", []))
+        for uri in redirect_uris:
+            parts = urlsplit(uri)
+            if not parts.scheme or not parts.netloc or parts.fragment:
+                raise SettingsError(f"{name}: {where} redirect URI {uri!r} must be absolute, without fragment")
+        if "authorization_code" in grants and not redirect_uris:
+            raise SettingsError(f"{name}: {where} needs redirect_uris for authorization_code")
+        clients.append(Client(
+            client_id=client_id, client_secret=secret, redirect_uris=redirect_uris, grant_types=grants,
+            scope=_str_list(name, f"{where} scope", item.get("scope", [])),
+            audience=_str_list(name, f"{where} audience", item.get("audience", [])),
+        ))
+    ids = [c.client_id for c in clients]
+    if len(set(ids)) != len(ids):
+        raise SettingsError(f"{name}: client_id values must be unique")
+    return tuple(clients)
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer: str = "http://localhost:9000"
+    redis_url: str = "redis://localhost:6379/0"
+    keys_dir: Path = Path("keys")
+    signing_alg: str = "RS256"
+    access_ttl: int = 300
+    refresh_ttl: int = 1_209_600
+    family_ttl: int = 2_592_000
+    id_token_ttl: int = 300
+    code_ttl: int = 60
+    clients: tuple[Client, ...] = ()
+    login_max_failures: int = 10
+    login_window: int = 900
+    jwks_max_age: int = 300
+    max_body: int = 65_536
+    # Keys the stateless login-form token (HMAC); replicas must share it. Random per process when unset.
+    form_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        alg = env.get("AUTH_SIGNING_ALG") or "RS256"
+        if alg not in SIGNING_ALGS:
+            raise SettingsError(f"AUTH_SIGNING_ALG must be one of {', '.join(SIGNING_ALGS)}, got {alg!r}")
+        form_secret = env.get("AUTH_FORM_SECRET")
+        if form_secret is not None and form_secret != "" and len(form_secret) < 16:
+            raise SettingsError("AUTH_FORM_SECRET must be at least 16 characters")
+        access_ttl = _int(env, "AUTH_ACCESS_TTL", 300)
+        refresh_ttl = _int(env, "AUTH_REFRESH_TTL", 1_209_600)
+        family_ttl = _int(env, "AUTH_FAMILY_TTL", 2_592_000)
+        settings = cls(
+            issuer=_url("AUTH_ISSUER", env.get("AUTH_ISSUER") or "http://localhost:9000"),
+            redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
+            keys_dir=Path(env.get("AUTH_KEYS_DIR") or "keys"),
+            signing_alg=alg,
+            access_ttl=access_ttl,
+            refresh_ttl=refresh_ttl,
+            family_ttl=family_ttl,
+            id_token_ttl=_int(env, "AUTH_ID_TOKEN_TTL", 300),
+            code_ttl=_int(env, "AUTH_CODE_TTL", 60),
+            clients=parse_clients(env.get("AUTH_CLIENTS") or "[]"),
+            login_max_failures=_int(env, "AUTH_LOGIN_MAX_FAILURES", 10),
+            login_window=_int(env, "AUTH_LOGIN_WINDOW", 900),
+            jwks_max_age=_int(env, "AUTH_JWKS_MAX_AGE", 300, minimum=0),
+            max_body=_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
+            **({"form_secret": form_secret.encode()} if form_secret else {}),
+        )
+        if settings.code_ttl > 600:
+            raise SettingsError("AUTH_CODE_TTL must be at most 600 seconds (RFC 6749 §4.1.2)")
+        return settings
+
+    def client(self, client_id: str) -> Client | None:
+        for client in self.clients:
+            if client.client_id == client_id:
+                return client
+        return None
+
+    @property
+    def key_retention(self) -> int:
+        """How long a retired key stays loaded and published: until the last token it signed has expired."""
+        return max(self.access_ttl, self.refresh_ttl, self.id_token_ttl)

@@ -1,0 +1,191 @@
+"""Tokens: RFC 9068 access tokens, OIDC ID tokens, refresh tokens and their families.
+
+A family (``sid``) is one login: ``auth:fam:{<sid>}`` holds ``sub, username, client_id, scope, auth_time``, the
+current refresh ``jti`` and the absolute expiry (``abs``). Its Redis TTL is the idle life, renewed on each refresh
+and capped by ``abs``. A refresh is accepted only with the current ``jti`` (atomic compare-and-swap in Lua);
+an older ``jti`` is reuse — a stolen token — and ends the family.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .errors import TokenRejected
+from .keys import KeyRing
+from .settings import Client, Settings
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_LENGTH = 8192  # DESIGN §4: longer tokens are refused before any crypto
+AT_TYP = "at+jwt"  # RFC 9068 §2.1
+RT_TYP = "rt+jwt"
+ID_TYP = "JWT"
+
+# KEYS[1] family; ARGV: presented jti, new jti, idle ttl, now. Returns the family hash, or "missing"/"reuse".
+_ROTATE = """
+local cur = redis.call('HGET', KEYS[1], 'jti')
+if not cur then return 'missing' end
+if cur ~= ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 'reuse'
+end
+redis.call('HSET', KEYS[1], 'jti', ARGV[2])
+local abs = tonumber(redis.call('HGET', KEYS[1], 'abs'))
+local exp = math.min(tonumber(ARGV[4]) + tonumber(ARGV[3]), abs)
+redis.call('EXPIREAT', KEYS[1], exp)
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+def family_key(sid: str) -> str:
+    return f"auth:fam:{{{sid}}}"
+
+
+def audience_claim(client: Client) -> str | list[str]:
+    audience = list(client.audience) or [client.client_id]
+    return audience[0] if len(audience) == 1 else audience
+
+
+@dataclass(frozen=True)
+class Family:
+    sid: str
+    sub: str
+    username: str
+    client_id: str
+    scope: str
+    auth_time: int
+    absolute: int
+
+    @classmethod
+    def from_hash(cls, sid: str, raw: dict[Any, Any] | list[Any]) -> Family:
+        if isinstance(raw, list):  # HGETALL from a script: a flat list
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+        return cls(sid=sid, sub=h["sub"], username=h.get("username", ""), client_id=h["client_id"],
+                   scope=h.get("scope", ""), auth_time=int(h.get("auth_time", 0)), absolute=int(h["abs"]))
+
+
+class TokenService:
+    def __init__(self, settings: Settings, keys: KeyRing, redis: Any) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.redis = redis
+        self._rotate = redis.register_script(_ROTATE)
+
+    # --- signing ------------------------------------------------------------------------------------------
+
+    def _sign(self, claims: dict[str, Any], typ: str) -> str:
+        key = self.keys.signing_key
+        if key is None:
+            raise TokenRejected("no signing key loaded")
+        return jwt.encode(claims, key.private, algorithm=key.alg, headers={"typ": typ, "kid": key.kid})
+
+    def access_token(self, *, sub: str, client: Client, scope: str, sid: str | None) -> tuple[str, int]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer, "sub": sub, "aud": audience_claim(client),
+            "exp": now + self.settings.access_ttl, "iat": now, "nbf": now,
+            "jti": secrets.token_urlsafe(16), "client_id": client.client_id, "scope": scope,
+        }
+        if sid is not None:
+            claims["sid"] = sid  # client_credentials tokens belong to no login (DESIGN §4)
+        return self._sign(claims, AT_TYP), self.settings.access_ttl
+
+    def id_token(self, *, family: Family, nonce: str | None) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer, "sub": family.sub, "aud": family.client_id,
+            "exp": now + self.settings.id_token_ttl, "iat": now,
+            "auth_time": family.auth_time, "preferred_username": family.username, "sid": family.sid,
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        return self._sign(claims, ID_TYP)
+
+    def _refresh_token(self, family: Family, jti: str, now: int) -> str:
+        claims = {
+            "iss": self.settings.issuer, "sub": family.sub, "aud": self.settings.issuer,
+            "exp": min(now + self.settings.refresh_ttl, family.absolute), "iat": now, "jti": jti, "sid": family.sid,
+            "client_id": family.client_id, "scope": family.scope,
+        }
+        return self._sign(claims, RT_TYP)
+
+    # --- verification of our own tokens -------------------------------------------------------------------
+
+    def decode(self, token: str, typ: str, *, audience: str | None = None, verify_exp: bool = True) -> dict[str, Any]:
+        """Claims of one of our tokens of type ``typ``; raises TokenRejected. Size and header checks come first."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise TokenRejected("empty or oversized token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(f"malformed token: {exc}") from exc
+        if not isinstance(header.get("typ"), str) or header["typ"].lower() != typ.lower():
+            raise TokenRejected("wrong token type")
+        kid = header.get("kid")
+        key = self.keys.get(kid) if isinstance(kid, str) else None
+        if key is None or header.get("alg") != key.alg:  # never "none", never an algorithm the key was not made for
+            raise TokenRejected("unknown key or algorithm")
+        try:
+            return jwt.decode(
+                token, key.public, algorithms=[key.alg], issuer=self.settings.issuer, audience=audience,
+                options={"require": ["iss", "sub", "exp", "iat", "jti"], "verify_aud": audience is not None,
+                         "verify_exp": verify_exp},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(f"invalid token: {exc}") from exc
+
+    def decode_refresh(self, token: str, *, verify_exp: bool = True) -> dict[str, Any]:
+        claims = self.decode(token, RT_TYP, audience=self.settings.issuer, verify_exp=verify_exp)
+        if not all(isinstance(claims.get(c), str) for c in ("sid", "client_id", "jti")):
+            raise TokenRejected("refresh token without sid, client_id or jti")
+        return claims
+
+    # --- families -----------------------------------------------------------------------------------------
+
+    async def start_family(self, *, sub: str, username: str, client_id: str, scope: str,
+                           auth_time: int) -> tuple[Family, str]:
+        """A new login: a family and its first refresh token."""
+        now = int(time.time())
+        family = Family(sid=secrets.token_urlsafe(16), sub=sub, username=username, client_id=client_id, scope=scope,
+                        auth_time=auth_time, absolute=now + self.settings.family_ttl)
+        jti = secrets.token_urlsafe(16)
+        key = family_key(family.sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"sub": sub, "username": username, "client_id": client_id, "scope": scope,
+                                    "auth_time": auth_time, "abs": family.absolute, "jti": jti})
+            pipe.expireat(key, min(now + self.settings.refresh_ttl, family.absolute))
+            await pipe.execute()
+        return family, self._refresh_token(family, jti, now)
+
+    async def rotate(self, claims: dict[str, Any]) -> tuple[Family, str]:
+        """Swap the family's current jti for a new one; raises TokenRejected on reuse or a dead family."""
+        now = int(time.time())
+        sid, new_jti = claims["sid"], secrets.token_urlsafe(16)
+        result = await self._rotate(keys=[family_key(sid)],
+                                    args=[claims["jti"], new_jti, self.settings.refresh_ttl, now])
+        if isinstance(result, bytes | str):
+            status = result.decode() if isinstance(result, bytes) else result
+            if status == "reuse":
+                log.warning("refresh token reuse in family %s: family revoked", sid)
+            raise TokenRejected(f"refresh refused: {status}")
+        family = Family.from_hash(sid, result)
+        return family, self._refresh_token(family, new_jti, now)
+
+    async def family(self, sid: str) -> Family | None:
+        raw = await self.redis.hgetall(family_key(sid))
+        return Family.from_hash(sid, raw) if raw else None
+
+    async def current_jti(self, sid: str) -> str | None:
+        jti = await self.redis.hget(family_key(sid), "jti")
+        return jti.decode() if isinstance(jti, bytes) else jti
+
+    async def revoke_family(self, sid: str) -> bool:
+        return bool(await self.redis.delete(family_key(sid)))
