@@ -225,3 +225,19 @@ def test_settings_from_env() -> None:
                       ({"RS_VERIFY_CACHE_SIZE": "-5"}, "RS_VERIFY_CACHE_SIZE")]:
         with pytest.raises(SettingsError, match=name):
             Settings.from_env(env)
+
+
+async def test_corrupt_store_data_gets_the_catch_all_json_500_without_details(
+    redis_url: str, issuer: FakeIssuer
+) -> None:
+    """The catch-all exists for bugs and broken data, never for bad input (the tests above would raise through it)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.hset("rs:notes:{alice}", "bad", b"{not json")
+    app = create_app(Settings.from_env({"REDIS_URL": redis_url}), redis=redis, verifier=issuer.verifier())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://rs.test") as api:
+        response = await api.get("/notes", headers=rw(issuer))
+    await redis.aclose()
+    assert response.status_code == 500
+    assert response.json() == {"error": "server_error", "error_description": "An internal error occurred."}
+    assert "not json" not in response.text and "Traceback" not in response.text

@@ -1,0 +1,40 @@
+"""The verifier library is importable alone: a resource team lifts `resource_server/verifier/` out as it is."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from ..conftest import REPO
+
+VERIFIER = REPO / "resource_server" / "verifier"
+ALLOWED_THIRD_PARTY = {"jwt", "cryptography", "httpx", "starlette"}
+
+
+def test_the_verifier_imports_nothing_from_the_rest_of_jwt_bff() -> None:
+    for path in VERIFIER.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in ALLOWED_THIRD_PARTY or top in sys.stdlib_module_names, f"{path.name} imports {name}"
+
+
+def test_importing_the_verifier_loads_no_other_jwt_bff_module() -> None:
+    code = (
+        "import sys, resource_server.verifier, resource_server.verifier.starlette, resource_server.verifier.testing\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('auth_server', 'bff', 'resource_server.app',"
+        " 'resource_server.settings', 'redis', 'prometheus_client')))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_library_ships_py_typed() -> None:
+    assert (VERIFIER / "py.typed").exists()
