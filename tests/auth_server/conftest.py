@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from auth_server.app import create_app
 from auth_server.keys import write_key
 
-from .helpers import PASSWORD, USERNAME, make_settings
+from .helpers import PASSWORD, USERNAME, make_settings, serve_in_process
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +44,7 @@ def app(redis_url: str, keys_dir: Path) -> Any:
 
 @pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://auth.test") as c:
+    async with serve_in_process(app) as c:
         yield c
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
+from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ CLIENTS = [
      "grant_types": ["authorization_code", "refresh_token"], "scope": SCOPE, "audience": ["notes"]},
     {"client_id": "spa", "redirect_uris": ["http://spa.test/cb"], "grant_types": ["authorization_code"],
      "scope": "openid notes:read", "audience": ["notes", "other"]},
+    {"client_id": "other", "client_secret": "other-secret-0123456789", "redirect_uris": ["http://other.test/cb"],
+     "scope": SCOPE, "audience": ["notes"]},
     {"client_id": "svc", "client_secret": SVC_SECRET, "grant_types": ["client_credentials"],
      "scope": "notes:read notes:write", "audience": ["notes"]},
 ]
@@ -107,3 +111,11 @@ async def refresh(client: httpx.AsyncClient, token: str, **extra: str) -> httpx.
 def claims_of(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: Any, base_url: str = "http://auth.test") -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client for ``app``, with its lifespan run (so its Redis client is closed afterwards)."""
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                                                   base_url=base_url) as client:
+        yield client
