@@ -101,14 +101,16 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
 
 
 class TokenVerifier:
-    """Verifies access tokens of one issuer for one audience.
+    """Verifies access tokens of one issuer for one audience::
 
-    >>> verifier = TokenVerifier("https://auth.example", "notes")       # JWKS discovered from the issuer
-    >>> claims = await verifier.verify(token)                           # or raises a VerifierError
+        verifier = TokenVerifier("https://auth.example", "notes")   # JWKS discovered from the issuer
+        claims = await verifier.verify(token)                       # or raises a VerifierError
 
-    Build it once per app (it holds the key cache and an HTTP client) and ``await verifier.aclose()`` at shutdown,
-    or use it as an async context manager. ``await verifier.start()`` loads the keys eagerly; otherwise the first
-    token loads them. Pass ``keys=`` (e.g. from ``resource_server.verifier.testing``) to verify with no network.
+    Build it once per app (it holds the key cache, the verified-token cache and an HTTP client) and
+    ``await verifier.aclose()`` at shutdown, or use it as an async context manager. ``await verifier.start()`` loads
+    the keys eagerly; otherwise the first token loads them. Pass ``keys=`` (a ``JWKSCache`` built with ``jwks=``, as
+    ``resource_server.verifier.testing`` does) to verify with no network. ``cache_size=0`` disables the
+    verified-token cache (then every call checks the signature).
     """
 
     def __init__(
@@ -140,7 +142,7 @@ class TokenVerifier:
         self.audience = audience
         self.algorithms = frozenset(algorithms)
         self.leeway = leeway
-        self.keys = keys or JWKSCache(
+        self.keys = keys if keys is not None else JWKSCache(
             issuer=issuer,
             algorithms=self.algorithms,
             jwks_url=jwks_url,
