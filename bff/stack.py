@@ -1,0 +1,179 @@
+"""`bff stack`: the auth server (:9000), the resource server (:9001) and the BFF (:8000) in one process.
+
+The three services still talk to each other only over HTTP on loopback, exactly as in production; they share one
+process, one event loop and (when ``REDIS_URL`` is unset) one embedded in-memory store, whose keys the services'
+prefixes (``auth:``, ``rs:``, ``bff:``) keep apart. A ``demo`` user is created through the public sign-up API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo-password"
+STARTUP_TIMEOUT = 30.0  # seconds for the three services to answer /readyz
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    auth: int = 9000
+    resource: int = 9001
+    bff: int = 8000
+
+
+def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: str = "localhost") -> dict[str, str]:
+    """The settings of the three services, wired to each other; variables already set in ``env`` win."""
+    issuer = f"http://{public_host}:{ports.auth}"
+    public_url = f"http://{public_host}:{ports.bff}"
+    client_secret = env.get("BFF_CLIENT_SECRET") or secrets.token_urlsafe(32)
+    client = {
+        "client_id": "bff",
+        "client_secret": client_secret,
+        "redirect_uris": [f"{public_url}/bff/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "scope": "openid notes:read notes:write",
+        "audience": ["notes"],
+    }
+    defaults = {
+        "AUTH_ISSUER": issuer,
+        "AUTH_CLIENTS": json.dumps([client]),
+        "RS_ISSUER": issuer,
+        "RS_AUDIENCE": "notes",
+        "BFF_ISSUER": issuer,
+        "BFF_CLIENT_ID": "bff",
+        "BFF_CLIENT_SECRET": client_secret,
+        "BFF_PUBLIC_URL": public_url,
+        "BFF_ROUTES": json.dumps({"notes": f"http://127.0.0.1:{ports.resource}"}),
+    }
+    return {**defaults, **env}
+
+
+class _StackServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the stack, which stops all three servers together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _embedded_redis() -> Any:
+    import fakeredis
+
+    return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+
+
+def build_apps(env: Mapping[str, str], redis: Any | None) -> dict[str, Any]:
+    """The three ASGI apps, built from one environment mapping (imports are local: three separate deployables)."""
+    from auth_server.app import create_app as create_auth_app
+    from auth_server.settings import Settings as AuthSettings
+    from bff.app import create_app as create_bff_app
+    from bff.settings import Settings as BffSettings
+    from resource_server.app import create_app as create_resource_app
+    from resource_server.settings import Settings as ResourceSettings
+
+    return {
+        "auth": create_auth_app(AuthSettings.from_env(env), redis=redis),
+        "resource": create_resource_app(ResourceSettings.from_env(env), redis=redis),
+        "bff": create_bff_app(BffSettings.from_env(env), redis=redis),
+    }
+
+
+async def _wait_ready(urls: list[str]) -> None:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
+        for url in urls:
+            while True:
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(f"{url} did not become ready within {STARTUP_TIMEOUT:.0f}s")
+                await asyncio.sleep(0.1)
+
+
+async def create_demo_user(issuer_url: str) -> bool:
+    """Sign up the demo user through the public API; False when it already exists."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.post(f"{issuer_url}/users", json={"username": DEMO_USERNAME, "password": DEMO_PASSWORD})
+    if response.status_code not in (201, 409):
+        raise RuntimeError(f"creating the demo user failed: {response.status_code} {response.text[:200]}")
+    return response.status_code == 201
+
+
+async def run_stack(host: str, ports: StackPorts, env: Mapping[str, str], *, ready: asyncio.Event | None = None,
+                    stop: asyncio.Event | None = None) -> None:
+    """Run the three services until ``stop`` is set (or SIGINT/SIGTERM)."""
+    embedded = not env.get("REDIS_URL")
+    redis = _embedded_redis() if embedded else None
+    apps = build_apps(env, redis)
+    servers = {
+        name: _StackServer(uvicorn.Config(app, host=host, port=port, log_level="warning", ws="none",
+                                          timeout_graceful_shutdown=10))
+        for (name, app), port in zip(apps.items(), (ports.auth, ports.resource, ports.bff), strict=True)
+    }
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+
+    tasks = [asyncio.create_task(server.serve(), name=f"stack-{name}") for name, server in servers.items()]
+    try:
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        await _wait_ready([f"http://{local}:{ports.auth}/readyz", f"http://{local}:{ports.resource}/readyz",
+                           f"http://{local}:{ports.bff}/readyz"])
+        created = await create_demo_user(f"http://{local}:{ports.auth}")
+        store = "an embedded in-memory store (nothing persists)" if embedded else env["REDIS_URL"]
+        print(
+            f"\njwt-bff stack is up on {store}.\n"
+            f"  auth server      {env['AUTH_ISSUER']}\n"
+            f"  resource server  http://{local}:{ports.resource}\n"
+            f"  BFF              {env['BFF_PUBLIC_URL']}\n"
+            f"Demo user: {DEMO_USERNAME} / {DEMO_PASSWORD}{'' if created else ' (already there)'}\n\n"
+            f"Open {env['BFF_PUBLIC_URL']}/ in your browser. Ctrl-C stops.\n",
+            flush=True,
+        )
+        if ready is not None:
+            ready.set()
+        done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task in tasks and task.exception() is not None:
+                raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
+    finally:
+        for server in servers.values():
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if redis is not None:
+            await redis.aclose()
+
+
+def main(args: argparse.Namespace | None = None) -> None:
+    host = getattr(args, "host", None) or "127.0.0.1"
+    port = getattr(args, "port", None) or 8000
+    ports = StackPorts(auth=getattr(args, "auth_port", None) or 9000,
+                       resource=getattr(args, "resource_port", None) or 9001, bff=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    env = stack_environment(ports, os.environ)
+    try:
+        asyncio.run(run_stack(host, ports, env))
+    except RuntimeError as exc:
+        print(f"bff stack: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
