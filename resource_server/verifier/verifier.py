@@ -79,10 +79,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # json.loads accepts NaN/Infinity; an `exp` of Infinity never expires
 
 
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder, not one per call
+
+
 def _segment_json(segment: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = _JSON.decode(raw.decode("utf-8"))  # RFC 7519 §7.2: the JSON is UTF-8
     except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InvalidToken("The access token is malformed.", reason="malformed") from exc
     if not isinstance(value, dict):
