@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from typing import Any
 
@@ -36,10 +38,32 @@ def test_the_service_starts_before_the_auth_server_and_becomes_ready(
     early = httpx.get(service.url + "/me", headers=bearer(issuer.token("notes:read")), timeout=2)
     assert early.status_code == 503  # no keys yet: not the token's fault
 
-    server_factory(issuer.asgi_app(), port=auth_port)  # the auth server comes up late
+    jwks_fetches: list[str] = []
+    jwks_app = issuer.asgi_app()
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/jwks.json"):
+            jwks_fetches.append(scope["path"])
+        await jwks_app(scope, receive, send)
+
+    server_factory(counting, port=auth_port)  # the auth server comes up late
     assert wait_ready(service.url).status_code == 200
     me = httpx.get(service.url + "/me", headers=bearer(issuer.token("notes:read", sub="erin")), timeout=2)
     assert me.status_code == 200
     assert me.json()["sub"] == "erin"
+    fetches_when_ready = len(jwks_fetches)
+
+    async def flood() -> set[int]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+            responses = await asyncio.gather(*(
+                client.get("/me", headers=bearer(issuer.token("notes:read", headers={"kid": secrets.token_hex(8)})))
+                for _ in range(200)
+            ))
+        assert all(r.headers["www-authenticate"].startswith('Bearer realm="notes", error="invalid_token"')
+                   for r in responses)
+        return {r.status_code for r in responses}
+
+    assert asyncio.run(flood()) == {401}
+    assert len(jwks_fetches) - fetches_when_ready <= 1  # 200 unknown kids, at most one refetch per 30 s cooldown
     metrics = httpx.get(service.url + "/metrics", timeout=2).text
-    assert 'rs_jwks_fetches_total{outcome="ok"}' in metrics
+    assert 'rs_token_failures_total{reason="unknown_kid"} 200.0' in metrics
