@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
-__all__ = ["SUPPORTED_ALGORITHMS", "JWKSCache", "JWKSError", "VerificationKey", "parse_jwk"]
+__all__ = ["SUPPORTED_ALGORITHMS", "JWKSCache", "JWKSError", "VerificationKey", "discovery_urls", "parse_jwk"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,16 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519Public
 
 MIN_RSA_BITS = 2048
 MAX_JWKS_BYTES = 512 * 1024
-DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+
+
+def discovery_urls(issuer: str) -> tuple[str, str]:
+    """Where the issuer's metadata lives: OIDC Discovery §4 appends to the issuer, RFC 8414 §3.1 inserts the
+    well-known segment between the host and the issuer's path."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    oidc = urlunsplit((parts.scheme, parts.netloc, f"{path}/.well-known/openid-configuration", "", ""))
+    oauth = urlunsplit((parts.scheme, parts.netloc, f"/.well-known/oauth-authorization-server{path}", "", ""))
+    return oidc, oauth
 
 
 class JWKSError(Exception):
@@ -295,8 +305,7 @@ class JWKSCache:
 
     async def _discover(self) -> str:
         errors: list[str] = []
-        for path in DISCOVERY_PATHS:
-            url = self.issuer.rstrip("/") + path
+        for url in discovery_urls(self.issuer):
             try:
                 metadata = await self._get_json(url)
             except (JWKSError, httpx.HTTPError, ValueError) as exc:

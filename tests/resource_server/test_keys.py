@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from resource_server.verifier import InvalidToken, JWKSCache, KeysUnavailable, TokenVerifier
-from resource_server.verifier.keys import JWKSError, parse_jwk
+from resource_server.verifier.keys import JWKSError, discovery_urls, parse_jwk
 from resource_server.verifier.testing import FakeIssuer, KeyPair
 
 from .helpers import AUDIENCE, ISSUER, bearer, client, guarded_app
@@ -230,3 +230,14 @@ def test_unusable_keys_are_skipped() -> None:
             parse_jwk(jwk, ["RS256", "ES256", "EdDSA"])
             pytest.fail(name)
     assert parse_jwk(good, ["ES256"]).algorithms == {"ES256"}
+
+
+def test_discovery_urls_follow_oidc_and_rfc8414_for_issuers_with_a_path() -> None:
+    assert discovery_urls("https://auth.example") == (
+        "https://auth.example/.well-known/openid-configuration",
+        "https://auth.example/.well-known/oauth-authorization-server",
+    )
+    assert discovery_urls("https://auth.example/tenant/") == (
+        "https://auth.example/tenant/.well-known/openid-configuration",
+        "https://auth.example/.well-known/oauth-authorization-server/tenant",
+    )
