@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from typing import Any
 
 import httpx
@@ -65,3 +66,23 @@ def resign(token: str, header: dict[str, Any] | None = None, payload: dict[str, 
     """Replace a token's header or payload segment while keeping its (now wrong) signature."""
     h, p, s = token.split(".")
     return ".".join([b64url(header) if header is not None else h, b64url(payload) if payload is not None else p, s])
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.now += 31``)."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_ready(url: str, timeout: float = 15.0) -> httpx.Response:
+    """Poll ``/readyz`` until it answers 200 (or the timeout passes); returns the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(url + "/readyz", timeout=2)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)

@@ -14,7 +14,7 @@ from resource_server.verifier import InvalidToken, JWKSCache, KeysUnavailable, T
 from resource_server.verifier.keys import JWKSError, discovery_urls, parse_jwk
 from resource_server.verifier.testing import FakeIssuer, KeyPair
 
-from .helpers import AUDIENCE, ISSUER, bearer, client, guarded_app
+from .helpers import AUDIENCE, ISSUER, Clock, bearer, client, guarded_app
 
 pytestmark = pytest.mark.anyio
 
@@ -42,14 +42,6 @@ class AuthServerDouble:
     @property
     def jwks_fetches(self) -> int:
         return self.requests.count("/.well-known/jwks.json")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_verifier(double: AuthServerDouble, clock: Clock | None = None, **kwargs: Any) -> TokenVerifier:

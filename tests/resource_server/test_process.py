@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from typing import Any
 
 import httpx
@@ -12,16 +11,7 @@ import httpx
 from resource_server.verifier.testing import FakeIssuer
 
 from ..conftest import free_port
-from .helpers import bearer
-
-
-def wait_ready(url: str, timeout: float = 15.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = httpx.get(url + "/readyz", timeout=2)
-        if response.status_code == 200 or time.monotonic() > deadline:
-            return response
-        time.sleep(0.1)
+from .helpers import bearer, wait_ready
 
 
 def test_the_service_starts_before_the_auth_server_and_becomes_ready(

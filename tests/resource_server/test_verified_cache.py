@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from resource_server.verifier import ExpiredToken, InvalidToken
 from resource_server.verifier.testing import FakeIssuer
 
-from .helpers import AUDIENCE, ISSUER
+from .helpers import AUDIENCE, ISSUER, Clock
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

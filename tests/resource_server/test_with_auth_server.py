@@ -4,7 +4,6 @@ auth server has stopped."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from resource_server.app import create_app
 from resource_server.settings import Settings
 
 from ..conftest import free_port
+from .helpers import wait_ready
 
 SECRET = "svc-secret-0123456789"
 CLIENTS = [{"client_id": "svc", "client_secret": SECRET, "grant_types": ["client_credentials"],
@@ -28,13 +28,6 @@ def client_credentials_token(auth_url: str, scope: str) -> str:
                           data={"grant_type": "client_credentials", "scope": scope}, timeout=5)
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
-
-
-def wait_ready(url: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while httpx.get(url + "/readyz", timeout=2).status_code != 200:
-        assert time.monotonic() < deadline, httpx.get(url + "/readyz").text
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
@@ -49,7 +42,7 @@ def test_a_real_access_token_verifies_and_keeps_verifying_with_the_auth_server_s
     })
     auth = server_factory(create_auth_app(auth_settings), port=auth_port)
     rs = server_factory(create_app(Settings.from_env({"RS_ISSUER": issuer, "REDIS_URL": redis_url})))
-    wait_ready(rs.url)  # keys discovered from the auth server's metadata and loaded
+    assert wait_ready(rs.url).status_code == 200  # keys discovered from the auth server's metadata and loaded
 
     token = client_credentials_token(auth.url, "notes:read notes:write")
     me = httpx.get(rs.url + "/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
