@@ -241,3 +241,20 @@ async def test_corrupt_store_data_gets_the_catch_all_json_500_without_details(
     assert response.status_code == 500
     assert response.json() == {"error": "server_error", "error_description": "An internal error occurred."}
     assert "not json" not in response.text and "Traceback" not in response.text
+
+
+async def test_the_api_runs_on_the_embedded_store_of_bff_stack(issuer: FakeIssuer) -> None:
+    """`bff stack` passes one fakeredis to all three apps: the notes API must work on it (and not close it)."""
+    import fakeredis
+
+    store = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    app = create_app(Settings.from_env({"RS_MAX_NOTES": "1"}), redis=store, verifier=issuer.verifier())
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://rs.test"
+    ) as api:
+        assert (await api.get("/readyz")).status_code == 200
+        assert (await api.post("/notes", headers=rw(issuer), json={"text": "one"})).status_code == 201
+        assert (await api.post("/notes", headers=rw(issuer), json={"text": "two"})).status_code == 409
+        assert [n["text"] for n in (await api.get("/notes", headers=rw(issuer))).json()["notes"]] == ["one"]
+    assert await store.ping()  # still open after the app's shutdown
+    await store.aclose()
