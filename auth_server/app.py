@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ep.users.warm_up()
         try:
             yield
         finally:

@@ -10,9 +10,11 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
+HASH_THREADS = 4  # concurrent argon2 computations per process
 
 # OWASP Password Storage Cheat Sheet, argon2id: m=19 MiB, t=2, p=1.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -55,6 +58,7 @@ class UserStore:
         self.max_failures = max_failures
         self.window = window
         self._dummy_hash: str | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
 
     @staticmethod
     def _key(username: str) -> str:
@@ -66,7 +70,7 @@ class UserStore:
         key = self._key(username)
         if await self.redis.exists(key):
             raise UsernameTaken()
-        hashed = await anyio.to_thread.run_sync(HASHER.hash, password)
+        hashed = await self._argon2(HASHER.hash, password)
         user = User(sub=secrets.token_urlsafe(16), username=username)
         record = json.dumps({"sub": user.sub, "username": username, "hash": hashed})
         if not await self.redis.set(key, record, nx=True):  # lost a race with a concurrent sign-up
@@ -81,16 +85,34 @@ class UserStore:
             return None
         return User(sub=sub, username=username.decode() if isinstance(username, bytes) else username)
 
+    async def _argon2(self, func: Callable[..., Any], *args: Any) -> Any:
+        # argon2id takes ~19 MiB and ~30 ms of one core per call: a worker thread keeps the event loop free, and a
+        # small limiter keeps a burst of logins from taking the default 40 threads' worth of memory.
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(HASH_THREADS)
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+    async def warm_up(self) -> None:
+        """Make the dummy hash now, so that the first unknown-user login takes no longer than the others."""
+        await self._dummy()
+
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await anyio.to_thread.run_sync(HASHER.hash, secrets.token_urlsafe(16))
+            self._dummy_hash = str(await self._argon2(HASHER.hash, secrets.token_urlsafe(16)))
         return self._dummy_hash
 
     async def authenticate(self, username: str, password: str) -> User | None:
-        """The user, or None for a wrong username or password (same work either way: no user enumeration)."""
+        """The user, or None for a wrong username or password (same work either way: no user enumeration).
+
+        Attempts are counted before the password is checked (one atomic INCR), so parallel guesses cannot slip
+        past the limit; a successful login clears the count (OWASP Authentication Cheat Sheet).
+        """
         fail_key = f"auth:fail:{username.lower()[:64]}"
-        failures = await self.redis.get(fail_key)
-        if failures is not None and int(failures) >= self.max_failures:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(fail_key)
+            pipe.expire(fail_key, self.window, nx=True)
+            attempts, _ = await pipe.execute()
+        if int(attempts) > self.max_failures:
             ttl = await self.redis.ttl(fail_key)
             raise LoginThrottled(ttl if ttl > 0 else self.window)
         raw = await self.redis.get(self._key(username)) if USERNAME.fullmatch(username) else None
@@ -98,14 +120,10 @@ class UserStore:
         hashed = record["hash"] if record else await self._dummy()
         ok: bool
         try:
-            ok = await anyio.to_thread.run_sync(HASHER.verify, hashed, password[:PASSWORD_MAX * 4])
+            ok = bool(await self._argon2(HASHER.verify, hashed, password[:PASSWORD_MAX * 4]))
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok or record is None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(fail_key)
-                pipe.expire(fail_key, self.window, nx=True)
-                await pipe.execute()
             return None
         await self.redis.delete(fail_key)
         return User(sub=record["sub"], username=record["username"])

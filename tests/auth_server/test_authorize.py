@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from typing import Any
@@ -146,7 +147,7 @@ async def test_wrong_user_and_wrong_password_look_the_same(client: httpx.AsyncCl
     known = [await timed(f"{USERNAME}") for _ in range(4)]
     unknown = [await timed(f"nobody{i}") for i in range(4)]
     ratio = statistics.median(unknown) / statistics.median(known)
-    assert 0.5 < ratio < 2.0, (known, unknown)
+    assert 1 / 3 < ratio < 3.0, (known, unknown)  # loose: the machine is shared; a skipped hash is ~0.03
     assert min(unknown) > 0.005  # argon2 really ran for the unknown user
 
 
@@ -165,6 +166,15 @@ async def test_failed_logins_are_throttled_per_account(client: httpx.AsyncClient
     metrics = (await client.get("/metrics")).text
     assert 'auth_login_failures_total{reason="credentials"} 10.0' in metrics
     assert 'auth_login_failures_total{reason="throttled"} 1.0' in metrics
+
+
+async def test_parallel_guesses_cannot_pass_the_limit(client: httpx.AsyncClient, user: Any) -> None:
+    params = authorize_params(pkce()[1])
+    page = await client.get("/oauth/authorize", params=params)
+    fields = {**form_of(page.text).fields, "username": USERNAME}
+    responses = await asyncio.gather(*(client.post("/oauth/authorize", data={**fields, "password": f"guess-{i}"})
+                                       for i in range(16)))
+    assert sorted(r.status_code for r in responses) == [400] * 10 + [429] * 6
 
 
 async def test_a_successful_login_resets_the_failure_count(client: httpx.AsyncClient, user: Any) -> None:
