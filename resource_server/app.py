@@ -132,6 +132,21 @@ async def _read_json(request: Request) -> Any:
         raise ApiError(400, "invalid_request", "The body must be a JSON object.") from None
 
 
+def open_redis(url: str) -> Any:
+    """A client for ``REDIS_URL``; several comma-separated node URLs mean a Redis Cluster.
+
+    Notes live in one key per user (``rs:notes:{sub}``), so nothing here spans slots.
+    """
+    if "," in url:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.connection import parse_url
+
+        nodes = [ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
+                 for p in (parse_url(part.strip()) for part in url.split(",") if part.strip())]
+        return RedisCluster(startup_nodes=nodes, socket_connect_timeout=2, socket_timeout=2)
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -155,9 +170,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owns_redis = state["redis"] is None
         if owns_redis:  # connects lazily: the app starts even while Redis is down (readyz says 503)
-            state["redis"] = aioredis.Redis.from_url(
-                settings.redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
-            )
+            state["redis"] = open_redis(settings.redis_url)
         loader = asyncio.create_task(verifier.keys.run())  # retries until the auth server answers
         try:
             yield
