@@ -24,8 +24,10 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 def _rotate(settings: Settings) -> int:
     from .keys import rotate
 
-    new, removed = rotate(settings.keys_dir, settings.signing_alg, settings.key_retention)
-    print(f"new signing key {new.kid} ({new.alg}) in {new.path}")
+    new, removed = rotate(settings.keys_dir, settings.signing_alg, settings.key_retention,
+                          settings.key_activation_delay)
+    print(f"new signing key {new.kid} ({new.alg}) in {new.path}; published now, signing in "
+          f"{settings.key_activation_delay} s (AUTH_KEY_ACTIVATION_DELAY)")
     for path in removed:
         print(f"removed expired key {path}")
     return 0

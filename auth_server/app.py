@@ -47,7 +47,8 @@ def open_redis(url: str) -> Any:
 def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
     own_redis = redis is None
     client: Any = redis if redis is not None else open_redis(settings.redis_url)
-    keys = KeyRing(settings.keys_dir, settings.signing_alg, settings.key_retention)
+    keys = KeyRing(settings.keys_dir, settings.signing_alg, settings.key_retention,
+                   activation_delay=settings.key_activation_delay)
     metrics = Metrics()
     ep = Endpoints(settings, client, keys, metrics)
 

@@ -1,6 +1,9 @@
 """Signing keys: PEM files in ``AUTH_KEYS_DIR``; the newest key of the configured algorithm signs, and every key
 stays loaded and published until the last token it may have signed has expired.
 
+A new key is published at once but signs only ``activation_delay`` seconds after it was made (by default the JWKS
+``max-age``), so that verifiers holding a cached JWKS already know it when its first token arrives.
+
 A file is named ``<created unix time>-<kid>.pem``; the ``kid`` is the RFC 7638 thumbprint of the public key, so it
 is recomputed on load and never trusted from the name. ``rotate`` adds a key and prunes keys retired long enough.
 """
@@ -141,17 +144,18 @@ def read_keys(keys_dir: Path) -> list[SigningKey]:
     return keys
 
 
-def live_keys(keys: list[SigningKey], retention: int, now: float) -> list[SigningKey]:
-    """Keys whose tokens may still be alive: a key retires when a newer one is made, and lives on ``retention``."""
+def live_keys(keys: list[SigningKey], retention: int, now: float, delay: int = 0) -> list[SigningKey]:
+    """Keys whose tokens may still be alive: a key retires when its successor starts signing (``delay`` after it
+    was made), and lives on ``retention`` seconds more."""
     live = []
     for i, key in enumerate(keys):
-        retired_at = keys[i + 1].created if i + 1 < len(keys) else None
+        retired_at = keys[i + 1].created + delay if i + 1 < len(keys) else None
         if retired_at is None or now < retired_at + retention:
             live.append(key)
     return live
 
 
-def rotate(keys_dir: Path, alg: str, retention: int) -> tuple[SigningKey, list[Path]]:
+def rotate(keys_dir: Path, alg: str, retention: int, delay: int = 0) -> tuple[SigningKey, list[Path]]:
     """Add a new signing key; delete the files of keys retired more than ``retention`` seconds ago."""
     existing = read_keys(keys_dir)
     now = int(time.time())
@@ -159,7 +163,7 @@ def rotate(keys_dir: Path, alg: str, retention: int) -> tuple[SigningKey, list[P
     created = max([now, *(k.created + 1 for k in existing)])
     new = write_key(keys_dir, alg, created)
     keys = [*existing, new]
-    live = {k.path for k in live_keys(keys, retention, now)}
+    live = {k.path for k in live_keys(keys, retention, now, delay)}
     removed = [k.path for k in keys if k.path not in live]
     for path in removed:
         path.unlink(missing_ok=True)
@@ -169,10 +173,12 @@ def rotate(keys_dir: Path, alg: str, retention: int) -> tuple[SigningKey, list[P
 class KeyRing:
     """The loaded keys; notices a rotation done by ``auth-server keys rotate`` (another process)."""
 
-    def __init__(self, keys_dir: Path, alg: str, retention: int, *, create: bool = True) -> None:
+    def __init__(self, keys_dir: Path, alg: str, retention: int, *, activation_delay: int = 0,
+                 create: bool = True) -> None:
         self.keys_dir = keys_dir
         self.alg = alg
         self.retention = retention
+        self.delay = activation_delay
         self._lock = threading.Lock()
         self._checked = 0.0
         self._stamp: tuple[int, int] | None = None
@@ -193,7 +199,7 @@ class KeyRing:
 
     def _load(self) -> None:
         stamp = self._dir_stamp()
-        keys = live_keys(read_keys(self.keys_dir), self.retention, time.time())
+        keys = live_keys(read_keys(self.keys_dir), self.retention, time.time(), self.delay)
         self._keys = keys
         self._by_kid = {k.kid: k for k in keys}
         self._stamp = stamp
@@ -213,10 +219,16 @@ class KeyRing:
     @property
     def signing_key(self) -> SigningKey | None:
         self._maybe_reload()
-        for key in reversed(self._keys):
-            if key.alg == self.alg:
-                return key
-        return None
+        candidates = [k for k in self._keys if k.alg == self.alg]
+        if not candidates:
+            return None
+        # The first key signs from its creation; each later one once it has been published for the delay.
+        now = time.time()
+        signer = candidates[0]
+        for key in candidates[1:]:
+            if key.created + self.delay <= now:
+                signer = key
+        return signer
 
     def get(self, kid: str) -> SigningKey | None:
         self._maybe_reload()

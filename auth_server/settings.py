@@ -124,6 +124,7 @@ class Settings:
     login_max_failures: int = 10
     login_window: int = 900
     jwks_max_age: int = 300
+    key_activation_delay: int = 300
     max_body: int = 65_536
     # Keys the stateless login-form token (HMAC); replicas must share it. Random per process when unset.
     form_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -137,6 +138,7 @@ class Settings:
         form_secret = env.get("AUTH_FORM_SECRET")
         if form_secret is not None and form_secret != "" and len(form_secret) < 16:
             raise SettingsError("AUTH_FORM_SECRET must be at least 16 characters")
+        jwks_max_age = _int(env, "AUTH_JWKS_MAX_AGE", 300, minimum=0)
         access_ttl = _int(env, "AUTH_ACCESS_TTL", 300)
         refresh_ttl = _int(env, "AUTH_REFRESH_TTL", 1_209_600)
         family_ttl = _int(env, "AUTH_FAMILY_TTL", 2_592_000)
@@ -153,7 +155,8 @@ class Settings:
             clients=parse_clients(env.get("AUTH_CLIENTS") or "[]"),
             login_max_failures=_int(env, "AUTH_LOGIN_MAX_FAILURES", 10),
             login_window=_int(env, "AUTH_LOGIN_WINDOW", 900),
-            jwks_max_age=_int(env, "AUTH_JWKS_MAX_AGE", 300, minimum=0),
+            jwks_max_age=jwks_max_age,
+            key_activation_delay=_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
             max_body=_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
             **({"form_secret": form_secret.encode()} if form_secret else {}),
         )

@@ -45,21 +45,30 @@ async def test_first_start_makes_a_private_key_and_publishes_it(redis_url: str, 
     assert list(keys_dir.glob("*.pem")) == files
 
 
-async def test_rotation_keeps_old_tokens_verifiable_until_they_expire(redis_url: str, keys_dir: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rotation_publishes_first_then_signs_and_keeps_old_tokens_verifiable(
+        redis_url: str, keys_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keys_module, "RELOAD_INTERVAL", 0.0)
-    app = create_app(make_settings(redis_url, keys_dir))
+    settings = make_settings(redis_url, keys_dir)
+    assert settings.key_activation_delay == settings.jwks_max_age == 300
+    app = create_app(settings)
     async with serve_in_process(app) as client:
         old_token = await cc_token(client)
         old_kid = jose_jwt.decode(old_token, KeySet.import_key_set(
             (await client.get("/.well-known/jwks.json")).json())).header["kid"]
-        new, removed = rotate(keys_dir, "RS256", retention=300)  # what `auth-server keys rotate` does
+        new, removed = rotate(keys_dir, "RS256", 300, 300)  # what `auth-server keys rotate` does
         assert removed == []
         await asyncio.sleep(0.01)
         os.utime(keys_dir)  # make sure the directory stamp changes even on coarse-mtime filesystems
+        jwks = (await client.get("/.well-known/jwks.json")).json()
+        assert [k["kid"] for k in jwks["keys"]] == [new.kid, old_kid]  # the new key is published at once ...
+        key_set = KeySet.import_key_set(jwks)
+        assert jose_jwt.decode(await cc_token(client), key_set).header["kid"] == old_kid  # ... but signs later
+    # Once the activation delay has passed, the new key signs; the old one stays published for its tokens.
+    app = create_app(make_settings(redis_url, keys_dir, AUTH_KEY_ACTIVATION_DELAY="0"))
+    async with serve_in_process(app) as client:
         new_token = await cc_token(client)
         jwks = (await client.get("/.well-known/jwks.json")).json()
-        assert [k["kid"] for k in jwks["keys"]] == [new.kid, old_kid]  # newest first, the old one still there
+        assert [k["kid"] for k in jwks["keys"]] == [new.kid, old_kid]
         key_set = KeySet.import_key_set(jwks)
         assert jose_jwt.decode(new_token, key_set).header["kid"] == new.kid
         assert jose_jwt.decode(old_token, key_set).header["kid"] == old_kid
@@ -75,6 +84,10 @@ def test_rotation_prunes_keys_whose_tokens_have_all_expired(tmp_path: Path) -> N
     assert [k.created for k in read_keys(keys_dir)] == [now - 500, new.created]
     ring = KeyRing(keys_dir, "ES256", 300)
     assert ring.signing_key is not None and ring.signing_key.kid == new.kid
+    # With an activation delay, retirement counts from when the successor starts signing.
+    keys_module.write_key(keys_dir, "ES256", now - 5000)
+    assert len(keys_module.live_keys(read_keys(keys_dir), 300, now, delay=0)) == 2
+    assert len(keys_module.live_keys(read_keys(keys_dir), 300, now, delay=5000)) == 3
     assert len(ring.jwks()["keys"]) == 2
 
 
