@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -189,6 +190,61 @@ def refresh_storm(args: argparse.Namespace) -> None:
             row(f"{label}: statuses", json.dumps(statuses), f"all 200; session alive: {alive}")
 
 
+def verifier_cost(args: argparse.Namespace) -> None:
+    """Section 4: the resource server's own benchmark (verified vs unauthenticated req/s; RS256/ES256/EdDSA)."""
+    print("\n4. Resource server: verified vs unauthenticated requests, verify cost per alg (bench/verifier.py)",
+          flush=True)
+    out = subprocess.run([sys.executable, "bench/verifier.py"], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    print(out, flush=True)
+    for line in out.splitlines():
+        if m := re.match(r"\s*(.+?)\s+ratio\s+([\d.]+)", line):
+            row(f"verified / unauthenticated: {m.group(1)}", m.group(2), "target >= 0.85")
+
+
+async def _fill_sessions(redis_url: str, n: int, access_token: str, refresh_token: str) -> None:
+    from redis import asyncio as aioredis
+
+    from bff.sessions import RedisStore, SessionManager
+
+    client = aioredis.Redis.from_url(redis_url)
+    manager = SessionManager(RedisStore(client), idle_ttl=1800, absolute_ttl=43200)
+    batch = 50
+    for start in range(0, n, batch):
+        await asyncio.gather(*(manager.create(access_token=access_token, refresh_token=refresh_token,
+                                              access_expires_at=time.time() + 300, sub=f"user-{start + i:08d}",
+                                              username=f"user{start + i}", scope="openid notes:read notes:write")
+                               for i in range(min(batch, n - start))))
+    await client.aclose()
+
+
+def _used_memory(port: int) -> int:
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "memory"], capture_output=True, text=True,
+                         check=True).stdout
+    return int(re.search(r"used_memory:(\d+)", out).group(1))  # type: ignore[union-attr]
+
+
+def session_memory(args: argparse.Namespace) -> None:
+    """Section 5: Redis memory per BFF session at 10k and 100k sessions (real-sized tokens, encrypted records)."""
+    from resource_server.verifier.testing import FakeIssuer
+
+    print("\n5. Redis memory per session (INFO memory used_memory delta)", flush=True)
+    issuer = FakeIssuer("http://localhost:9000", "notes")
+    access = issuer.token("openid notes:read notes:write", sub="x" * 22, client_id="bff", sid="s" * 22)
+    refresh = issuer.token("openid notes:read notes:write", sub="x" * 22, client_id="bff", sid="s" * 22)
+    row("token sizes (access, refresh) in bytes", f"{len(access)}, {len(refresh)}")
+    per: dict[int, float] = {}
+    for n in (10_000, 100_000):
+        with processes() as procs:
+            redis_url, port = start_redis(procs)
+
+            before = _used_memory(port)
+            asyncio.run(_fill_sessions(redis_url, n, access, refresh))
+            per[n] = (_used_memory(port) - before) / n
+            row(f"{n:,} sessions: bytes per session", f"{per[n]:,.0f}", "target <= 1.5 KB")
+    row("100k / 10k per-session bytes (1.00 = linear)", f"{per[100_000] / per[10_000]:.2f}")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
@@ -199,7 +255,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-SECTIONS = {"proxy": proxy_throughput, "storm": refresh_storm}
+SECTIONS = {"proxy": proxy_throughput, "storm": refresh_storm, "verify": verifier_cost, "memory": session_memory}
 
 
 def main() -> None:
