@@ -1,0 +1,68 @@
+"""Profile the BFF's proxy hot path under wrk load with py-spy; prints where the time goes.
+
+    python bench/profile_bff.py --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Stack, free_port, login, processes, start_redis, wrk  # noqa: E402
+from bench.run import PASSWORD, USER, start_auth, start_bff, start_rs  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args()
+    with processes() as procs:
+        redis_url, redis_port = start_redis(procs)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        auth_url = start_auth(procs, redis_url, [url], "profile-secret", access_ttl=3600)
+        rs_url = start_rs(procs, redis_url, auth_url)
+        stack = Stack(redis_url, redis_port, auth_url, rs_url, [url], "profile-secret")
+        start_bff(procs, stack, port)
+        bff_pid = procs[-1].proc.pid
+        cookie = login(url, USER, PASSWORD)
+        headers = {"Cookie": cookie, "X-CSRF": "1"}
+        wrk(f"{url}/api/notes/me", headers, seconds=1)
+        out = Path(tempfile.mkdtemp()) / "bff.txt"
+        load = threading.Thread(target=wrk, args=(f"{url}/api/notes/me", headers), kwargs={"seconds": args.seconds})
+        load.start()
+        subprocess.run(["py-spy", "record", "--pid", str(bff_pid), "--duration", str(args.seconds - 1), "--rate",
+                        "250", "--format", "raw", "--output", str(out), "--nonblocking"], check=True,
+                       capture_output=True)
+        load.join()
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        frames = stack_text.split(";")
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    print(f"{total} samples\n\nself time:")
+    for frame, n in own.most_common(args.top):
+        print(f"{100 * n / total:5.1f}%  {frame}")
+    print("\ninclusive time (project and library frames):")
+    for frame, n in inclusive.most_common(args.top * 2):
+        if "asyncio" in frame or "runners.py" in frame or "<module>" in frame:
+            continue
+        print(f"{100 * n / total:5.1f}%  {frame}")
+
+
+if __name__ == "__main__":
+    main()
