@@ -1,7 +1,7 @@
 """Users in Redis: username → {sub, username, argon2id hash}; sign-up, password checks and login throttling.
 
-Keys: ``auth:user:<lower-cased username>`` (JSON record), ``auth:sub:<sub>`` (username, for userinfo),
-``auth:fail:<lower-cased username>`` (failed-login counter over the throttling window).
+Keys: ``auth:user:<lower-cased username>`` (JSON record: sub, username, hash) and
+``auth:fail:<lower-cased username>`` (login attempts since the last success, over the throttling window).
 """
 
 from __future__ import annotations
@@ -75,15 +75,8 @@ class UserStore:
         record = json.dumps({"sub": user.sub, "username": username, "hash": hashed})
         if not await self.redis.set(key, record, nx=True):  # lost a race with a concurrent sign-up
             raise UsernameTaken()
-        await self.redis.set(f"auth:sub:{user.sub}", username)
         log.info("user %s signed up", user.sub)
         return user
-
-    async def get_by_sub(self, sub: str) -> User | None:
-        username = await self.redis.get(f"auth:sub:{sub}")
-        if username is None:
-            return None
-        return User(sub=sub, username=username.decode() if isinstance(username, bytes) else username)
 
     async def _argon2(self, func: Callable[..., Any], *args: Any) -> Any:
         # argon2id takes ~19 MiB and ~30 ms of one core per call: a worker thread keeps the event loop free, and a
