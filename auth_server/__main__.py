@@ -13,10 +13,13 @@ from .settings import Settings, SettingsError
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
+    import logging
+
     import uvicorn
 
     from .app import create_app
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
     return 0
 

@@ -129,7 +129,6 @@ class Endpoints:
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [self.settings.signing_alg],
-            "userinfo_signing_alg_values_supported": [],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "sid"],
             "authorization_response_iss_parameter_supported": True,  # RFC 9207
         }
@@ -145,7 +144,10 @@ class Endpoints:
 
     async def authorize_get(self, request: Request) -> Response:
         try:
-            auth = parse_authorization_request(self.settings, query_params(request))
+            params = query_params(request)
+            auth = parse_authorization_request(self.settings, params)
+            if params.get("prompt") == "none":  # OIDC Core §3.1.2.6: we keep no login session to reuse
+                raise AuthorizeRedirect("login_required", "The user must sign in.", auth.redirect_uri, auth.state)
         except InvalidRequest as exc:
             return self.error_page(exc.description)
         except AuthorizeRequestError as exc:

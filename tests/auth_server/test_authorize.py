@@ -65,6 +65,7 @@ async def test_duplicated_or_non_utf8_parameters_are_an_error_page(client: httpx
     ({"response_type": "token"}, "unsupported_response_type"),
     ({"response_type": None}, "unsupported_response_type"),
     ({"scope": "openid admin"}, "invalid_scope"),
+    ({"prompt": "none"}, "login_required"),
 ])
 async def test_bad_requests_for_a_verified_redirect_uri_go_back_with_an_error(
         client: httpx.AsyncClient, overrides: dict[str, str], error: str) -> None:
