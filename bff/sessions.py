@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from bff.errors import StoreUnavailable
 SESSION_INFO = b"jwt-bff session"
 LOGIN_INFO = b"jwt-bff login"
 NONCE_BYTES = 12
+REF_CACHE = 4096            # cookie -> derived key and store key, for busy sessions
 # 32 random bytes in unpadded base64url are exactly 43 characters; anything else is refused before Redis is asked.
 _SECRET_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 _STATE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -230,6 +232,16 @@ def _decode_secret(value: str | None) -> bytes | None:
     return raw if len(raw) == 32 else None
 
 
+@functools.lru_cache(maxsize=REF_CACHE)
+def _session_ref(cookie: str) -> Sealed | None:
+    # Cached: the hash and HKDF are a measurable share of a proxied request, and a busy session repeats its cookie.
+    raw = _decode_secret(cookie)
+    if raw is None:
+        return None
+    digest = hashlib.sha256(raw).hexdigest()
+    return Sealed(digest, f"bff:{{{digest}}}:s", _derive(raw, SESSION_INFO))
+
+
 def _derive(secret: bytes, info: bytes) -> AESGCM:
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
     return AESGCM(key)
@@ -289,11 +301,9 @@ class SessionManager:
     @staticmethod
     def ref(cookie: str | None) -> Sealed | None:
         """The record location for a cookie value, or None for anything that is not a secret we could have made."""
-        raw = _decode_secret(cookie)
-        if raw is None:
+        if cookie is None or not _SECRET_RE.fullmatch(cookie):
             return None
-        digest = hashlib.sha256(raw).hexdigest()
-        return Sealed(digest, f"bff:{{{digest}}}:s", _derive(raw, SESSION_INFO))
+        return _session_ref(cookie)
 
     def _ttl_ms(self, session: Session) -> int:
         return max(1, int(min(self.idle_ttl, session.expires_at - self.clock()) * 1000))
