@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import redis
@@ -56,7 +57,7 @@ async def test_large_bodies_stream_both_ways(rig: Rig) -> None:
     assert upload.status_code == 200 and len(upload.json()["body"]) == 500_000
 
 
-async def test_connect_failure_is_502_and_timeout_504(rig_env, server_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_connect_failure_is_502_and_timeout_504(rig_env: Any) -> None:
     from bff.app import create_app
     from bff.settings import Settings
     from tests.bff.conftest import Rig

@@ -35,6 +35,7 @@ async def test_round_trip_and_sealing(redis_url: str) -> None:
     session = await manager.load(ref)
     assert session is not None and session.access_token == "eyJaccess"
     raw = await client.get(ref.key)
+    assert isinstance(raw, bytes)
     assert raw is not None and b"eyJ" not in raw and b"refresh" not in raw
     # another key's secret cannot open it, and a record moved to another key does not open
     other = manager.ref(new_secret())
