@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 from collections.abc import Callable
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
-HASH_THREADS = 4  # concurrent argon2 computations per process
+HASH_THREADS = max(2, os.cpu_count() or 2)  # concurrent argon2 computations per process: one per core
 
 # OWASP Password Storage Cheat Sheet, argon2id: m=19 MiB, t=2, p=1.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
