@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -43,18 +44,32 @@ def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse
                         headers={"Cache-Control": "no-store", **(headers or {})})
 
 
+def open_redis(url: str) -> Any:
+    """A client for ``REDIS_URL``; a comma-separated list of node URLs means a Redis Cluster (keys of one session
+    share a hash tag, so its record and its lock live in one slot)."""
+    if "," in url:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.connection import parse_url
+
+        nodes = []
+        for part in url.split(","):
+            parsed = parse_url(part.strip())
+            nodes.append(ClusterNode(str(parsed.get("host", "localhost")), int(parsed.get("port", 6379))))
+        return RedisCluster(startup_nodes=nodes, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+    return aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
+                                   retry=Retry(NoBackoff(), 1))
+
+
 def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
     own_redis = redis is None
-    client = redis if redis is not None else aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
-        retry=Retry(NoBackoff(), 1))
+    client: Any = redis if redis is not None else open_redis(settings.redis_url)
     metrics = Metrics()
     manager = SessionManager(RedisStore(client), idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
     http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
     auth = AuthClient(settings, http)
     refresher = Refresher(manager, auth, skew=settings.refresh_skew, auth_timeout=settings.auth_timeout,
                           lock_lease=settings.lock_lease,
-                          on_outcome=lambda outcome: metrics.refreshes.labels(outcome).inc())
+                          on_outcome=metrics.refresh_outcome)
     # The aiohttp session must be made inside the running loop; the lifespan fills it in.
     endpoints = Endpoints(settings, manager, auth, refresher, Proxy(dict(settings.routes), None, 0), metrics)  # type: ignore[arg-type]
 

@@ -22,6 +22,11 @@ class Metrics:
         self.upstream_errors = Counter("bff_upstream_errors_total", "Upstream failures by route and kind",
                                        ["route", "kind"], registry=self.registry)
 
+    def refresh_outcome(self, outcome: str) -> None:
+        self.refreshes.labels(outcome).inc()
+        if outcome in ("invalid_grant", "no_refresh_token"):
+            self.sessions.labels("ended").inc()
+
 
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -50,12 +51,9 @@ def rig_env(redis_url: str, server_factory: Any) -> tuple[Provider, str, dict[st
     return provider, upstream.url, bff_env(provider.issuer, upstream.url, redis_url)
 
 
-@pytest.fixture
-async def rig(rig_env: tuple[Provider, str, dict[str, str]], request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    provider, upstream_url, env = rig_env
-    marker = request.node.get_closest_marker("bff_env")
-    if marker is not None:
-        env = {**env, **marker.kwargs}
+@contextlib.asynccontextmanager
+async def running(provider: Provider, upstream_url: str, env: dict[str, str]) -> AsyncIterator[Rig]:
+    """The BFF app with its lifespan running, and browsers for it."""
     settings = Settings.from_env(env)
     app = create_app(settings)
     async with app.router.lifespan_context(app), httpx.AsyncClient() as provider_client:
@@ -66,9 +64,21 @@ async def rig(rig_env: tuple[Provider, str, dict[str, str]], request: pytest.Fix
             clients.append(client)
             return Browser(client)
 
-        yield Rig(app, settings, provider, provider_client, upstream_url, browser)
-        for client in clients:
-            await client.aclose()
+        try:
+            yield Rig(app, settings, provider, provider_client, upstream_url, browser)
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
+@pytest.fixture
+async def rig(rig_env: tuple[Provider, str, dict[str, str]], request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    provider, upstream_url, env = rig_env
+    marker = request.node.get_closest_marker("bff_env")
+    if marker is not None:
+        env = {**env, **marker.kwargs}
+    async with running(provider, upstream_url, env) as rig:
+        yield rig
 
 
 def pytest_configure(config: pytest.Config) -> None:

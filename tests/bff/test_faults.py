@@ -10,8 +10,8 @@ import pytest
 
 from bff.app import create_app
 from bff.settings import Settings
-from tests.bff.conftest import PUBLIC_URL, Rig
-from tests.bff.doubles import Browser, Provider
+from tests.bff.conftest import PUBLIC_URL, running
+from tests.bff.doubles import Provider
 
 pytestmark = pytest.mark.anyio
 
@@ -19,11 +19,8 @@ pytestmark = pytest.mark.anyio
 async def test_redis_down_then_back(rig_env: tuple[Provider, str, dict[str, str]], redis_factory: Any) -> None:
     provider, upstream_url, env = rig_env
     server = redis_factory()
-    settings = Settings.from_env({**env, "REDIS_URL": server.url})
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient() as pc, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
-        rig = Rig(app, settings, provider, pc, upstream_url, lambda: Browser(client))
+    async with running(provider, upstream_url, {**env, "REDIS_URL": server.url}) as rig:
+        client = rig.browser().client
         browser = await rig.logged_in()
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200
         server.stop()

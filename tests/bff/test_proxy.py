@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.bff.conftest import Rig
+from tests.bff.conftest import Rig, running
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -58,27 +59,17 @@ async def test_large_bodies_stream_both_ways(rig: Rig) -> None:
 
 
 async def test_connect_failure_is_502_and_timeout_504(rig_env: Any) -> None:
-    from bff.app import create_app
-    from bff.settings import Settings
-    from tests.bff.conftest import Rig
-    from tests.conftest import free_port
-
     provider, upstream_url, env = rig_env
     env = {**env, "BFF_ROUTES": json.dumps({"notes": upstream_url, "gone": f"http://127.0.0.1:{free_port()}"}),
            "BFF_UPSTREAM_TIMEOUT": "0.3"}
-    import httpx
-
-    from tests.bff.doubles import Browser
-
-    app = create_app(Settings.from_env(env))
-    async with app.router.lifespan_context(app), httpx.AsyncClient() as pc, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="https://bff.test") as client:
-        rig = Rig(app, Settings.from_env(env), provider, pc, upstream_url, lambda: Browser(client))
+    async with running(provider, upstream_url, env) as rig:
         browser = await rig.logged_in()
         gone = await browser.request("GET", "/api/gone/x")
         assert gone.status_code == 502 and gone.json()["error"] == "bad_gateway"
         slow = await browser.request("GET", "/api/notes/slow", params={"s": "2"})
         assert slow.status_code == 504 and slow.json()["error"] == "gateway_timeout"
+        metrics = (await browser.request("GET", "/metrics", csrf=False)).text
+        assert 'bff_upstream_errors_total{kind="bad_gateway",route="gone"} 1.0' in metrics
 
 
 async def test_common_request_costs_one_redis_round_trip(rig: Rig) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.bff.conftest import Rig
+from tests.bff.conftest import Rig, running
 from tests.bff.doubles import Browser
 
 pytestmark = [pytest.mark.anyio, pytest.mark.bff_env(BFF_REFRESH_SKEW="0", BFF_LOCK_LEASE="0.6",
@@ -62,6 +63,9 @@ async def test_invalid_grant_ends_the_session(rig: Rig) -> None:
     r = aioredis.Redis.from_url(rig.settings.redis_url)
     assert [k async for k in r.scan_iter("bff:*:s")] == []
     await r.aclose()
+    metrics = (await browser.request("GET", "/metrics", csrf=False)).text
+    assert 'bff_refreshes_total{outcome="invalid_grant"} 1.0' in metrics
+    assert 'bff_sessions_total{event="ended"} 1.0' in metrics
 
 
 async def test_auth_server_down_is_503_and_keeps_the_session(rig: Rig) -> None:
@@ -82,3 +86,16 @@ async def test_upstream_invalid_token_refreshes_and_replays_once(rig: Rig) -> No
     assert response.status_code == 200 and response.json()["body"] == '{"text": "replayed"}'
     assert rig.provider.refreshes == 1
 
+
+
+async def test_single_flight_on_a_redis_cluster(rig_env: Any, redis_cluster_url: str) -> None:
+    """Two BFF apps on a 3-master Cluster: the session and its lock share a slot, one refresh serves both."""
+    provider, upstream_url, env = rig_env
+    env = {**env, "REDIS_URL": redis_cluster_url, "BFF_REFRESH_SKEW": "0", "BFF_LOCK_LEASE": "0.6"}
+    async with running(provider, upstream_url, env) as one, running(provider, upstream_url, env) as two:
+        browser = await expired_login(one)
+        other = two.browser()
+        other.cookies = dict(browser.cookies)
+        responses = await asyncio.gather(*(b.request("GET", "/api/notes/me") for b in (browser, other) * 12))
+        assert [r.status_code for r in responses] == [200] * 24
+        assert provider.refreshes == 1 and provider.reuse_detected == 0

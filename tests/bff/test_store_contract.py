@@ -10,18 +10,24 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from bff.app import open_redis
 from bff.errors import StoreUnavailable
 from bff.sessions import ByteStore, MemoryStore, RedisStore
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["redis", "fakeredis", "memory"])
+@pytest.fixture(params=["redis", "cluster", "fakeredis", "memory"])
 async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[ByteStore]:
     if request.param == "memory":
         yield MemoryStore()
         return
-    client = aioredis.Redis.from_url(redis_url) if request.param == "redis" else fakeredis.FakeAsyncRedis()
+    if request.param == "cluster":
+        client = open_redis(request.getfixturevalue("redis_cluster_url"))
+    elif request.param == "redis":
+        client = aioredis.Redis.from_url(redis_url)
+    else:
+        client = fakeredis.FakeAsyncRedis()
     yield RedisStore(client)
     await client.aclose()
 
@@ -35,60 +41,60 @@ async def test_set_get_delete(store: ByteStore) -> None:
 
 
 async def test_values_expire(store: ByteStore) -> None:
-    await store.set("k", b"v", 50)
+    await store.set("{t}k", b"v", 50)
     await asyncio.sleep(0.12)
-    assert await store.get("k") is None
+    assert await store.get("{t}k") is None
 
 
 async def test_get_touch_extends_the_ttl(store: ByteStore) -> None:
-    await store.set("k", b"v", 100)
+    await store.set("{t}k", b"v", 100)
     await asyncio.sleep(0.06)
-    assert await store.get_touch("k", 300) == b"v"
+    assert await store.get_touch("{t}k", 300) == b"v"
     await asyncio.sleep(0.1)
-    assert await store.get("k") == b"v"   # would be gone without the touch
-    assert await store.get_touch("missing", 300) is None
+    assert await store.get("{t}k") == b"v"   # would be gone without the touch
+    assert await store.get_touch("{t}missing", 300) is None
 
 
 async def test_expire_shortens(store: ByteStore) -> None:
-    await store.set("k", b"v", 10_000)
-    await store.expire("k", 50)
+    await store.set("{t}k", b"v", 10_000)
+    await store.expire("{t}k", 50)
     await asyncio.sleep(0.12)
-    assert await store.get("k") is None
+    assert await store.get("{t}k") is None
 
 
 async def test_take_is_single_use(store: ByteStore) -> None:
-    await store.set("k", b"v", 10_000)
-    assert await store.take("k") == b"v"
-    assert await store.take("k") is None
+    await store.set("{t}k", b"v", 10_000)
+    assert await store.take("{t}k") == b"v"
+    assert await store.take("{t}k") is None
 
 
 async def test_lock_is_exclusive_and_owned(store: ByteStore) -> None:
-    assert await store.acquire("lock", "me", 10_000)
-    assert not await store.acquire("lock", "you", 10_000)
-    assert not await store.renew("lock", "you", 10_000)
-    await store.release("lock", "you")           # not the owner: no effect
-    assert not await store.acquire("lock", "you", 10_000)
-    assert await store.renew("lock", "me", 10_000)
-    await store.release("lock", "me")
-    assert await store.acquire("lock", "you", 10_000)
+    assert await store.acquire("{t}lock", "me", 10_000)
+    assert not await store.acquire("{t}lock", "you", 10_000)
+    assert not await store.renew("{t}lock", "you", 10_000)
+    await store.release("{t}lock", "you")           # not the owner: no effect
+    assert not await store.acquire("{t}lock", "you", 10_000)
+    assert await store.renew("{t}lock", "me", 10_000)
+    await store.release("{t}lock", "me")
+    assert await store.acquire("{t}lock", "you", 10_000)
 
 
 async def test_lock_lease_expires_unless_renewed(store: ByteStore) -> None:
-    assert await store.acquire("lock", "me", 100)
+    assert await store.acquire("{t}lock", "me", 100)
     for _ in range(3):
         await asyncio.sleep(0.05)
-        assert await store.renew("lock", "me", 100)
-    assert not await store.acquire("lock", "you", 100)
+        assert await store.renew("{t}lock", "me", 100)
+    assert not await store.acquire("{t}lock", "you", 100)
     await asyncio.sleep(0.15)
-    assert await store.acquire("lock", "you", 100)
-    assert not await store.renew("lock", "me", 100)
+    assert await store.acquire("{t}lock", "you", 100)
+    assert not await store.renew("{t}lock", "me", 100)
 
 
 async def test_get_and_exists(store: ByteStore) -> None:
-    assert await store.get_and_exists("k", "lock") == (None, False)
-    await store.set("k", b"v", 10_000)
-    await store.acquire("lock", "me", 10_000)
-    assert await store.get_and_exists("k", "lock") == (b"v", True)
+    assert await store.get_and_exists("{t}k", "{t}lock") == (None, False)
+    await store.set("{t}k", b"v", 10_000)
+    await store.acquire("{t}lock", "me", 10_000)
+    assert await store.get_and_exists("{t}k", "{t}lock") == (b"v", True)
     await store.ping()
 
 
@@ -102,7 +108,7 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
                                      retry=Retry(NoBackoff(), 0))
     store = RedisStore(client)
     with pytest.raises(StoreUnavailable):
-        await store.get_touch("k", 1000)
+        await store.get_touch("{t}k", 1000)
     with pytest.raises(StoreUnavailable):
-        await store.acquire("lock", "me", 1000)
+        await store.acquire("{t}lock", "me", 1000)
     await client.aclose()
