@@ -8,7 +8,7 @@ import getpass
 import sys
 from collections.abc import Sequence
 
-from .errors import SignUpError
+from .errors import AuthServerError, SignUpError
 from .settings import Settings, SettingsError
 
 
@@ -20,7 +20,12 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     from .app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+    try:
+        app = create_app(settings)
+    except AuthServerError as exc:  # a bad key file or an unwritable empty keys directory
+        print(f"auth-server: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
     return 0
 
 

@@ -57,7 +57,10 @@ class Endpoints:
         self.users = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
         self.tokens = TokenService(settings, keys, redis)
         self.grants = Grants(settings, self.tokens, redis)
-        self.guard = FormGuard(settings.form_secret, secure=settings.issuer.startswith("https://"))
+        fixed = settings.form_secret
+        spare = [secrets.token_bytes(32)]  # only if the keys directory were emptied under a running server
+        form_secrets = (lambda: [fixed]) if fixed else (lambda: keys.derived_secrets(b"form-token") or spare)
+        self.guard = FormGuard(form_secrets, secure=settings.issuer.startswith("https://"))
         self.jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
 
     # --- HTML ---------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Reading form bodies strictly, and the stateless login-form token.
 
 Form token (against login CSRF): the form page sets a random cookie and embeds
-``<unix time>.<HMAC-SHA256(AUTH_FORM_SECRET, purpose | cookie | time | form fields)>``; a post is accepted only with
-the cookie and a matching token younger than ``FORM_TOKEN_TTL``. A cross-site page can neither read the cookie
-nor forge the HMAC, and the server keeps no state.
+``<unix time>.<HMAC-SHA256(secret, purpose | cookie | time | form fields)>``; a post is accepted only with the cookie
+and a matching token younger than ``FORM_TOKEN_TTL``. A cross-site page can neither read the cookie nor forge the
+HMAC, and the server keeps no state. The secret is ``AUTH_FORM_SECRET``, else derived from the signing keys.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -74,8 +74,8 @@ def query_params(request: Request) -> dict[str, str]:
 
 
 class FormGuard:
-    def __init__(self, secret: bytes, *, secure: bool) -> None:
-        self.secret = secret
+    def __init__(self, secrets_: Callable[[], list[bytes]], *, secure: bool) -> None:
+        self.secrets = secrets_  # the first signs new tokens; any of them verifies (key rotation)
         # __Host- cookies must be Secure; a plain-http issuer (development) gets a plain name.
         self.cookie_name = "__Host-auth-form" if secure else "auth-form"
         self.secure = secure
@@ -87,14 +87,15 @@ class FormGuard:
             return value, False
         return secrets.token_urlsafe(32), True
 
-    def _mac(self, purpose: str, cookie: str, issued: int, fields: Mapping[str, str]) -> str:
+    @staticmethod
+    def _mac(secret: bytes, purpose: str, cookie: str, issued: int, fields: Mapping[str, str]) -> str:
         message = json.dumps([purpose, cookie, issued, sorted(fields.items())], separators=(",", ":"))
-        digest = hmac.new(self.secret, message.encode(), hashlib.sha256).digest()
+        digest = hmac.new(secret, message.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def token(self, purpose: str, cookie: str, fields: Mapping[str, str]) -> str:
         issued = int(time.time())
-        return f"{issued}.{self._mac(purpose, cookie, issued, fields)}"
+        return f"{issued}.{self._mac(self.secrets()[0], purpose, cookie, issued, fields)}"
 
     def check(self, request: Request, purpose: str, token: str, fields: Mapping[str, str]) -> bool:
         cookie = request.cookies.get(self.cookie_name, "")
@@ -104,4 +105,5 @@ class FormGuard:
         issued = int(issued_text)
         if not 0 <= time.time() - issued <= FORM_TOKEN_TTL:
             return False
-        return hmac.compare_digest(mac, self._mac(purpose, cookie, issued, fields))
+        return any(hmac.compare_digest(mac, self._mac(secret, purpose, cookie, issued, fields))
+                   for secret in self.secrets())

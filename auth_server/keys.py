@@ -11,7 +11,9 @@ is recomputed on load and never trusted from the name. ``rotate`` adds a key and
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -170,6 +172,13 @@ def rotate(keys_dir: Path, alg: str, retention: int, delay: int = 0) -> tuple[Si
     return new, removed
 
 
+@functools.lru_cache(maxsize=64)
+def _derive(key: SigningKey, label: bytes) -> bytes:
+    der = key.private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    return hmac.new(der, b"jwt-bff auth-server derived secret\x00" + label, hashlib.sha256).digest()
+
+
 class KeyRing:
     """The loaded keys; notices a rotation done by ``auth-server keys rotate`` (another process)."""
 
@@ -187,7 +196,10 @@ class KeyRing:
         self._load()
         if create and not any(k.alg == alg for k in self._keys):
             # Development convenience (DESIGN §1): a key is made on first start.
-            write_key(keys_dir, alg, max([int(time.time()), *(k.created + 1 for k in self._keys)]))
+            try:
+                write_key(keys_dir, alg, max([int(time.time()), *(k.created + 1 for k in self._keys)]))
+            except OSError as exc:
+                raise KeyError_(f"no {alg} key in {keys_dir} and none can be made there: {exc}") from exc
             self._load()
 
     def _dir_stamp(self) -> tuple[int, int] | None:
@@ -237,6 +249,12 @@ class KeyRing:
     def jwks(self) -> dict[str, Any]:
         self._maybe_reload()
         return {"keys": [k.jwk() for k in reversed(self._keys)]}
+
+    def derived_secrets(self, label: bytes) -> list[bytes]:
+        """Secrets derived from the private keys (oldest live key first): shared by every replica that shares the
+        keys directory, with no extra configuration."""
+        self._maybe_reload()
+        return [_derive(k, label) for k in self._keys]
 
     def algorithms(self) -> list[str]:
         return sorted({k.alg for k in self._keys} | {self.alg})

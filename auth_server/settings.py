@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +125,8 @@ class Settings:
     jwks_max_age: int = 300
     key_activation_delay: int = 300
     max_body: int = 65_536
-    # Keys the stateless login-form token (HMAC); replicas must share it. Random per process when unset.
-    form_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # Keys the stateless login-form token (HMAC). Unset: derived from the signing keys, which replicas share.
+    form_secret: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -158,7 +157,7 @@ class Settings:
             jwks_max_age=jwks_max_age,
             key_activation_delay=_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
             max_body=_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
-            **({"form_secret": form_secret.encode()} if form_secret else {}),
+            form_secret=form_secret.encode() if form_secret else None,
         )
         if settings.code_ttl > 600:
             raise SettingsError("AUTH_CODE_TTL must be at most 600 seconds (RFC 6749 §4.1.2)")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from auth_server.app import create_app
 
 from .helpers import (
     PASSWORD,
@@ -18,7 +21,9 @@ from .helpers import (
     form_of,
     location_params,
     login,
+    make_settings,
     pkce,
+    serve_in_process,
 )
 
 pytestmark = pytest.mark.anyio
@@ -227,3 +232,19 @@ async def test_password_hashing_does_not_block_the_event_loop(client: httpx.Asyn
     await asyncio.gather(ticker(), logins())
     # Six argon2id checks run in worker threads: the loop keeps ticking instead of stalling for a whole hash.
     assert max(gaps) < one_hash * 0.75, (max(gaps), one_hash)
+
+
+async def test_replicas_sharing_the_keys_accept_each_others_forms(redis_url: str, keys_dir: Path,
+                                                                   tmp_path: Path, user: Any) -> None:
+    """Without AUTH_FORM_SECRET the form token's key is derived from the signing keys, which replicas share."""
+    env = {"AUTH_FORM_SECRET": ""}
+    replica_a = create_app(make_settings(redis_url, keys_dir, **env))
+    replica_b = create_app(make_settings(redis_url, keys_dir, **env))
+    stranger = create_app(make_settings(redis_url, tmp_path / "other-keys", **env))
+    params = authorize_params(pkce()[1])
+    async with serve_in_process(replica_a) as a, serve_in_process(replica_b) as b, serve_in_process(stranger) as c:
+        page = await a.get("/oauth/authorize", params=params)
+        fields = {**form_of(page.text).fields, "username": USERNAME, "password": PASSWORD}
+        b.cookies = c.cookies = a.cookies  # one browser
+        assert (await c.post("/oauth/authorize", data=fields)).status_code == 400
+        assert (await b.post("/oauth/authorize", data=fields)).status_code == 302

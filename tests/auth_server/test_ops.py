@@ -103,3 +103,9 @@ def test_commands(redis_url: str, tmp_path: Path, process_factory: Any) -> None:
     # The users added by the command can log in.
     form = httpx.get(proc.url + "/oauth/authorize", params=authorize_params(pkce()[1]))
     assert form.status_code == 200
+
+
+def test_a_keys_directory_that_cannot_be_made_fails_start_up_clearly(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    result = _run([], {"AUTH_KEYS_DIR": str(tmp_path / "a-file" / "keys")})
+    assert result.returncode == 2 and "none can be made there" in result.stderr and "Traceback" not in result.stderr
