@@ -33,11 +33,14 @@ class MetricsMiddleware:
         self.routes = routes
 
     def _route(self, scope: Scope) -> str:
+        partial = None
         for route in self.routes:
             match, _ = route.matches(scope)
             if match == Match.FULL:
                 return str(route.path)
-        return "unmatched"
+            if match == Match.PARTIAL and partial is None:  # the path matched, the method did not (405)
+                partial = str(route.path)
+        return partial or "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -35,6 +35,7 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
     await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("svc", SVC_SECRET))
     await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("svc", "wrong"))
     await client.get("/no/such/path")
+    assert (await client.delete("/oauth/token")).status_code == 405
     metrics = await client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
@@ -42,6 +43,7 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
     assert 'auth_token_grants_total{grant_type="client_credentials",outcome="invalid_client"} 1.0' in text
     assert 'auth_http_requests_total{method="POST",route="/oauth/token",status="200"} 1.0' in text
     assert 'route="unmatched",status="404"' in text and "/no/such/path" not in text
+    assert 'auth_http_requests_total{method="DELETE",route="/oauth/token",status="405"} 1.0' in text
     assert "auth_http_request_duration_seconds_bucket" in text
 
 
