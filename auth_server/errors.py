@@ -16,6 +16,7 @@
      │    └── StoreUnavailable       503 temporarily_unavailable (Redis down)
      ├── SignUpError                 400 with the field at fault
      │    └── UsernameTaken          409
+     ├── KeyFileError                a key file cannot be read, or no key can be made (start-up fails)
      ├── TokenRejected               one of our own tokens failed a check (callers map it to their RFC's error)
      ├── LoginThrottled              429 with Retry-After
      ├── AuthorizeRequestError       an authorization request we cannot redirect back for (400 page)
@@ -112,6 +113,10 @@ class UsernameTaken(SignUpError):
 
     def __init__(self) -> None:
         super().__init__("username", "This username is taken.")
+
+
+class KeyFileError(AuthServerError):
+    """A key file cannot be read or used, or the keys directory cannot hold a new key."""
 
 
 class TokenRejected(AuthServerError):

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from .errors import AuthServerError
+from .errors import KeyFileError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ RELOAD_INTERVAL = 1.0  # seconds between checks of the directory for a rotation 
 _NAME = re.compile(r"^(\d{1,12})-[A-Za-z0-9_-]+\.pem$")
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
-class KeyError_(AuthServerError):
-    """A key file cannot be read or used."""
 
 
 def _b64(data: bytes) -> str:
@@ -55,7 +51,7 @@ def alg_of(key: Any) -> str:
         return "ES256"
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "EdDSA"
-    raise KeyError_(f"unsupported key type {type(key).__name__} (use RSA, EC P-256 or Ed25519)")
+    raise KeyFileError(f"unsupported key type {type(key).__name__} (use RSA, EC P-256 or Ed25519)")
 
 
 def public_jwk(key: PrivateKey) -> dict[str, Any]:
@@ -86,7 +82,7 @@ def generate(alg: str) -> PrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
     if alg == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
-    raise KeyError_(f"unsupported signing algorithm {alg!r}")
+    raise KeyFileError(f"unsupported signing algorithm {alg!r}")
 
 
 @dataclass(frozen=True)
@@ -138,7 +134,7 @@ def read_keys(keys_dir: Path) -> list[SigningKey]:
         try:
             private = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (ValueError, TypeError, OSError) as exc:
-            raise KeyError_(f"cannot read key file {path}: {exc}") from exc
+            raise KeyFileError(f"cannot read key file {path}: {exc}") from exc
         alg = alg_of(private)
         assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
         keys.append(SigningKey(thumbprint(public_jwk(private)), alg, int(match.group(1)), private, path))
@@ -199,7 +195,7 @@ class KeyRing:
             try:
                 write_key(keys_dir, alg, max([int(time.time()), *(k.created + 1 for k in self._keys)]))
             except OSError as exc:
-                raise KeyError_(f"no {alg} key in {keys_dir} and none can be made there: {exc}") from exc
+                raise KeyFileError(f"no {alg} key in {keys_dir} and none can be made there: {exc}") from exc
             self._load()
 
     def _dir_stamp(self) -> tuple[int, int] | None:
@@ -225,7 +221,7 @@ class KeyRing:
             if self._dir_stamp() != self._stamp:
                 try:
                     self._load()
-                except KeyError_ as exc:
+                except KeyFileError as exc:
                     log.error("keeping the loaded keys: %s", exc)
 
     @property

@@ -95,7 +95,7 @@ def test_a_broken_key_file_fails_start_up_with_its_name(tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
     keys_dir.mkdir()
     (keys_dir / "1700000000-abc.pem").write_text("not a key")
-    with pytest.raises(keys_module.KeyError_, match="1700000000-abc.pem"):
+    with pytest.raises(keys_module.KeyFileError, match="1700000000-abc.pem"):
         KeyRing(keys_dir, "RS256", 300)
 
 
