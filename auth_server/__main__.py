@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve HTTP (the default)")
+    serve = commands.add_parser("serve", help="serve HTTP (the default)")
+    # Also accepted after "serve"; SUPPRESS keeps the sub-parser from overwriting values given before it.
+    serve.add_argument("--host", default=argparse.SUPPRESS, help="address to listen on")
+    serve.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port to listen on")
     keys = commands.add_parser("keys", help="manage signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     keys_commands.add_parser("rotate", help="add a new signing key; prune keys whose tokens have all expired")

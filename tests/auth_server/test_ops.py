@@ -111,3 +111,15 @@ def test_a_keys_directory_that_cannot_be_made_fails_start_up_clearly(tmp_path: P
     (tmp_path / "a-file").write_text("not a directory")
     result = _run([], {"AUTH_KEYS_DIR": str(tmp_path / "a-file" / "keys")})
     assert result.returncode == 2 and "none can be made there" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_host_and_port_go_before_or_after_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    import auth_server.__main__ as cli
+
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(cli, "_serve", lambda settings, host, port: seen.append((host, port)) or 0)
+    monkeypatch.setenv("AUTH_CLIENTS", "[]")
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "9100"]) == 0
+    assert cli.main(["--host", "10.0.0.1", "--port", "9200", "serve"]) == 0
+    assert cli.main(["--port", "9300"]) == 0
+    assert seen == [("0.0.0.0", 9100), ("10.0.0.1", 9200), ("127.0.0.1", 9300)]
