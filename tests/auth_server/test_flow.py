@@ -47,6 +47,11 @@ async def test_code_pkce_refresh_reuse_revoke_over_a_socket(redis_url: str, keys
         id_token = jose_jwt.decode(tokens["id_token"], jwks, algorithms=["RS256"])
         assert id_token.claims["aud"] == "bff" and id_token.claims["preferred_username"] == USERNAME
         assert id_token.claims["sub"] == claims["sub"] and id_token.claims["nonce"].startswith("n-")
+        assert id_token.header["typ"] == "JWT" and id_token.header["kid"] == token.header["kid"]
+        assert {"iss", "exp", "iat", "auth_time"} <= set(id_token.claims)
+        refresh_token = jose_jwt.decode(tokens["refresh_token"], jwks, algorithms=["RS256"])
+        assert refresh_token.header["typ"] == "rt+jwt" and refresh_token.claims["aud"] == issuer
+        assert refresh_token.claims["sid"] == claims["sid"] and refresh_token.claims["client_id"] == "bff"
 
         userinfo = await client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
         assert userinfo.json() == {"sub": claims["sub"], "preferred_username": USERNAME}

@@ -78,6 +78,10 @@ async def test_code_is_stored_only_by_its_hash(client: httpx.AsyncClient, user: 
                      .encode() for k in [k.decode() for k in await redis.keys("*")]])
     for token in (tokens["access_token"], tokens["refresh_token"], tokens["id_token"]):
         assert token.encode() not in dump and token.split(".")[2].encode() not in dump
+    keys = [k.decode() for k in await redis.keys("*")]
+    assert keys and all(k.startswith("auth:") for k in keys)
+    sid = claims_of(tokens["refresh_token"])["sid"]
+    assert f"auth:fam:{{{sid}}}" in keys  # the family's hash tag keeps it in one Redis Cluster slot
 
 
 @pytest.mark.parametrize("change", ["verifier", "redirect", "client"])
