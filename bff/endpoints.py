@@ -35,6 +35,19 @@ PAGE_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
+def cookie(request: Request, name: str) -> str | None:
+    """One cookie's value, read straight from the raw headers (Starlette's full parse is a measurable share of a
+    proxied request). The first occurrence wins, as browsers send the most specific cookie first."""
+    wanted = name.encode("latin-1") + b"="
+    for key, value in request.scope["headers"]:
+        if key == b"cookie":
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(wanted):
+                    return part[len(wanted):].decode("latin-1")
+    return None
+
+
 def safe_return_to(value: str | None) -> str:
     """A local path only: no scheme, no host, no ``//`` or ``/\\`` (which browsers read as another host)."""
     if not value:
@@ -77,7 +90,7 @@ class Endpoints:
     # --- sessions -----------------------------------------------------------------------------------------------
 
     async def session(self, request: Request) -> tuple[Sealed, Session]:
-        ref = self.manager.ref(request.cookies.get(self.settings.cookie_name))
+        ref = self.manager.ref(cookie(request, self.settings.cookie_name))
         if ref is None:
             raise LoginRequired()
         session = await self.manager.load(ref)
@@ -90,7 +103,7 @@ class Endpoints:
     async def login(self, request: Request) -> Response:
         return_to = safe_return_to(request.query_params.get("return_to"))
         endpoint = await self.auth.authorization_endpoint()
-        browser = request.cookies.get(self.settings.login_cookie_name)
+        browser = cookie(request, self.settings.login_cookie_name)
         if browser is None or self.manager.login_ref(browser, "x" * 16) is None:
             browser = new_secret()  # one per browser, kept across tabs so parallel logins do not clash
         state, nonce, verifier = new_state(), new_state(), secrets.token_urlsafe(48)
@@ -108,7 +121,7 @@ class Endpoints:
 
     async def callback(self, request: Request) -> Response:
         params = request.query_params
-        ref = self.manager.login_ref(request.cookies.get(self.settings.login_cookie_name), params.get("state"))
+        ref = self.manager.login_ref(cookie(request, self.settings.login_cookie_name), params.get("state"))
         if ref is None:
             raise InvalidState()
         login = await self.manager.take_login(ref)   # single use
@@ -126,7 +139,7 @@ class Endpoints:
             claims = self.auth.id_claims(tokens.id_token, login["nonce"])
         except ProviderRejected as exc:
             raise LoginFailed(f"The auth server refused the login ({exc.oauth_error}).") from exc
-        old = self.manager.ref(request.cookies.get(self.settings.cookie_name))
+        old = self.manager.ref(cookie(request, self.settings.cookie_name))
         if old is not None:
             await self.manager.delete(old)   # a new id on every login; the old one dies (fixation)
         secret, _ = await self.manager.create(
@@ -148,7 +161,7 @@ class Endpoints:
         }, headers=NO_STORE)
 
     async def logout(self, request: Request) -> Response:
-        ref = self.manager.ref(request.cookies.get(self.settings.cookie_name))
+        ref = self.manager.ref(cookie(request, self.settings.cookie_name))
         if ref is not None:
             session = await self.manager.peek(ref)
             if session is not None:
@@ -165,8 +178,7 @@ class Endpoints:
 
     # --- the proxy ------------------------------------------------------------------------------------------------
 
-    async def api(self, request: Request) -> Response:
-        route = request.path_params["route"]
+    async def api(self, request: Request, route: str) -> Response:
         ref, session = await self.session(request)
         out = await self.proxy.outbound(request, route)
         session = await self.refresher.fresh(ref, session)

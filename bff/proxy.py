@@ -8,7 +8,7 @@ once after a refresh.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -78,7 +78,7 @@ class Proxy:
         drop = _drop_listed(raw, DROP_REQUEST)
         headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in raw if k not in drop)
         if "x-request-id" not in headers:
-            headers["X-Request-ID"] = uuid.uuid4().hex
+            headers["X-Request-ID"] = os.urandom(16).hex()
         client = request.scope.get("client")
         if client:
             headers.add("X-Forwarded-For", client[0])

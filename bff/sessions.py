@@ -101,7 +101,8 @@ class RedisStore:
 
     async def get_touch(self, key: str, ttl_ms: int) -> bytes | None:
         if self._getex:
-            return await self._call(lambda: self.client.getex(key, px=ttl_ms))
+            # execute_command directly: redis-py's getex() wrapper inspects its arguments on every call (measured).
+            return await self._call(lambda: self.client.execute_command("GETEX", key, "PX", ttl_ms))
 
         async def pipelined() -> bytes | None:
             async with self.client.pipeline(transaction=False) as pipe:

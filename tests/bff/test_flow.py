@@ -105,5 +105,5 @@ async def test_health_ready_metrics(rig: Rig) -> None:
     assert ready.status_code == 200, ready.text
     await (await rig.logged_in()).request("GET", "/api/notes/me")
     text = (await browser.request("GET", "/metrics", csrf=False)).text
-    assert 'bff_requests_total{route="/api/{route}/{path:path}",status="200"} 1.0' in text
+    assert 'bff_requests_total{route="/api/{route}/{path}",status="200"} 1.0' in text
     assert 'bff_sessions_total{event="created"} 1.0' in text
