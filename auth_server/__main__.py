@@ -11,21 +11,26 @@ from collections.abc import Sequence
 from .errors import AuthServerError, SignUpError
 from .settings import Settings, SettingsError
 
+GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
+
 
 def _serve(settings: Settings, host: str, port: int) -> int:
-    import logging
+    import logging.config
 
     import uvicorn
 
     from .app import create_app
+    from .logs import log_config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(log_config("info"))
     try:
         app = create_app(settings)
     except AuthServerError as exc:  # a bad key file or an unwritable empty keys directory
         print(f"auth-server: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
+    uvicorn.run(app, host=host, port=port, log_config=log_config("info"), access_log=False, proxy_headers=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
     return 0
 
 

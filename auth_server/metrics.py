@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .logs import access, request_id
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -48,11 +50,13 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        rid = request_id(scope["headers"])
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
@@ -60,4 +64,6 @@ class MetricsMiddleware:
         finally:
             route = self._route(scope)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            self.metrics.latency.labels(route).observe(elapsed)
+            access(scope["method"], route, scope["path"], status, elapsed, rid, scope.get("client"))
