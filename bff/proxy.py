@@ -26,7 +26,7 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "proxy-connection",
 })
-DROP_REQUEST = HOP_BY_HOP | {"cookie", "authorization", "host", "x-csrf"}
+DROP_REQUEST = HOP_BY_HOP | {"cookie", "authorization", "host", "x-csrf", "expect"}
 DROP_RESPONSE = HOP_BY_HOP | {"set-cookie", "set-cookie2"}
 REPLAY_LIMIT = 64 * 1024     # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024

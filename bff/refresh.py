@@ -46,7 +46,10 @@ class Refresher:
         self._inflight: dict[str, asyncio.Future[Session]] = {}
 
     def due(self, session: Session) -> bool:
-        return session.access_expires_at - time.time() <= self.skew
+        # A token that lives shorter than the skew is refreshed at half-life, not on every request.
+        lifetime = session.access_expires_at - session.access_issued_at
+        skew = min(self.skew, lifetime / 2) if session.access_issued_at else self.skew
+        return session.access_expires_at - time.time() <= skew
 
     async def fresh(self, ref: Sealed, session: Session, *, force: bool = False) -> Session:
         """The session with a usable access token. ``force``: the upstream refused ``session.access_token``."""
@@ -133,6 +136,7 @@ class Refresher:
             current.access_token = tokens.access_token
             current.refresh_token = tokens.refresh_token
             current.access_expires_at = tokens.expires_at
+            current.access_issued_at = time.time()
             current.scope = tokens.scope
             await self.manager.save(ref, current)
             self.on_outcome("refreshed")

@@ -287,6 +287,7 @@ class Session:
     scope: str
     created_at: float
     expires_at: float
+    access_issued_at: float = 0.0   # when the access token was obtained: its lifetime bounds the refresh skew
 
 
 class SessionManager:
@@ -327,7 +328,7 @@ class SessionManager:
         """Store a new session under a new secret (never one the browser offered: fixation-safe)."""
         now = self.clock()
         session = Session(access_token, refresh_token, access_expires_at, sub, username, scope, now,
-                          now + self.absolute_ttl)
+                          now + self.absolute_ttl, now)
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None

@@ -99,3 +99,15 @@ async def test_single_flight_on_a_redis_cluster(rig_env: Any, redis_cluster_url:
         responses = await asyncio.gather(*(b.request("GET", "/api/notes/me") for b in (browser, other) * 12))
         assert [r.status_code for r in responses] == [200] * 24
         assert provider.refreshes == 1 and provider.reuse_detected == 0
+
+
+@pytest.mark.bff_env(BFF_REFRESH_SKEW="30")
+async def test_tokens_shorter_than_the_skew_refresh_at_half_life(rig: Rig) -> None:
+    rig.provider.access_ttl = 2
+    browser = await rig.logged_in()
+    for _ in range(3):
+        assert (await browser.request("GET", "/api/notes/me")).status_code == 200
+    assert rig.provider.refreshes == 0          # not a refresh per request although 2 s < the 30 s skew
+    await asyncio.sleep(1.05)
+    assert (await browser.request("GET", "/api/notes/me")).status_code == 200
+    assert rig.provider.refreshes == 1
