@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging.config
 from collections.abc import Sequence
 
 import uvicorn
 
 from .app import create_app
+from .logs import log_config
 from .settings import Settings, SettingsError
+
+GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -16,14 +20,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request (JSON lines)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         parser.error(str(exc))
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=not args.no_access_log, lifespan="on")
+    config = log_config(args.log_level)
+    if args.no_access_log:
+        config["loggers"]["resource_server.access"] = {"level": "WARNING"}
+    logging.config.dictConfig(config)
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=config, access_log=False,
+                lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
+from .logs import access, request_id
 from .settings import Settings
 from .verifier import TokenVerifier, VerifierError
 from .verifier.starlette import BearerAuthMiddleware, get_claims, requires_scope
@@ -98,19 +99,23 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        rid = request_id(scope["headers"])
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = self._template(scope)
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(route).observe(elapsed)
+            access(scope["method"], route, scope["path"], status, elapsed, rid, scope.get("client"))
 
 
 def _notes_key(sub: str) -> str:
