@@ -9,7 +9,7 @@ once after a refresh.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,20 +23,27 @@ from bff.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailabl
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "proxy-connection",
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers",
+    b"transfer-encoding", b"upgrade", b"proxy-connection",
 })
-DROP_REQUEST = HOP_BY_HOP | {"cookie", "authorization", "host", "x-csrf", "expect"}
-DROP_RESPONSE = HOP_BY_HOP | {"set-cookie", "set-cookie2"}
+DROP_REQUEST = HOP_BY_HOP | {b"cookie", b"authorization", b"host", b"x-csrf", b"expect"}
+DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2"}
 REPLAY_LIMIT = 64 * 1024     # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024
 BUFFER_LIMIT = 64 * 1024    # upstream bodies up to this size (with a Content-Length) are sent in one piece
 
 
-def _drop_listed(headers: list[tuple[str, str]], drop: frozenset[str]) -> frozenset[str]:
-    # RFC 9110 §7.6.1: headers named in Connection are hop-by-hop too.
-    named = {token.strip().lower() for name, value in headers if name == "connection" for token in value.split(",")}
-    return drop | named if named else drop
+def _filter(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    """The headers minus ``drop`` and, RFC 9110 §7.6.1, minus any that Connection names; names lower-cased."""
+    kept = []
+    listed: set[bytes] | None = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"connection":
+            listed = (listed or set()) | {token.strip().lower() for token in value.split(b",")}
+        elif name not in drop:
+            kept.append((name, value))
+    return [(n, v) for n, v in kept if n not in listed] if listed else kept
 
 
 @dataclass
@@ -74,9 +81,8 @@ class Proxy:
         if query:
             url = URL(str(url) + "?" + query, encoded=True)
 
-        raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.scope["headers"]]
-        drop = _drop_listed(raw, DROP_REQUEST)
-        headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in raw if k not in drop)
+        kept = _filter(request.scope["headers"], DROP_REQUEST)
+        headers: CIMultiDict[str] = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)
         if "x-request-id" not in headers:
             headers["X-Request-ID"] = os.urandom(16).hex()
         client = request.scope.get("client")
@@ -93,7 +99,7 @@ class Proxy:
                 body = request.stream()
             elif size:
                 body = await request.body()
-        elif any(name == "transfer-encoding" for name, _ in raw):
+        elif any(name == b"transfer-encoding" for name, _ in request.scope["headers"]):
             body = request.stream()
         return Outbound(request.method, url, headers, body)
 
@@ -110,10 +116,8 @@ class Proxy:
 
     @staticmethod
     def response(upstream: aiohttp.ClientResponse, request_id: str) -> Response:
-        raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in upstream.raw_headers]
-        drop = _drop_listed(raw, DROP_RESPONSE)
-        kept = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw if k not in drop]
-        if not any(k == "x-request-id" for k, _ in raw):
+        kept = _filter(upstream.raw_headers, DROP_RESPONSE)
+        if not any(name == b"x-request-id" for name, _ in kept):
             kept.append((b"x-request-id", request_id.encode("latin-1")))
 
         length = upstream.headers.get("Content-Length", "")

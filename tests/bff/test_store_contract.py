@@ -112,3 +112,11 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await store.acquire("{t}lock", "me", 1000)
     await client.aclose()
+
+
+async def test_concurrent_get_touch_each_gets_its_own(store: ByteStore) -> None:
+    # RedisStore coalesces concurrent GETEX calls into one pipeline: each caller must still get its own value.
+    for i in range(40):
+        await store.set(f"{{t}}k{i}", str(i).encode(), 10_000)
+    values = await asyncio.gather(*(store.get_touch(f"{{t}}k{i % 45}", 10_000) for i in range(300)))
+    assert values == [str(i % 45).encode() if i % 45 < 40 else None for i in range(300)]
