@@ -48,7 +48,7 @@ class AuthClient:
         last: Exception | None = None
         for path in DISCOVERY_PATHS:
             try:
-                response = await self.http.get(self.settings.issuer + path)
+                response = await self.http.get(self.settings.back_channel_url + path)
             except httpx.HTTPError as exc:
                 raise AuthServerUnavailable("The auth server's discovery document cannot be fetched.") from exc
             if response.status_code != 200:
@@ -63,9 +63,17 @@ class AuthClient:
                 raise AuthServerUnavailable("The discovery document names another issuer.")
             if "authorization_endpoint" not in data or "token_endpoint" not in data:
                 raise AuthServerUnavailable("The discovery document lacks the authorization or token endpoint.")
-            self.metadata = data
+            self.metadata = {key: self._internal(key, value) for key, value in data.items()}
             return data
         raise last or AuthServerUnavailable()
+
+    def _internal(self, key: str, value: Any) -> Any:
+        # Back-channel endpoints go to the internal address; the browser's authorization endpoint stays public.
+        internal = self.settings.auth_internal_url
+        if (internal and key.endswith("_endpoint") and key != "authorization_endpoint" and isinstance(value, str)
+                and value.startswith(self.settings.issuer + "/")):
+            return internal + value[len(self.settings.issuer):]
+        return value
 
     async def authorization_endpoint(self) -> str:
         return str((await self.discover())["authorization_endpoint"])

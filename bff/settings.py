@@ -92,6 +92,7 @@ class Settings:
     upstream_timeout: float = 30.0
     auth_timeout: float = 10.0
     lock_lease: float = 5.0
+    auth_internal_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,7 +125,14 @@ class Settings:
             upstream_timeout=_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0),
             auth_timeout=_float(env, "BFF_AUTH_TIMEOUT", 10.0),
             lock_lease=_float(env, "BFF_LOCK_LEASE", 5.0),
+            auth_internal_url=(_url("BFF_AUTH_INTERNAL_URL", env["BFF_AUTH_INTERNAL_URL"])
+                               if env.get("BFF_AUTH_INTERNAL_URL") else None),
         )
+
+    @property
+    def back_channel_url(self) -> str:
+        """Where the BFF itself reaches the auth server (an internal address in compose or Kubernetes)."""
+        return self.auth_internal_url or self.issuer
 
     @property
     def redirect_uri(self) -> str:

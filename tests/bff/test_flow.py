@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 import redis
 
-from tests.bff.conftest import Rig
+from tests.bff.conftest import Rig, running
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +108,23 @@ async def test_health_ready_metrics(rig: Rig) -> None:
     text = (await browser.request("GET", "/metrics", csrf=False)).text
     assert 'bff_requests_total{route="/api/{route}/{path}",status="200"} 1.0' in text
     assert 'bff_sessions_total{event="created"} 1.0' in text
+
+
+async def test_back_channel_through_an_internal_url(rig_env: Any) -> None:
+    """BFF_AUTH_INTERNAL_URL: discovery, token and revocation calls go to the internal address; the browser is sent
+    to the public issuer's authorization endpoint; the issuer checks use the public name."""
+    provider, upstream_url, env = rig_env
+    internal = provider.issuer
+    provider.issuer = "https://auth.public.example"    # not resolvable: only the browser would go there
+    async with running(provider, upstream_url, {**env, "BFF_ISSUER": provider.issuer,
+                                                "BFF_AUTH_INTERNAL_URL": internal}) as rig:
+        browser = rig.browser()
+        start = await browser.request("GET", "/bff/login", csrf=False)
+        location = start.headers["location"]
+        assert location.startswith("https://auth.public.example/authorize?")
+        at_provider = await rig.provider_client.get(location.replace(provider.issuer, internal))
+        callback = await browser.request("GET", at_provider.headers["location"].split("bff.test", 1)[1], csrf=False)
+        assert callback.status_code == 302, callback.text
+        assert (await browser.request("GET", "/api/notes/me")).status_code == 200
+        assert (await browser.request("POST", "/bff/logout")).status_code == 204
+        assert provider.revoked
