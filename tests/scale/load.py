@@ -69,6 +69,7 @@ class Outcome:
     session: int
     url: str
     status: int | str      # the HTTP status, or the name of the transport error
+    latency: float = 0.0   # seconds
 
 
 @dataclass
@@ -84,6 +85,10 @@ class Load:
     def sessions_ok(self, after: float, url: str | None = None) -> set[int]:
         """Sessions that got a 200 after ``after`` seconds (from ``url`` if given)."""
         return {o.session for o in self.outcomes if o.status == 200 and o.at >= after and (url is None or o.url == url)}
+
+    def latency(self, quantile: float) -> float:
+        ordered = sorted(o.latency for o in self.outcomes)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else 0.0
 
     @property
     def rate(self) -> float:
@@ -108,12 +113,14 @@ async def run_load(cookies: Sequence[str], urls: Callable[[], Sequence[str]], st
                 path = paths[n % len(paths)]
                 n += 1
                 status: int | str
+                sent = time.monotonic()
                 try:
                     response = await client.get(url + path, headers={"Cookie": cookie, "X-CSRF": "1"})
                     status = response.status_code
                 except httpx.TransportError as exc:
                     status = type(exc).__name__
-                load.outcomes.append(Outcome(time.monotonic() - load.started, i, url, status))
+                now = time.monotonic()
+                load.outcomes.append(Outcome(now - load.started, i, url, status, now - sent))
                 if pause:
                     await asyncio.sleep(pause)
 
