@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 ID_TOKEN_LEEWAY = 60
+# OIDC Core §3.1.3.7 (7): the provider's advertised algorithm; never "none", never HMAC with a public key.
+ID_TOKEN_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                                 "EdDSA"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class AuthClient:
         self.settings = settings
         self.http = http
         self.metadata: dict[str, Any] | None = None
+        self._keys: dict[str | None, jwt.PyJWK] = {}
         # RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
         self._auth = httpx.BasicAuth(quote(settings.client_id, safe=""), quote(settings.client_secret, safe=""))
 
@@ -70,7 +74,8 @@ class AuthClient:
     def _internal(self, key: str, value: Any) -> Any:
         # Back-channel endpoints go to the internal address; the browser's authorization endpoint stays public.
         internal = self.settings.auth_internal_url
-        if (internal and key.endswith("_endpoint") and key != "authorization_endpoint" and isinstance(value, str)
+        back_channel = key.endswith("_endpoint") or key == "jwks_uri"
+        if (internal and back_channel and key != "authorization_endpoint" and isinstance(value, str)
                 and value.startswith(self.settings.issuer + "/")):
             return internal + value[len(self.settings.issuer):]
         return value
@@ -137,20 +142,49 @@ class AuthClient:
         if response.status_code != 200:
             raise AuthServerUnavailable(f"Revocation answered {response.status_code}.")
 
-    def id_claims(self, id_token: str | None, nonce: str) -> dict[str, Any]:
-        """Check the ID token of a code exchange (OIDC Core §3.1.3.7) and return its claims.
+    async def _signing_key(self, kid: str | None) -> jwt.PyJWK:
+        """The provider's public key ``kid`` from its JWKS, fetched once and again when an unknown kid appears."""
+        if kid in self._keys:
+            return self._keys[kid]
+        uri = (await self.discover()).get("jwks_uri")
+        if not uri:
+            raise AuthServerUnavailable("The discovery document has no jwks_uri.")
+        try:
+            response = await self.http.get(uri)
+            keys = response.json().get("keys", []) if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            raise AuthServerUnavailable("The provider's JWKS cannot be fetched.") from exc
+        if not isinstance(keys, list):
+            raise AuthServerUnavailable("The provider's JWKS cannot be fetched.")
+        loaded: dict[str | None, jwt.PyJWK] = {}
+        for data in keys:
+            try:
+                key = jwt.PyJWK(data)
+            except (jwt.PyJWKError, jwt.InvalidKeyError, TypeError, ValueError):
+                continue  # a key type this library cannot use
+            if key.algorithm_name in ID_TOKEN_ALGORITHMS:
+                loaded[data.get("kid")] = key
+        self._keys = loaded
+        if kid not in loaded:
+            raise ProviderRejected("invalid_id_token", "The ID token is signed with an unknown key.")
+        return loaded[kid]
 
-        It came straight from the token endpoint over the back channel, so, as §3.1.3.7 (6) allows, the TLS
-        connection stands in for the signature check; iss, aud, exp and nonce are still checked.
-        """
+    async def id_claims(self, id_token: str | None, nonce: str) -> dict[str, Any]:
+        """Verify the ID token of a code exchange (OIDC Core §3.1.3.7) and return its claims: signature with the
+        provider's published key (asymmetric algorithms only), iss, aud, exp and the login's nonce."""
         if not id_token:
             raise ProviderRejected("invalid_id_token", "The provider sent no ID token; request the openid scope.")
         try:
-            claims = jwt.decode(id_token, options={
-                "verify_signature": False, "verify_exp": True, "verify_aud": True, "verify_iss": True,
-                "require": ["iss", "sub", "aud", "exp"]},
-                                audience=self.settings.client_id, issuer=self.settings.issuer,
-                                leeway=ID_TOKEN_LEEWAY)
+            header = jwt.get_unverified_header(id_token)
+        except jwt.PyJWTError as exc:
+            raise ProviderRejected("invalid_id_token", "The ID token is not a JWT.") from exc
+        if header.get("alg") not in ID_TOKEN_ALGORITHMS:
+            raise ProviderRejected("invalid_id_token", "The ID token's algorithm is not allowed.")
+        key = await self._signing_key(header.get("kid"))
+        try:
+            claims = jwt.decode(id_token, key, algorithms=[header["alg"]], audience=self.settings.client_id,
+                                issuer=self.settings.issuer, leeway=ID_TOKEN_LEEWAY,
+                                options={"require": ["iss", "sub", "aud", "exp"]})
         except jwt.PyJWTError as exc:
             raise ProviderRejected("invalid_id_token", "The ID token is not valid.") from exc
         if claims.get("nonce") != nonce:

@@ -136,7 +136,7 @@ class Endpoints:
             raise BadRequest("The callback has no code.")
         try:
             tokens = await self.auth.exchange_code(code, login["verifier"])
-            claims = self.auth.id_claims(tokens.id_token, login["nonce"])
+            claims = await self.auth.id_claims(tokens.id_token, login["nonce"])
         except ProviderRejected as exc:
             raise LoginFailed(f"The auth server refused the login ({exc.oauth_error}).") from exc
         old = self.manager.ref(cookie(request, self.settings.cookie_name))

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -21,6 +24,7 @@ from starlette.routing import Route
 
 CLIENT_ID = "bff"
 CLIENT_SECRET = "s3cret-of-the-bff"
+_SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @dataclass
@@ -39,18 +43,30 @@ class Provider:
     refresh_index: dict[str, str] = field(default_factory=dict)  # refresh token -> family
     access: dict[str, float] = field(default_factory=dict)       # access token -> expiry
     revoked: list[str] = field(default_factory=list)
+    id_token_override: Callable[[dict[str, Any]], str] | None = None
+
+    def id_token(self, claims: dict[str, Any]) -> str:
+        if self.id_token_override is not None:
+            return self.id_token_override(claims)
+        return jwt.encode(claims, _SIGNING_KEY, algorithm="RS256", headers={"kid": "k1"})
 
     def app(self) -> Starlette:
         return Starlette(routes=[
             Route("/.well-known/openid-configuration", self.discovery),
+            Route("/jwks", self.jwks),
             Route("/authorize", self.authorize),
             Route("/token", self.token, methods=["POST"]),
             Route("/revoke", self.revoke, methods=["POST"]),
         ])
 
+    async def jwks(self, request: Request) -> Response:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(_SIGNING_KEY.public_key()))
+        return JSONResponse({"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]})
+
     async def discovery(self, request: Request) -> Response:
         return JSONResponse({"issuer": self.issuer, "authorization_endpoint": self.issuer + "/authorize",
                              "token_endpoint": self.issuer + "/token", "revocation_endpoint": self.issuer + "/revoke",
+                             "jwks_uri": self.issuer + "/jwks",
                              "code_challenge_methods_supported": ["S256"]})
 
     async def authorize(self, request: Request) -> Response:
@@ -82,10 +98,9 @@ class Provider:
             if grant is None or grant["challenge"] != challenge or grant["redirect_uri"] != form["redirect_uri"]:
                 return JSONResponse({"error": "invalid_grant"}, 400)
             body = self._pair(secrets.token_urlsafe(8))
-            body["id_token"] = jwt.encode({"iss": self.issuer, "sub": "sub-alice", "aud": CLIENT_ID,
-                                           "exp": int(time.time()) + 300, "iat": int(time.time()),
-                                           "nonce": grant["nonce"], "preferred_username": "alice"},
-                                          "provider-test-key-of-32-bytes-or-more!", algorithm="HS256")
+            body["id_token"] = self.id_token({"iss": self.issuer, "sub": "sub-alice", "aud": CLIENT_ID,
+                                              "exp": int(time.time()) + 300, "iat": int(time.time()),
+                                              "nonce": grant["nonce"], "preferred_username": "alice"})
             return JSONResponse(body, headers={"Cache-Control": "no-store"})
         self.refreshes += 1
         if self.delay:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bff.sessions import new_secret
 from tests.bff.conftest import Rig
+from tests.bff.doubles import Provider
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +113,34 @@ async def test_forged_cookies_are_401_never_500(rig: Rig, cookie: str) -> None:
         assert "__Host-session" not in browser.cookies   # the bad cookie is cleared
     logout = await rig.browser().request("POST", "/bff/logout", headers={"Cookie": f"__Host-session={cookie}"})
     assert logout.status_code == 204
+
+
+def _forge(kind: str) -> Callable[[dict[str, Any]], str]:
+    def make(claims: dict[str, Any]) -> str:
+        if kind == "none":
+            return jwt.encode(claims, None, algorithm="none")
+        if kind == "hmac":
+            return jwt.encode(claims, "a-shared-secret-of-at-least-32-bytes!!", algorithm="HS256",
+                              headers={"kid": "k1"})
+        if kind == "other-key":
+            other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            return jwt.encode(claims, other, algorithm="RS256", headers={"kid": "k1"})
+        if kind == "unknown-kid":
+            other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            return jwt.encode(claims, other, algorithm="RS256", headers={"kid": "k9"})
+        if kind == "wrong-nonce":
+            return Provider.id_token(Provider(issuer=""), {**claims, "nonce": "not-the-login-nonce"})
+        if kind == "wrong-audience":
+            return Provider.id_token(Provider(issuer=""), {**claims, "aud": "someone-else"})
+        return Provider.id_token(Provider(issuer=""), {**claims, "iss": "https://evil.example"})
+    return make
+
+
+@pytest.mark.parametrize("kind", ["none", "hmac", "other-key", "unknown-kid", "wrong-nonce", "wrong-audience",
+                                  "wrong-issuer"])
+async def test_bad_id_tokens_fail_the_login(rig: Rig, kind: str) -> None:
+    rig.provider.id_token_override = _forge(kind)
+    browser = rig.browser()
+    response = await browser.login(rig.provider_client)
+    assert response.status_code == 400 and response.json()["error"] == "login_failed", response.text
+    assert "__Host-session" not in browser.cookies
