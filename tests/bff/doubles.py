@@ -118,6 +118,8 @@ class Provider:
         return JSONResponse(self._pair(family), headers={"Cache-Control": "no-store"})
 
     async def revoke(self, request: Request) -> Response:
+        if self.down:
+            return JSONResponse({"error": "temporarily_unavailable"}, 503)
         form = await request.form()
         family = self.refresh_index.get(str(form["token"]))
         if family is not None:

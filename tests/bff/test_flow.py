@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
@@ -20,7 +21,11 @@ async def test_login_user_api_logout(rig: Rig) -> None:
     start = await browser.request("GET", "/bff/login", params={"return_to": "/notes?x=1"}, csrf=False)
     assert start.status_code == 302
     assert start.headers["location"].startswith(rig.provider.issuer + "/authorize?")
-    assert "code_challenge_method=S256" in start.headers["location"]
+    query = parse_qs(urlsplit(start.headers["location"]).query)
+    assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
+    assert query["response_type"] == ["code"] and query["client_id"] == ["bff"]
+    assert query["redirect_uri"] == ["https://bff.test/bff/callback"] and "openid" in query["scope"][0]
+    assert len(query["state"][0]) >= 43 and len(query["nonce"][0]) >= 43 and query["state"] != query["nonce"]
     login_cookie = start.headers["set-cookie"]
     assert re.fullmatch(r"__Host-bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax",
                         login_cookie)
@@ -35,7 +40,7 @@ async def test_login_user_api_logout(rig: Rig) -> None:
     assert set_cookies[1].startswith("__Host-bff-login=; Path=/; Max-Age=0")
 
     user = await browser.request("GET", "/bff/user")
-    assert user.status_code == 200
+    assert user.status_code == 200 and user.headers["cache-control"] == "no-store"
     body = user.json()
     assert body["sub"] == "sub-alice" and body["username"] == "alice" and body["scope"] == "openid notes:read"
     assert body["idle_expires_at"] <= body["expires_at"]
@@ -128,3 +133,15 @@ async def test_back_channel_through_an_internal_url(rig_env: Any) -> None:
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200
         assert (await browser.request("POST", "/bff/logout")).status_code == 204
         assert provider.revoked
+
+
+async def test_logout_works_while_the_auth_server_is_down(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    stolen = dict(browser.cookies)
+    rig.provider.down = True
+    logout = await browser.request("POST", "/bff/logout")
+    assert logout.status_code == 204 and "Max-Age=0" in logout.headers["set-cookie"]
+    assert rig.provider.revoked == []               # it could not be told; the BFF dropped its only copy anyway
+    thief = rig.browser()
+    thief.cookies = stolen
+    assert (await thief.request("GET", "/bff/user")).status_code == 401
