@@ -60,7 +60,8 @@ class Outbound:
 
 class Proxy:
     def __init__(self, routes: dict[str, str], session: aiohttp.ClientSession, timeout: float) -> None:
-        self.routes = {name: URL(base) for name, base in routes.items()}
+        # name -> the upstream's origin and path prefix, as text: one URL is built per request
+        self.routes = {name: str(URL(base)).rstrip("/") for name, base in routes.items()}
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
 
@@ -69,17 +70,17 @@ class Proxy:
         base = self.routes.get(route)
         if base is None:
             raise NotFound(f"No upstream named {route!r}.")
-        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-        prefix = f"/api/{route}".encode()
-        rest = raw_path.split(b"?", 1)[0][len(prefix):]
+        raw_path: bytes = (request.scope.get("raw_path") or request.scope["path"].encode()).split(b"?", 1)[0]
+        # The path after the route segment, cut at the slash (the raw route segment may be percent-encoded, so its
+        # length is not the decoded name's). It starts with "/", so it can never extend the upstream's authority.
+        slash = raw_path.find(b"/", len(b"/api/"))
+        rest = raw_path[slash:] if slash >= 0 else b""
         for segment in rest.split(b"/"):
             if segment.lower() in (b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."):
                 raise BadRequest("Dot segments are not allowed in API paths.")
-        target = base.path.rstrip("/") + rest.decode("latin-1")
-        query = request.scope.get("query_string", b"").decode("latin-1")
-        url = base.with_path(target or "/", encoded=True)
-        if query:
-            url = URL(str(url) + "?" + query, encoded=True)
+        target = base + (rest.decode("latin-1") or "/")
+        query = request.scope.get("query_string", b"")
+        url = URL(target + "?" + query.decode("latin-1") if query else target, encoded=True)
 
         kept = _filter(request.scope["headers"], DROP_REQUEST)
         headers: CIMultiDict[str] = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)

@@ -50,6 +50,16 @@ async def test_only_configured_routes(rig: Rig) -> None:
         assert response.status_code == 400, path
 
 
+async def test_encoded_route_names_cannot_reach_another_host_or_port(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    response = await browser.request("GET", "/api/note%73/me")   # "notes", with its last letter encoded
+    assert response.status_code == 200 and response.json()["path"] == "/me"
+    response = await browser.request("GET", "/api/note%73")
+    assert response.status_code == 200 and response.json()["path"] == "/"
+    response = await browser.request("GET", "/api/notes//evil.example/x")
+    assert response.status_code == 200 and response.json()["path"] == "//evil.example/x"
+
+
 async def test_large_bodies_stream_both_ways(rig: Rig) -> None:
     browser = await rig.logged_in()
     big = await browser.request("GET", "/api/notes/big", params={"n": "3000000"})
