@@ -61,7 +61,7 @@ async def _add_user(settings: Settings, username: str, password: str) -> str:
     from .app import open_redis
     from .users import UserStore
 
-    redis = open_redis(settings.redis_url)
+    redis = open_redis(settings.redis_url, settings.redis_cluster)
     try:
         store = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
         user = await store.create(username, password)

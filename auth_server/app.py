@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT = 2.0  # seconds; a down Redis must give a quick 503, not a hung request
 
 
-def open_redis(url: str) -> Any:
-    """A client for ``REDIS_URL``; a comma-separated list of node URLs means a Redis Cluster."""
-    if "," in url:
+def open_redis(url: str, cluster: bool = False) -> Any:
+    """A client for ``REDIS_URL``; a comma-separated list of node URLs, or ``cluster`` (``REDIS_CLUSTER=1``) with
+    one seed node, means a Redis Cluster (the client discovers the other nodes from the seeds)."""
+    if cluster or "," in url:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
         from redis.asyncio.connection import parse_url
 
@@ -46,7 +47,7 @@ def open_redis(url: str) -> Any:
 
 def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
     own_redis = redis is None
-    client: Any = redis if redis is not None else open_redis(settings.redis_url)
+    client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
     keys = KeyRing(settings.keys_dir, settings.signing_alg, settings.key_retention,
                    activation_delay=settings.key_activation_delay)
     metrics = Metrics()

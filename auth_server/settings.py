@@ -46,6 +46,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
+
+
 def _url(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
@@ -112,6 +121,7 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
 class Settings:
     issuer: str = "http://localhost:9000"
     redis_url: str = "redis://localhost:6379/0"
+    redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
     keys_dir: Path = Path("keys")
     signing_alg: str = "RS256"
     access_ttl: int = 300
@@ -144,6 +154,7 @@ class Settings:
         settings = cls(
             issuer=_url("AUTH_ISSUER", env.get("AUTH_ISSUER") or "http://localhost:9000"),
             redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
+            redis_cluster=_flag(env, "REDIS_CLUSTER"),
             keys_dir=Path(env.get("AUTH_KEYS_DIR") or "keys"),
             signing_alg=alg,
             access_ttl=access_ttl,

@@ -137,12 +137,13 @@ async def _read_json(request: Request) -> Any:
         raise ApiError(400, "invalid_request", "The body must be a JSON object.") from None
 
 
-def open_redis(url: str) -> Any:
-    """A client for ``REDIS_URL``; several comma-separated node URLs mean a Redis Cluster.
+def open_redis(url: str, cluster: bool = False) -> Any:
+    """A client for ``REDIS_URL``; several comma-separated node URLs, or ``cluster`` (``REDIS_CLUSTER=1``) with one
+    seed node, mean a Redis Cluster (the client discovers the other nodes from the seeds).
 
     Notes live in one key per user (``rs:notes:{sub}``), so nothing here spans slots.
     """
-    if "," in url:
+    if cluster or "," in url:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
         from redis.asyncio.connection import parse_url
 
@@ -175,7 +176,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owns_redis = state["redis"] is None
         if owns_redis:  # connects lazily: the app starts even while Redis is down (readyz says 503)
-            state["redis"] = open_redis(settings.redis_url)
+            state["redis"] = open_redis(settings.redis_url, settings.redis_cluster)
         loader = asyncio.create_task(verifier.keys.run())  # retries until the auth server answers
         try:
             yield

@@ -21,6 +21,15 @@ def _url(name: str, raw: str) -> str:
     return raw  # kept verbatim: `iss` is compared exactly (RFC 9068 §4)
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
+
+
 def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -45,6 +54,7 @@ class Settings:
     max_notes: int = 500
     verify_cache_size: int = 4096  # verified tokens remembered (0 disables): a token seen again skips the crypto
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # may hold a password
+    redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,4 +85,5 @@ class Settings:
             max_notes=max_notes,
             verify_cache_size=int(_number(env, "RS_VERIFY_CACHE_SIZE", cls.verify_cache_size, integer=True)),
             redis_url=env.get("REDIS_URL") or cls.redis_url,
+            redis_cluster=_flag(env, "REDIS_CLUSTER"),
         )
