@@ -41,6 +41,9 @@ async def test_login_user_api_logout(stack_factory: Any) -> None:
     assert created.status_code == 201, created.text
     listed = await browser.request("GET", "/api/notes/notes")
     assert "through the BFF" in listed.text
+    deleted = await browser.request("DELETE", f"/api/notes/notes/{created.json()['id']}")
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert "through the BFF" not in (await browser.request("GET", "/api/notes/notes")).text
 
     logout = await browser.request("POST", "/bff/logout")
     assert logout.status_code == 204
