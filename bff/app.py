@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import httpx
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,7 +35,6 @@ from bff.settings import Settings
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 2.0           # seconds: a Redis that does not answer in this time is down (503), not slow
-UPSTREAM_POOL = 512           # pooled connections to all upstreams together
 
 
 class _Template:
@@ -92,15 +90,12 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     refresher = Refresher(manager, auth, skew=settings.refresh_skew, auth_timeout=settings.auth_timeout,
                           lock_lease=settings.lock_lease,
                           on_outcome=metrics.refresh_outcome)
-    # The aiohttp session must be made inside the running loop; the lifespan fills it in.
-    endpoints = Endpoints(settings, manager, auth, refresher, Proxy(dict(settings.routes), None, 0), metrics)  # type: ignore[arg-type]
+    proxy = Proxy(dict(settings.routes), settings.upstream_timeout)
+    endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=UPSTREAM_POOL, limit_per_host=0, ttl_dns_cache=60),
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
-        endpoints.proxy = Proxy(dict(settings.routes), session, settings.upstream_timeout)
+        await proxy.open()
         try:
             await auth.discover()
         except BFFError as exc:
@@ -108,7 +103,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         try:
             yield
         finally:
-            await session.close()
+            await proxy.close()
             await http.aclose()
             if own_redis:
                 await client.aclose()

@@ -30,6 +30,7 @@ DROP_REQUEST = HOP_BY_HOP | {b"cookie", b"authorization", b"host", b"x-csrf", b"
 DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2"}
 REPLAY_LIMIT = 64 * 1024     # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024
+UPSTREAM_POOL = 512          # pooled connections to all upstreams together
 BUFFER_LIMIT = 64 * 1024    # upstream bodies up to this size (with a Content-Length) are sent in one piece
 
 
@@ -59,11 +60,24 @@ class Outbound:
 
 
 class Proxy:
-    def __init__(self, routes: dict[str, str], session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(self, routes: dict[str, str], timeout: float) -> None:
         # name -> the upstream's origin and path prefix, as text: one URL is built per request
         self.routes = {name: str(URL(base)).rstrip("/") for name, base in routes.items()}
-        self.session = session
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=UPSTREAM_POOL, limit_per_host=0, ttl_dns_cache=60),
+            auto_decompress=False,                 # bodies pass through as the upstream encoded them
+            cookie_jar=aiohttp.DummyCookieJar(),   # upstream cookies are never kept, let alone forwarded
+            skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
 
     async def outbound(self, request: Request, route: str) -> Outbound:
         """The request to send upstream; raises for an unknown route or a path that climbs out of it."""
@@ -105,6 +119,7 @@ class Proxy:
         return Outbound(request.method, url, headers, body)
 
     async def send(self, out: Outbound, access_token: str) -> aiohttp.ClientResponse:
+        assert self.session is not None, "Proxy.open() runs in the lifespan"
         headers = out.headers.copy()
         headers["Authorization"] = f"Bearer {access_token}"
         try:
