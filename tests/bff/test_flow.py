@@ -145,3 +145,16 @@ async def test_logout_works_while_the_auth_server_is_down(rig: Rig) -> None:
     thief = rig.browser()
     thief.cookies = stolen
     assert (await thief.request("GET", "/bff/user")).status_code == 401
+
+
+@pytest.mark.bff_env(BFF_COOKIE_SECURE="false")
+async def test_plain_http_development_cookies(rig: Rig) -> None:
+    browser = rig.browser()
+    start = await browser.request("GET", "/bff/login", csrf=False)
+    assert re.fullmatch(r"bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax",
+                        start.headers["set-cookie"])
+    at_provider = await rig.provider_client.get(start.headers["location"])
+    callback = await browser.request("GET", at_provider.headers["location"].split("bff.test", 1)[1], csrf=False)
+    assert re.fullmatch(r"session=[A-Za-z0-9_-]{43}; Path=/; HttpOnly; SameSite=Lax",
+                        callback.headers.get_list("set-cookie")[0])
+    assert (await browser.request("GET", "/bff/user")).status_code == 200
