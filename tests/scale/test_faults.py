@@ -79,15 +79,16 @@ async def test_redis_killed_and_restarted_mid_load(stack_factory: Any, redis_fac
     await asyncio.sleep(1.0)
     server.start()
     up_at = time.monotonic() - load.started
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(2.5)
     stop.set()
     await asyncio.wait_for(task, 30)
 
     counts = load.counts()
     assert set(counts) <= {200, 503}, counts
-    assert load.counts(after=up_at + 1.0) == {200: sum(load.counts(after=up_at + 1.0).values())}
+    recovered = load.counts(after=up_at + 1.5)                      # pooled connections to the old server are gone
+    assert set(recovered) == {200}, recovered
     assert load.counts(after=down_at + 0.2)[503] > 0                # the outage was seen
-    assert load.sessions_ok(after=up_at + 1.0) == set(range(30))
+    assert load.sessions_ok(after=up_at + 1.5) == set(range(30))
     assert await check_all(cookies, stack.bff_url) == {200: 60}
 
 
@@ -163,7 +164,7 @@ async def test_hanging_upstream_gives_504_and_bff_stays_responsive(stack_factory
             for path in ("/healthz", "/api/notes/me", "/bff/user"):
                 started = time.monotonic()
                 r = await client.get(path, headers=headers)
-                assert r.status_code == 200 and time.monotonic() - started < 0.5, (path, r.status_code)
+                assert r.status_code == 200 and time.monotonic() - started < 1.0, (path, r.status_code)
         results = await asyncio.gather(*hung)
     for status, elapsed in results:
         assert status == 504 and 1.9 < elapsed < 4.0, (status, elapsed)
