@@ -47,11 +47,11 @@ async def test_values_expire(store: ByteStore) -> None:
 
 
 async def test_get_touch_extends_the_ttl(store: ByteStore) -> None:
-    await store.set("{t}k", b"v", 100)
-    await asyncio.sleep(0.06)
-    assert await store.get_touch("{t}k", 300) == b"v"
-    await asyncio.sleep(0.1)
-    assert await store.get("{t}k") == b"v"   # would be gone without the touch
+    await store.set("{t}k", b"v", 400)
+    await asyncio.sleep(0.2)
+    assert await store.get_touch("{t}k", 1000) == b"v"
+    await asyncio.sleep(0.4)
+    assert await store.get("{t}k") == b"v"   # gone by now without the touch
     assert await store.get_touch("{t}missing", 300) is None
 
 
@@ -80,14 +80,14 @@ async def test_lock_is_exclusive_and_owned(store: ByteStore) -> None:
 
 
 async def test_lock_lease_expires_unless_renewed(store: ByteStore) -> None:
-    assert await store.acquire("{t}lock", "me", 100)
+    assert await store.acquire("{t}lock", "me", 400)
     for _ in range(3):
-        await asyncio.sleep(0.05)
-        assert await store.renew("{t}lock", "me", 100)
-    assert not await store.acquire("{t}lock", "you", 100)
-    await asyncio.sleep(0.15)
-    assert await store.acquire("{t}lock", "you", 100)
-    assert not await store.renew("{t}lock", "me", 100)
+        await asyncio.sleep(0.15)
+        assert await store.renew("{t}lock", "me", 400)
+    assert not await store.acquire("{t}lock", "you", 400)   # 450 ms after acquiring: held only thanks to renewal
+    await asyncio.sleep(0.5)
+    assert await store.acquire("{t}lock", "you", 400)
+    assert not await store.renew("{t}lock", "me", 400)
 
 
 async def test_get_and_exists(store: ByteStore) -> None:
