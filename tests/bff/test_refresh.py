@@ -103,11 +103,11 @@ async def test_single_flight_on_a_redis_cluster(rig_env: Any, redis_cluster_url:
 
 @pytest.mark.bff_env(BFF_REFRESH_SKEW="30")
 async def test_tokens_shorter_than_the_skew_refresh_at_half_life(rig: Rig) -> None:
-    rig.provider.access_ttl = 2
+    rig.provider.access_ttl = 4
     browser = await rig.logged_in()
     for _ in range(3):
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200
-    assert rig.provider.refreshes == 0          # not a refresh per request although 2 s < the 30 s skew
-    await asyncio.sleep(1.05)
+    assert rig.provider.refreshes == 0          # not a refresh per request although 4 s < the 30 s skew
+    await asyncio.sleep(2.05)                   # half its life
     assert (await browser.request("GET", "/api/notes/me")).status_code == 200
     assert rig.provider.refreshes == 1
