@@ -111,3 +111,21 @@ async def test_tokens_shorter_than_the_skew_refresh_at_half_life(rig: Rig) -> No
     await asyncio.sleep(2.05)                   # half its life
     assert (await browser.request("GET", "/api/notes/me")).status_code == 200
     assert rig.provider.refreshes == 1
+
+
+@pytest.mark.bff_env(BFF_REFRESH_SKEW="0")
+async def test_a_streamed_body_is_not_replayed(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    rig.provider.access.clear()
+    big = b"z" * (128 * 1024)                  # above the replay buffer: streamed, so it cannot be sent twice
+    response = await browser.request("POST", "/api/notes/notes", content=big)
+    assert response.status_code == 401 and rig.provider.refreshes == 0
+
+
+@pytest.mark.bff_env(BFF_REFRESH_SKEW="0")
+async def test_replayed_at_most_once(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    rig.provider.access_ttl = -10               # every new token is refused upstream too
+    rig.provider.access.clear()
+    response = await browser.request("GET", "/api/notes/me")
+    assert response.status_code == 401 and rig.provider.refreshes == 1
