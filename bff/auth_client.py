@@ -83,10 +83,21 @@ class AuthClient:
     async def authorization_endpoint(self) -> str:
         return str((await self.discover())["authorization_endpoint"])
 
+    def _client_auth(self, metadata: dict[str, Any], key: str, form: dict[str, str]
+                      ) -> tuple[httpx.Auth, dict[str, str]]:
+        """client_secret_basic unless the provider lists only client_secret_post (RFC 8414 §2)."""
+        methods = metadata.get(key) or ["client_secret_basic"]
+        if "client_secret_basic" not in methods and "client_secret_post" in methods:
+            no_header = httpx.Auth()
+            return no_header, {**form, "client_id": self.settings.client_id,
+                               "client_secret": self.settings.client_secret}
+        return self._auth, form
+
     async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
-        endpoint = (await self.discover())["token_endpoint"]
+        metadata = await self.discover()
+        auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", form)
         try:
-            response = await self.http.post(endpoint, data=form, auth=self._auth,
+            response = await self.http.post(metadata["token_endpoint"], data=form, auth=auth,
                                             headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
             raise AuthServerUnavailable() from exc
@@ -131,12 +142,14 @@ class AuthClient:
 
     async def revoke(self, refresh_token: str) -> None:
         """RFC 7009. Raises AuthServerUnavailable when the server cannot be told."""
-        endpoint = (await self.discover()).get("revocation_endpoint")
+        metadata = await self.discover()
+        endpoint = metadata.get("revocation_endpoint")
         if not endpoint:
             return
+        auth, form = self._client_auth(metadata, "revocation_endpoint_auth_methods_supported",
+                                       {"token": refresh_token, "token_type_hint": "refresh_token"})
         try:
-            response = await self.http.post(endpoint, auth=self._auth,
-                                             data={"token": refresh_token, "token_type_hint": "refresh_token"})
+            response = await self.http.post(endpoint, auth=auth, data=form)
         except httpx.HTTPError as exc:
             raise AuthServerUnavailable() from exc
         if response.status_code != 200:
@@ -183,7 +196,7 @@ class AuthClient:
         key = await self._signing_key(header.get("kid"))
         try:
             claims = jwt.decode(id_token, key, algorithms=[header["alg"]], audience=self.settings.client_id,
-                                issuer=self.settings.issuer, leeway=ID_TOKEN_LEEWAY,
+                                issuer=(await self.discover())["issuer"], leeway=ID_TOKEN_LEEWAY,
                                 options={"require": ["iss", "sub", "aud", "exp"]})
         except jwt.PyJWTError as exc:
             raise ProviderRejected("invalid_id_token", "The ID token is not valid.") from exc

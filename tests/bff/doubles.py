@@ -44,6 +44,7 @@ class Provider:
     access: dict[str, float] = field(default_factory=dict)       # access token -> expiry
     revoked: list[str] = field(default_factory=list)
     id_token_override: Callable[[dict[str, Any]], str] | None = None
+    post_only: bool = False                                       # advertise client_secret_post only
 
     def id_token(self, claims: dict[str, Any]) -> str:
         if self.id_token_override is not None:
@@ -64,10 +65,13 @@ class Provider:
         return JSONResponse({"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]})
 
     async def discovery(self, request: Request) -> Response:
-        return JSONResponse({"issuer": self.issuer, "authorization_endpoint": self.issuer + "/authorize",
-                             "token_endpoint": self.issuer + "/token", "revocation_endpoint": self.issuer + "/revoke",
-                             "jwks_uri": self.issuer + "/jwks",
-                             "code_challenge_methods_supported": ["S256"]})
+        base = self.issuer.rstrip("/")
+        methods = ["client_secret_post"] if self.post_only else ["client_secret_basic", "client_secret_post"]
+        return JSONResponse({"issuer": self.issuer, "authorization_endpoint": base + "/authorize",
+                             "token_endpoint": base + "/token", "revocation_endpoint": base + "/revoke",
+                             "jwks_uri": base + "/jwks", "code_challenge_methods_supported": ["S256"],
+                             "token_endpoint_auth_methods_supported": methods,
+                             "revocation_endpoint_auth_methods_supported": methods})
 
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
@@ -86,11 +90,9 @@ class Provider:
                 "expires_in": self.access_ttl, "scope": "openid notes:read"}
 
     async def token(self, request: Request) -> Response:
-        auth = request.headers.get("authorization", "")
-        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        if auth != expected:
-            return JSONResponse({"error": "invalid_client"}, 401)
         form = await request.form()
+        if not self._client_ok(request, form):
+            return JSONResponse({"error": "invalid_client"}, 401)
         if form["grant_type"] == "authorization_code":
             grant = self.codes.pop(str(form["code"]), None)
             verifier = str(form.get("code_verifier", ""))
@@ -117,10 +119,18 @@ class Provider:
             return JSONResponse({"error": "invalid_grant"}, 400)
         return JSONResponse(self._pair(family), headers={"Cache-Control": "no-store"})
 
+    def _client_ok(self, request: Request, form: Any) -> bool:
+        auth = request.headers.get("authorization")
+        if self.post_only:
+            return auth is None and form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET
+        return auth == "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+
     async def revoke(self, request: Request) -> Response:
         if self.down:
             return JSONResponse({"error": "temporarily_unavailable"}, 503)
         form = await request.form()
+        if not self._client_ok(request, form):
+            return JSONResponse({"error": "invalid_client"}, 401)
         family = self.refresh_index.get(str(form["token"]))
         if family is not None:
             self.families.pop(family, None)

@@ -9,7 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import redis
 
-from tests.bff.conftest import Rig, running
+from tests.bff.conftest import Rig, bff_env, running
+from tests.bff.doubles import Provider
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -158,3 +160,16 @@ async def test_plain_http_development_cookies(rig: Rig) -> None:
     assert re.fullmatch(r"session=[A-Za-z0-9_-]{43}; Path=/; HttpOnly; SameSite=Lax",
                         callback.headers.get_list("set-cookie")[0])
     assert (await browser.request("GET", "/bff/user")).status_code == 200
+
+
+async def test_other_providers_issuer_slash_and_client_secret_post(redis_url: str, server_factory: Any) -> None:
+    """A provider whose issuer ends in "/" and that takes client_secret_post only (as some hosted ones do)."""
+    port = free_port()
+    provider = Provider(issuer=f"http://127.0.0.1:{port}/", post_only=True)
+    server_factory(provider.app(), port)
+    upstream = server_factory(provider.upstream())
+    async with running(provider, upstream.url, bff_env(provider.issuer, upstream.url, redis_url)) as rig:
+        browser = await rig.logged_in()
+        assert (await browser.request("GET", "/bff/user")).json()["username"] == "alice"
+        assert (await browser.request("POST", "/bff/logout")).status_code == 204
+        assert provider.revoked
