@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -18,7 +19,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from redis import asyncio as aioredis
-from redis import exceptions as redis_errors
+from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -32,6 +35,29 @@ from .verifier import TokenVerifier, VerifierError
 from .verifier.starlette import BearerAuthMiddleware, get_claims, requires_scope
 
 log = logging.getLogger(__name__)
+
+
+# Redis is unavailable, in each form redis-py reports it: a dead or hung node, a cluster that lost a master
+# (CLUSTERDOWN, or no node for a slot), a slot being moved. All are a 503, never a 500.
+STORE_DOWN: tuple[type[Exception], ...] = (
+    RedisConnectionError, RedisTimeoutError, ClusterError, TryAgainError, RedisClusterException,
+)
+REDIS_RACE: tuple[type[Exception], ...] = (AttributeError, RuntimeError, TypeError)
+_REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
+
+
+def redis_transport_race(exc: BaseException) -> bool:
+    """redis-py 8.1 lets a write on a connection closed under it escape as AttributeError, RuntimeError or TypeError
+    instead of ConnectionError (redis-py #3546, #4287). Its cluster client closes every connection after one error,
+    so concurrent commands hit this whenever a node fails: it means Redis is unavailable, not a bug of ours."""
+    if not isinstance(exc, REDIS_RACE):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION):
+            return True
+        tb = tb.tb_next
+    return False
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 2000
@@ -196,8 +222,8 @@ def create_app(
         redis_ok = False
         try:
             redis_ok = bool(await store().ping())
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError):
-            pass
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+            log.warning("readiness: Redis unavailable: %s", type(exc).__name__)
         ready = redis_ok and verifier.ready
         return JSONResponse({"status": "ready" if ready else "not ready", "keys": verifier.ready, "redis": redis_ok},
                             200 if ready else 503)
@@ -267,6 +293,11 @@ def create_app(
         names = {404: "not_found", 405: "method_not_allowed"}
         return _error(status, names.get(status, "invalid_request"), str(getattr(exc, "detail", "")))
 
+    async def transport_race(request: Request, exc: Exception) -> Response:
+        if redis_transport_race(exc):
+            return await store_unavailable(request, exc)
+        raise exc
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "server_error", "An internal error occurred.")
@@ -291,8 +322,7 @@ def create_app(
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
-            redis_errors.ConnectionError: store_unavailable,
-            redis_errors.TimeoutError: store_unavailable,
+            **dict.fromkeys(STORE_DOWN, store_unavailable), **dict.fromkeys(REDIS_RACE, transport_race),
             Exception: server_error,
         },
         lifespan=lifespan,
