@@ -116,7 +116,8 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
 
 async def test_concurrent_get_touch_each_gets_its_own(store: ByteStore) -> None:
     # RedisStore coalesces concurrent GETEX calls into one pipeline: each caller must still get its own value.
+    # No hash tag: on a Cluster these keys spread over every node, and the pipeline must still match them up.
     for i in range(40):
-        await store.set(f"{{t}}k{i}", str(i).encode(), 10_000)
-    values = await asyncio.gather(*(store.get_touch(f"{{t}}k{i % 45}", 10_000) for i in range(300)))
+        await store.set(f"bff:{{s{i}}}:s", str(i).encode(), 10_000)
+    values = await asyncio.gather(*(store.get_touch(f"bff:{{s{i % 45}}}:s", 10_000) for i in range(300)))
     assert values == [str(i % 45).encode() if i % 45 < 40 else None for i in range(300)]
