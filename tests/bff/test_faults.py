@@ -48,3 +48,21 @@ async def test_starts_with_redis_down(rig_env: tuple[Provider, str, dict[str, st
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"] == {"store": "unavailable", "auth_server": "ok"}
+
+
+async def test_starts_before_the_auth_server_and_finds_it_later(redis_url: str, server_factory: Any) -> None:
+    from tests.bff.conftest import bff_env
+    from tests.conftest import free_port
+
+    port = free_port()
+    provider = Provider(issuer=f"http://127.0.0.1:{port}")
+    upstream = server_factory(provider.upstream())
+    async with running(provider, upstream.url, bff_env(provider.issuer, upstream.url, redis_url)) as rig:
+        client = rig.browser().client
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["auth_server"] == "unavailable"
+        login = await client.get("/bff/login")
+        assert login.status_code == 503 and login.json()["error"] == "temporarily_unavailable"
+        server_factory(provider.app(), port)
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await rig.logged_in()).cookies
