@@ -141,7 +141,7 @@ def grants(auth_url: str) -> float:
     total = 0.0
     for line in text.splitlines():
         if line.startswith("auth_token_grants_total{") and 'grant_type="refresh_token"' in line \
-                and 'outcome="success"' in line:
+                and 'outcome="ok"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -185,7 +185,7 @@ def refresh_storm(args: argparse.Namespace) -> None:
             statuses = asyncio.run(storm(urls, cookie, args.storm))
             refreshes = grants(auth_url) - before
             alive = httpx.get(f"{urls[1]}/bff/user", headers={"Cookie": cookie, "X-CSRF": "1"}).status_code == 200
-            label = f"auth server slowed by {delay:.0f}s (> lock lease)" if delay else "auth server at full speed"
+            label = f"auth server slowed by {delay:.0f}s (lease 5 s)" if delay else "auth server at full speed"
             row(f"{label}: refresh calls", f"{refreshes:.0f}", "target 1")
             row(f"{label}: statuses", json.dumps(statuses), f"all 200; session alive: {alive}")
 
@@ -250,7 +250,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--storm", type=int, default=64)
-    parser.add_argument("--slow", type=float, default=12.0, help="auth server delay in the slow storm (s)")
+    parser.add_argument("--slow", type=float, default=8.0,
+                        help="auth server delay in the slow storm (s): beyond the BFF's 5 s lock lease, "
+                             "within its 10 s back-channel timeout")
     parser.add_argument("--only", default="", help="comma-separated section names: proxy,storm,verify,memory")
     return parser.parse_args()
 

@@ -1,6 +1,6 @@
 """A reverse proxy that slows the auth server's refresh grant, for the refresh-storm benchmark.
 
-    python bench/slow_proxy.py --port 9100 --upstream http://127.0.0.1:9000 --delay 12
+    python bench/slow_proxy.py --port 9100 --upstream http://127.0.0.1:9000 --delay 8
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
-    parser.add_argument("--delay", type=float, default=12.0)
+    parser.add_argument("--delay", type=float, default=8.0)
     args = parser.parse_args()
     web.run_app(create_app(args.upstream.rstrip("/"), args.delay), host="127.0.0.1", port=args.port,
                 print=None)
