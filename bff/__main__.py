@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 
 import uvicorn
+
+from bff.logs import log_config
+
+GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="a JSON line per request (off by default: it costs throughput)")
     stack = commands.add_parser("stack", help="auth server, resource server and BFF in one process")
     stack.add_argument("--host", default="127.0.0.1")
     stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
@@ -28,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
 
         stack_module.main(args)
         return
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = log_config(args.log_level)
+    config["loggers"]["bff.access"] = {"level": "INFO" if args.access_log else "WARNING"}
+    logging.config.dictConfig(config)
     from bff.settings import Settings, SettingsError
 
     try:
@@ -36,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")
     uvicorn.run("bff.app:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level=args.log_level, access_log=args.access_log, proxy_headers=False)
+                log_config=config, access_log=False, proxy_headers=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bff.logs import ACCESS, access, request_id
 
 
 class Metrics:
@@ -43,11 +46,15 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        rid = ""
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, rid
             if message["type"] == "http.response.start":
                 status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name == b"x-request-id":  # the id the proxy sent upstream
+                        rid = value.decode("latin-1")
                 route = getattr(scope.get("route"), "path", "unmatched")
                 histogram = self._latency.get(route)
                 if histogram is None:
@@ -63,3 +70,6 @@ class MetricsMiddleware:
             if counter is None:
                 counter = self._children[(route, status)] = self.metrics.requests.labels(route, str(status))
             counter.inc()
+            if ACCESS.isEnabledFor(logging.INFO):  # off by default in `bff serve` (--access-log): hot path
+                access(scope["method"], route, scope["path"], status, time.perf_counter() - start,
+                       rid or request_id(scope["headers"]), scope.get("client"))
