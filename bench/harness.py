@@ -177,6 +177,32 @@ def login(bff_url: str, username: str, password: str) -> str:
         return "; ".join(f"{k}={v}" for k, v in session.items())
 
 
+def code_flow_tokens(auth_url: str, secret: str, redirect_uri: str, username: str, password: str) -> dict[str, str]:
+    """Authorization code + PKCE straight against the auth server, as the BFF does it: the real token response."""
+    import base64
+    import hashlib
+    import secrets as _secrets
+    from urllib.parse import parse_qs, urlsplit
+
+    verifier = _secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    with httpx.Client(follow_redirects=False, timeout=10) as client:
+        params = {"response_type": "code", "client_id": "bff", "redirect_uri": redirect_uri,
+                  "scope": "openid notes:read notes:write", "state": "bench-state", "nonce": "bench-nonce",
+                  "code_challenge": challenge, "code_challenge_method": "S256"}
+        form_page = client.get(f"{auth_url}/oauth/authorize", params=params)
+        parser = _FormParser()
+        parser.feed(form_page.text)
+        action = urljoin(str(form_page.url), parser.action or str(form_page.url))
+        r = client.post(action, data={**parser.fields, "username": username, "password": password})
+        code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+        r = client.post(f"{auth_url}/oauth/token", auth=("bff", secret), data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+            "code_verifier": verifier})
+        r.raise_for_status()
+        return dict(r.json())
+
+
 def client_credentials_token(auth_url: str, secret: str) -> str:
     r = httpx.post(f"{auth_url}/oauth/token", data={"grant_type": "client_credentials", "scope": "notes:read"},
                    auth=("bench", secret), timeout=10)

@@ -32,6 +32,7 @@ from bench.harness import (  # noqa: E402
     auth_clients,
     bff_env,
     client_credentials_token,
+    code_flow_tokens,
     free_port,
     login,
     processes,
@@ -225,13 +226,15 @@ def _used_memory(port: int) -> int:
 
 
 def session_memory(args: argparse.Namespace) -> None:
-    """Section 5: Redis memory per BFF session at 10k and 100k sessions (real-sized tokens, encrypted records)."""
-    from resource_server.verifier.testing import FakeIssuer
-
-    print("\n5. Redis memory per session (INFO memory used_memory delta)", flush=True)
-    issuer = FakeIssuer("http://localhost:9000", "notes")
-    access = issuer.token("openid notes:read notes:write", sub="x" * 22, client_id="bff", sid="s" * 22)
-    refresh = issuer.token("openid notes:read notes:write", sub="x" * 22, client_id="bff", sid="s" * 22)
+    """Section 5: Redis memory per BFF session at 10k and 100k sessions (real tokens, encrypted records)."""
+    print("\n5. Redis memory per session (INFO memory used_memory delta; tokens from a real RS256 login)",
+          flush=True)
+    with processes() as procs:
+        redis_url, _ = start_redis(procs)
+        callback = "http://127.0.0.1:9/bff/callback"  # never called: the code is taken from the redirect
+        auth_url = start_auth(procs, redis_url, ["http://127.0.0.1:9"], "memory-secret", access_ttl=300)
+        tokens = code_flow_tokens(auth_url, "memory-secret", callback, USER, PASSWORD)
+    access, refresh = tokens["access_token"], tokens["refresh_token"]
     row("token sizes (access, refresh) in bytes", f"{len(access)}, {len(refresh)}")
     per: dict[int, float] = {}
     for n in (10_000, 100_000):

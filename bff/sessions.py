@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from bff.errors import StoreUnavailable
 SESSION_INFO = b"jwt-bff session"
 LOGIN_INFO = b"jwt-bff login"
 NONCE_BYTES = 12
+COMPRESSION_LEVEL = 6   # zlib: records are sealed on login and refresh only, opened on every request
 REF_CACHE = 4096            # cookie -> derived key and store key, for busy sessions
 # 32 random bytes in unpadded base64url are exactly 43 characters; anything else is refused before Redis is asked.
 _SECRET_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -309,16 +311,20 @@ class Sealed:
         return f"bff:{{{self.id}}}:lock"
 
     def seal(self, data: dict[str, Any]) -> bytes:
+        # Compressed before sealing: two JWTs share most of their claims and base64 text deflates, so a session
+        # takes ~25 % less Redis memory (bench/run.py, section 5). No length oracle: only Redis sees the ciphertext,
+        # and a record holds one user's data.
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self.aead.encrypt(nonce, json.dumps(data, separators=(",", ":")).encode(), self.key.encode())
+        plain = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), COMPRESSION_LEVEL)
+        return nonce + self.aead.encrypt(nonce, plain, self.key.encode())
 
     def open(self, blob: bytes | None) -> dict[str, Any] | None:
         if blob is None or len(blob) <= NONCE_BYTES:
             return None
         try:
             plain = self.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], self.key.encode())
-            data = json.loads(plain)
-        except (InvalidTag, ValueError):
+            data = json.loads(zlib.decompress(plain))  # authenticated first: only our own records are inflated
+        except (InvalidTag, ValueError, zlib.error):
             return None
         return data if isinstance(data, dict) else None
 

@@ -93,3 +93,24 @@ async def test_redis_ttl_is_capped_by_the_absolute_expiry(redis_url: str) -> Non
     assert 0 < await client.pttl(ref.key) <= 2000
     await asyncio.sleep(0)
     await client.aclose()
+
+
+async def test_records_are_compressed_before_sealing() -> None:
+    """Two real-sized JWTs sharing most claims take far less than their length once stored (Redis memory)."""
+    from resource_server.verifier.testing import FakeIssuer
+
+    issuer = FakeIssuer("http://localhost:9000", "notes")
+    access = issuer.token("openid notes:read notes:write", sub="user-1", client_id="bff", sid="family-1")
+    refresh = issuer.token("openid notes:read notes:write", sub="user-1", client_id="bff", sid="family-1",
+                           headers={"typ": "rt+jwt"})
+    store = MemoryStore()
+    manager = SessionManager(store, idle_ttl=60, absolute_ttl=600)
+    secret, _ = await manager.create(access_token=access, refresh_token=refresh,
+                                     access_expires_at=manager.clock() + 300, sub="user-1", username="alice",
+                                     scope="openid notes:read notes:write")
+    ref = manager.ref(secret)
+    assert ref is not None
+    blob = await store.get(ref.key)
+    assert blob is not None and len(blob) < 0.75 * (len(access) + len(refresh))
+    session = await manager.load(ref)
+    assert session is not None and (session.access_token, session.refresh_token) == (access, refresh)
