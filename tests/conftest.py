@@ -6,6 +6,8 @@ Nothing here touches the machine's own Redis on 6379. A missing ``redis-server``
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import socket
@@ -344,3 +346,36 @@ def redis_cluster() -> Iterator[RedisCluster]:
 def redis_cluster_url(redis_cluster: RedisCluster) -> str:
     redis_cluster.flushall()
     return redis_cluster.url
+
+
+# --- logs -----------------------------------------------------------------------------------------------------
+
+
+class JSONLines(logging.Handler):
+    """Collects what a logger writes, formatted by the service's own JSON formatter and parsed back."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def json_log() -> Iterator[Any]:
+    """``lines = json_log(ACCESS, JSONFormatter())``: the logger's lines at INFO, as parsed JSON, for this test."""
+    attached: list[tuple[logging.Logger, JSONLines, int]] = []
+
+    def capture(logger: logging.Logger, formatter: logging.Formatter) -> list[dict[str, Any]]:
+        handler = JSONLines(formatter)
+        attached.append((logger, handler, logger.level))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        return handler.lines
+
+    yield capture
+    for logger, handler, level in attached:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,42 +17,22 @@ from tests.bff.doubles import Browser, Provider
 pytestmark = pytest.mark.anyio
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JSONFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def access_lines() -> Iterator[Lines]:
-    handler = Lines()
-    ACCESS.addHandler(handler)
-    level = ACCESS.level
-    ACCESS.setLevel(logging.INFO)
-    yield handler
-    ACCESS.removeHandler(handler)
-    ACCESS.setLevel(level)
-
-
 async def test_access_lines_have_route_and_request_id_but_no_code_state_or_token(rig: Rig,
-                                                                                access_lines: Lines) -> None:
+                                                                                json_log: Any) -> None:
+    lines = json_log(ACCESS, JSONFormatter())
     browser = await rig.logged_in()
     proxied = await browser.request("GET", "/api/notes/me?x=1", headers={"X-Request-ID": "trace-9"})
     assert proxied.status_code == 200
     anonymous = await rig.browser().request("GET", "/bff/user")
     assert anonymous.status_code == 401
-    by_route = {line["route"]: line for line in access_lines.lines}
+    by_route = {line["route"]: line for line in lines}
     callback = by_route["/bff/callback"]
     assert callback["status"] == 302 and callback["path"] == "/bff/callback"
     api = by_route["/api/{route}/{path}"]
     assert (api["request_id"], api["path"], api["status"], api["method"]) == ("trace-9", "/api/notes/me", 200, "GET")
     user = by_route["/bff/user"]
     assert user["status"] == 401 and len(user["request_id"]) >= 16
-    text = json.dumps(access_lines.lines)
+    text = json.dumps(lines)
     assert "eyJ" not in text and "code=" not in text and "state" not in text
     assert not any(value in text for value in browser.cookies.values())
 

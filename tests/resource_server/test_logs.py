@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -20,29 +19,9 @@ from .helpers import bearer
 pytestmark = pytest.mark.anyio
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JSONFormatter())
-        self.lines: list[dict[str, object]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def access_lines() -> Iterator[Lines]:
-    handler = Lines()
-    ACCESS.addHandler(handler)
-    level = ACCESS.level
-    ACCESS.setLevel(logging.INFO)
-    yield handler
-    ACCESS.removeHandler(handler)
-    ACCESS.setLevel(level)
-
-
 async def test_access_lines_carry_route_status_and_request_id_but_no_token(redis_url: str,
-                                                                           access_lines: Lines) -> None:
+                                                                           json_log: Any) -> None:
+    lines = json_log(ACCESS, JSONFormatter())
     issuer = FakeIssuer("http://localhost:9000", "notes")
     token = issuer.token("notes:read", sub="alice", client_id="bff")
     redis = aioredis.Redis.from_url(redis_url)
@@ -53,8 +32,8 @@ async def test_access_lines_carry_route_status_and_request_id_but_no_token(redis
         refused = await client.get(f"/notes?access_token={token}")
         assert refused.status_code == 401
     await redis.aclose()
-    first, second = access_lines.lines
+    first, second = lines
     assert (first["route"], first["status"], first["request_id"]) == ("/notes", 200, "trace-1")
     assert (second["path"], second["status"]) == ("/notes", 401)
     assert second["request_id"] == refused.headers["x-request-id"]
-    assert token not in json.dumps(access_lines.lines) and "eyJ" not in json.dumps(access_lines.lines)
+    assert token not in json.dumps(lines) and "eyJ" not in json.dumps(lines)
