@@ -9,7 +9,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urljoin
 
@@ -17,6 +16,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tests.auth_server.helpers import form_of
 from tests.bff.doubles import Browser
 from tests.conftest import ServerThread, free_port
 
@@ -58,19 +58,6 @@ class TokenGate:
         await self.app(scope, replay, send)
 
 
-class _Form(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form" and self.action is None:
-            self.action = a.get("action") or ""
-        elif tag == "input" and a.get("type") == "hidden" and a.get("name"):
-            self.fields[str(a["name"])] = a.get("value") or ""
-
 
 @dataclass
 class Stack:
@@ -98,8 +85,7 @@ class Stack:
             assert start.status_code == 302, start.text
             page = await idp.get(start.headers["location"])
             assert page.status_code == 200, page.text
-            form = _Form()
-            form.feed(page.text)
+            form = form_of(page.text)
             assert form.action is not None, page.text
             posted = await idp.post(urljoin(str(page.url), form.action),
                                     data={**form.fields, "username": username, "password": PASSWORD})
