@@ -106,7 +106,7 @@ async def test_auth_server_restarted_during_refresh_storms(stack_factory: Any) -
     await asyncio.sleep(3.0)                                         # every access token expires meanwhile
     stack.auth_server = stack.restart_auth()
     up_at = time.monotonic() - load.started
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(2.5)
     stop.set()
     await asyncio.wait_for(task, 30)
 

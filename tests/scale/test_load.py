@@ -2,7 +2,7 @@
 sessions refresh all the time: 0 errors, 0 sessions lost, BFF memory flat.
 
 The full run (200 sessions for 60 s) is marked ``load`` and left out of the default run: ``pytest -m load
-tests/scale -s`` prints its figures. A short version (50 sessions for 7 s) runs by default."""
+tests/scale -s`` prints its figures. A short version (50 sessions for 6 s) runs by default."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ async def run(stack_factory: Any, process_factory: Any, sessions: int, seconds: 
 
 
 async def test_short_load(stack_factory: Any, process_factory: Any) -> None:
-    figures = await run(stack_factory, process_factory, sessions=50, seconds=5, access_ttl=3)
+    figures = await run(stack_factory, process_factory, sessions=50, seconds=4, access_ttl=3)
     for baseline, peak, end in figures.rss:
         assert peak - baseline < 20 and end - baseline < 20, figures.report()
 
