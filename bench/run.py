@@ -107,6 +107,7 @@ def proxy_throughput(args: argparse.Namespace) -> None:
 
         direct = measure(f"{rs_url}/me", {"Authorization": f"Bearer {token}"})
         bare = measure(f"http://127.0.0.1:{bare_port}/me", {})
+        wrk(f"{bff_url}/api/notes/me", browser, seconds=1, connections=args.connections)  # warm-up
         before = redis_commandstats(redis_port)
         bff = wrk(f"{bff_url}/api/notes/me", browser, seconds=args.seconds, connections=args.connections)
         after = redis_commandstats(redis_port)
@@ -124,6 +125,15 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         total = sum(delta.values())
         row("Redis commands per BFF request", f"{total / max(bff.requests, 1):.3f}", "target 1")
         row("  by command", ", ".join(f"{k}={v / max(bff.requests, 1):.3f}" for k, v in sorted(delta.items())))
+
+        logged = start_bff(procs, stack, free_port(), "--access-log")
+        cookie_logged = login(logged, USER, PASSWORD)
+        wrk(f"{logged}/api/notes/me", {"Cookie": cookie_logged, "X-CSRF": "1"}, seconds=1,
+            connections=args.connections)
+        with_log = wrk(f"{logged}/api/notes/me", {"Cookie": cookie_logged, "X-CSRF": "1"}, seconds=args.seconds,
+                       connections=args.connections)
+        row("BFF --access-log (JSON line per request, as compose runs it)", fmt(with_log))
+        row("BFF --access-log / BFF", f"{with_log.rps / bff.rps:.2f}x")
 
         print("\n6. Multi-worker BFF", flush=True)
         two = start_bff(procs, stack, bff_ports[1], "--workers", "2")
