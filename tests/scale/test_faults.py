@@ -41,14 +41,14 @@ async def test_bff_replica_killed_mid_load(stack_factory: Any, process_factory: 
     stop = asyncio.Event()
     load = Load()
     task = asyncio.create_task(run_load(cookies, lambda: alive, stop, load=load))
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.0)
     assert first.proc is not None
     first.proc.send_signal(signal.SIGKILL)
     killed_at = time.monotonic() - load.started
     first.proc.wait(5)
     await asyncio.sleep(0.5)          # the balancer notices after a while; until then requests to it fail
     alive.remove(first.url)
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.0)
     stop.set()
     await asyncio.wait_for(task, 30)
 
@@ -56,7 +56,7 @@ async def test_bff_replica_killed_mid_load(stack_factory: Any, process_factory: 
     on_second = load.counts(second.url)
     assert set(on_second) == {200}, on_second                       # the survivor never failed
     assert load.counts(first.url, after=killed_at + 0.2).get(200, 0) == 0
-    assert before[200] > 20 and all(s == 200 or isinstance(s, str) for s in before), before
+    assert before[200] >= 20 and all(s == 200 or isinstance(s, str) for s in before), before
     assert load.sessions_ok(after=killed_at + 0.6, url=second.url) == set(range(20))
     assert await check_all(cookies, second.url) == {200: 40}
 
