@@ -93,12 +93,13 @@ class AuthClient:
                                "client_secret": self.settings.client_secret}
         return self._auth, form
 
-    async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
+    async def _token_request(self, form: dict[str, str], http_timeout: float | None = None) -> dict[str, Any]:
         metadata = await self.discover()
         auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", form)
         try:
             response = await self.http.post(metadata["token_endpoint"], data=form, auth=auth,
-                                            headers={"Accept": "application/json"})
+                                            headers={"Accept": "application/json"},
+                                            timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout)
         except httpx.HTTPError as exc:
             raise AuthServerUnavailable() from exc
         try:
@@ -136,8 +137,10 @@ class AuthClient:
         })
         return self._token_set(body)
 
-    async def refresh(self, refresh_token: str, scope: str) -> TokenSet:
-        body = await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
+    async def refresh(self, refresh_token: str, scope: str, *, http_timeout: float | None = None) -> TokenSet:
+        """``http_timeout``: how long the answer may take, beyond the client's default (a late answer still counts)."""
+        body = await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token},
+                                         http_timeout)
         return self._token_set(body, refresh_token, scope)
 
     async def revoke(self, refresh_token: str) -> None:

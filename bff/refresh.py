@@ -11,6 +11,11 @@ login. So at most one refresh per session may run anywhere, and everyone else mu
   is gone.
 
 ``invalid_grant`` ends the session (401 login_required); an unreachable auth server is temporary (503, kept).
+
+A refresh the requests stop waiting for (the auth server is slower than ``BFF_AUTH_TIMEOUT``) is not abandoned: the
+auth server may already have rotated the family, and the only copy of the new refresh token is in its answer. So it
+runs on, under its renewed lock, for up to ``LATE_ANSWER_LIMIT`` seconds and saves what it gets; the requests get a
+503 meanwhile, and the session survives.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ RENEW_FRACTION = 3          # renew the lease three times per lease period
 POLL_FIRST = 0.01           # seconds: first wait of a waiter, doubled up to POLL_MAX
 POLL_MAX = 0.2
 WAIT_MARGIN = 2.0           # seconds a waiter waits beyond the auth timeout and one lease
+LATE_ANSWER_LIMIT = 60.0    # seconds a refresh nobody waits for any more may still take to land
 
 
 class Refresher:
@@ -41,6 +47,8 @@ class Refresher:
         self.auth = auth
         self.skew = skew
         self.lease_ms = int(lock_lease * 1000)
+        self.auth_timeout = auth_timeout
+        self._late: set[asyncio.Future[Session]] = set()   # refreshes finishing after their requests gave up
         self.wait_limit = auth_timeout + lock_lease + WAIT_MARGIN
         self.on_outcome = on_outcome
         self._inflight: dict[str, asyncio.Future[Session]] = {}
@@ -74,11 +82,14 @@ class Refresher:
         deadline = time.monotonic() + self.wait_limit
         while True:
             if await store.acquire(ref.lock_key, owner, self.lease_ms):
+                work = asyncio.ensure_future(self._refresh_locked(ref, stale, owner))
                 try:
-                    return await self._refresh_locked(ref, stale, owner)
-                finally:
-                    with contextlib.suppress(StoreUnavailable):
-                        await store.release(ref.lock_key, owner)
+                    return await asyncio.wait_for(asyncio.shield(work), self.auth_timeout)
+                except TimeoutError:
+                    self._late.add(work)
+                    work.add_done_callback(self._landed)
+                    self.on_outcome("late")
+                    raise AuthServerUnavailable("The auth server is slow to refresh; try again shortly.") from None
             # Another replica holds the lock: wait for its result.
             delay = POLL_FIRST
             while True:
@@ -96,6 +107,11 @@ class Refresher:
                 if time.monotonic() > deadline:
                     self.on_outcome("timeout")
                     raise AuthServerUnavailable("The token refresh is taking too long; try again shortly.")
+
+    def _landed(self, work: asyncio.Future[Session]) -> None:
+        self._late.discard(work)
+        if not work.cancelled() and work.exception() is not None:  # retrieved: the requests already got a 503
+            log.warning("a late refresh failed: %s", type(work.exception()).__name__)
 
     async def _keep_lease(self, key: str, owner: str) -> None:
         while True:
@@ -122,7 +138,7 @@ class Refresher:
                 self.on_outcome("no_refresh_token")
                 raise LoginRequired("The session expired; log in again.")
             try:
-                tokens = await self.auth.refresh(current.refresh_token, current.scope)
+                tokens = await self.auth.refresh(current.refresh_token, current.scope, http_timeout=LATE_ANSWER_LIMIT)
             except ProviderRejected as exc:
                 if exc.oauth_error == "invalid_grant":
                     await self.manager.delete(ref)
@@ -143,3 +159,5 @@ class Refresher:
             return current
         finally:
             renewer.cancel()
+            with contextlib.suppress(StoreUnavailable):
+                await self.manager.store.release(ref.lock_key, owner)
