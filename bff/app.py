@@ -66,10 +66,10 @@ def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse
                         headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def open_redis(url: str) -> Any:
-    """A client for ``REDIS_URL``; a comma-separated list of node URLs means a Redis Cluster (keys of one session
-    share a hash tag, so its record and its lock live in one slot)."""
-    if "," in url:
+def open_redis(url: str, cluster: bool = False) -> Any:
+    """A client for ``REDIS_URL``; a comma-separated list of node URLs, or ``cluster`` (``REDIS_CLUSTER=1``) with one
+    seed node, means a Redis Cluster (keys of one session share a hash tag: its record and its lock share a slot)."""
+    if cluster or "," in url:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
         from redis.asyncio.connection import parse_url
 
@@ -84,7 +84,7 @@ def open_redis(url: str) -> Any:
 
 def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
     own_redis = redis is None
-    client: Any = redis if redis is not None else open_redis(settings.redis_url)
+    client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
     metrics = Metrics()
     manager = SessionManager(RedisStore(client), idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
     http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)

@@ -89,6 +89,7 @@ class Settings:
     absolute_ttl: int = 43200
     refresh_skew: int = 30
     redis_url: str = "redis://localhost:6379/0"
+    redis_cluster: bool = False   # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
     upstream_timeout: float = 30.0
     auth_timeout: float = 10.0
     lock_lease: float = 5.0
@@ -122,6 +123,7 @@ class Settings:
             absolute_ttl=absolute,
             refresh_skew=_int(env, "BFF_REFRESH_SKEW", 30),
             redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
+            redis_cluster=_bool(env, "REDIS_CLUSTER", False),
             upstream_timeout=_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0),
             auth_timeout=_float(env, "BFF_AUTH_TIMEOUT", 10.0),
             lock_lease=_float(env, "BFF_LOCK_LEASE", 5.0),

@@ -1,5 +1,5 @@
-"""``REDIS_CLUSTER=1``: a single ``REDIS_URL`` is one seed node of a Redis Cluster (auth server and resource
-server); the client finds the other masters, so keys on every node work."""
+"""``REDIS_CLUSTER=1``: a single ``REDIS_URL`` is one seed node of a Redis Cluster (all three services); the client
+finds the other masters, so keys on every node work."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import redis
 from auth_server.app import create_app as create_auth
 from auth_server.settings import Settings as AuthSettings
 from auth_server.settings import SettingsError as AuthSettingsError
+from bff.app import open_redis as open_bff_redis
+from bff.settings import Settings as BFFSettings
+from bff.settings import SettingsError as BFFSettingsError
 from resource_server.app import create_app as create_rs
 from resource_server.settings import Settings as RSSettings
 from resource_server.settings import SettingsError as RSSettingsError
@@ -21,13 +24,37 @@ from tests.conftest import RedisCluster
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("settings", [AuthSettings, RSSettings])
+BFF_REQUIRED = {"BFF_CLIENT_SECRET": "s" * 16}
+
+
+@pytest.mark.parametrize("settings", [AuthSettings, RSSettings, BFFSettings])
 def test_redis_cluster_flag_parsing(settings: Any) -> None:
-    assert settings.from_env({}).redis_cluster is False
+    base = BFF_REQUIRED if settings is BFFSettings else {}
+    assert settings.from_env(base).redis_cluster is False
     for raw, value in (("1", True), ("true", True), ("0", False), ("", False), ("no", False)):
-        assert settings.from_env({"REDIS_CLUSTER": raw}).redis_cluster is value
-    with pytest.raises((AuthSettingsError, RSSettingsError), match="REDIS_CLUSTER"):
-        settings.from_env({"REDIS_CLUSTER": "maybe"})
+        assert settings.from_env({**base, "REDIS_CLUSTER": raw}).redis_cluster is value
+    with pytest.raises((AuthSettingsError, RSSettingsError, BFFSettingsError), match="REDIS_CLUSTER"):
+        settings.from_env({**base, "REDIS_CLUSTER": "maybe"})
+
+
+async def test_bff_store_on_one_seed_node(redis_cluster: RedisCluster, redis_cluster_url: str) -> None:
+    from bff.sessions import RedisStore, SessionManager
+
+    seed = redis_cluster.nodes[0]
+    client = open_bff_redis(f"redis://127.0.0.1:{seed.port}/0", cluster=True)
+    manager = SessionManager(RedisStore(client), idle_ttl=60, absolute_ttl=600)
+    try:
+        secrets = [(await manager.create(access_token=f"at-{i}", refresh_token=f"rt-{i}",
+                                         access_expires_at=manager.clock() + 300, sub=f"u{i}", username=f"u{i}",
+                                         scope="openid"))[0] for i in range(40)]
+        for i, secret in enumerate(secrets):
+            ref = manager.ref(secret)
+            assert ref is not None
+            session = await manager.load(ref)
+            assert session is not None and session.access_token == f"at-{i}"
+    finally:
+        await client.aclose()
+    assert all(n > 0 for n in _keys_per_node(redis_cluster, "bff:")), "sessions should spread over every master"
 
 
 def _keys_per_node(cluster: RedisCluster, prefix: str) -> list[int]:
