@@ -88,7 +88,7 @@ def proxy_throughput(args: argparse.Namespace) -> None:
     with processes() as procs:
         redis_url, redis_port = start_redis(procs)
         secret = secrets.token_urlsafe(24)
-        bff_ports = [free_port(), free_port()]
+        bff_ports = [free_port(), free_port(), free_port()]  # plain, with --access-log, with --workers 2
         bff_urls = [f"http://127.0.0.1:{p}" for p in bff_ports]
         auth_url = start_auth(procs, redis_url, bff_urls, secret, access_ttl=3600)
         rs_url = start_rs(procs, redis_url, auth_url)
@@ -126,7 +126,7 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         row("Redis commands per BFF request", f"{total / max(bff.requests, 1):.3f}", "target 1")
         row("  by command", ", ".join(f"{k}={v / max(bff.requests, 1):.3f}" for k, v in sorted(delta.items())))
 
-        logged = start_bff(procs, stack, free_port(), "--access-log")
+        logged = start_bff(procs, stack, bff_ports[1], "--access-log")
         cookie_logged = login(logged, USER, PASSWORD)
         wrk(f"{logged}/api/notes/me", {"Cookie": cookie_logged, "X-CSRF": "1"}, seconds=1,
             connections=args.connections)
@@ -136,7 +136,7 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         row("BFF --access-log / BFF", f"{with_log.rps / bff.rps:.2f}x")
 
         print("\n6. Multi-worker BFF", flush=True)
-        two = start_bff(procs, stack, bff_ports[1], "--workers", "2")
+        two = start_bff(procs, stack, bff_ports[2], "--workers", "2")
         cookie2 = login(two, USER, PASSWORD)
         wrk(f"{two}/api/notes/me", {"Cookie": cookie2, "X-CSRF": "1"}, seconds=1, connections=args.connections)
         w2 = wrk(f"{two}/api/notes/me", {"Cookie": cookie2, "X-CSRF": "1"}, seconds=args.seconds,
@@ -209,8 +209,10 @@ def verifier_cost(args: argparse.Namespace) -> None:
                          cwd=Path(__file__).resolve().parent.parent).stdout
     print(out, flush=True)
     for line in out.splitlines():
-        if m := re.match(r"\s*(.+?)\s+ratio\s+([\d.]+)", line):
-            row(f"verified / unauthenticated: {m.group(1)}", m.group(2), "target >= 0.85")
+        if m := re.match(r"(\S.*?)\s+(\d+)\s+(\d+)\s+([\d.]+)$", line):
+            row(f"verified / unauthenticated: {m.group(1)}", m.group(4), "target >= 0.85")
+        elif m := re.match(r"\s+(RS256|ES256|EdDSA|cached)\s+([\d.]+ µs)", line):
+            row(f"in-process verify, {m.group(1)}", m.group(2))
 
 
 async def _fill_sessions(redis_url: str, n: int, access_token: str, refresh_token: str) -> None:

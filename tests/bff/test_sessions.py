@@ -114,3 +114,26 @@ async def test_records_are_compressed_before_sealing() -> None:
     assert blob is not None and len(blob) < 0.75 * (len(access) + len(refresh))
     session = await manager.load(ref)
     assert session is not None and (session.access_token, session.refresh_token) == (access, refresh)
+
+
+async def test_a_changed_record_is_reopened_never_served_from_the_opened_cache() -> None:
+    store = MemoryStore()
+    manager = SessionManager(store, idle_ttl=60, absolute_ttl=600)
+    secret = await make(manager)
+    ref = manager.ref(secret)
+    assert ref is not None
+    sealed = await store.get(ref.key)
+    assert sealed is not None and (await manager.load(ref)) is not None   # opened once, remembered
+    await store.set(ref.key, sealed[:-1] + bytes([sealed[-1] ^ 1]), 60_000)  # one bit flipped in Redis
+    assert await manager.load(ref) is None
+    other = manager.ref(await make(manager))
+    assert other is not None
+    moved = await store.get(other.key)
+    assert moved is not None
+    await store.set(ref.key, moved, 60_000)            # another session's record under this key
+    assert await manager.load(ref) is None
+    await store.set(ref.key, sealed, 60_000)
+    loaded = await manager.load(ref)
+    assert loaded is not None and loaded.access_token == "eyJaccess"
+    await manager.delete(ref)
+    assert await manager.load(ref) is None
