@@ -34,18 +34,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
-            time.sleep(0.02)
-
-
 @dataclass
 class RedisServer:
     """A private redis-server with append-only persistence, which tests may stop and restart with its data."""
@@ -53,6 +41,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jwt-bff-redis-")))
     proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()  # more redis-server options (a cluster node's)
 
     @property
     def url(self) -> str:
@@ -65,7 +54,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-             "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"],
+             "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -297,16 +286,10 @@ class RedisCluster:
         if exe is None or shutil.which("redis-cli") is None:
             pytest.fail("redis-server/redis-cli are not installed: the cluster tests cannot run")
         for _ in range(3):
-            node = RedisServer(port=_free_cluster_port())
-            node.proc = subprocess.Popen(
-                [exe, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.dir),
-                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-                 "--save", "", "--appendonly", "yes", "--protected-mode", "no", "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            self.nodes.append(node)
-        for node in self.nodes:
-            wait_for_port(node.port)
+            node = RedisServer(port=_free_cluster_port(), extra=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                "--appendfsync", "everysec"))
+            self.nodes.append(node.start())
         create = subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
              "--cluster-replicas", "0", "--cluster-yes"],
@@ -328,7 +311,7 @@ class RedisCluster:
 
     def flushall(self) -> None:
         for node in self.nodes:
-            subprocess.run(["redis-cli", "-p", str(node.port), "FLUSHALL"], check=True, capture_output=True)
+            node.flushall()
 
     def cleanup(self) -> None:
         for node in self.nodes:
