@@ -13,8 +13,6 @@ import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bff.auth_client import AuthClient
 from bff.csrf import CSRFMiddleware
 from bff.endpoints import STATIC, Endpoints, cookie
-from bff.errors import BFFError, LoginRequired, StoreUnavailable, UpstreamTimeout, UpstreamUnavailable
+from bff.errors import BFFError, LoginRequired, UpstreamTimeout, UpstreamUnavailable
 from bff.metrics import Metrics, MetricsMiddleware
 from bff.proxy import Proxy
 from bff.refresh import Refresher
@@ -129,12 +127,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             if isinstance(exc, UpstreamUnavailable | UpstreamTimeout):
                 metrics.upstream_errors.labels(route, exc.error).inc()
             response = await bff_error(request, exc)
-        except (RedisConnectionError, RedisTimeoutError):
-            response = _error(StoreUnavailable())
         await response(scope, receive, send)
-
-    async def store_error(request: Request, exc: Exception) -> Response:
-        return _error(StoreUnavailable())
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -159,8 +152,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         middleware=[Middleware(MetricsMiddleware, metrics=metrics),
                     Middleware(CSRFMiddleware, origin=settings.public_origin),
                     Middleware(PrefixRoute, prefix="/api/", endpoint=api)],
-        exception_handlers={BFFError: bff_error, RedisConnectionError: store_error,
-                            RedisTimeoutError: store_error, Exception: server_error},
+        # Every Redis failure is a StoreUnavailable (a BFFError) already: RedisStore._call translates them all.
+        exception_handlers={BFFError: bff_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
