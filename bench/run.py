@@ -99,18 +99,25 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         procs.append(Proc([sys.executable, "bench/bare_proxy.py", "--port", str(bare_port), "--upstream", rs_url,
                            "--token", token], health=f"http://127.0.0.1:{bare_port}/healthz"))
         cookie = login(bff_url, USER, PASSWORD)
-        browser = {"Cookie": cookie, "X-CSRF": "1"}
 
-        def measure(url: str, headers: dict[str, str]) -> WrkResult:
+        stats: dict[str, dict[str, int]] = {}
+
+        def measure(url: str, headers: dict[str, str], count_redis: bool = False) -> WrkResult:
             wrk(url, headers, seconds=1, connections=args.connections)  # warm-up: pools, caches
-            return wrk(url, headers, seconds=args.seconds, connections=args.connections)
+            if count_redis:
+                stats["before"] = redis_commandstats(redis_port)
+            result = wrk(url, headers, seconds=args.seconds, connections=args.connections)
+            if count_redis:
+                stats["after"] = redis_commandstats(redis_port)
+            return result
+
+        def measure_bff(url: str, cookie: str, count_redis: bool = False) -> WrkResult:
+            return measure(f"{url}/api/notes/me", {"Cookie": cookie, "X-CSRF": "1"}, count_redis)
 
         direct = measure(f"{rs_url}/me", {"Authorization": f"Bearer {token}"})
         bare = measure(f"http://127.0.0.1:{bare_port}/me", {})
-        wrk(f"{bff_url}/api/notes/me", browser, seconds=1, connections=args.connections)  # warm-up
-        before = redis_commandstats(redis_port)
-        bff = wrk(f"{bff_url}/api/notes/me", browser, seconds=args.seconds, connections=args.connections)
-        after = redis_commandstats(redis_port)
+        bff = measure_bff(bff_url, cookie, count_redis=True)
+        before, after = stats["before"], stats["after"]
         row("resource server direct (verifies the JWT)", fmt(direct))
         row("bare aiohttp pass-through proxy -> resource server", fmt(bare))
         row("BFF /api/notes/me (cookie -> session -> JWT)", fmt(bff))
@@ -127,20 +134,13 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         row("  by command", ", ".join(f"{k}={v / max(bff.requests, 1):.3f}" for k, v in sorted(delta.items())))
 
         logged = start_bff(procs, stack, bff_ports[1], "--access-log")
-        cookie_logged = login(logged, USER, PASSWORD)
-        wrk(f"{logged}/api/notes/me", {"Cookie": cookie_logged, "X-CSRF": "1"}, seconds=1,
-            connections=args.connections)
-        with_log = wrk(f"{logged}/api/notes/me", {"Cookie": cookie_logged, "X-CSRF": "1"}, seconds=args.seconds,
-                       connections=args.connections)
+        with_log = measure_bff(logged, login(logged, USER, PASSWORD))
         row("BFF --access-log (JSON line per request, as compose runs it)", fmt(with_log))
         row("BFF --access-log / BFF", f"{with_log.rps / bff.rps:.2f}x")
 
         print("\n6. Multi-worker BFF", flush=True)
         two = start_bff(procs, stack, bff_ports[2], "--workers", "2")
-        cookie2 = login(two, USER, PASSWORD)
-        wrk(f"{two}/api/notes/me", {"Cookie": cookie2, "X-CSRF": "1"}, seconds=1, connections=args.connections)
-        w2 = wrk(f"{two}/api/notes/me", {"Cookie": cookie2, "X-CSRF": "1"}, seconds=args.seconds,
-                 connections=args.connections)
+        w2 = measure_bff(two, login(two, USER, PASSWORD))
         row("BFF --workers 2", fmt(w2))
         row("BFF --workers 2 / --workers 1", f"{w2.rps / bff.rps:.2f}x",
             "2 cores shared with wrk, Redis, the RS")
