@@ -48,13 +48,16 @@ class MetricsMiddleware:
         status = 500
         rid = ""
 
+        logging_on = ACCESS.isEnabledFor(logging.INFO)  # off by default in `bff serve` (--access-log): hot path
+
         async def send_wrapper(message: Message) -> None:
             nonlocal status, rid
             if message["type"] == "http.response.start":
                 status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name == b"x-request-id":  # the id the proxy sent upstream
-                        rid = value.decode("latin-1")
+                if logging_on:
+                    for name, value in message.get("headers", ()):
+                        if name == b"x-request-id":  # the id the proxy sent upstream
+                            rid = value.decode("latin-1")
                 route = getattr(scope.get("route"), "path", "unmatched")
                 histogram = self._latency.get(route)
                 if histogram is None:
@@ -70,6 +73,6 @@ class MetricsMiddleware:
             if counter is None:
                 counter = self._children[(route, status)] = self.metrics.requests.labels(route, str(status))
             counter.inc()
-            if ACCESS.isEnabledFor(logging.INFO):  # off by default in `bff serve` (--access-log): hot path
+            if logging_on:
                 access(scope["method"], route, scope["path"], status, time.perf_counter() - start,
                        rid or request_id(scope["headers"]), scope.get("client"))
