@@ -29,18 +29,28 @@ def _serve(settings: Settings, host: str, port: int) -> int:
         print(f"auth-server: {exc}", file=sys.stderr)
         return 2
     # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
-    uvicorn.run(app, host=host, port=port, log_config=log_config("info"), access_log=False, proxy_headers=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=log_config("info"),
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
     return 0
 
 
 def _rotate(settings: Settings) -> int:
     from .keys import rotate
 
-    new, removed = rotate(settings.keys_dir, settings.signing_alg, settings.key_retention,
-                          settings.key_activation_delay)
-    print(f"new signing key {new.kid} ({new.alg}) in {new.path}; published now, signing in "
-          f"{settings.key_activation_delay} s (AUTH_KEY_ACTIVATION_DELAY)")
+    new, removed = rotate(
+        settings.keys_dir, settings.signing_alg, settings.key_retention, settings.key_activation_delay
+    )
+    print(
+        f"new signing key {new.kid} ({new.alg}) in {new.path}; published now, signing in "
+        f"{settings.key_activation_delay} s (AUTH_KEY_ACTIVATION_DELAY)"
+    )
     for path in removed:
         print(f"removed expired key {path}")
     return 0

@@ -34,7 +34,11 @@ REDIS_TIMEOUT = 2.0  # seconds; a down Redis must give a quick 503, not a hung r
 # Redis is unavailable, in each form redis-py reports it: a dead or hung node, a cluster that lost a master
 # (CLUSTERDOWN, or no node for a slot), a slot being moved. All are a 503, never a 500.
 STORE_DOWN: tuple[type[Exception], ...] = (
-    RedisConnectionError, RedisTimeoutError, ClusterError, TryAgainError, RedisClusterException,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    TryAgainError,
+    RedisClusterException,
 )
 REDIS_RACE: tuple[type[Exception], ...] = (AttributeError, RuntimeError, TypeError)
 _REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
@@ -66,15 +70,17 @@ def open_redis(url: str, cluster: bool = False) -> Any:
             parsed = parse_url(part.strip())
             nodes.append(ClusterNode(str(parsed.get("host", "localhost")), int(parsed.get("port", 6379))))
         return RedisCluster(startup_nodes=nodes, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    return aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
-                                   retry=Retry(NoBackoff(), 1))
+    return aioredis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1)
+    )
 
 
 def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
     own_redis = redis is None
     client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
-    keys = KeyRing(settings.keys_dir, settings.signing_alg, settings.key_retention,
-                   activation_delay=settings.key_activation_delay)
+    keys = KeyRing(
+        settings.keys_dir, settings.signing_alg, settings.key_retention, activation_delay=settings.key_activation_delay
+    )
     metrics = Metrics()
     ep = Endpoints(settings, client, keys, metrics)
 
@@ -111,8 +117,11 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
 
     async def signup_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignUpError)
-        return JSONResponse({"error": exc.error, "error_description": exc.description, "field": exc.field},
-                            status_code=exc.status_code, headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {"error": exc.error, "error_description": exc.description, "field": exc.field},
+            status_code=exc.status_code,
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def store_unavailable(request: Request, exc: Exception) -> Response:
         log.warning("redis unavailable: %s", type(exc).__name__)
@@ -137,8 +146,12 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         lifespan=lifespan,
         middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],
         exception_handlers={
-            OAuthError: oauth_error, SignUpError: signup_error, 404: not_found, 405: not_found,
-            **dict.fromkeys(STORE_DOWN, store_unavailable), **dict.fromkeys(REDIS_RACE, transport_race),
+            OAuthError: oauth_error,
+            SignUpError: signup_error,
+            404: not_found,
+            405: not_found,
+            **dict.fromkeys(STORE_DOWN, store_unavailable),
+            **dict.fromkeys(REDIS_RACE, transport_race),
             Exception: server_error,
         },
     )

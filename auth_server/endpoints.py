@@ -65,20 +65,41 @@ class Endpoints:
 
     # --- HTML ---------------------------------------------------------------------------------------------
 
-    def page(self, template: str, status: int = 200, *, form_action: str = "'self'", cookie: str | None = None,
-             headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    def page(
+        self,
+        template: str,
+        status: int = 200,
+        *,
+        form_action: str = "'self'",
+        cookie: str | None = None,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
         html = self.jinja.get_template(template).render(style_nonce=nonce, **context)
-        response = HTMLResponse(html, status_code=status, headers={
-            **NO_STORE,
-            "Content-Security-Policy": f"default-src 'none'; style-src 'nonce-{nonce}'; form-action {form_action}; "
-                                       "frame-ancestors 'none'; base-uri 'none'",
-            "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            **(headers or {}),
-        })
+        response = HTMLResponse(
+            html,
+            status_code=status,
+            headers={
+                **NO_STORE,
+                "Content-Security-Policy": f"default-src 'none'; style-src 'nonce-{nonce}'; form-action {form_action}; "
+                "frame-ancestors 'none'; base-uri 'none'",
+                "X-Frame-Options": "DENY",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+                **(headers or {}),
+            },
+        )
         if cookie is not None:
-            response.set_cookie(self.guard.cookie_name, cookie, max_age=3600, path="/", secure=self.guard.secure,
-                                httponly=True, samesite="lax")
+            response.set_cookie(
+                self.guard.cookie_name,
+                cookie,
+                max_age=3600,
+                path="/",
+                secure=self.guard.secure,
+                httponly=True,
+                samesite="lax",
+            )
         return response
 
     def error_page(self, message: str, status: int = 400) -> HTMLResponse:
@@ -95,8 +116,16 @@ class Endpoints:
             params["state"] = exc.state
         return self.redirect(exc.redirect_uri, params)
 
-    def login_page(self, request: Request, auth: AuthorizationRequest, status: int = 200, *, error: str = "",
-                   username: str = "", headers: dict[str, str] | None = None) -> HTMLResponse:
+    def login_page(
+        self,
+        request: Request,
+        auth: AuthorizationRequest,
+        status: int = 200,
+        *,
+        error: str = "",
+        username: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> HTMLResponse:
         cookie, new = self.guard.cookie_for(request)
         fields = auth.hidden_fields()
         hidden = {**fields, "form_token": self.guard.token("login", cookie, fields)}
@@ -104,10 +133,19 @@ class Endpoints:
         origin = urlsplit(auth.redirect_uri)
         # Browsers apply form-action to the redirect that follows the post (to the client's redirect URI).
         form_action = f"'self' {origin.scheme}://{origin.netloc}"
-        return self.page("login.html", status, form_action=form_action, cookie=cookie if new else None,
-                         headers=headers, client_id=auth.client.client_id, hidden=hidden, error=error,
-                         username=username, action=f"{self.settings.issuer}/oauth/authorize",
-                         register_url=register_url)
+        return self.page(
+            "login.html",
+            status,
+            form_action=form_action,
+            cookie=cookie if new else None,
+            headers=headers,
+            client_id=auth.client.client_id,
+            hidden=hidden,
+            error=error,
+            username=username,
+            action=f"{self.settings.issuer}/oauth/authorize",
+            register_url=register_url,
+        )
 
     # --- discovery and keys -------------------------------------------------------------------------------
 
@@ -140,8 +178,9 @@ class Endpoints:
         return JSONResponse(self.metadata(), headers={"Cache-Control": "public, max-age=300"})
 
     async def jwks(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.keys.jwks(), headers={
-            "Cache-Control": f"public, max-age={self.settings.jwks_max_age}"})
+        return JSONResponse(
+            self.keys.jwks(), headers={"Cache-Control": f"public, max-age={self.settings.jwks_max_age}"}
+        )
 
     # --- authorization endpoint ---------------------------------------------------------------------------
 
@@ -171,23 +210,29 @@ class Endpoints:
             return self.redirect_error(exc)
         username, password = form.get("username", ""), form.get("password", "")
         if not self.guard.check(request, "login", form.get("form_token", ""), auth.hidden_fields()):
-            return self.login_page(request, auth, 400, username=username[:64],
-                                   error="This sign-in form has expired. Please sign in again.")
+            return self.login_page(
+                request, auth, 400, username=username[:64], error="This sign-in form has expired. Please sign in again."
+            )
         if not username or not password:
-            return self.login_page(request, auth, 400, username=username[:64],
-                                   error="Enter your username and password.")
+            return self.login_page(
+                request, auth, 400, username=username[:64], error="Enter your username and password."
+            )
         try:
             user = await self.users.authenticate(username, password)
         except LoginThrottled as exc:
             self.metrics.login_failures.labels("throttled").inc()
-            return self.login_page(request, auth, 429, username=username[:64],
-                                   headers={"Retry-After": str(exc.retry_after)},
-                                   error="Too many failed sign-in attempts. Please try again later.")
+            return self.login_page(
+                request,
+                auth,
+                429,
+                username=username[:64],
+                headers={"Retry-After": str(exc.retry_after)},
+                error="Too many failed sign-in attempts. Please try again later.",
+            )
         if user is None:
             self.metrics.login_failures.labels("credentials").inc()
             # One message for an unknown user and a wrong password: no user enumeration.
-            return self.login_page(request, auth, 400, username=username[:64],
-                                   error="Invalid username or password.")
+            return self.login_page(request, auth, 400, username=username[:64], error="Invalid username or password.")
         code = await self.grants.issue_code(auth, user)
         params = {"code": code, "iss": self.settings.issuer}
         if auth.state:
@@ -201,13 +246,29 @@ class Endpoints:
         # Only back to our own authorization endpoint: no open redirect.
         return value if value.startswith("/oauth/authorize?") and "\\" not in value else ""
 
-    def register_page(self, request: Request, status: int = 200, *, next_url: str = "", error: str = "",
-                      username: str = "", created: str = "") -> HTMLResponse:
+    def register_page(
+        self,
+        request: Request,
+        status: int = 200,
+        *,
+        next_url: str = "",
+        error: str = "",
+        username: str = "",
+        created: str = "",
+    ) -> HTMLResponse:
         cookie, new = self.guard.cookie_for(request)
         token = self.guard.token("register", cookie, {})
-        return self.page("register.html", status, cookie=cookie if new else None, form_token=token, next=next_url,
-                         error=error, username=username, created=created,
-                         action=f"{self.settings.issuer}/register")
+        return self.page(
+            "register.html",
+            status,
+            cookie=cookie if new else None,
+            form_token=token,
+            next=next_url,
+            error=error,
+            username=username,
+            created=created,
+            action=f"{self.settings.issuer}/register",
+        )
 
     async def register_get(self, request: Request) -> Response:
         try:
@@ -224,13 +285,19 @@ class Endpoints:
         next_url = self._safe_next(form.get("next", ""))
         username = form.get("username", "")
         if not self.guard.check(request, "register", form.get("form_token", ""), {}):
-            return self.register_page(request, 400, next_url=next_url, username=username[:64],
-                                      error="This form has expired. Please try again.")
+            return self.register_page(
+                request,
+                400,
+                next_url=next_url,
+                username=username[:64],
+                error="This form has expired. Please try again.",
+            )
         try:
             user = await self.users.create(username, form.get("password"))
         except SignUpError as exc:
-            return self.register_page(request, exc.status_code, next_url=next_url, username=username[:64],
-                                      error=exc.description)
+            return self.register_page(
+                request, exc.status_code, next_url=next_url, username=username[:64], error=exc.description
+            )
         if next_url:
             return RedirectResponse(f"{self.settings.issuer}{next_url}", status_code=303, headers=NO_STORE)
         return self.register_page(request, 201, created=user.username)
@@ -306,13 +373,19 @@ class Endpoints:
         if isinstance(sid, str) and family is None:
             return inactive
         if typ == RT_TYP:
-            if claims.get("client_id") != client.client_id or await self.tokens.current_jti(claims["sid"]) != claims[
-                    "jti"]:
+            if (
+                claims.get("client_id") != client.client_id
+                or await self.tokens.current_jti(claims["sid"]) != claims["jti"]
+            ):
                 return inactive
         body: dict[str, Any] = {
-            "active": True, "token_type": "Bearer" if typ == AT_TYP else "refresh_token",
-            **{k: claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti", "sid")
-               if k in claims},
+            "active": True,
+            "token_type": "Bearer" if typ == AT_TYP else "refresh_token",
+            **{
+                k: claims[k]
+                for k in ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti", "sid")
+                if k in claims
+            },
         }
         if family is not None:
             body["username"] = family.username
@@ -328,8 +401,11 @@ class Endpoints:
         except TokenRejected:
             raise InvalidToken("The access token is invalid or expired.") from None
         if "openid" not in str(claims.get("scope", "")).split() or not isinstance(claims.get("sid"), str):
-            return JSONResponse({"error": "insufficient_scope"}, status_code=403, headers={
-                **NO_STORE, "WWW-Authenticate": 'Bearer error="insufficient_scope", scope="openid"'})
+            return JSONResponse(
+                {"error": "insufficient_scope"},
+                status_code=403,
+                headers={**NO_STORE, "WWW-Authenticate": 'Bearer error="insufficient_scope", scope="openid"'},
+            )
         family = await self.tokens.family(claims["sid"])
         if family is None:
             raise InvalidToken("The login of this access token has ended.")
@@ -350,9 +426,11 @@ class Endpoints:
             checks["redis"] = "unavailable"
         checks["signing_key"] = "ok" if self.keys.signing_key is not None else "missing"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                            status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-

@@ -105,5 +105,6 @@ class FormGuard:
         issued = int(issued_text)
         if not 0 <= time.time() - issued <= FORM_TOKEN_TTL:
             return False
-        return any(hmac.compare_digest(mac, self._mac(secret, purpose, cookie, issued, fields))
-                   for secret in self.secrets())
+        return any(
+            hmac.compare_digest(mac, self._mac(secret, purpose, cookie, issued, fields)) for secret in self.secrets()
+        )

@@ -65,9 +65,14 @@ class AuthorizationRequest:
     def hidden_fields(self) -> dict[str, str]:
         """The request as the login form carries it (DESIGN §4)."""
         return {
-            "client_id": self.client.client_id, "redirect_uri": self.redirect_uri, "response_type": "code",
-            "scope": self.scope, "state": self.state or "", "nonce": self.nonce or "",
-            "code_challenge": self.code_challenge, "code_challenge_method": "S256",
+            "client_id": self.client.client_id,
+            "redirect_uri": self.redirect_uri,
+            "response_type": "code",
+            "scope": self.scope,
+            "state": self.state or "",
+            "nonce": self.nonce or "",
+            "code_challenge": self.code_challenge,
+            "code_challenge_method": "S256",
         }
 
 
@@ -175,9 +180,16 @@ class Grants:
 
     async def issue_code(self, request: AuthorizationRequest, user: User) -> str:
         code = secrets.token_urlsafe(32)
-        record = {"client_id": request.client.client_id, "redirect_uri": request.redirect_uri,
-                  "code_challenge": request.code_challenge, "scope": request.scope, "nonce": request.nonce,
-                  "sub": user.sub, "username": user.username, "auth_time": int(time.time())}
+        record = {
+            "client_id": request.client.client_id,
+            "redirect_uri": request.redirect_uri,
+            "code_challenge": request.code_challenge,
+            "scope": request.scope,
+            "nonce": request.nonce,
+            "sub": user.sub,
+            "username": user.username,
+            "auth_time": int(time.time()),
+        }
         await self.redis.set(_code_key(code), json.dumps(record), ex=self.settings.code_ttl)
         return code
 
@@ -186,7 +198,8 @@ class Grants:
         if not grant_type:
             raise InvalidRequest("The parameter grant_type is required.")
         handler = {
-            "authorization_code": self._authorization_code, "refresh_token": self._refresh_token,
+            "authorization_code": self._authorization_code,
+            "refresh_token": self._refresh_token,
             "client_credentials": self._client_credentials,
         }.get(grant_type)
         if handler is None:  # notably "password": RFC 9700 §2.4 says it must not be used
@@ -208,17 +221,29 @@ class Grants:
                 await self.tokens.revoke_family(value.decode() if isinstance(value, bytes) else value)
             raise InvalidGrant("The authorization code is invalid, expired or already used.")
         record = json.loads(value)
-        if (record["client_id"] != client.client_id or record["redirect_uri"] != redirect_uri
-                or not hmac.compare_digest(s256(verifier), record["code_challenge"])):
+        if (
+            record["client_id"] != client.client_id
+            or record["redirect_uri"] != redirect_uri
+            or not hmac.compare_digest(s256(verifier), record["code_challenge"])
+        ):
             raise InvalidGrant("The authorization code does not match the client, redirect URI or code verifier.")
         family, refresh_token = await self.tokens.start_family(
-            sub=record["sub"], username=record["username"], client_id=client.client_id, scope=record["scope"],
-            auth_time=record["auth_time"])
+            sub=record["sub"],
+            username=record["username"],
+            client_id=client.client_id,
+            scope=record["scope"],
+            auth_time=record["auth_time"],
+        )
         await self.redis.set(f"{key}:used", family.sid, xx=True, keepttl=True)
-        access_token, expires_in = self.tokens.access_token(sub=family.sub, client=client, scope=family.scope,
-                                                            sid=family.sid)
-        body: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in,
-                                "scope": family.scope}
+        access_token, expires_in = self.tokens.access_token(
+            sub=family.sub, client=client, scope=family.scope, sid=family.sid
+        )
+        body: dict[str, Any] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "scope": family.scope,
+        }
         if "refresh_token" in client.grant_types:
             body["refresh_token"] = refresh_token
         if "openid" in family.scope.split():
@@ -244,10 +269,14 @@ class Grants:
             family, refresh_token = await self.tokens.rotate(claims)
         except TokenRejected as exc:
             raise InvalidGrant("The refresh token is invalid, expired or revoked.") from exc
-        access_token, expires_in = self.tokens.access_token(sub=family.sub, client=client, scope=scope,
-                                                            sid=family.sid)
-        return {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in,
-                "refresh_token": refresh_token, "scope": scope}
+        access_token, expires_in = self.tokens.access_token(sub=family.sub, client=client, scope=scope, sid=family.sid)
+        return {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "refresh_token": refresh_token,
+            "scope": scope,
+        }
 
     async def _client_credentials(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
         if not client.confidential:

@@ -108,8 +108,9 @@ def write_key(keys_dir: Path, alg: str, now: int | None = None) -> SigningKey:
     private = generate(alg)
     created = int(time.time()) if now is None else now
     kid = thumbprint(public_jwk(private))
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     path = keys_dir / f"{created}-{kid}.pem"
     fd, tmp = tempfile.mkstemp(dir=keys_dir, prefix=".tmp-", suffix=".pem")
     try:
@@ -170,16 +171,18 @@ def rotate(keys_dir: Path, alg: str, retention: int, delay: int = 0) -> tuple[Si
 
 @functools.lru_cache(maxsize=64)
 def _derive(key: SigningKey, label: bytes) -> bytes:
-    der = key.private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+    der = key.private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return hmac.new(der, b"jwt-bff auth-server derived secret\x00" + label, hashlib.sha256).digest()
 
 
 class KeyRing:
     """The loaded keys; notices a rotation done by ``auth-server keys rotate`` (another process)."""
 
-    def __init__(self, keys_dir: Path, alg: str, retention: int, *, activation_delay: int = 0,
-                 create: bool = True) -> None:
+    def __init__(
+        self, keys_dir: Path, alg: str, retention: int, *, activation_delay: int = 0, create: bool = True
+    ) -> None:
         self.keys_dir = keys_dir
         self.alg = alg
         self.retention = retention

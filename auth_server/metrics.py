@@ -15,15 +15,31 @@ from .logs import access, request_id
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("auth_http_requests_total", "HTTP requests by route template and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("auth_http_request_duration_seconds", "HTTP request latency by route template",
-                                 ["route"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.grants = Counter("auth_token_grants_total", "Token endpoint requests by grant type and outcome",
-                              ["grant_type", "outcome"], registry=self.registry)
-        self.login_failures = Counter("auth_login_failures_total", "Failed logins (wrong credentials or throttled)",
-                                      ["reason"], registry=self.registry)
+        self.requests = Counter(
+            "auth_http_requests_total",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "auth_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.grants = Counter(
+            "auth_token_grants_total",
+            "Token endpoint requests by grant type and outcome",
+            ["grant_type", "outcome"],
+            registry=self.registry,
+        )
+        self.login_failures = Counter(
+            "auth_login_failures_total",
+            "Failed logins (wrong credentials or throttled)",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 class MetricsMiddleware:

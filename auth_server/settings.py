@@ -92,8 +92,9 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
         secret = item.get("client_secret")
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise SettingsError(f"{name}: {where} client_secret must be a non-empty string")
-        grants = _str_list(name, f"{where} grant_types",
-                           item.get("grant_types", ["authorization_code", "refresh_token"]))
+        grants = _str_list(
+            name, f"{where} grant_types", item.get("grant_types", ["authorization_code", "refresh_token"])
+        )
         bad = [g for g in grants if g not in GRANT_TYPES]
         if bad:
             raise SettingsError(f"{name}: {where} has unsupported grant types {bad} (supported: {list(GRANT_TYPES)})")
@@ -106,11 +107,16 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
                 raise SettingsError(f"{name}: {where} redirect URI {uri!r} must be absolute, without fragment")
         if "authorization_code" in grants and not redirect_uris:
             raise SettingsError(f"{name}: {where} needs redirect_uris for authorization_code")
-        clients.append(Client(
-            client_id=client_id, client_secret=secret, redirect_uris=redirect_uris, grant_types=grants,
-            scope=_str_list(name, f"{where} scope", item.get("scope", [])),
-            audience=_str_list(name, f"{where} audience", item.get("audience", [])),
-        ))
+        clients.append(
+            Client(
+                client_id=client_id,
+                client_secret=secret,
+                redirect_uris=redirect_uris,
+                grant_types=grants,
+                scope=_str_list(name, f"{where} scope", item.get("scope", [])),
+                audience=_str_list(name, f"{where} audience", item.get("audience", [])),
+            )
+        )
     ids = [c.client_id for c in clients]
     if len(set(ids)) != len(ids):
         raise SettingsError(f"{name}: client_id values must be unique")

@@ -66,10 +66,19 @@ class Family:
     def from_hash(cls, sid: str, raw: dict[Any, Any] | list[Any]) -> Family:
         if isinstance(raw, list):  # HGETALL from a script: a flat list
             raw = dict(zip(raw[::2], raw[1::2], strict=True))
-        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-             for k, v in raw.items()}
-        return cls(sid=sid, sub=h["sub"], username=h.get("username", ""), client_id=h["client_id"],
-                   scope=h.get("scope", ""), auth_time=int(h.get("auth_time", 0)), absolute=int(h["abs"]))
+        h = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        return cls(
+            sid=sid,
+            sub=h["sub"],
+            username=h.get("username", ""),
+            client_id=h["client_id"],
+            scope=h.get("scope", ""),
+            auth_time=int(h.get("auth_time", 0)),
+            absolute=int(h["abs"]),
+        )
 
 
 class TokenService:
@@ -90,9 +99,15 @@ class TokenService:
     def access_token(self, *, sub: str, client: Client, scope: str, sid: str | None) -> tuple[str, int]:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": self.settings.issuer, "sub": sub, "aud": audience_claim(client),
-            "exp": now + self.settings.access_ttl, "iat": now, "nbf": now,
-            "jti": secrets.token_urlsafe(16), "client_id": client.client_id, "scope": scope,
+            "iss": self.settings.issuer,
+            "sub": sub,
+            "aud": audience_claim(client),
+            "exp": now + self.settings.access_ttl,
+            "iat": now,
+            "nbf": now,
+            "jti": secrets.token_urlsafe(16),
+            "client_id": client.client_id,
+            "scope": scope,
         }
         if sid is not None:
             claims["sid"] = sid  # client_credentials tokens belong to no login (DESIGN §4)
@@ -101,9 +116,14 @@ class TokenService:
     def id_token(self, *, family: Family, nonce: str | None) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": self.settings.issuer, "sub": family.sub, "aud": family.client_id,
-            "exp": now + self.settings.id_token_ttl, "iat": now,
-            "auth_time": family.auth_time, "preferred_username": family.username, "sid": family.sid,
+            "iss": self.settings.issuer,
+            "sub": family.sub,
+            "aud": family.client_id,
+            "exp": now + self.settings.id_token_ttl,
+            "iat": now,
+            "auth_time": family.auth_time,
+            "preferred_username": family.username,
+            "sid": family.sid,
         }
         if nonce:
             claims["nonce"] = nonce
@@ -111,9 +131,15 @@ class TokenService:
 
     def _refresh_token(self, family: Family, jti: str, now: int) -> str:
         claims = {
-            "iss": self.settings.issuer, "sub": family.sub, "aud": self.settings.issuer,
-            "exp": min(now + self.settings.refresh_ttl, family.absolute), "iat": now, "jti": jti, "sid": family.sid,
-            "client_id": family.client_id, "scope": family.scope,
+            "iss": self.settings.issuer,
+            "sub": family.sub,
+            "aud": self.settings.issuer,
+            "exp": min(now + self.settings.refresh_ttl, family.absolute),
+            "iat": now,
+            "jti": jti,
+            "sid": family.sid,
+            "client_id": family.client_id,
+            "scope": family.scope,
         }
         return self._sign(claims, RT_TYP)
 
@@ -135,9 +161,16 @@ class TokenService:
             raise TokenRejected("unknown key or algorithm")
         try:
             return jwt.decode(
-                token, key.public, algorithms=[key.alg], issuer=self.settings.issuer, audience=audience,
-                options={"require": ["iss", "sub", "exp", "iat", "jti"], "verify_aud": audience is not None,
-                         "verify_exp": verify_exp},
+                token,
+                key.public,
+                algorithms=[key.alg],
+                issuer=self.settings.issuer,
+                audience=audience,
+                options={
+                    "require": ["iss", "sub", "exp", "iat", "jti"],
+                    "verify_aud": audience is not None,
+                    "verify_exp": verify_exp,
+                },
             )
         except jwt.PyJWTError as exc:
             raise TokenRejected(f"invalid token: {exc}") from exc
@@ -150,17 +183,35 @@ class TokenService:
 
     # --- families -----------------------------------------------------------------------------------------
 
-    async def start_family(self, *, sub: str, username: str, client_id: str, scope: str,
-                           auth_time: int) -> tuple[Family, str]:
+    async def start_family(
+        self, *, sub: str, username: str, client_id: str, scope: str, auth_time: int
+    ) -> tuple[Family, str]:
         """A new login: a family and its first refresh token."""
         now = int(time.time())
-        family = Family(sid=secrets.token_urlsafe(16), sub=sub, username=username, client_id=client_id, scope=scope,
-                        auth_time=auth_time, absolute=now + self.settings.family_ttl)
+        family = Family(
+            sid=secrets.token_urlsafe(16),
+            sub=sub,
+            username=username,
+            client_id=client_id,
+            scope=scope,
+            auth_time=auth_time,
+            absolute=now + self.settings.family_ttl,
+        )
         jti = secrets.token_urlsafe(16)
         key = family_key(family.sid)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"sub": sub, "username": username, "client_id": client_id, "scope": scope,
-                                    "auth_time": auth_time, "abs": family.absolute, "jti": jti})
+            pipe.hset(
+                key,
+                mapping={
+                    "sub": sub,
+                    "username": username,
+                    "client_id": client_id,
+                    "scope": scope,
+                    "auth_time": auth_time,
+                    "abs": family.absolute,
+                    "jti": jti,
+                },
+            )
             pipe.expireat(key, min(now + self.settings.refresh_ttl, family.absolute))
             await pipe.execute()
         return family, self._refresh_token(family, jti, now)
@@ -169,8 +220,9 @@ class TokenService:
         """Swap the family's current jti for a new one; raises TokenRejected on reuse or a dead family."""
         now = int(time.time())
         sid, new_jti = claims["sid"], secrets.token_urlsafe(16)
-        result = await self._rotate(keys=[family_key(sid)],
-                                    args=[claims["jti"], new_jti, self.settings.refresh_ttl, now])
+        result = await self._rotate(
+            keys=[family_key(sid)], args=[claims["jti"], new_jti, self.settings.refresh_ttl, now]
+        )
         if isinstance(result, bytes | str):
             status = result.decode() if isinstance(result, bytes) else result
             if status == "reuse":

@@ -114,7 +114,7 @@ class UserStore:
         hashed = record["hash"] if record else await self._dummy()
         ok: bool
         try:
-            ok = bool(await self._argon2(HASHER.verify, hashed, password[:PASSWORD_MAX * 4]))
+            ok = bool(await self._argon2(HASHER.verify, hashed, password[: PASSWORD_MAX * 4]))
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok or record is None:

@@ -14,8 +14,20 @@ from typing import Any
 import aiohttp
 import uvicorn
 
-HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
-              b"transfer-encoding", b"upgrade", b"host", b"cookie", b"authorization", b"content-length"}
+HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"host",
+    b"cookie",
+    b"authorization",
+    b"content-length",
+}
 
 
 def create_app(upstream: str, token: str) -> Any:
@@ -28,8 +40,7 @@ def create_app(upstream: str, token: str) -> Any:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                                    auto_decompress=False)
+                    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), auto_decompress=False)
                     await send({"type": "lifespan.startup.complete"})
                 else:
                     if session is not None:
@@ -49,8 +60,11 @@ def create_app(upstream: str, token: str) -> Any:
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode()
         async with session.request(scope["method"], upstream + path, headers=headers, data=body or None) as resp:
-            out = [(k.lower().encode(), v.encode()) for k, v in resp.headers.items()
-                   if k.lower().encode() not in HOP_BY_HOP and k.lower() != "set-cookie"]
+            out = [
+                (k.lower().encode(), v.encode())
+                for k, v in resp.headers.items()
+                if k.lower().encode() not in HOP_BY_HOP and k.lower() != "set-cookie"
+            ]
             await send({"type": "http.response.start", "status": resp.status, "headers": out})
             async for chunk in resp.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -66,8 +80,14 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--token", required=True)
     args = parser.parse_args()
-    uvicorn.run(create_app(args.upstream.rstrip("/"), args.token), host=args.host, port=args.port,
-                log_level="warning", access_log=False, ws="none")
+    uvicorn.run(
+        create_app(args.upstream.rstrip("/"), args.token),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        ws="none",
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ class Proc:
 
     def __init__(self, args: list[str], env: Mapping[str, str] | None = None, health: str | None = None) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="jwt-bff-bench-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=REPO, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, env={**os.environ, **(env or {})}, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT
+        )
         if health:
             wait_http(health, self)
 
@@ -81,8 +82,9 @@ def start_redis(procs: list[Proc]) -> tuple[str, int]:
         raise SystemExit("redis-server is not installed")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="jwt-bff-bench-redis-")
-    procs.append(Proc([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                       "--dir", workdir]))
+    procs.append(
+        Proc([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir])
+    )
     deadline = time.monotonic() + 10
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -108,21 +110,37 @@ class Stack:
 
 
 def auth_clients(bff_urls: list[str], secret: str) -> str:
-    return json.dumps([
-        {"client_id": "bff", "client_secret": secret,
-         "redirect_uris": [f"{u}/bff/callback" for u in bff_urls],
-         "grant_types": ["authorization_code", "refresh_token"],
-         "scope": "openid notes:read notes:write", "audience": ["notes"]},
-        {"client_id": "bench", "client_secret": secret, "redirect_uris": [],
-         "grant_types": ["client_credentials"], "scope": "notes:read notes:write", "audience": ["notes"]},
-    ])
+    return json.dumps(
+        [
+            {
+                "client_id": "bff",
+                "client_secret": secret,
+                "redirect_uris": [f"{u}/bff/callback" for u in bff_urls],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "scope": "openid notes:read notes:write",
+                "audience": ["notes"],
+            },
+            {
+                "client_id": "bench",
+                "client_secret": secret,
+                "redirect_uris": [],
+                "grant_types": ["client_credentials"],
+                "scope": "notes:read notes:write",
+                "audience": ["notes"],
+            },
+        ]
+    )
 
 
 def bff_env(stack: Stack, public_url: str, **extra: str) -> dict[str, str]:
     return {
-        "REDIS_URL": stack.redis_url, "BFF_ISSUER": stack.auth_url, "BFF_CLIENT_ID": "bff",
-        "BFF_CLIENT_SECRET": stack.client_secret, "BFF_PUBLIC_URL": public_url,
-        "BFF_ROUTES": json.dumps({"notes": stack.rs_url}), **extra,
+        "REDIS_URL": stack.redis_url,
+        "BFF_ISSUER": stack.auth_url,
+        "BFF_CLIENT_ID": "bff",
+        "BFF_CLIENT_SECRET": stack.client_secret,
+        "BFF_PUBLIC_URL": public_url,
+        "BFF_ROUTES": json.dumps({"notes": stack.rs_url}),
+        **extra,
     }
 
 
@@ -152,6 +170,7 @@ def login(bff_url: str, username: str, password: str) -> str:
     """Log in through the BFF like a browser; returns the `Cookie` header value of the session."""
     jar: dict[str, str] = {}
     with httpx.Client(follow_redirects=False, timeout=10) as client:
+
         def get(url: str, browser_cookies: bool) -> httpx.Response:
             headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())} if browser_cookies and jar else {}
             r = client.get(url, headers=headers)
@@ -187,25 +206,43 @@ def code_flow_tokens(auth_url: str, secret: str, redirect_uri: str, username: st
     verifier = _secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     with httpx.Client(follow_redirects=False, timeout=10) as client:
-        params = {"response_type": "code", "client_id": "bff", "redirect_uri": redirect_uri,
-                  "scope": "openid notes:read notes:write", "state": "bench-state", "nonce": "bench-nonce",
-                  "code_challenge": challenge, "code_challenge_method": "S256"}
+        params = {
+            "response_type": "code",
+            "client_id": "bff",
+            "redirect_uri": redirect_uri,
+            "scope": "openid notes:read notes:write",
+            "state": "bench-state",
+            "nonce": "bench-nonce",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         form_page = client.get(f"{auth_url}/oauth/authorize", params=params)
         parser = _FormParser()
         parser.feed(form_page.text)
         action = urljoin(str(form_page.url), parser.action or str(form_page.url))
         r = client.post(action, data={**parser.fields, "username": username, "password": password})
         code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
-        r = client.post(f"{auth_url}/oauth/token", auth=("bff", secret), data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-            "code_verifier": verifier})
+        r = client.post(
+            f"{auth_url}/oauth/token",
+            auth=("bff", secret),
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+            },
+        )
         r.raise_for_status()
         return dict(r.json())
 
 
 def client_credentials_token(auth_url: str, secret: str) -> str:
-    r = httpx.post(f"{auth_url}/oauth/token", data={"grant_type": "client_credentials", "scope": "notes:read"},
-                   auth=("bench", secret), timeout=10)
+    r = httpx.post(
+        f"{auth_url}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "notes:read"},
+        auth=("bench", secret),
+        timeout=10,
+    )
     r.raise_for_status()
     return str(r.json()["access_token"])
 
@@ -247,6 +284,7 @@ def wrk(url: str, headers: Mapping[str, str], seconds: int = 5, connections: int
 
 
 def redis_commandstats(port: int) -> dict[str, int]:
-    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True, check=True
+    ).stdout
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_(\w+(?:\|\w+)?):calls=(\d+)", out)}

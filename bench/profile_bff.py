@@ -1,6 +1,6 @@
 """Profile the BFF's proxy hot path under wrk load with py-spy; prints where the time goes.
 
-    python bench/profile_bff.py --seconds 8
+python bench/profile_bff.py --seconds 8
 """
 
 from __future__ import annotations
@@ -39,9 +39,25 @@ def main() -> None:
         out = Path(tempfile.mkdtemp()) / "bff.txt"
         load = threading.Thread(target=wrk, args=(f"{url}/api/notes/me", headers), kwargs={"seconds": args.seconds})
         load.start()
-        subprocess.run(["py-spy", "record", "--pid", str(bff_pid), "--duration", str(args.seconds - 1), "--rate",
-                        "250", "--format", "raw", "--output", str(out), "--nonblocking"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(bff_pid),
+                "--duration",
+                str(args.seconds - 1),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            check=True,
+            capture_output=True,
+        )
         load.join()
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()

@@ -52,15 +52,21 @@ def row(what: str, figure: str, target: str = "") -> None:
 
 
 def fmt(r: WrkResult) -> str:
-    return f"{r.rps:,.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms" + (f"  ({r.errors} errors)"
-                                                                                  if r.errors else "")
+    return f"{r.rps:,.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms" + (
+        f"  ({r.errors} errors)" if r.errors else ""
+    )
 
 
 def start_auth(procs: list[Proc], redis_url: str, bff_urls: list[str], secret: str, access_ttl: int) -> str:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"REDIS_URL": redis_url, "AUTH_ISSUER": url, "AUTH_KEYS_DIR": tempfile.mkdtemp(prefix="bench-keys-"),
-           "AUTH_CLIENTS": auth_clients(bff_urls, secret), "AUTH_ACCESS_TTL": str(access_ttl)}
+    env = {
+        "REDIS_URL": redis_url,
+        "AUTH_ISSUER": url,
+        "AUTH_KEYS_DIR": tempfile.mkdtemp(prefix="bench-keys-"),
+        "AUTH_CLIENTS": auth_clients(bff_urls, secret),
+        "AUTH_ACCESS_TTL": str(access_ttl),
+    }
     procs.append(Proc(service("auth_server", port), env, health=url + "/readyz"))
     r = httpx.post(url + "/users", json={"username": USER, "password": PASSWORD}, timeout=10)
     assert r.status_code in (201, 409), r.text
@@ -83,8 +89,7 @@ def start_bff(procs: list[Proc], stack: Stack, port: int, *extra: str, **env: st
 
 def proxy_throughput(args: argparse.Namespace) -> None:
     """Sections 1, 2 and 6: BFF vs the resource server direct vs a bare proxy; Redis commands; workers."""
-    print("\n1. Proxy throughput (GET /me through each path, wrk "
-          f"-c{args.connections} -d{args.seconds}s)", flush=True)
+    print(f"\n1. Proxy throughput (GET /me through each path, wrk -c{args.connections} -d{args.seconds}s)", flush=True)
     with processes() as procs:
         redis_url, redis_port = start_redis(procs)
         secret = secrets.token_urlsafe(24)
@@ -96,8 +101,21 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         bff_url = start_bff(procs, stack, bff_ports[0])
         token = client_credentials_token(auth_url, secret)
         bare_port = free_port()
-        procs.append(Proc([sys.executable, "bench/bare_proxy.py", "--port", str(bare_port), "--upstream", rs_url,
-                           "--token", token], health=f"http://127.0.0.1:{bare_port}/healthz"))
+        procs.append(
+            Proc(
+                [
+                    sys.executable,
+                    "bench/bare_proxy.py",
+                    "--port",
+                    str(bare_port),
+                    "--upstream",
+                    rs_url,
+                    "--token",
+                    token,
+                ],
+                health=f"http://127.0.0.1:{bare_port}/healthz",
+            )
+        )
         cookie = login(bff_url, USER, PASSWORD)
 
         stats: dict[str, dict[str, int]] = {}
@@ -142,8 +160,7 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         two = start_bff(procs, stack, bff_ports[2], "--workers", "2")
         w2 = measure_bff(two, login(two, USER, PASSWORD))
         row("BFF --workers 2", fmt(w2))
-        row("BFF --workers 2 / --workers 1", f"{w2.rps / bff.rps:.2f}x",
-            "2 cores shared with wrk, Redis, the RS")
+        row("BFF --workers 2 / --workers 1", f"{w2.rps / bff.rps:.2f}x", "2 cores shared with wrk, Redis, the RS")
 
 
 def grants(auth_url: str) -> float:
@@ -151,8 +168,11 @@ def grants(auth_url: str) -> float:
     text = httpx.get(f"{auth_url}/metrics", timeout=5).text
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("auth_token_grants_total{") and 'grant_type="refresh_token"' in line \
-                and 'outcome="ok"' in line:
+        if (
+            line.startswith("auth_token_grants_total{")
+            and 'grant_type="refresh_token"' in line
+            and 'outcome="ok"' in line
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -160,11 +180,14 @@ def grants(auth_url: str) -> float:
 async def storm(urls: list[str], cookie: str, n: int) -> dict[int, int]:
     statuses: dict[int, int] = {}
     async with aiohttp.ClientSession() as session:
+
         async def one(i: int) -> None:
-            async with session.get(f"{urls[i % len(urls)]}/api/notes/me",
-                                   headers={"Cookie": cookie, "X-CSRF": "1"}) as r:
+            async with session.get(
+                f"{urls[i % len(urls)]}/api/notes/me", headers={"Cookie": cookie, "X-CSRF": "1"}
+            ) as r:
                 await r.read()
                 statuses[r.status] = statuses.get(r.status, 0) + 1
+
         await asyncio.gather(*(one(i) for i in range(n)))
     return statuses
 
@@ -184,8 +207,20 @@ def refresh_storm(args: argparse.Namespace) -> None:
             extra = {"BFF_REFRESH_SKEW": "1"}
             if delay:
                 slow_port = free_port()
-                procs.append(Proc([sys.executable, "bench/slow_proxy.py", "--port", str(slow_port), "--upstream",
-                                   auth_url, "--delay", str(delay)]))
+                procs.append(
+                    Proc(
+                        [
+                            sys.executable,
+                            "bench/slow_proxy.py",
+                            "--port",
+                            str(slow_port),
+                            "--upstream",
+                            auth_url,
+                            "--delay",
+                            str(delay),
+                        ]
+                    )
+                )
                 time.sleep(1)
                 extra["BFF_AUTH_INTERNAL_URL"] = f"http://127.0.0.1:{slow_port}"
             for port in ports:
@@ -203,10 +238,17 @@ def refresh_storm(args: argparse.Namespace) -> None:
 
 def verifier_cost(args: argparse.Namespace) -> None:
     """Section 4: the resource server's own benchmark (verified vs unauthenticated req/s; RS256/ES256/EdDSA)."""
-    print("\n4. Resource server: verified vs unauthenticated requests, verify cost per alg (bench/verifier.py)",
-          flush=True)
-    out = subprocess.run([sys.executable, "bench/verifier.py"], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent.parent).stdout
+    print(
+        "\n4. Resource server: verified vs unauthenticated requests, verify cost per alg (bench/verifier.py)",
+        flush=True,
+    )
+    out = subprocess.run(
+        [sys.executable, "bench/verifier.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
     print(out, flush=True)
     for line in out.splitlines():
         if m := re.match(r"(\S.*?)\s+(\d+)\s+(\d+)\s+([\d.]+)$", line):
@@ -224,23 +266,32 @@ async def _fill_sessions(redis_url: str, n: int, access_token: str, refresh_toke
     manager = SessionManager(RedisStore(client), idle_ttl=1800, absolute_ttl=43200)
     batch = 50
     for start in range(0, n, batch):
-        await asyncio.gather(*(manager.create(access_token=access_token, refresh_token=refresh_token,
-                                              access_expires_at=time.time() + 300, sub=f"user-{start + i:08d}",
-                                              username=f"user{start + i}", scope="openid notes:read notes:write")
-                               for i in range(min(batch, n - start))))
+        await asyncio.gather(
+            *(
+                manager.create(
+                    access_token=access_token,
+                    refresh_token=refresh_token,
+                    access_expires_at=time.time() + 300,
+                    sub=f"user-{start + i:08d}",
+                    username=f"user{start + i}",
+                    scope="openid notes:read notes:write",
+                )
+                for i in range(min(batch, n - start))
+            )
+        )
     await client.aclose()
 
 
 def _used_memory(port: int) -> int:
-    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "memory"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "INFO", "memory"], capture_output=True, text=True, check=True
+    ).stdout
     return int(re.search(r"used_memory:(\d+)", out).group(1))  # type: ignore[union-attr]
 
 
 def session_memory(args: argparse.Namespace) -> None:
     """Section 5: Redis memory per BFF session at 10k and 100k sessions (real tokens, encrypted records)."""
-    print("\n5. Redis memory per session (INFO memory used_memory delta; tokens from a real RS256 login)",
-          flush=True)
+    print("\n5. Redis memory per session (INFO memory used_memory delta; tokens from a real RS256 login)", flush=True)
     with processes() as procs:
         redis_url, _ = start_redis(procs)
         callback = "http://127.0.0.1:9/bff/callback"  # never called: the code is taken from the redirect
@@ -265,9 +316,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--storm", type=int, default=64)
-    parser.add_argument("--slow", type=float, default=8.0,
-                        help="auth server delay in the slow storm (s): beyond the BFF's 5 s lock lease, "
-                             "within its 10 s back-channel timeout")
+    parser.add_argument(
+        "--slow",
+        type=float,
+        default=8.0,
+        help="auth server delay in the slow storm (s): beyond the BFF's 5 s lock lease, "
+        "within its 10 s back-channel timeout",
+    )
     parser.add_argument("--only", default="", help="comma-separated section names: proxy,storm,verify,memory")
     return parser.parse_args()
 

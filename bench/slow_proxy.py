@@ -1,6 +1,6 @@
 """A reverse proxy that slows the auth server's refresh grant, for the refresh-storm benchmark.
 
-    python bench/slow_proxy.py --port 9100 --upstream http://127.0.0.1:9000 --delay 8
+python bench/slow_proxy.py --port 9100 --upstream http://127.0.0.1:9000 --delay 8
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def create_app(upstream: str, delay: float) -> web.Application:
         if request.path == "/oauth/token" and b"grant_type=refresh_token" in body:
             await asyncio.sleep(delay)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in SKIP}
-        async with request.app["session"].request(request.method, upstream + request.path_qs, headers=headers,
-                                                  data=body or None, allow_redirects=False) as resp:
+        async with request.app["session"].request(
+            request.method, upstream + request.path_qs, headers=headers, data=body or None, allow_redirects=False
+        ) as resp:
             data = await resp.read()
             out = {k: v for k, v in resp.headers.items() if k.lower() not in SKIP | {"content-encoding"}}
             return web.Response(status=resp.status, body=data, headers=out)
@@ -43,8 +44,7 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--delay", type=float, default=8.0)
     args = parser.parse_args()
-    web.run_app(create_app(args.upstream.rstrip("/"), args.delay), host="127.0.0.1", port=args.port,
-                print=None)
+    web.run_app(create_app(args.upstream.rstrip("/"), args.delay), host="127.0.0.1", port=args.port, print=None)
 
 
 if __name__ == "__main__":

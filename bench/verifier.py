@@ -48,8 +48,9 @@ def jwks_server(issuer: FakeIssuer, port: int) -> Iterator[None]:
 
 
 def rps(url: str, seconds: float, connections: int, token: str | None = None) -> float:
-    result = wrk(url, {"Authorization": f"Bearer {token}"} if token else {}, seconds=int(seconds),
-                 connections=connections)
+    result = wrk(
+        url, {"Authorization": f"Bearer {token}"} if token else {}, seconds=int(seconds), connections=connections
+    )
     if result.errors:
         raise RuntimeError(f"wrk saw {result.errors} errors or non-2xx answers on {url}")
     return result.rps
@@ -103,8 +104,10 @@ def main() -> None:
         env = {"RS_ISSUER": issuer.issuer, "RS_AUDIENCE": "notes", "REDIS_URL": redis_url}
         variants = (("default (verified-token cache)", "4096"), ("cache off: RS256 on every request", "0"))
         for label, cache_size in variants:
-            rs = Proc(service("resource_server", rs_port, "--log-level", "warning", "--no-access-log"),
-                      {**env, "RS_VERIFY_CACHE_SIZE": cache_size})
+            rs = Proc(
+                service("resource_server", rs_port, "--log-level", "warning", "--no-access-log"),
+                {**env, "RS_VERIFY_CACHE_SIZE": cache_size},
+            )
             try:
                 wait_http(url + "/readyz", rs)
                 plain, verified = measure(url, token, args.seconds, args.connections, args.rounds)

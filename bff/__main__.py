@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action="store_true",
-                       help="a JSON line per request (off by default: it costs throughput)")
+    serve.add_argument(
+        "--access-log", action="store_true", help="a JSON line per request (off by default: it costs throughput)"
+    )
     stack = commands.add_parser("stack", help="auth server, resource server and BFF in one process")
     stack.add_argument("--host", default="127.0.0.1")
     stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
@@ -42,9 +43,17 @@ def main(argv: list[str] | None = None) -> None:
         Settings.from_env()  # fail fast, naming the variable
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")
-    uvicorn.run("bff.app:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_config=config, access_log=False, proxy_headers=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    uvicorn.run(
+        "bff.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=config,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
 
 
 if __name__ == "__main__":

@@ -33,12 +33,12 @@ from bff.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GC_THRESHOLDS = (50_000, 20, 100)   # fewer young-generation passes: a request makes many short-lived objects
-REDIS_TIMEOUT = 2.0           # seconds: a Redis that does not answer in this time is down (503), not slow
+GC_THRESHOLDS = (50_000, 20, 100)  # fewer young-generation passes: a request makes many short-lived objects
+REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer in this time is down (503), not slow
 
 
 class _Template:
-    path = "/api/{route}/{path}"   # the metrics label of every proxied request
+    path = "/api/{route}/{path}"  # the metrics label of every proxied request
 
 
 API_ROUTE = _Template()
@@ -60,8 +60,11 @@ class PrefixRoute:
 
 
 def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status_code,
-                        headers={"Cache-Control": "no-store", **(headers or {})})
+    return JSONResponse(
+        {"error": exc.error, "error_description": exc.description},
+        status_code=exc.status_code,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 def open_redis(url: str, cluster: bool = False) -> Any:
@@ -76,8 +79,9 @@ def open_redis(url: str, cluster: bool = False) -> Any:
             parsed = parse_url(part.strip())
             nodes.append(ClusterNode(str(parsed.get("host", "localhost")), int(parsed.get("port", 6379))))
         return RedisCluster(startup_nodes=nodes, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    return aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
-                                   retry=Retry(NoBackoff(), 1))
+    return aioredis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1)
+    )
 
 
 def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
@@ -87,9 +91,14 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     manager = SessionManager(RedisStore(client), idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
     http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
     auth = AuthClient(settings, http)
-    refresher = Refresher(manager, auth, skew=settings.refresh_skew, auth_timeout=settings.auth_timeout,
-                          lock_lease=settings.lock_lease,
-                          on_outcome=metrics.refresh_outcome)
+    refresher = Refresher(
+        manager,
+        auth,
+        skew=settings.refresh_skew,
+        auth_timeout=settings.auth_timeout,
+        lock_lease=settings.lock_lease,
+        on_outcome=metrics.refresh_outcome,
+    )
     proxy = Proxy(dict(settings.routes), settings.upstream_timeout)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics)
 
@@ -119,7 +128,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         # The hot path, as plain ASGI: Starlette's router and exception middleware cost a measurable share of a
         # proxied request, and /api/* needs neither. Errors are answered exactly as bff_error answers them.
         scope["route"] = API_ROUTE
-        route = scope["path"][len("/api/"):].split("/", 1)[0]
+        route = scope["path"][len("/api/") :].split("/", 1)[0]
         request = Request(scope, receive)
         try:
             response = await endpoints.api(request, route)
@@ -149,9 +158,11 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics),
-                    Middleware(CSRFMiddleware, origin=settings.public_origin),
-                    Middleware(PrefixRoute, prefix="/api/", endpoint=api)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(CSRFMiddleware, origin=settings.public_origin),
+            Middleware(PrefixRoute, prefix="/api/", endpoint=api),
+        ],
         # Every Redis failure is a StoreUnavailable (a BFFError) already: RedisStore._call translates them all.
         exception_handlers={BFFError: bff_error, Exception: server_error},
         lifespan=lifespan,

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 ID_TOKEN_LEEWAY = 60
 # OIDC Core §3.1.3.7 (7): the provider's advertised algorithm; never "none", never HMAC with a public key.
-ID_TOKEN_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
-                                 "EdDSA"})
+ID_TOKEN_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 @dataclass(frozen=True)
@@ -75,31 +76,44 @@ class AuthClient:
         # Back-channel endpoints go to the internal address; the browser's authorization endpoint stays public.
         internal = self.settings.auth_internal_url
         back_channel = key.endswith("_endpoint") or key == "jwks_uri"
-        if (internal and back_channel and key != "authorization_endpoint" and isinstance(value, str)
-                and value.startswith(self.settings.issuer + "/")):
-            return internal + value[len(self.settings.issuer):]
+        if (
+            internal
+            and back_channel
+            and key != "authorization_endpoint"
+            and isinstance(value, str)
+            and value.startswith(self.settings.issuer + "/")
+        ):
+            return internal + value[len(self.settings.issuer) :]
         return value
 
     async def authorization_endpoint(self) -> str:
         return str((await self.discover())["authorization_endpoint"])
 
-    def _client_auth(self, metadata: dict[str, Any], key: str, form: dict[str, str]
-                      ) -> tuple[httpx.Auth, dict[str, str]]:
+    def _client_auth(
+        self, metadata: dict[str, Any], key: str, form: dict[str, str]
+    ) -> tuple[httpx.Auth, dict[str, str]]:
         """client_secret_basic unless the provider lists only client_secret_post (RFC 8414 §2)."""
         methods = metadata.get(key) or ["client_secret_basic"]
         if "client_secret_basic" not in methods and "client_secret_post" in methods:
             no_header = httpx.Auth()
-            return no_header, {**form, "client_id": self.settings.client_id,
-                               "client_secret": self.settings.client_secret}
+            return no_header, {
+                **form,
+                "client_id": self.settings.client_id,
+                "client_secret": self.settings.client_secret,
+            }
         return self._auth, form
 
     async def _token_request(self, form: dict[str, str], http_timeout: float | None = None) -> dict[str, Any]:
         metadata = await self.discover()
         auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", form)
         try:
-            response = await self.http.post(metadata["token_endpoint"], data=form, auth=auth,
-                                            headers={"Accept": "application/json"},
-                                            timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout)
+            response = await self.http.post(
+                metadata["token_endpoint"],
+                data=form,
+                auth=auth,
+                headers={"Accept": "application/json"},
+                timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
+            )
         except httpx.HTTPError as exc:
             raise AuthServerUnavailable() from exc
         try:
@@ -115,8 +129,9 @@ class AuthClient:
             raise AuthServerUnavailable("The token response lacks a bearer access token.")
         return body
 
-    def _token_set(self, body: dict[str, Any], previous_refresh: str | None = None,
-                   previous_scope: str = "") -> TokenSet:
+    def _token_set(
+        self, body: dict[str, Any], previous_refresh: str | None = None, previous_scope: str = ""
+    ) -> TokenSet:
         try:
             expires_in = float(body.get("expires_in", 300))
         except (TypeError, ValueError):
@@ -131,16 +146,19 @@ class AuthClient:
         )
 
     async def exchange_code(self, code: str, verifier: str) -> TokenSet:
-        body = await self._token_request({
-            "grant_type": "authorization_code", "code": code, "redirect_uri": self.settings.redirect_uri,
-            "code_verifier": verifier,
-        })
+        body = await self._token_request(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": self.settings.redirect_uri,
+                "code_verifier": verifier,
+            }
+        )
         return self._token_set(body)
 
     async def refresh(self, refresh_token: str, scope: str, *, http_timeout: float | None = None) -> TokenSet:
         """``http_timeout``: how long the answer may take, beyond the client's default (a late answer still counts)."""
-        body = await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token},
-                                         http_timeout)
+        body = await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token}, http_timeout)
         return self._token_set(body, refresh_token, scope)
 
     async def revoke(self, refresh_token: str) -> None:
@@ -149,8 +167,11 @@ class AuthClient:
         endpoint = metadata.get("revocation_endpoint")
         if not endpoint:
             return
-        auth, form = self._client_auth(metadata, "revocation_endpoint_auth_methods_supported",
-                                       {"token": refresh_token, "token_type_hint": "refresh_token"})
+        auth, form = self._client_auth(
+            metadata,
+            "revocation_endpoint_auth_methods_supported",
+            {"token": refresh_token, "token_type_hint": "refresh_token"},
+        )
         try:
             response = await self.http.post(endpoint, auth=auth, data=form)
         except httpx.HTTPError as exc:
@@ -198,9 +219,15 @@ class AuthClient:
             raise ProviderRejected("invalid_id_token", "The ID token's algorithm is not allowed.")
         key = await self._signing_key(header.get("kid"))
         try:
-            claims = jwt.decode(id_token, key, algorithms=[header["alg"]], audience=self.settings.client_id,
-                                issuer=(await self.discover())["issuer"], leeway=ID_TOKEN_LEEWAY,
-                                options={"require": ["iss", "sub", "aud", "exp"]})
+            claims = jwt.decode(
+                id_token,
+                key,
+                algorithms=[header["alg"]],
+                audience=self.settings.client_id,
+                issuer=(await self.discover())["issuer"],
+                leeway=ID_TOKEN_LEEWAY,
+                options={"require": ["iss", "sub", "aud", "exp"]},
+            )
         except jwt.PyJWTError as exc:
             raise ProviderRejected("invalid_id_token", "The ID token is not valid.") from exc
         if claims.get("nonce") != nonce:

@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 GUARDED_EXACT = frozenset({"/bff/user", "/bff/logout"})
-_BODY = json.dumps({"error": "csrf", "error_description": "Missing X-CSRF header, foreign Origin or CORS preflight."}
-                   ).encode()
+_BODY = json.dumps(
+    {"error": "csrf", "error_description": "Missing X-CSRF header, foreign Origin or CORS preflight."}
+).encode()
 
 
 def guarded(path: str) -> bool:
@@ -33,10 +34,17 @@ class CSRFMiddleware:
         if scope["type"] != "http" or self._allowed(scope):
             await self.app(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 403, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode()),
-            (b"cache-control", b"no-store"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_BODY)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": _BODY})
 
     def _allowed(self, scope: Scope) -> bool:

@@ -25,13 +25,20 @@ from bff.settings import Settings
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-LOGIN_TTL = 600                      # seconds an authorization request may stay in flight (DESIGN §3)
+LOGIN_TTL = 600  # seconds an authorization request may stay in flight (DESIGN §3)
 RETURN_TO_MAX = 2048
 NO_STORE = {"Cache-Control": "no-store"}
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-PAGE_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
@@ -44,7 +51,7 @@ def cookie(request: Request, name: str) -> str | None:
             for part in value.split(b";"):
                 part = part.strip()
                 if part.startswith(wanted):
-                    return part[len(wanted):].decode("latin-1")
+                    return part[len(wanted) :].decode("latin-1")
     return None
 
 
@@ -52,8 +59,13 @@ def safe_return_to(value: str | None) -> str:
     """A local path only: no scheme, no host, no ``//`` or ``/\\`` (which browsers read as another host)."""
     if not value:
         return "/"
-    if (len(value) > RETURN_TO_MAX or not value.startswith("/") or value.startswith(("//", "/\\"))
-            or "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)):
+    if (
+        len(value) > RETURN_TO_MAX
+        or not value.startswith("/")
+        or value.startswith(("//", "/\\"))
+        or "\\" in value
+        or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)
+    ):
         raise BadRequest("return_to must be a local path.")
     return value
 
@@ -110,11 +122,18 @@ class Endpoints:
         ref = self.manager.login_ref(browser, state)
         assert ref is not None
         await self.manager.save_login(ref, {"verifier": verifier, "nonce": nonce, "return_to": return_to}, LOGIN_TTL)
-        query = urlencode({
-            "response_type": "code", "client_id": self.settings.client_id,
-            "redirect_uri": self.settings.redirect_uri, "scope": self.settings.scopes, "state": state,
-            "nonce": nonce, "code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256",
-        })
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.settings.client_id,
+                "redirect_uri": self.settings.redirect_uri,
+                "scope": self.settings.scopes,
+                "state": state,
+                "nonce": nonce,
+                "code_challenge": pkce_challenge(verifier),
+                "code_challenge_method": "S256",
+            }
+        )
         response = RedirectResponse(endpoint + ("&" if "?" in endpoint else "?") + query, 302, headers=NO_STORE)
         response.headers.append("set-cookie", self._cookie(self.settings.login_cookie_name, browser, LOGIN_TTL))
         return response
@@ -124,7 +143,7 @@ class Endpoints:
         ref = self.manager.login_ref(cookie(request, self.settings.login_cookie_name), params.get("state"))
         if ref is None:
             raise InvalidState()
-        login = await self.manager.take_login(ref)   # single use
+        login = await self.manager.take_login(ref)  # single use
         if login is None:
             raise InvalidState()
         error = params.get("error")
@@ -141,10 +160,13 @@ class Endpoints:
             raise LoginFailed(f"The auth server refused the login ({exc.oauth_error}).") from exc
         old = self.manager.ref(cookie(request, self.settings.cookie_name))
         if old is not None:
-            await self.manager.delete(old)   # a new id on every login; the old one dies (fixation)
+            await self.manager.delete(old)  # a new id on every login; the old one dies (fixation)
         secret, _ = await self.manager.create(
-            access_token=tokens.access_token, refresh_token=tokens.refresh_token, access_expires_at=tokens.expires_at,
-            sub=str(claims["sub"]), username=str(claims.get("preferred_username") or claims["sub"]),
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            access_expires_at=tokens.expires_at,
+            sub=str(claims["sub"]),
+            username=str(claims.get("preferred_username") or claims["sub"]),
             scope=tokens.scope,
         )
         self.metrics.sessions.labels("created").inc()
@@ -155,10 +177,16 @@ class Endpoints:
 
     async def user(self, request: Request) -> Response:
         _, session = await self.session(request)
-        return JSONResponse({
-            "sub": session.sub, "username": session.username, "scope": session.scope,
-            "expires_at": int(session.expires_at), "idle_expires_at": int(self.manager.idle_expires_at(session)),
-        }, headers=NO_STORE)
+        return JSONResponse(
+            {
+                "sub": session.sub,
+                "username": session.username,
+                "scope": session.scope,
+                "expires_at": int(session.expires_at),
+                "idle_expires_at": int(self.manager.idle_expires_at(session)),
+            },
+            headers=NO_STORE,
+        )
 
     async def logout(self, request: Request) -> Response:
         ref = self.manager.ref(cookie(request, self.settings.cookie_name))
@@ -167,7 +195,7 @@ class Endpoints:
             if session is not None:
                 if session.refresh_token:
                     try:
-                        await self.auth.revoke(session.refresh_token)   # RFC 7009: ends the login's family
+                        await self.auth.revoke(session.refresh_token)  # RFC 7009: ends the login's family
                     except AuthServerUnavailable:
                         log.warning("logout: the auth server could not be told to revoke the refresh token")
                 await self.manager.delete(ref)
@@ -183,8 +211,11 @@ class Endpoints:
         out = await self.proxy.outbound(request, route)
         session = await self.refresher.fresh(ref, session)
         upstream = await self.proxy.send(out, session.access_token)
-        if (upstream.status == 401 and out.replayable
-                and "invalid_token" in upstream.headers.get("WWW-Authenticate", "")):
+        if (
+            upstream.status == 401
+            and out.replayable
+            and "invalid_token" in upstream.headers.get("WWW-Authenticate", "")
+        ):
             # RFC 6750 §3.1: the token was refused (revoked keys, clock skew): refresh once, replay once.
             upstream.release()
             session = await self.refresher.fresh(ref, session, force=True)
@@ -212,5 +243,6 @@ class Endpoints:
         except AuthServerUnavailable:
             checks["auth_server"] = "unavailable"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+        )

@@ -1,17 +1,17 @@
 """The BFF's errors. Each carries its wire format; one handler in app.py turns any of them into JSON.
 
-    BFFError                          500 server_error
-     ├── BadRequest                   400 invalid_request
-     │    └── InvalidState            400 invalid_state        (callback: unknown, used or foreign state)
-     ├── LoginFailed                  400 login_failed         (the provider refused the login or the code)
-     ├── LoginRequired                401 login_required       (no session, or it ended)
-     ├── CSRFError                    403 csrf
-     ├── NotFound                     404 not_found
-     ├── UpstreamUnavailable          502 bad_gateway          (connect failure to a resource server)
-     ├── UpstreamTimeout              504 gateway_timeout
-     └── TemporarilyUnavailable       503 temporarily_unavailable
-          ├── StoreUnavailable              Redis unreachable
-          └── AuthServerUnavailable         auth server unreachable, 5xx or unusable answer
+BFFError                          500 server_error
+ ├── BadRequest                   400 invalid_request
+ │    └── InvalidState            400 invalid_state        (callback: unknown, used or foreign state)
+ ├── LoginFailed                  400 login_failed         (the provider refused the login or the code)
+ ├── LoginRequired                401 login_required       (no session, or it ended)
+ ├── CSRFError                    403 csrf
+ ├── NotFound                     404 not_found
+ ├── UpstreamUnavailable          502 bad_gateway          (connect failure to a resource server)
+ ├── UpstreamTimeout              504 gateway_timeout
+ └── TemporarilyUnavailable       503 temporarily_unavailable
+      ├── StoreUnavailable              Redis unreachable
+      └── AuthServerUnavailable         auth server unreachable, 5xx or unusable answer
 """
 
 from __future__ import annotations

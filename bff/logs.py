@@ -30,16 +30,30 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
 
 def access(method: str, route: str, path: str, status: int, seconds: float, rid: str, client: Any) -> None:
     if ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info("request", extra={"fields": {
-            "method": method, "route": route, "path": path, "status": status,
-            "duration_ms": round(seconds * 1000, 3), "request_id": rid, "client": client[0] if client else None,
-        }})
+        ACCESS.info(
+            "request",
+            extra={
+                "fields": {
+                    "method": method,
+                    "route": route,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "request_id": rid,
+                    "client": client[0] if client else None,
+                }
+            },
+        )
 
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                               "logger": record.name, "message": record.getMessage()}
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         out.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
@@ -52,8 +66,7 @@ def log_config(level: str = "info") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": f"{__name__}.JSONFormatter"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {"uvicorn": {"level": level.upper()}, "uvicorn.access": {"level": "WARNING"}},
     }

@@ -15,16 +15,29 @@ from bff.logs import ACCESS, access, request_id
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("bff_requests_total", "HTTP requests by route template and status",
-                                ["route", "status"], registry=self.registry)
-        self.latency = Histogram("bff_request_duration_seconds", "Time to response start, by route template",
-                                 ["route"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.refreshes = Counter("bff_refreshes_total", "Access token refreshes by outcome", ["outcome"],
-                                 registry=self.registry)
+        self.requests = Counter(
+            "bff_requests_total",
+            "HTTP requests by route template and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bff_request_duration_seconds",
+            "Time to response start, by route template",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.refreshes = Counter(
+            "bff_refreshes_total", "Access token refreshes by outcome", ["outcome"], registry=self.registry
+        )
         self.sessions = Counter("bff_sessions_total", "Sessions created and ended", ["event"], registry=self.registry)
-        self.upstream_errors = Counter("bff_upstream_errors_total", "Upstream failures by route and kind",
-                                       ["route", "kind"], registry=self.registry)
+        self.upstream_errors = Counter(
+            "bff_upstream_errors_total",
+            "Upstream failures by route and kind",
+            ["route", "kind"],
+            registry=self.registry,
+        )
 
     def refresh_outcome(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()
@@ -74,5 +87,12 @@ class MetricsMiddleware:
                 counter = self._children[(route, status)] = self.metrics.requests.labels(route, str(status))
             counter.inc()
             if logging_on:
-                access(scope["method"], route, scope["path"], status, time.perf_counter() - start,
-                       rid or request_id(scope["headers"]), scope.get("client"))
+                access(
+                    scope["method"],
+                    route,
+                    scope["path"],
+                    status,
+                    time.perf_counter() - start,
+                    rid or request_id(scope["headers"]),
+                    scope.get("client"),
+                )

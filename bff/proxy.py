@@ -22,16 +22,26 @@ from yarl import URL
 from bff.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers",
-    b"transfer-encoding", b"upgrade", b"proxy-connection",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+    }
+)
 DROP_REQUEST = HOP_BY_HOP | {b"cookie", b"authorization", b"host", b"x-csrf", b"expect"}
 DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2"}
-REPLAY_LIMIT = 64 * 1024     # request bodies up to this size are buffered, hence replayable after a refresh
+REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024
-UPSTREAM_POOL = 512          # pooled connections to all upstreams together
-BUFFER_LIMIT = 64 * 1024    # upstream bodies up to this size (with a Content-Length) are sent in one piece
+UPSTREAM_POOL = 512  # pooled connections to all upstreams together
+BUFFER_LIMIT = 64 * 1024  # upstream bodies up to this size (with a Content-Length) are sent in one piece
 
 
 def _filter(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
@@ -70,9 +80,10 @@ class Proxy:
         """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=UPSTREAM_POOL, limit_per_host=0, ttl_dns_cache=60),
-            auto_decompress=False,                 # bodies pass through as the upstream encoded them
-            cookie_jar=aiohttp.DummyCookieJar(),   # upstream cookies are never kept, let alone forwarded
-            skip_auto_headers=("User-Agent",))
+            auto_decompress=False,  # bodies pass through as the upstream encoded them
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies are never kept, let alone forwarded
+            skip_auto_headers=("User-Agent",),
+        )
 
     async def close(self) -> None:
         if self.session is not None:
@@ -123,8 +134,9 @@ class Proxy:
         headers = out.headers.copy()
         headers["Authorization"] = f"Bearer {access_token}"
         try:
-            return await self.session.request(out.method, out.url, headers=headers, data=out.body,
-                                              allow_redirects=False, timeout=self.timeout)
+            return await self.session.request(
+                out.method, out.url, headers=headers, data=out.body, allow_redirects=False, timeout=self.timeout
+            )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:

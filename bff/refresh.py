@@ -33,22 +33,30 @@ from bff.sessions import Sealed, Session, SessionManager
 
 log = logging.getLogger(__name__)
 
-RENEW_FRACTION = 3          # renew the lease three times per lease period
-POLL_FIRST = 0.01           # seconds: first wait of a waiter, doubled up to POLL_MAX
+RENEW_FRACTION = 3  # renew the lease three times per lease period
+POLL_FIRST = 0.01  # seconds: first wait of a waiter, doubled up to POLL_MAX
 POLL_MAX = 0.2
-WAIT_MARGIN = 2.0           # seconds a waiter waits beyond the auth timeout and one lease
-LATE_ANSWER_LIMIT = 60.0    # seconds a refresh nobody waits for any more may still take to land
+WAIT_MARGIN = 2.0  # seconds a waiter waits beyond the auth timeout and one lease
+LATE_ANSWER_LIMIT = 60.0  # seconds a refresh nobody waits for any more may still take to land
 
 
 class Refresher:
-    def __init__(self, manager: SessionManager, auth: AuthClient, *, skew: float, auth_timeout: float,
-                 lock_lease: float, on_outcome: Callable[[str], None] = lambda outcome: None) -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        auth: AuthClient,
+        *,
+        skew: float,
+        auth_timeout: float,
+        lock_lease: float,
+        on_outcome: Callable[[str], None] = lambda outcome: None,
+    ) -> None:
         self.manager = manager
         self.auth = auth
         self.skew = skew
         self.lease_ms = int(lock_lease * 1000)
         self.auth_timeout = auth_timeout
-        self._late: set[asyncio.Future[Session]] = set()   # refreshes finishing after their requests gave up
+        self._late: set[asyncio.Future[Session]] = set()  # refreshes finishing after their requests gave up
         self.wait_limit = auth_timeout + lock_lease + WAIT_MARGIN
         self.on_outcome = on_outcome
         self._inflight: dict[str, asyncio.Future[Session]] = {}

@@ -37,9 +37,9 @@ from bff.errors import StoreUnavailable
 SESSION_INFO = b"jwt-bff session"
 LOGIN_INFO = b"jwt-bff login"
 NONCE_BYTES = 12
-COMPRESSION_LEVEL = 6   # zlib: records are sealed on login and refresh only, opened on every request
-REF_CACHE = 4096            # cookie -> derived key and store key, for busy sessions
-OPENED_CACHE = 4096         # store key -> (sealed record, its plaintext): a record unchanged in Redis is not reopened
+COMPRESSION_LEVEL = 6  # zlib: records are sealed on login and refresh only, opened on every request
+REF_CACHE = 4096  # cookie -> derived key and store key, for busy sessions
+OPENED_CACHE = 4096  # store key -> (sealed record, its plaintext): a record unchanged in Redis is not reopened
 # 32 random bytes in unpadded base64url are exactly 43 characters; anything else is refused before Redis is asked.
 _SECRET_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 _STATE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -81,8 +81,9 @@ class ByteStore(Protocol):
     async def ping(self) -> None: ...
 
 
-_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
-          "else return 0 end")
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
 
@@ -98,7 +99,7 @@ class _Coalescer:
 
     def __init__(self, client: aioredis.Redis, *, getex: bool = True) -> None:
         self.client = client
-        self.use_getex = getex     # else GET + PEXPIRE per key (see RedisStore)
+        self.use_getex = getex  # else GET + PEXPIRE per key (see RedisStore)
         self.pending: list[tuple[str, int, asyncio.Future[Any]]] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -112,7 +113,7 @@ class _Coalescer:
 
     def _start(self) -> None:
         while self.pending:
-            batch, self.pending = self.pending[:self.MAX_BATCH], self.pending[self.MAX_BATCH:]
+            batch, self.pending = self.pending[: self.MAX_BATCH], self.pending[self.MAX_BATCH :]
             task = asyncio.ensure_future(self._flush(batch))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -146,8 +147,12 @@ class _Coalescer:
 # What "the store is unavailable" looks like from redis-py, on one node and on a cluster (CLUSTERDOWN, TRYAGAIN,
 # no reachable node): a 503 that recovers by itself, never a 500.
 STORE_DOWN: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
-    redis.exceptions.TryAgainError, redis.exceptions.RedisClusterException, OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+    OSError,
 )
 REDIS_RACE: tuple[type[BaseException], ...] = (AttributeError, RuntimeError, TypeError)
 _REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
@@ -368,14 +373,15 @@ class Session:
     scope: str
     created_at: float
     expires_at: float
-    access_issued_at: float = 0.0   # when the access token was obtained: its lifetime bounds the refresh skew
+    access_issued_at: float = 0.0  # when the access token was obtained: its lifetime bounds the refresh skew
 
 
 class SessionManager:
     """Creates, loads, saves and ends sessions; enforces the idle (sliding) and absolute lifetimes."""
 
-    def __init__(self, store: ByteStore, *, idle_ttl: int, absolute_ttl: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: ByteStore, *, idle_ttl: int, absolute_ttl: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.idle_ttl = idle_ttl
         self.absolute_ttl = absolute_ttl
@@ -420,12 +426,21 @@ class SessionManager:
             return None
         return session if session.expires_at > self.clock() else None
 
-    async def create(self, *, access_token: str, refresh_token: str | None, access_expires_at: float,
-                     sub: str, username: str, scope: str) -> tuple[str, Session]:
+    async def create(
+        self,
+        *,
+        access_token: str,
+        refresh_token: str | None,
+        access_expires_at: float,
+        sub: str,
+        username: str,
+        scope: str,
+    ) -> tuple[str, Session]:
         """Store a new session under a new secret (never one the browser offered: fixation-safe)."""
         now = self.clock()
-        session = Session(access_token, refresh_token, access_expires_at, sub, username, scope, now,
-                          now + self.absolute_ttl, now)
+        session = Session(
+            access_token, refresh_token, access_expires_at, sub, username, scope, now, now + self.absolute_ttl, now
+        )
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None

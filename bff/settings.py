@@ -89,7 +89,7 @@ class Settings:
     absolute_ttl: int = 43200
     refresh_skew: int = 30
     redis_url: str = "redis://localhost:6379/0"
-    redis_cluster: bool = False   # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
+    redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
     upstream_timeout: float = 30.0
     auth_timeout: float = 10.0
     lock_lease: float = 5.0
@@ -105,7 +105,7 @@ class Settings:
         cookie_name = env.get("BFF_COOKIE_NAME") or "__Host-session"
         if not secure and cookie_name.startswith(HOST_PREFIX):
             # Browsers refuse a __Host- cookie without Secure, so plain-http development drops the prefix.
-            cookie_name = cookie_name[len(HOST_PREFIX):]
+            cookie_name = cookie_name[len(HOST_PREFIX) :]
         if not cookie_name.replace("-", "").replace("_", "").isalnum():
             raise SettingsError(f"BFF_COOKIE_NAME must be letters, digits, '-' and '_', got {cookie_name!r}")
         idle = _int(env, "BFF_IDLE_TTL", 1800, minimum=1)
@@ -127,8 +127,11 @@ class Settings:
             upstream_timeout=_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0),
             auth_timeout=_float(env, "BFF_AUTH_TIMEOUT", 10.0),
             lock_lease=_float(env, "BFF_LOCK_LEASE", 5.0),
-            auth_internal_url=(_url("BFF_AUTH_INTERNAL_URL", env["BFF_AUTH_INTERNAL_URL"])
-                               if env.get("BFF_AUTH_INTERNAL_URL") else None),
+            auth_internal_url=(
+                _url("BFF_AUTH_INTERNAL_URL", env["BFF_AUTH_INTERNAL_URL"])
+                if env.get("BFF_AUTH_INTERNAL_URL")
+                else None
+            ),
         )
 
     @property

@@ -118,15 +118,22 @@ async def create_demo_user(issuer_url: str) -> bool:
     return response.status_code == 201
 
 
-async def run_stack(host: str, ports: StackPorts, env: Mapping[str, str], *, ready: asyncio.Event | None = None,
-                    stop: asyncio.Event | None = None) -> None:
+async def run_stack(
+    host: str,
+    ports: StackPorts,
+    env: Mapping[str, str],
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Run the three services until ``stop`` is set (or SIGINT/SIGTERM)."""
     embedded = not env.get("REDIS_URL")
     redis = _embedded_redis() if embedded else None
     apps = build_apps(env, redis)
     servers = {
-        name: _StackServer(uvicorn.Config(app, host=host, port=port, log_level="warning", ws="none",
-                                          timeout_graceful_shutdown=10))
+        name: _StackServer(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", ws="none", timeout_graceful_shutdown=10)
+        )
         for (name, app), port in zip(apps.items(), (ports.auth, ports.resource, ports.bff), strict=True)
     }
     stop = stop or asyncio.Event()
@@ -138,8 +145,13 @@ async def run_stack(host: str, ports: StackPorts, env: Mapping[str, str], *, rea
     tasks = [asyncio.create_task(server.serve(), name=f"stack-{name}") for name, server in servers.items()]
     try:
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-        await _wait_ready([f"http://{local}:{ports.auth}/readyz", f"http://{local}:{ports.resource}/readyz",
-                           f"http://{local}:{ports.bff}/readyz"])
+        await _wait_ready(
+            [
+                f"http://{local}:{ports.auth}/readyz",
+                f"http://{local}:{ports.resource}/readyz",
+                f"http://{local}:{ports.bff}/readyz",
+            ]
+        )
         created = await create_demo_user(f"http://{local}:{ports.auth}")
         store = "an embedded in-memory store (nothing persists)" if embedded else env["REDIS_URL"]
         print(
@@ -168,8 +180,9 @@ async def run_stack(host: str, ports: StackPorts, env: Mapping[str, str], *, rea
 def main(args: argparse.Namespace | None = None) -> None:
     host = getattr(args, "host", None) or "127.0.0.1"
     port = getattr(args, "port", None) or 8000
-    ports = StackPorts(auth=getattr(args, "auth_port", None) or 9000,
-                       resource=getattr(args, "resource_port", None) or 9001, bff=port)
+    ports = StackPorts(
+        auth=getattr(args, "auth_port", None) or 9000, resource=getattr(args, "resource_port", None) or 9001, bff=port
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     env = stack_environment(ports, os.environ)
     try:

@@ -31,8 +31,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         config["loggers"]["resource_server.access"] = {"level": "WARNING"}
     logging.config.dictConfig(config)
     # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=config, access_log=False,
-                lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=config,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,11 @@ log = logging.getLogger(__name__)
 # Redis is unavailable, in each form redis-py reports it: a dead or hung node, a cluster that lost a master
 # (CLUSTERDOWN, or no node for a slot), a slot being moved. All are a 503, never a 500.
 STORE_DOWN: tuple[type[Exception], ...] = (
-    RedisConnectionError, RedisTimeoutError, ClusterError, TryAgainError, RedisClusterException,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    TryAgainError,
+    RedisClusterException,
 )
 REDIS_RACE: tuple[type[Exception], ...] = (AttributeError, RuntimeError, TypeError)
 _REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
@@ -58,6 +62,7 @@ def redis_transport_race(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 2000
@@ -90,8 +95,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("rs_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry)
         self.latency = Histogram("rs_request_duration_seconds", "Request latency", ["route"], registry=self.registry)
-        self.token_failures = Counter("rs_token_failures", "Refused tokens by reason", ["reason"],
-                                      registry=self.registry)
+        self.token_failures = Counter(
+            "rs_token_failures", "Refused tokens by reason", ["reason"], registry=self.registry
+        )
         self.jwks_fetches = Counter("rs_jwks_fetches", "JWKS fetches by outcome", ["outcome"], registry=self.registry)
 
     def token_failure(self, error: VerifierError) -> None:
@@ -118,8 +124,9 @@ class MetricsMiddleware:
                 return str(getattr(candidate, "path", "?"))
         return "<unmatched>"
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                      send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -173,8 +180,10 @@ def open_redis(url: str, cluster: bool = False) -> Any:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
         from redis.asyncio.connection import parse_url
 
-        nodes = [ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
-                 for p in (parse_url(part.strip()) for part in url.split(",") if part.strip())]
+        nodes = [
+            ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
+            for p in (parse_url(part.strip()) for part in url.split(",") if part.strip())
+        ]
         return RedisCluster(startup_nodes=nodes, socket_connect_timeout=2, socket_timeout=2)
     return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30)
 
@@ -189,9 +198,16 @@ def create_app(
     metrics = Metrics()
     owns_verifier = verifier is None
     if verifier is None:
-        verifier = TokenVerifier(settings.issuer, settings.audience, settings.algorithms, settings.leeway,
-                                 settings.jwks_url, cooldown=settings.jwks_cooldown, on_fetch=metrics.jwks_fetch,
-                                 cache_size=settings.verify_cache_size)
+        verifier = TokenVerifier(
+            settings.issuer,
+            settings.audience,
+            settings.algorithms,
+            settings.leeway,
+            settings.jwks_url,
+            cooldown=settings.jwks_cooldown,
+            on_fetch=metrics.jwks_fetch,
+            cache_size=settings.verify_cache_size,
+        )
     state: dict[str, Any] = {"redis": redis}
 
     def store() -> aioredis.Redis:
@@ -225,8 +241,10 @@ def create_app(
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure
             log.warning("readiness: Redis unavailable: %s", type(exc).__name__)
         ready = redis_ok and verifier.ready
-        return JSONResponse({"status": "ready" if ready else "not ready", "keys": verifier.ready, "redis": redis_ok},
-                            200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "keys": verifier.ready, "redis": redis_ok},
+            200 if ready else 503,
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -316,13 +334,19 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
-            Middleware(BearerAuthMiddleware, verifier=verifier, realm=settings.audience, public_paths=PUBLIC_PATHS,
-                       on_error=metrics.token_failure),
+            Middleware(
+                BearerAuthMiddleware,
+                verifier=verifier,
+                realm=settings.audience,
+                public_paths=PUBLIC_PATHS,
+                on_error=metrics.token_failure,
+            ),
         ],
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
-            **dict.fromkeys(STORE_DOWN, store_unavailable), **dict.fromkeys(REDIS_RACE, transport_race),
+            **dict.fromkeys(STORE_DOWN, store_unavailable),
+            **dict.fromkeys(REDIS_RACE, transport_race),
             Exception: server_error,
         },
         lifespan=lifespan,

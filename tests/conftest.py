@@ -52,10 +52,30 @@ class RedisServer:
         if exe is None:
             pytest.fail("redis-server is not installed: the Redis tests cannot run (install it; never skip them)")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-             "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -127,8 +147,15 @@ class ServerThread:
 
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                ws="none", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            ws="none",
+            timeout_graceful_shutdown=2,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -178,8 +205,9 @@ def server_factory() -> Iterator[Any]:
 class ServiceProcess:
     """A service command (``python -m bff serve …``) in its own process, on a real socket."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], port: int | None = None,
-                 health_path: str = "/healthz") -> None:
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], port: int | None = None, health_path: str = "/healthz"
+    ) -> None:
         self.port = port or free_port()
         self.args = args
         self.env = {**os.environ, **env}
@@ -194,7 +222,10 @@ class ServiceProcess:
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, *self.args, "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=REPO,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -233,8 +264,9 @@ def process_factory() -> Iterator[Any]:
     """Start service commands as processes; all are stopped at the end of the test."""
     procs: list[ServiceProcess] = []
 
-    def start(args: list[str], env: Mapping[str, str], port: int | None = None,
-              health_path: str = "/healthz") -> ServiceProcess:
+    def start(
+        args: list[str], env: Mapping[str, str], port: int | None = None, health_path: str = "/healthz"
+    ) -> ServiceProcess:
         proc = ServiceProcess(args, env, port, health_path).start()
         procs.append(proc)
         return proc
@@ -286,22 +318,42 @@ class RedisCluster:
         if exe is None or shutil.which("redis-cli") is None:
             pytest.fail("redis-server/redis-cli are not installed: the cluster tests cannot run")
         for _ in range(3):
-            node = RedisServer(port=_free_cluster_port(), extra=(
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-                "--appendfsync", "everysec"))
+            node = RedisServer(
+                port=_free_cluster_port(),
+                extra=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--appendfsync",
+                    "everysec",
+                ),
+            )
             self.nodes.append(node.start())
         create = subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if create.returncode != 0:
             self.cleanup()
             pytest.fail(f"redis-cli --cluster create failed: {create.stdout}{create.stderr}")
         deadline = time.monotonic() + 20
         while True:
-            info = subprocess.run(["redis-cli", "-p", str(self.nodes[0].port), "CLUSTER", "INFO"],
-                                  capture_output=True, text=True).stdout
+            info = subprocess.run(
+                ["redis-cli", "-p", str(self.nodes[0].port), "CLUSTER", "INFO"], capture_output=True, text=True
+            ).stdout
             if "cluster_state:ok" in info:
                 return self
             if time.monotonic() > deadline:

@@ -320,4 +320,3 @@ class JWKSCache:
                 return jwks_uri
             errors.append(f"{url}: no jwks_uri")
         raise JWKSError("discovery failed: " + "; ".join(errors))
-

@@ -125,11 +125,13 @@ class FakeIssuer:
         async def jwks(request: Request) -> JSONResponse:
             return JSONResponse(self.jwks())
 
-        return Starlette(routes=[
-            Route("/.well-known/openid-configuration", metadata),
-            Route("/.well-known/oauth-authorization-server", metadata),
-            Route("/.well-known/jwks.json", jwks),
-        ])
+        return Starlette(
+            routes=[
+                Route("/.well-known/openid-configuration", metadata),
+                Route("/.well-known/oauth-authorization-server", metadata),
+                Route("/.well-known/jwks.json", jwks),
+            ]
+        )
 
     def add_key(self, alg: str | None = None, kid: str | None = None) -> KeyPair:
         """Add (and start signing with) a new key, as a key rotation does; the old ones stay published."""

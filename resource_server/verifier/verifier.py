@@ -145,13 +145,17 @@ class TokenVerifier:
         self.audience = audience
         self.algorithms = frozenset(algorithms)
         self.leeway = leeway
-        self.keys = keys if keys is not None else JWKSCache(
-            issuer=issuer,
-            algorithms=self.algorithms,
-            jwks_url=jwks_url,
-            cooldown=cooldown,
-            http_client=http_client,
-            on_fetch=on_fetch,
+        self.keys = (
+            keys
+            if keys is not None
+            else JWKSCache(
+                issuer=issuer,
+                algorithms=self.algorithms,
+                jwks_url=jwks_url,
+                cooldown=cooldown,
+                http_client=http_client,
+                on_fetch=on_fetch,
+            )
         )
         self._clock = clock
         # Verified tokens, by their exact text: a token seen again skips the signature check (the dominant cost)

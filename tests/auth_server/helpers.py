@@ -24,20 +24,49 @@ SCOPE = "openid notes:read notes:write"
 USERNAME, PASSWORD = "alice", "correct horse battery"
 
 CLIENTS = [
-    {"client_id": "bff", "client_secret": BFF_SECRET, "redirect_uris": [REDIRECT, "http://app.test/other?x=1"],
-     "grant_types": ["authorization_code", "refresh_token"], "scope": SCOPE, "audience": ["notes"]},
-    {"client_id": "spa", "redirect_uris": ["http://spa.test/cb"], "grant_types": ["authorization_code"],
-     "scope": "openid notes:read", "audience": ["notes", "other"]},
-    {"client_id": "other", "client_secret": "other-secret-0123456789", "redirect_uris": ["http://other.test/cb"],
-     "scope": SCOPE, "audience": ["notes"]},
-    {"client_id": "svc", "client_secret": SVC_SECRET, "grant_types": ["client_credentials"],
-     "scope": "notes:read notes:write", "audience": ["notes"]},
+    {
+        "client_id": "bff",
+        "client_secret": BFF_SECRET,
+        "redirect_uris": [REDIRECT, "http://app.test/other?x=1"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "scope": SCOPE,
+        "audience": ["notes"],
+    },
+    {
+        "client_id": "spa",
+        "redirect_uris": ["http://spa.test/cb"],
+        "grant_types": ["authorization_code"],
+        "scope": "openid notes:read",
+        "audience": ["notes", "other"],
+    },
+    {
+        "client_id": "other",
+        "client_secret": "other-secret-0123456789",
+        "redirect_uris": ["http://other.test/cb"],
+        "scope": SCOPE,
+        "audience": ["notes"],
+    },
+    {
+        "client_id": "svc",
+        "client_secret": SVC_SECRET,
+        "grant_types": ["client_credentials"],
+        "scope": "notes:read notes:write",
+        "audience": ["notes"],
+    },
 ]
 
 
 def make_settings(redis_url: str, keys_dir: Path, issuer: str = "http://auth.test", **env: str) -> Settings:
-    return Settings.from_env({"AUTH_ISSUER": issuer, "REDIS_URL": redis_url, "AUTH_KEYS_DIR": str(keys_dir),
-                              "AUTH_CLIENTS": json.dumps(CLIENTS), "AUTH_FORM_SECRET": "x" * 32, **env})
+    return Settings.from_env(
+        {
+            "AUTH_ISSUER": issuer,
+            "REDIS_URL": redis_url,
+            "AUTH_KEYS_DIR": str(keys_dir),
+            "AUTH_CLIENTS": json.dumps(CLIENTS),
+            "AUTH_FORM_SECRET": "x" * 32,
+            **env,
+        }
+    )
 
 
 def pkce() -> tuple[str, str]:
@@ -47,9 +76,16 @@ def pkce() -> tuple[str, str]:
 
 
 def authorize_params(challenge: str, **overrides: str) -> dict[str, str]:
-    params = {"client_id": "bff", "redirect_uri": REDIRECT, "response_type": "code", "scope": SCOPE,
-              "state": "st-" + secrets.token_urlsafe(8), "nonce": "n-" + secrets.token_urlsafe(8),
-              "code_challenge": challenge, "code_challenge_method": "S256"}
+    params = {
+        "client_id": "bff",
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": SCOPE,
+        "state": "st-" + secrets.token_urlsafe(8),
+        "nonce": "n-" + secrets.token_urlsafe(8),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     params.update(overrides)
     return {k: v for k, v in params.items() if v is not None}
 
@@ -79,8 +115,9 @@ def location_params(response: httpx.Response) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
 
 
-async def login(client: httpx.AsyncClient, params: dict[str, str], username: str = USERNAME,
-                password: str = PASSWORD) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient, params: dict[str, str], username: str = USERNAME, password: str = PASSWORD
+) -> httpx.Response:
     """GET the form, POST it back with the credentials (the client keeps the form cookie)."""
     page = await client.get("/oauth/authorize", params=params)
     assert page.status_code == 200, page.text
@@ -98,14 +135,20 @@ async def get_code(client: httpx.AsyncClient, challenge: str, **overrides: str) 
 
 
 async def exchange(client: httpx.AsyncClient, code: str, verifier: str, **extra: str) -> httpx.Response:
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier,
-            **extra}
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+        **extra,
+    }
     return await client.post("/oauth/token", data=data, auth=("bff", BFF_SECRET))
 
 
 async def refresh(client: httpx.AsyncClient, token: str, **extra: str) -> httpx.Response:
-    return await client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token, **extra},
-                             auth=("bff", BFF_SECRET))
+    return await client.post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token, **extra}, auth=("bff", BFF_SECRET)
+    )
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -116,6 +159,8 @@ def claims_of(token: str) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def serve_in_process(app: Any, base_url: str = "http://auth.test") -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client for ``app``, with its lifespan run (so its Redis client is closed afterwards)."""
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app),
-                                                                   base_url=base_url) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=base_url) as client,
+    ):
         yield client

@@ -37,19 +37,23 @@ def assert_error_page(response: httpx.Response) -> None:
     assert response.headers["x-frame-options"] == "DENY"
 
 
-@pytest.mark.parametrize("overrides", [
-    {"client_id": "nobody"},
-    {"client_id": None},
-    {"redirect_uri": "http://evil.test/bff/callback"},
-    {"redirect_uri": REDIRECT + "/"},
-    {"redirect_uri": REDIRECT + "?x=1"},
-    {"redirect_uri": REDIRECT.upper()},
-    {"redirect_uri": "http://app.test/other"},  # registered with ?x=1: exact match only
-    {"redirect_uri": None},
-    {"client_id": "svc"},  # a client without redirect URIs
-])
-async def test_unknown_client_or_redirect_uri_is_an_error_page(client: httpx.AsyncClient,
-                                                               overrides: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"client_id": "nobody"},
+        {"client_id": None},
+        {"redirect_uri": "http://evil.test/bff/callback"},
+        {"redirect_uri": REDIRECT + "/"},
+        {"redirect_uri": REDIRECT + "?x=1"},
+        {"redirect_uri": REDIRECT.upper()},
+        {"redirect_uri": "http://app.test/other"},  # registered with ?x=1: exact match only
+        {"redirect_uri": None},
+        {"client_id": "svc"},  # a client without redirect URIs
+    ],
+)
+async def test_unknown_client_or_redirect_uri_is_an_error_page(
+    client: httpx.AsyncClient, overrides: dict[str, str]
+) -> None:
     params = authorize_params(pkce()[1], **overrides)
     if overrides.get("client_id", "") is None:
         params.pop("client_id", None)
@@ -63,18 +67,22 @@ async def test_duplicated_or_non_utf8_parameters_are_an_error_page(client: httpx
     assert_error_page(await client.get(f"/oauth/authorize?{query}&x=%ff"))
 
 
-@pytest.mark.parametrize(("overrides", "error"), [
-    ({"code_challenge_method": "plain"}, "invalid_request"),
-    ({"code_challenge_method": None}, "invalid_request"),
-    ({"code_challenge": None}, "invalid_request"),
-    ({"code_challenge": "too-short"}, "invalid_request"),
-    ({"response_type": "token"}, "unsupported_response_type"),
-    ({"response_type": None}, "unsupported_response_type"),
-    ({"scope": "openid admin"}, "invalid_scope"),
-    ({"prompt": "none"}, "login_required"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge_method": None}, "invalid_request"),
+        ({"code_challenge": None}, "invalid_request"),
+        ({"code_challenge": "too-short"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": None}, "unsupported_response_type"),
+        ({"scope": "openid admin"}, "invalid_scope"),
+        ({"prompt": "none"}, "login_required"),
+    ],
+)
 async def test_bad_requests_for_a_verified_redirect_uri_go_back_with_an_error(
-        client: httpx.AsyncClient, overrides: dict[str, str], error: str) -> None:
+    client: httpx.AsyncClient, overrides: dict[str, str], error: str
+) -> None:
     params = authorize_params(pkce()[1], **overrides)
     response = await client.get("/oauth/authorize", params=params)
     got = location_params(response)  # RFC 6749 §4.1.2.1: redirect back with error and state
@@ -87,8 +95,13 @@ async def test_plain_pkce_is_refused_on_the_form_post_too(client: httpx.AsyncCli
     verifier, challenge = pkce()
     params = authorize_params(challenge)
     page = await client.get("/oauth/authorize", params=params)
-    fields = {**form_of(page.text).fields, "code_challenge_method": "plain", "code_challenge": verifier,
-              "username": USERNAME, "password": PASSWORD}
+    fields = {
+        **form_of(page.text).fields,
+        "code_challenge_method": "plain",
+        "code_challenge": verifier,
+        "username": USERNAME,
+        "password": PASSWORD,
+    }
     got = location_params(await client.post("/oauth/authorize", data=fields))
     assert got["error"] == "invalid_request" and "code" not in got
 
@@ -116,8 +129,7 @@ async def test_state_and_nonce_are_carried(client: httpx.AsyncClient, user: Any)
     assert got["state"] == "s&t=a?t e" and got["x"] == "1" and got["code"]
 
 
-async def test_form_token_binds_the_form_to_the_browser_and_the_request(client: httpx.AsyncClient,
-                                                                        user: Any) -> None:
+async def test_form_token_binds_the_form_to_the_browser_and_the_request(client: httpx.AsyncClient, user: Any) -> None:
     params = authorize_params(pkce()[1])
     page = await client.get("/oauth/authorize", params=params)
     fields = {**form_of(page.text).fields, "username": USERNAME, "password": PASSWORD}
@@ -179,8 +191,9 @@ async def test_parallel_guesses_cannot_pass_the_limit(client: httpx.AsyncClient,
     params = authorize_params(pkce()[1])
     page = await client.get("/oauth/authorize", params=params)
     fields = {**form_of(page.text).fields, "username": USERNAME}
-    responses = await asyncio.gather(*(client.post("/oauth/authorize", data={**fields, "password": f"guess-{i}"})
-                                       for i in range(16)))
+    responses = await asyncio.gather(
+        *(client.post("/oauth/authorize", data={**fields, "password": f"guess-{i}"}) for i in range(16))
+    )
     assert sorted(r.status_code for r in responses) == [400] * 10 + [429] * 6
 
 
@@ -196,8 +209,12 @@ async def test_a_successful_login_resets_the_failure_count(client: httpx.AsyncCl
 
 async def test_login_post_with_bad_bodies_is_a_4xx_page(client: httpx.AsyncClient) -> None:
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    for body, headers in [(b"\xff\xfe", form), (b'{"username": "a"}', {"Content-Type": "application/json"}),
-                          (b"client_id=bff&client_id=bff", form), (b"x" * 70_000, form)]:
+    for body, headers in [
+        (b"\xff\xfe", form),
+        (b'{"username": "a"}', {"Content-Type": "application/json"}),
+        (b"client_id=bff&client_id=bff", form),
+        (b"x" * 70_000, form),
+    ]:
         response = await client.post("/oauth/authorize", content=body, headers=headers)
         assert 400 <= response.status_code < 500, response.status_code
 
@@ -240,8 +257,9 @@ async def test_password_hashing_does_not_block_the_event_loop(client: httpx.Asyn
     assert max(gaps) < one_hash * 0.75, (max(gaps), one_hash)
 
 
-async def test_replicas_sharing_the_keys_accept_each_others_forms(redis_url: str, keys_dir: Path,
-                                                                   tmp_path: Path, user: Any) -> None:
+async def test_replicas_sharing_the_keys_accept_each_others_forms(
+    redis_url: str, keys_dir: Path, tmp_path: Path, user: Any
+) -> None:
     """Without AUTH_FORM_SECRET the form token's key is derived from the signing keys, which replicas share."""
     env = {"AUTH_FORM_SECRET": ""}
     replica_a = create_app(make_settings(redis_url, keys_dir, **env))

@@ -11,8 +11,19 @@ import pytest
 
 pytestmark = pytest.mark.anyio
 
-PATHS = ["/oauth/authorize", "/oauth/token", "/oauth/revoke", "/oauth/introspect", "/userinfo", "/register", "/users",
-         "/.well-known/jwks.json", "/.well-known/openid-configuration", "/metrics", "/healthz"]
+PATHS = [
+    "/oauth/authorize",
+    "/oauth/token",
+    "/oauth/revoke",
+    "/oauth/introspect",
+    "/userinfo",
+    "/register",
+    "/users",
+    "/.well-known/jwks.json",
+    "/.well-known/openid-configuration",
+    "/metrics",
+    "/healthz",
+]
 BODIES: list[tuple[bytes, str | None]] = [
     (b"", None),
     (b"\xff\xfe\x00\x01", "application/x-www-form-urlencoded"),

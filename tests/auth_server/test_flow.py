@@ -17,8 +17,9 @@ from .helpers import BFF_SECRET, PASSWORD, USERNAME, exchange, get_code, make_se
 
 
 @pytest.mark.anyio
-async def test_code_pkce_refresh_reuse_revoke_over_a_socket(redis_url: str, keys_dir: Path,
-                                                            server_factory: Any) -> None:
+async def test_code_pkce_refresh_reuse_revoke_over_a_socket(
+    redis_url: str, keys_dir: Path, server_factory: Any
+) -> None:
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     server = server_factory(create_app(make_settings(redis_url, keys_dir, issuer=issuer)), port=port)

@@ -46,15 +46,17 @@ async def test_first_start_makes_a_private_key_and_publishes_it(redis_url: str, 
 
 
 async def test_rotation_publishes_first_then_signs_and_keeps_old_tokens_verifiable(
-        redis_url: str, keys_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis_url: str, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(keys_module, "RELOAD_INTERVAL", 0.0)
     settings = make_settings(redis_url, keys_dir)
     assert settings.key_activation_delay == settings.jwks_max_age == 300
     app = create_app(settings)
     async with serve_in_process(app) as client:
         old_token = await cc_token(client)
-        old_kid = jose_jwt.decode(old_token, KeySet.import_key_set(
-            (await client.get("/.well-known/jwks.json")).json())).header["kid"]
+        old_kid = jose_jwt.decode(
+            old_token, KeySet.import_key_set((await client.get("/.well-known/jwks.json")).json())
+        ).header["kid"]
         new, removed = rotate(keys_dir, "RS256", 300, 300)  # what `auth-server keys rotate` does
         assert removed == []
         await asyncio.sleep(0.01)

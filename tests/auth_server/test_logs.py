@@ -16,12 +16,14 @@ from .helpers import BFF_SECRET, make_settings, serve_in_process
 pytestmark = pytest.mark.anyio
 
 
-async def test_access_line_has_the_request_id_and_no_query_or_secret(redis_url: str, keys_dir: Path,
-                                                                      json_log: Any) -> None:
+async def test_access_line_has_the_request_id_and_no_query_or_secret(
+    redis_url: str, keys_dir: Path, json_log: Any
+) -> None:
     lines = json_log(ACCESS, JSONFormatter())
     async with serve_in_process(create_app(make_settings(redis_url, keys_dir))) as client:
-        response = await client.get("/oauth/authorize?client_id=bff&code=SECRET-CODE&state=SECRET-STATE",
-                                    headers={"X-Request-ID": "req-42"})
+        response = await client.get(
+            "/oauth/authorize?client_id=bff&code=SECRET-CODE&state=SECRET-STATE", headers={"X-Request-ID": "req-42"}
+        )
         assert response.headers["x-request-id"] == "req-42"
         await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("bff", BFF_SECRET))
         forged = await client.get("/healthz", headers={"X-Request-ID": "a\nfake line"})

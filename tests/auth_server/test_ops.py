@@ -60,8 +60,11 @@ async def test_a_redis_outage_is_a_503_and_recovers(redis_factory: Any, keys_dir
         assert down.status_code == 503 and down.json()["error"] == "temporarily_unavailable"
         params = authorize_params(pkce()[1])
         assert (await login(client, params, "alice", "alice-password")).status_code == 503
-        token = await client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "x"},
-                                  auth=("bff", "bff-secret-0123456789"))
+        token = await client.post(
+            "/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": "x"},
+            auth=("bff", "bff-secret-0123456789"),
+        )
         assert token.status_code in (400, 503)
         server.start()
         assert (await client.get("/readyz")).status_code == 200
@@ -80,8 +83,14 @@ def _env(redis_url: str, keys_dir: Path) -> dict[str, str]:
 
 
 def _run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "auth_server", *args], env={**os.environ, **env}, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "auth_server", *args],
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_commands(redis_url: str, tmp_path: Path, process_factory: Any) -> None:

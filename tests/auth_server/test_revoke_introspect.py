@@ -40,14 +40,21 @@ async def test_revocation_answers_200_even_for_unknown_tokens(client: httpx.Asyn
 async def test_revoking_ends_the_family_only_for_its_own_client(client: httpx.AsyncClient, user: Any) -> None:
     tokens = await tokens_for(client)
     # Another client cannot log this user out.
-    assert (await client.post("/oauth/revoke", data={"token": tokens["refresh_token"]},
-                              auth=("other", "other-secret-0123456789"))).status_code == 200
+    assert (
+        await client.post(
+            "/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=("other", "other-secret-0123456789")
+        )
+    ).status_code == 200
     assert (await introspect(client, tokens["access_token"]))["active"] is True
     rotated = (await refresh(client, tokens["refresh_token"])).json()
     # Revoking an access token of a login ends the login too.
-    assert (await client.post("/oauth/revoke", data={"token": rotated["access_token"],
-                                                     "token_type_hint": "access_token"},
-                              auth=("bff", BFF_SECRET))).status_code == 200
+    assert (
+        await client.post(
+            "/oauth/revoke",
+            data={"token": rotated["access_token"], "token_type_hint": "access_token"},
+            auth=("bff", BFF_SECRET),
+        )
+    ).status_code == 200
     assert (await refresh(client, rotated["refresh_token"])).json()["error"] == "invalid_grant"
     assert await introspect(client, rotated["access_token"]) == {"active": False}
 
@@ -83,8 +90,9 @@ async def test_userinfo_needs_a_live_openid_access_token(client: httpx.AsyncClie
         response = await client.get("/userinfo", headers={"Authorization": f"Bearer {bad}"})
         assert response.status_code == 401 and response.json()["error"] == "invalid_token"
         assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
-    svc = (await client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                             auth=("svc", SVC_SECRET))).json()["access_token"]
+    svc = (
+        await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("svc", SVC_SECRET))
+    ).json()["access_token"]
     forbidden = await client.get("/userinfo", headers={"Authorization": f"Bearer {svc}"})
     assert forbidden.status_code == 403 and forbidden.json()["error"] == "insufficient_scope"
     await client.post("/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=("bff", BFF_SECRET))

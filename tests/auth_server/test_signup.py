@@ -24,18 +24,21 @@ async def test_json_sign_up_hashes_with_argon2id(client: httpx.AsyncClient, redi
     assert (await client.post("/users", json={"username": "carol.b-1", "password": "q" * 20})).status_code == 409
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"username": "ab", "password": "long-enough"}, "username"),
-    ({"username": "a" * 65, "password": "long-enough"}, "username"),
-    ({"username": "bad name", "password": "long-enough"}, "username"),
-    ({"username": "ünïcode", "password": "long-enough"}, "username"),
-    ({"username": 123, "password": "long-enough"}, "username"),
-    ({"password": "long-enough"}, "username"),
-    ({"username": "dave", "password": "short"}, "password"),
-    ({"username": "dave", "password": "x" * 129}, "password"),
-    ({"username": "dave", "password": None}, "password"),
-    ({"username": "dave"}, "password"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"username": "ab", "password": "long-enough"}, "username"),
+        ({"username": "a" * 65, "password": "long-enough"}, "username"),
+        ({"username": "bad name", "password": "long-enough"}, "username"),
+        ({"username": "ünïcode", "password": "long-enough"}, "username"),
+        ({"username": 123, "password": "long-enough"}, "username"),
+        ({"password": "long-enough"}, "username"),
+        ({"username": "dave", "password": "short"}, "password"),
+        ({"username": "dave", "password": "x" * 129}, "password"),
+        ({"username": "dave", "password": None}, "password"),
+        ({"username": "dave"}, "password"),
+    ],
+)
 async def test_bad_sign_ups_name_the_field(client: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
     response = await client.post("/users", json=body)
     assert response.status_code == 400
@@ -48,12 +51,17 @@ async def test_password_limits_are_length_only(client: httpx.AsyncClient) -> Non
 
 
 async def test_bad_json_bodies(client: httpx.AsyncClient) -> None:
-    for content, content_type in [(b"{", "application/json"), (b"[1]", "application/json"),
-                                  (b"\xff", "application/json"), (b"username=a&password=b", "text/plain")]:
+    for content, content_type in [
+        (b"{", "application/json"),
+        (b"[1]", "application/json"),
+        (b"\xff", "application/json"),
+        (b"username=a&password=b", "text/plain"),
+    ]:
         response = await client.post("/users", content=content, headers={"Content-Type": content_type})
         assert response.status_code == 400 and response.json()["error"] == "invalid_request"
-    big = await client.post("/users", content=b"[" + b"1," * 40_000 + b"1]",
-                            headers={"Content-Type": "application/json"})
+    big = await client.post(
+        "/users", content=b"[" + b"1," * 40_000 + b"1]", headers={"Content-Type": "application/json"}
+    )
     assert big.status_code == 413
 
 
@@ -84,6 +92,8 @@ async def test_html_sign_up_refuses_foreign_posts_and_open_redirects(client: htt
     assert form.fields["next"] == ""
     no_token = await client.post("/register", data={"username": "gina", "password": "gina-password"})
     assert no_token.status_code == 400
-    evil = await client.post("/register", data={**form.fields, "next": "//evil.test/oauth/authorize?",
-                                                 "username": "gina", "password": "gina-password"})
+    evil = await client.post(
+        "/register",
+        data={**form.fields, "next": "//evil.test/oauth/authorize?", "username": "gina", "password": "gina-password"},
+    )
     assert evil.status_code == 201 and "location" not in evil.headers

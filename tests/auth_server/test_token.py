@@ -74,8 +74,12 @@ async def test_code_is_stored_only_by_its_hash(client: httpx.AsyncClient, user: 
         if await redis.type(key) == b"string":
             assert code.encode() not in (await redis.get(key) or b"")
     tokens = (await exchange(client, code, verifier)).json()
-    dump = b"".join([k.encode() + repr(await redis.hgetall(k) if await redis.type(k) == b"hash" else await redis.get(k))
-                     .encode() for k in [k.decode() for k in await redis.keys("*")]])
+    dump = b"".join(
+        [
+            k.encode() + repr(await redis.hgetall(k) if await redis.type(k) == b"hash" else await redis.get(k)).encode()
+            for k in [k.decode() for k in await redis.keys("*")]
+        ]
+    )
     for token in (tokens["access_token"], tokens["refresh_token"], tokens["id_token"]):
         assert token.encode() not in dump and token.split(".")[2].encode() not in dump
     keys = [k.decode() for k in await redis.keys("*")]
@@ -85,8 +89,9 @@ async def test_code_is_stored_only_by_its_hash(client: httpx.AsyncClient, user: 
 
 
 @pytest.mark.parametrize("change", ["verifier", "redirect", "client"])
-async def test_code_is_bound_to_verifier_redirect_uri_and_client(client: httpx.AsyncClient, user: Any,
-                                                                 change: str) -> None:
+async def test_code_is_bound_to_verifier_redirect_uri_and_client(
+    client: httpx.AsyncClient, user: Any, change: str
+) -> None:
     verifier, challenge = pkce()
     code = (await get_code(client, challenge))["code"]
     if change == "verifier":
@@ -94,9 +99,16 @@ async def test_code_is_bound_to_verifier_redirect_uri_and_client(client: httpx.A
     elif change == "redirect":
         response = await exchange(client, code, verifier, redirect_uri="http://app.test/other?x=1")
     else:
-        response = await client.post("/oauth/token", data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier,
-            "client_id": "spa"})
+        response = await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT,
+                "code_verifier": verifier,
+                "client_id": "spa",
+            },
+        )
     assert_oauth_error(response, "invalid_grant")
     # A failed attempt consumes the code: an attacker gets one try, and so does the client.
     assert_oauth_error(await exchange(client, code, verifier), "invalid_grant")
@@ -117,56 +129,88 @@ async def test_client_authentication(client: httpx.AsyncClient, user: Any) -> No
     wrong_basic = await client.post("/oauth/token", data=data, auth=("svc", "wrong"))
     assert_oauth_error(wrong_basic, "invalid_client", 401)
     assert wrong_basic.headers["www-authenticate"].startswith("Basic")
-    assert_oauth_error(await client.post("/oauth/token", data={**data, "client_id": "svc", "client_secret": "nope"}),
-                       "invalid_client", 401)
+    assert_oauth_error(
+        await client.post("/oauth/token", data={**data, "client_id": "svc", "client_secret": "nope"}),
+        "invalid_client",
+        401,
+    )
     assert_oauth_error(await client.post("/oauth/token", data=data, auth=("nobody", "x")), "invalid_client", 401)
     assert_oauth_error(await client.post("/oauth/token", data={**data, "client_id": "nobody"}), "invalid_client", 401)
-    assert_oauth_error(await client.post("/oauth/token", data=data, headers={"Authorization": "Basic !!!"}),
-                       "invalid_client", 401)
-    assert_oauth_error(await client.post("/oauth/token", data=data, headers={"Authorization": "Bearer abc"}),
-                       "invalid_client", 401)
+    assert_oauth_error(
+        await client.post("/oauth/token", data=data, headers={"Authorization": "Basic !!!"}), "invalid_client", 401
+    )
+    assert_oauth_error(
+        await client.post("/oauth/token", data=data, headers={"Authorization": "Bearer abc"}), "invalid_client", 401
+    )
     # Both methods at once is ambiguous (RFC 6749 §2.3).
-    assert_oauth_error(await client.post("/oauth/token", data={**data, "client_secret": SVC_SECRET},
-                                         auth=("svc", SVC_SECRET)), "invalid_request")
+    assert_oauth_error(
+        await client.post("/oauth/token", data={**data, "client_secret": SVC_SECRET}, auth=("svc", SVC_SECRET)),
+        "invalid_request",
+    )
     # A public client presenting a secret is not authenticated by it.
-    assert_oauth_error(await client.post("/oauth/token", data={**data, "client_id": "spa", "client_secret": "x"}),
-                       "invalid_client", 401)
+    assert_oauth_error(
+        await client.post("/oauth/token", data={**data, "client_id": "spa", "client_secret": "x"}),
+        "invalid_client",
+        401,
+    )
     ok_post = await client.post("/oauth/token", data={**data, "client_id": "svc", "client_secret": SVC_SECRET})
     assert ok_post.status_code == 200
 
 
 async def test_grant_types(client: httpx.AsyncClient, user: Any) -> None:
-    password = await client.post("/oauth/token", data={"grant_type": "password", "username": "alice",
-                                                       "password": "correct horse battery"}, auth=("bff", BFF_SECRET))
+    password = await client.post(
+        "/oauth/token",
+        data={"grant_type": "password", "username": "alice", "password": "correct horse battery"},
+        auth=("bff", BFF_SECRET),
+    )
     assert_oauth_error(password, "unsupported_grant_type")
     assert_oauth_error(await client.post("/oauth/token", data={}, auth=("bff", BFF_SECRET)), "invalid_request")
     # A client may only use its registered grant types.
-    assert_oauth_error(await client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                         auth=("bff", BFF_SECRET)), "unauthorized_client")
+    assert_oauth_error(
+        await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("bff", BFF_SECRET)),
+        "unauthorized_client",
+    )
 
 
 async def test_client_credentials(client: httpx.AsyncClient) -> None:
-    response = await client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "notes:read"},
-                                 auth=("svc", SVC_SECRET))
+    response = await client.post(
+        "/oauth/token", data={"grant_type": "client_credentials", "scope": "notes:read"}, auth=("svc", SVC_SECRET)
+    )
     assert response.status_code == 200
     body = response.json()
     assert "refresh_token" not in body and "id_token" not in body and body["scope"] == "notes:read"
     claims = claims_of(body["access_token"])
     assert claims["sub"] == "svc" and claims["client_id"] == "svc" and claims["aud"] == "notes"
     assert "sid" not in claims  # DESIGN §4
-    assert_oauth_error(await client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "admin"},
-                                         auth=("svc", SVC_SECRET)), "invalid_scope")
-    assert_oauth_error(await client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "openid"},
-                                         auth=("svc", SVC_SECRET)), "invalid_scope")
+    assert_oauth_error(
+        await client.post(
+            "/oauth/token", data={"grant_type": "client_credentials", "scope": "admin"}, auth=("svc", SVC_SECRET)
+        ),
+        "invalid_scope",
+    )
+    assert_oauth_error(
+        await client.post(
+            "/oauth/token", data={"grant_type": "client_credentials", "scope": "openid"}, auth=("svc", SVC_SECRET)
+        ),
+        "invalid_scope",
+    )
 
 
 async def test_public_client_gets_a_list_audience_and_no_refresh_token(client: httpx.AsyncClient, user: Any) -> None:
     verifier, challenge = pkce()
-    code = (await get_code(client, challenge, client_id="spa", redirect_uri="http://spa.test/cb",
-                           scope="openid notes:read"))["code"]
-    response = await client.post("/oauth/token", data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": "http://spa.test/cb",
-        "code_verifier": verifier, "client_id": "spa"})
+    code = (
+        await get_code(client, challenge, client_id="spa", redirect_uri="http://spa.test/cb", scope="openid notes:read")
+    )["code"]
+    response = await client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "http://spa.test/cb",
+            "code_verifier": verifier,
+            "client_id": "spa",
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert "refresh_token" not in body
@@ -186,12 +230,16 @@ async def test_refresh_scope_can_only_narrow(client: httpx.AsyncClient, user: An
 
 async def test_refresh_token_of_another_client_is_refused(client: httpx.AsyncClient, user: Any) -> None:
     tokens = await tokens_for(client)
-    response = await client.post("/oauth/token", data={"grant_type": "refresh_token",
-                                                       "refresh_token": tokens["refresh_token"]},
-                                 auth=("other", "other-secret-0123456789"))
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=("other", "other-secret-0123456789"),
+    )
     assert_oauth_error(response, "invalid_grant")
-    response = await client.post("/oauth/token", data={"grant_type": "refresh_token",
-                                                       "refresh_token": tokens["refresh_token"], "client_id": "spa"})
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": "spa"},
+    )
     assert_oauth_error(response, "unauthorized_client")  # spa has no refresh_token grant at all
     # ... and the owner can still use it (a refused attempt by someone else is not reuse).
     assert (await refresh(client, tokens["refresh_token"])).status_code == 200
@@ -203,8 +251,9 @@ async def test_concurrent_refreshes_with_one_token_cannot_both_succeed(client: h
     assert sorted(r.status_code for r in responses) == [200] + [400] * 7
 
 
-async def test_refresh_renews_idle_life_within_the_absolute_cap(redis_url: str, keys_dir: Path,
-                                                                 redis: aioredis.Redis) -> None:
+async def test_refresh_renews_idle_life_within_the_absolute_cap(
+    redis_url: str, keys_dir: Path, redis: aioredis.Redis
+) -> None:
     app = create_app(make_settings(redis_url, keys_dir, AUTH_REFRESH_TTL="100", AUTH_FAMILY_TTL="2"))
     async with serve_in_process(app) as client:
         assert (await client.post("/users", json={"username": "bob", "password": "bob-password"})).status_code == 201
@@ -242,7 +291,8 @@ async def test_forged_refresh_tokens_are_refused(client: httpx.AsyncClient, user
     kid = claims_header = json.loads(base64.urlsafe_b64decode(rt.split(".")[0] + "=="))
     kid = claims_header["kid"]
     public_pem = app.state.endpoints.keys.signing_key.public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     longer = dict(claims_of(rt), exp=int(time.time()) + 10**8)
     forged = [
         _forge(rt, {"alg": "none", "typ": "rt+jwt", "kid": kid}),
@@ -253,7 +303,9 @@ async def test_forged_refresh_tokens_are_refused(client: httpx.AsyncClient, user
         tokens["id_token"],
         "x" * 20_000,  # 20 kB: refused before any crypto
         rt + "." + "A" * 9000,
-        "not-a-jwt", "a.b.c", "....",
+        "not-a-jwt",
+        "a.b.c",
+        "....",
     ]
     for token in forged:
         assert_oauth_error(await refresh(client, token), "invalid_grant")
@@ -269,17 +321,36 @@ async def test_malformed_bodies_are_invalid_request_never_500(client: httpx.Asyn
         await client.post("/oauth/token", content=b"grant_type=\xff\xfe\x00", headers=form, auth=auth),
         await client.post("/oauth/token", content=b"grant_type=%ff%fe", headers=form, auth=auth),
         await client.post("/oauth/token", content=b"grant_type=a&grant_type=b", headers=form, auth=auth),
-        await client.post("/oauth/token", content=b"grant_type=refresh_token&refresh_token=%00", headers=form,
-                          auth=auth),
-        await client.post("/oauth/token", content=b"&".join([b"a%d=1" % i for i in range(200)]), headers=form,
-                          auth=auth),
+        await client.post(
+            "/oauth/token", content=b"grant_type=refresh_token&refresh_token=%00", headers=form, auth=auth
+        ),
+        await client.post(
+            "/oauth/token", content=b"&".join([b"a%d=1" % i for i in range(200)]), headers=form, auth=auth
+        ),
         await client.post("/oauth/token", content=b"\x00\x01\x02", auth=auth),
-        await client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "c" * 20_000,
-                                                "redirect_uri": REDIRECT, "code_verifier": "v" * 50}, auth=auth),
-        await client.post("/oauth/token", data={"grant_type": "authorization_code", "code": "abc",
-                                                "redirect_uri": REDIRECT, "code_verifier": "short"}, auth=auth),
-        await client.post("/oauth/token", data={"grant_type": "authorization_code", "redirect_uri": REDIRECT},
-                          auth=auth),
+        await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": "c" * 20_000,
+                "redirect_uri": REDIRECT,
+                "code_verifier": "v" * 50,
+            },
+            auth=auth,
+        ),
+        await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": "abc",
+                "redirect_uri": REDIRECT,
+                "code_verifier": "short",
+            },
+            auth=auth,
+        ),
+        await client.post(
+            "/oauth/token", data={"grant_type": "authorization_code", "redirect_uri": REDIRECT}, auth=auth
+        ),
     ]
     for response in cases:
         assert 400 <= response.status_code < 500, (response.status_code, response.text)
@@ -299,8 +370,9 @@ async def test_other_signing_algorithms(redis_url: str, tmp_path: Path, alg: str
 
     app = create_app(make_settings(redis_url, tmp_path / "keys", AUTH_SIGNING_ALG=alg))
     async with serve_in_process(app) as client:
-        response = await client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                     auth=("svc", SVC_SECRET))
+        response = await client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=("svc", SVC_SECRET)
+        )
         token = response.json()["access_token"]
         jwks = (await client.get("/.well-known/jwks.json")).json()
         assert [k["alg"] for k in jwks["keys"]] == [alg]

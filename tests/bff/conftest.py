@@ -21,9 +21,15 @@ PUBLIC_URL = "https://bff.test"
 
 
 def bff_env(issuer: str, upstream: str, redis_url: str, **extra: str) -> dict[str, str]:
-    return {"BFF_ISSUER": issuer, "BFF_CLIENT_ID": "bff", "BFF_CLIENT_SECRET": CLIENT_SECRET,
-            "BFF_PUBLIC_URL": PUBLIC_URL, "BFF_ROUTES": json.dumps({"notes": upstream}), "REDIS_URL": redis_url,
-            **extra}
+    return {
+        "BFF_ISSUER": issuer,
+        "BFF_CLIENT_ID": "bff",
+        "BFF_CLIENT_SECRET": CLIENT_SECRET,
+        "BFF_PUBLIC_URL": PUBLIC_URL,
+        "BFF_ROUTES": json.dumps({"notes": upstream}),
+        "REDIS_URL": redis_url,
+        **extra,
+    }
 
 
 @dataclass

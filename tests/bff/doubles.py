@@ -39,12 +39,12 @@ class Provider:
     refreshes: int = 0
     reuse_detected: int = 0
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    families: dict[str, str] = field(default_factory=dict)       # family -> current refresh token
+    families: dict[str, str] = field(default_factory=dict)  # family -> current refresh token
     refresh_index: dict[str, str] = field(default_factory=dict)  # refresh token -> family
-    access: dict[str, float] = field(default_factory=dict)       # access token -> expiry
+    access: dict[str, float] = field(default_factory=dict)  # access token -> expiry
     revoked: list[str] = field(default_factory=list)
     id_token_override: Callable[[dict[str, Any]], str] | None = None
-    post_only: bool = False                                       # advertise client_secret_post only
+    post_only: bool = False  # advertise client_secret_post only
 
     def id_token(self, claims: dict[str, Any]) -> str:
         if self.id_token_override is not None:
@@ -52,13 +52,15 @@ class Provider:
         return jwt.encode(claims, _SIGNING_KEY, algorithm="RS256", headers={"kid": "k1"})
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/.well-known/openid-configuration", self.discovery),
-            Route("/jwks", self.jwks),
-            Route("/authorize", self.authorize),
-            Route("/token", self.token, methods=["POST"]),
-            Route("/revoke", self.revoke, methods=["POST"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/.well-known/openid-configuration", self.discovery),
+                Route("/jwks", self.jwks),
+                Route("/authorize", self.authorize),
+                Route("/token", self.token, methods=["POST"]),
+                Route("/revoke", self.revoke, methods=["POST"]),
+            ]
+        )
 
     async def jwks(self, request: Request) -> Response:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(_SIGNING_KEY.public_key()))
@@ -67,11 +69,18 @@ class Provider:
     async def discovery(self, request: Request) -> Response:
         base = self.issuer.rstrip("/")
         methods = ["client_secret_post"] if self.post_only else ["client_secret_basic", "client_secret_post"]
-        return JSONResponse({"issuer": self.issuer, "authorization_endpoint": base + "/authorize",
-                             "token_endpoint": base + "/token", "revocation_endpoint": base + "/revoke",
-                             "jwks_uri": base + "/jwks", "code_challenge_methods_supported": ["S256"],
-                             "token_endpoint_auth_methods_supported": methods,
-                             "revocation_endpoint_auth_methods_supported": methods})
+        return JSONResponse(
+            {
+                "issuer": self.issuer,
+                "authorization_endpoint": base + "/authorize",
+                "token_endpoint": base + "/token",
+                "revocation_endpoint": base + "/revoke",
+                "jwks_uri": base + "/jwks",
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": methods,
+                "revocation_endpoint_auth_methods_supported": methods,
+            }
+        )
 
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
@@ -81,13 +90,18 @@ class Provider:
         return RedirectResponse(q["redirect_uri"] + "?" + urlencode({"code": code, "state": q["state"]}), 302)
 
     def _pair(self, family: str) -> dict[str, Any]:
-        access = "eyJ" + secrets.token_urlsafe(24)   # looks like a JWT, so leak scans find it
+        access = "eyJ" + secrets.token_urlsafe(24)  # looks like a JWT, so leak scans find it
         refresh = "eyJ" + secrets.token_urlsafe(24)
         self.access[access] = time.time() + self.access_ttl
         self.families[family] = refresh
         self.refresh_index[refresh] = family
-        return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
-                "expires_in": self.access_ttl, "scope": "openid notes:read"}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": self.access_ttl,
+            "scope": "openid notes:read",
+        }
 
     async def token(self, request: Request) -> Response:
         form = await request.form()
@@ -100,9 +114,17 @@ class Provider:
             if grant is None or grant["challenge"] != challenge or grant["redirect_uri"] != form["redirect_uri"]:
                 return JSONResponse({"error": "invalid_grant"}, 400)
             body = self._pair(secrets.token_urlsafe(8))
-            body["id_token"] = self.id_token({"iss": self.issuer, "sub": "sub-alice", "aud": CLIENT_ID,
-                                              "exp": int(time.time()) + 300, "iat": int(time.time()),
-                                              "nonce": grant["nonce"], "preferred_username": "alice"})
+            body["id_token"] = self.id_token(
+                {
+                    "iss": self.issuer,
+                    "sub": "sub-alice",
+                    "aud": CLIENT_ID,
+                    "exp": int(time.time()) + 300,
+                    "iat": int(time.time()),
+                    "nonce": grant["nonce"],
+                    "preferred_username": "alice",
+                }
+            )
             return JSONResponse(body, headers={"Cache-Control": "no-store"})
         self.refreshes += 1
         if self.delay:
@@ -115,7 +137,7 @@ class Provider:
             return JSONResponse({"error": "invalid_grant"}, 400)
         if self.families[family] != token:
             self.reuse_detected += 1
-            del self.families[family]   # reuse: the whole login dies
+            del self.families[family]  # reuse: the whole login dies
             return JSONResponse({"error": "invalid_grant"}, 400)
         return JSONResponse(self._pair(family), headers={"Cache-Control": "no-store"})
 
@@ -145,14 +167,21 @@ class Provider:
             token = auth.removeprefix("Bearer ")
             expiry = self.access.get(token)
             if expiry is None or expiry < time.time():
-                return JSONResponse({"error": "invalid_token"}, 401,
-                                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                return JSONResponse(
+                    {"error": "invalid_token"}, 401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+                )
             body = await request.body()
             headers = dict(request.headers)
-            headers["authorization"] = "Bearer <valid, redacted>"   # checked above; never echoed to a browser
-            response = JSONResponse({"method": request.method, "path": request.url.path,
-                                     "query": request.url.query, "headers": headers,
-                                     "body": body.decode(errors="replace")})
+            headers["authorization"] = "Bearer <valid, redacted>"  # checked above; never echoed to a browser
+            response = JSONResponse(
+                {
+                    "method": request.method,
+                    "path": request.url.path,
+                    "query": request.url.query,
+                    "headers": headers,
+                    "body": body.decode(errors="replace"),
+                }
+            )
             response.headers.append("set-cookie", "upstream=evil; Path=/")
             response.headers["x-upstream"] = "yes"
             return response
@@ -164,8 +193,13 @@ class Provider:
         async def big(request: Request) -> Response:
             return Response(b"x" * int(request.query_params.get("n", "1000000")), media_type="application/octet-stream")
 
-        return Starlette(routes=[Route("/slow", slow), Route("/big", big),
-                                 Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])])
+        return Starlette(
+            routes=[
+                Route("/slow", slow),
+                Route("/big", big),
+                Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+            ]
+        )
 
 
 class Browser:

@@ -20,13 +20,18 @@ CSRF = {"error": "csrf", "error_description": "Missing X-CSRF header, foreign Or
 
 async def test_csrf_header_required(rig: Rig) -> None:
     browser = await rig.logged_in()
-    for method, path in (("GET", "/api/notes/me"), ("POST", "/api/notes/notes"), ("GET", "/bff/user"),
-                         ("POST", "/bff/logout"), ("DELETE", "/api/notes/notes/1")):
+    for method, path in (
+        ("GET", "/api/notes/me"),
+        ("POST", "/api/notes/notes"),
+        ("GET", "/bff/user"),
+        ("POST", "/bff/logout"),
+        ("DELETE", "/api/notes/notes/1"),
+    ):
         response = await browser.request(method, path, csrf=False)
         assert response.status_code == 403 and response.json() == CSRF, (method, path)
         wrong = await browser.request(method, path, headers={"X-CSRF": "0"})
         assert wrong.status_code == 403, (method, path)
-    assert (await browser.request("GET", "/bff/user")).status_code == 200   # logout above was refused
+    assert (await browser.request("GET", "/bff/user")).status_code == 200  # logout above was refused
 
 
 async def test_foreign_origin_refused_own_origin_allowed(rig: Rig) -> None:
@@ -40,17 +45,34 @@ async def test_foreign_origin_refused_own_origin_allowed(rig: Rig) -> None:
 
 async def test_cors_preflight_refused(rig: Rig) -> None:
     browser = rig.browser()
-    response = await browser.request("OPTIONS", "/api/notes/me", csrf=False, headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "x-csrf"})
+    response = await browser.request(
+        "OPTIONS",
+        "/api/notes/me",
+        csrf=False,
+        headers={
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-csrf",
+        },
+    )
     assert response.status_code == 403 and response.json()["error"] == "csrf"
     assert "access-control-allow-origin" not in response.headers
 
 
-@pytest.mark.parametrize("return_to", [
-    "https://evil.example/", "//evil.example", "/\\evil.example", "\\\\evil.example", "evil", "javascript:alert(1)",
-    "/\tevil", "/a\r\nSet-Cookie: x=1", "/" + "a" * 3000,
-])
+@pytest.mark.parametrize(
+    "return_to",
+    [
+        "https://evil.example/",
+        "//evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "evil",
+        "javascript:alert(1)",
+        "/\tevil",
+        "/a\r\nSet-Cookie: x=1",
+        "/" + "a" * 3000,
+    ],
+)
 async def test_open_redirects_refused(rig: Rig, return_to: str) -> None:
     response = await rig.browser().request("GET", "/bff/login", params={"return_to": return_to}, csrf=False)
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
@@ -100,9 +122,18 @@ async def test_session_fixation(rig: Rig) -> None:
     assert (await attacker.request("GET", "/bff/user")).status_code == 401
 
 
-@pytest.mark.parametrize("cookie", [
-    "garbage", "A" * 43, new_secret(), "A" * 8000, "%00%ff", '"quoted"', "eyJhbGciOiJub25lIn0.e30.",
-])
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "garbage",
+        "A" * 43,
+        new_secret(),
+        "A" * 8000,
+        "%00%ff",
+        '"quoted"',
+        "eyJhbGciOiJub25lIn0.e30.",
+    ],
+)
 async def test_forged_cookies_are_401_never_500(rig: Rig, cookie: str) -> None:
     browser = rig.browser()
     for method, path in (("GET", "/bff/user"), ("GET", "/api/notes/me"), ("POST", "/api/notes/notes")):
@@ -110,7 +141,7 @@ async def test_forged_cookies_are_401_never_500(rig: Rig, cookie: str) -> None:
         response = await browser.request(method, path)
         assert response.status_code == 401, (cookie[:20], path, response.text)
         assert response.json()["error"] == "login_required"
-        assert "__Host-session" not in browser.cookies   # the bad cookie is cleared
+        assert "__Host-session" not in browser.cookies  # the bad cookie is cleared
     logout = await rig.browser().request("POST", "/bff/logout", headers={"Cookie": f"__Host-session={cookie}"})
     assert logout.status_code == 204
 
@@ -120,8 +151,9 @@ def _forge(kind: str) -> Callable[[dict[str, Any]], str]:
         if kind == "none":
             return jwt.encode(claims, None, algorithm="none")
         if kind == "hmac":
-            return jwt.encode(claims, "a-shared-secret-of-at-least-32-bytes!!", algorithm="HS256",
-                              headers={"kid": "k1"})
+            return jwt.encode(
+                claims, "a-shared-secret-of-at-least-32-bytes!!", algorithm="HS256", headers={"kid": "k1"}
+            )
         if kind == "other-key":
             other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             return jwt.encode(claims, other, algorithm="RS256", headers={"kid": "k1"})
@@ -133,11 +165,13 @@ def _forge(kind: str) -> Callable[[dict[str, Any]], str]:
         if kind == "wrong-audience":
             return Provider.id_token(Provider(issuer=""), {**claims, "aud": "someone-else"})
         return Provider.id_token(Provider(issuer=""), {**claims, "iss": "https://evil.example"})
+
     return make
 
 
-@pytest.mark.parametrize("kind", ["none", "hmac", "other-key", "unknown-kid", "wrong-nonce", "wrong-audience",
-                                  "wrong-issuer"])
+@pytest.mark.parametrize(
+    "kind", ["none", "hmac", "other-key", "unknown-kid", "wrong-nonce", "wrong-audience", "wrong-issuer"]
+)
 async def test_bad_id_tokens_fail_the_login(rig: Rig, kind: str) -> None:
     rig.provider.id_token_override = _forge(kind)
     browser = rig.browser()

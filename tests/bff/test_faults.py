@@ -24,15 +24,19 @@ async def test_redis_down_then_back(rig_env: tuple[Provider, str, dict[str, str]
         browser = await rig.logged_in()
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200
         server.stop()
-        for method, path in (("GET", "/api/notes/me"), ("GET", "/bff/user"), ("POST", "/bff/logout"),
-                             ("GET", "/bff/login")):
+        for method, path in (
+            ("GET", "/api/notes/me"),
+            ("GET", "/bff/user"),
+            ("POST", "/bff/logout"),
+            ("GET", "/bff/login"),
+        ):
             started = time.monotonic()
             response = await browser.request(method, path)
             assert response.status_code == 503, (path, response.text)
             assert response.json()["error"] == "temporarily_unavailable"
             assert time.monotonic() - started < 3
         assert (await client.get("/readyz")).status_code == 503
-        assert "__Host-session" in browser.cookies           # a store outage does not log anyone out
+        assert "__Host-session" in browser.cookies  # a store outage does not log anyone out
         server.start()
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200
         assert (await client.get("/readyz")).status_code == 200
@@ -43,8 +47,10 @@ async def test_starts_with_redis_down(rig_env: tuple[Provider, str, dict[str, st
 
     provider, upstream_url, env = rig_env
     app = create_app(Settings.from_env({**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client,
+    ):
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"] == {"store": "unavailable", "auth_server": "ok"}

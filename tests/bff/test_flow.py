@@ -29,8 +29,9 @@ async def test_login_user_api_logout(rig: Rig) -> None:
     assert query["redirect_uri"] == ["https://bff.test/bff/callback"] and "openid" in query["scope"][0]
     assert len(query["state"][0]) >= 43 and len(query["nonce"][0]) >= 43 and query["state"] != query["nonce"]
     login_cookie = start.headers["set-cookie"]
-    assert re.fullmatch(r"__Host-bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax",
-                        login_cookie)
+    assert re.fullmatch(
+        r"__Host-bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax", login_cookie
+    )
     at_provider = await rig.provider_client.get(start.headers["location"])
     callback = await browser.request("GET", at_provider.headers["location"].split("bff.test", 1)[1], csrf=False)
     assert callback.status_code == 302
@@ -122,9 +123,10 @@ async def test_back_channel_through_an_internal_url(rig_env: Any) -> None:
     to the public issuer's authorization endpoint; the issuer checks use the public name."""
     provider, upstream_url, env = rig_env
     internal = provider.issuer
-    provider.issuer = "https://auth.public.example"    # not resolvable: only the browser would go there
-    async with running(provider, upstream_url, {**env, "BFF_ISSUER": provider.issuer,
-                                                "BFF_AUTH_INTERNAL_URL": internal}) as rig:
+    provider.issuer = "https://auth.public.example"  # not resolvable: only the browser would go there
+    async with running(
+        provider, upstream_url, {**env, "BFF_ISSUER": provider.issuer, "BFF_AUTH_INTERNAL_URL": internal}
+    ) as rig:
         browser = rig.browser()
         start = await browser.request("GET", "/bff/login", csrf=False)
         location = start.headers["location"]
@@ -143,7 +145,7 @@ async def test_logout_works_while_the_auth_server_is_down(rig: Rig) -> None:
     rig.provider.down = True
     logout = await browser.request("POST", "/bff/logout")
     assert logout.status_code == 204 and "Max-Age=0" in logout.headers["set-cookie"]
-    assert rig.provider.revoked == []               # it could not be told; the BFF dropped its only copy anyway
+    assert rig.provider.revoked == []  # it could not be told; the BFF dropped its only copy anyway
     thief = rig.browser()
     thief.cookies = stolen
     assert (await thief.request("GET", "/bff/user")).status_code == 401
@@ -153,12 +155,14 @@ async def test_logout_works_while_the_auth_server_is_down(rig: Rig) -> None:
 async def test_plain_http_development_cookies(rig: Rig) -> None:
     browser = rig.browser()
     start = await browser.request("GET", "/bff/login", csrf=False)
-    assert re.fullmatch(r"bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax",
-                        start.headers["set-cookie"])
+    assert re.fullmatch(
+        r"bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax", start.headers["set-cookie"]
+    )
     at_provider = await rig.provider_client.get(start.headers["location"])
     callback = await browser.request("GET", at_provider.headers["location"].split("bff.test", 1)[1], csrf=False)
-    assert re.fullmatch(r"session=[A-Za-z0-9_-]{43}; Path=/; HttpOnly; SameSite=Lax",
-                        callback.headers.get_list("set-cookie")[0])
+    assert re.fullmatch(
+        r"session=[A-Za-z0-9_-]{43}; Path=/; HttpOnly; SameSite=Lax", callback.headers.get_list("set-cookie")[0]
+    )
     assert (await browser.request("GET", "/bff/user")).status_code == 200
 
 

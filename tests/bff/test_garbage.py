@@ -36,9 +36,14 @@ async def test_garbage_everywhere_is_never_a_500(rig: Rig) -> None:
                 if response.status_code >= 400 and response.headers.get("content-type") == "application/json":
                     assert set(response.json()) >= {"error"}
         raw = junk.encode()[:100]
-        for who, headers in ((browser, {"X-CSRF": raw}), (browser, {"Origin": raw or b"x"}),
-                             (browser, {"Content-Type": raw}), (browser, {"X-Request-ID": raw}),
-                             (anonymous, {"Cookie": b"__Host-session=" + raw}), (anonymous, {"Cookie": raw})):
+        for who, headers in (
+            (browser, {"X-CSRF": raw}),
+            (browser, {"Origin": raw or b"x"}),
+            (browser, {"Content-Type": raw}),
+            (browser, {"X-Request-ID": raw}),
+            (anonymous, {"Cookie": b"__Host-session=" + raw}),
+            (anonymous, {"Cookie": raw}),
+        ):
             response = await who.request("POST", "/api/notes/notes", headers=headers, content=b"{}")
             assert response.status_code < 500, (headers, response.text[:200])
     assert {400, 401, 404} <= seen

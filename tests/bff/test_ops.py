@@ -17,8 +17,7 @@ from tests.bff.doubles import Browser, Provider
 pytestmark = pytest.mark.anyio
 
 
-async def test_access_lines_have_route_and_request_id_but_no_code_state_or_token(rig: Rig,
-                                                                                json_log: Any) -> None:
+async def test_access_lines_have_route_and_request_id_but_no_code_state_or_token(rig: Rig, json_log: Any) -> None:
     lines = json_log(ACCESS, JSONFormatter())
     browser = await rig.logged_in()
     proxied = await browser.request("GET", "/api/notes/me?x=1", headers={"X-Request-ID": "trace-9"})
@@ -37,8 +36,9 @@ async def test_access_lines_have_route_and_request_id_but_no_code_state_or_token
     assert not any(value in text for value in browser.cookies.values())
 
 
-async def test_sigterm_lets_in_flight_requests_finish(rig_env: tuple[Provider, str, dict[str, str]],
-                                                      process_factory: Any) -> None:
+async def test_sigterm_lets_in_flight_requests_finish(
+    rig_env: tuple[Provider, str, dict[str, str]], process_factory: Any
+) -> None:
     provider, _, env = rig_env
     bff = process_factory(["-m", "bff", "serve"], env)
     async with httpx.AsyncClient(base_url=bff.url, timeout=10) as client, httpx.AsyncClient() as provider_client:

@@ -16,19 +16,30 @@ pytestmark = pytest.mark.anyio
 
 async def test_headers_in_and_out(rig: Rig) -> None:
     browser = await rig.logged_in()
-    response = await browser.request("POST", "/api/notes/notes", content=b'{"text": "hi"}', headers={
-        "Authorization": "Bearer forged", "Connection": "keep-alive, X-Hop", "X-Hop": "1", "Proxy-Authorization": "x",
-        "TE": "trailers", "X-Custom": "kept", "X-Request-ID": "req-42", "Content-Type": "application/json",
-    })
+    response = await browser.request(
+        "POST",
+        "/api/notes/notes",
+        content=b'{"text": "hi"}',
+        headers={
+            "Authorization": "Bearer forged",
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "1",
+            "Proxy-Authorization": "x",
+            "TE": "trailers",
+            "X-Custom": "kept",
+            "X-Request-ID": "req-42",
+            "Content-Type": "application/json",
+        },
+    )
     assert response.status_code == 200, response.text
     seen = response.json()
     headers = seen["headers"]
     assert seen["body"] == '{"text": "hi"}'
-    assert headers["authorization"] == "Bearer <valid, redacted>"   # the BFF's, not the forged one (else 401)
+    assert headers["authorization"] == "Bearer <valid, redacted>"  # the BFF's, not the forged one (else 401)
     for dropped in ("cookie", "x-hop", "proxy-authorization", "te", "x-csrf"):
         assert dropped not in headers, dropped
     assert headers["x-custom"] == "kept" and headers["x-request-id"] == "req-42"
-    assert "set-cookie" not in response.headers           # the upstream's cookie never reaches the browser
+    assert "set-cookie" not in response.headers  # the upstream's cookie never reaches the browser
     assert response.headers["x-upstream"] == "yes"
 
 
@@ -52,7 +63,7 @@ async def test_only_configured_routes(rig: Rig) -> None:
 
 async def test_encoded_route_names_cannot_reach_another_host_or_port(rig: Rig) -> None:
     browser = await rig.logged_in()
-    response = await browser.request("GET", "/api/note%73/me")   # "notes", with its last letter encoded
+    response = await browser.request("GET", "/api/note%73/me")  # "notes", with its last letter encoded
     assert response.status_code == 200 and response.json()["path"] == "/me"
     response = await browser.request("GET", "/api/note%73")
     assert response.status_code == 200 and response.json()["path"] == "/"
@@ -70,8 +81,11 @@ async def test_large_bodies_stream_both_ways(rig: Rig) -> None:
 
 async def test_connect_failure_is_502_and_timeout_504(rig_env: Any) -> None:
     provider, upstream_url, env = rig_env
-    env = {**env, "BFF_ROUTES": json.dumps({"notes": upstream_url, "gone": f"http://127.0.0.1:{free_port()}"}),
-           "BFF_UPSTREAM_TIMEOUT": "0.3"}
+    env = {
+        **env,
+        "BFF_ROUTES": json.dumps({"notes": upstream_url, "gone": f"http://127.0.0.1:{free_port()}"}),
+        "BFF_UPSTREAM_TIMEOUT": "0.3",
+    }
     async with running(provider, upstream_url, env) as rig:
         browser = await rig.logged_in()
         gone = await browser.request("GET", "/api/gone/x")
@@ -91,4 +105,4 @@ async def test_common_request_costs_one_redis_round_trip(rig: Rig) -> None:
     after = int(r.info("stats")["total_commands_processed"])
     r.close()
     assert response.status_code == 200
-    assert after - before - 1 == 1    # minus the INFO itself: one GETEX
+    assert after - before - 1 == 1  # minus the INFO itself: one GETEX

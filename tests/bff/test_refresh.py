@@ -11,8 +11,7 @@ import redis.asyncio as aioredis
 from tests.bff.conftest import Rig, running
 from tests.bff.doubles import Browser
 
-pytestmark = [pytest.mark.anyio, pytest.mark.bff_env(BFF_REFRESH_SKEW="0", BFF_LOCK_LEASE="0.6",
-                                                     BFF_AUTH_TIMEOUT="5")]
+pytestmark = [pytest.mark.anyio, pytest.mark.bff_env(BFF_REFRESH_SKEW="0", BFF_LOCK_LEASE="0.6", BFF_AUTH_TIMEOUT="5")]
 
 
 async def expired_login(rig: Rig, ttl: float = 0.5) -> Browser:
@@ -40,8 +39,10 @@ async def test_slow_auth_server_beyond_the_lease(rig: Rig) -> None:
     replica = create_app(rig.settings)
     import httpx
 
-    async with replica.router.lifespan_context(replica), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=replica), base_url="https://bff.test") as other:
+    async with (
+        replica.router.lifespan_context(replica),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=replica), base_url="https://bff.test") as other,
+    ):
         cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
 
         async def via_replica() -> int:
@@ -49,15 +50,14 @@ async def test_slow_auth_server_beyond_the_lease(rig: Rig) -> None:
             r = await other.get("/api/notes/me", headers={"Cookie": cookie, "X-CSRF": "1"})
             return r.status_code
 
-        first, second = await asyncio.gather(browser.request("GET", "/api/notes/me"),
-                                             via_replica())
+        first, second = await asyncio.gather(browser.request("GET", "/api/notes/me"), via_replica())
     assert first.status_code == 200 and second == 200
     assert rig.provider.refreshes == 1 and rig.provider.reuse_detected == 0
 
 
 async def test_invalid_grant_ends_the_session(rig: Rig) -> None:
     browser = await expired_login(rig)
-    rig.provider.families.clear()   # the login was revoked at the auth server
+    rig.provider.families.clear()  # the login was revoked at the auth server
     response = await browser.request("GET", "/api/notes/me")
     assert response.status_code == 401 and response.json()["error"] == "login_required"
     r = aioredis.Redis.from_url(rig.settings.redis_url)
@@ -81,11 +81,10 @@ async def test_auth_server_down_is_503_and_keeps_the_session(rig: Rig) -> None:
 @pytest.mark.bff_env(BFF_REFRESH_SKEW="0")
 async def test_upstream_invalid_token_refreshes_and_replays_once(rig: Rig) -> None:
     browser = await rig.logged_in()
-    rig.provider.access.clear()     # the upstream no longer accepts the (unexpired) access token
+    rig.provider.access.clear()  # the upstream no longer accepts the (unexpired) access token
     response = await browser.request("POST", "/api/notes/notes", content=b'{"text": "replayed"}')
     assert response.status_code == 200 and response.json()["body"] == '{"text": "replayed"}'
     assert rig.provider.refreshes == 1
-
 
 
 async def test_single_flight_on_a_redis_cluster(rig_env: Any, redis_cluster_url: str) -> None:
@@ -107,8 +106,8 @@ async def test_tokens_shorter_than_the_skew_refresh_at_half_life(rig: Rig) -> No
     browser = await rig.logged_in()
     for _ in range(3):
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200
-    assert rig.provider.refreshes == 0          # not a refresh per request although 4 s < the 30 s skew
-    await asyncio.sleep(2.05)                   # half its life
+    assert rig.provider.refreshes == 0  # not a refresh per request although 4 s < the 30 s skew
+    await asyncio.sleep(2.05)  # half its life
     assert (await browser.request("GET", "/api/notes/me")).status_code == 200
     assert rig.provider.refreshes == 1
 
@@ -117,7 +116,7 @@ async def test_tokens_shorter_than_the_skew_refresh_at_half_life(rig: Rig) -> No
 async def test_a_streamed_body_is_not_replayed(rig: Rig) -> None:
     browser = await rig.logged_in()
     rig.provider.access.clear()
-    big = b"z" * (128 * 1024)                  # above the replay buffer: streamed, so it cannot be sent twice
+    big = b"z" * (128 * 1024)  # above the replay buffer: streamed, so it cannot be sent twice
     response = await browser.request("POST", "/api/notes/notes", content=big)
     assert response.status_code == 401 and rig.provider.refreshes == 0
 
@@ -125,7 +124,7 @@ async def test_a_streamed_body_is_not_replayed(rig: Rig) -> None:
 @pytest.mark.bff_env(BFF_REFRESH_SKEW="0")
 async def test_replayed_at_most_once(rig: Rig) -> None:
     browser = await rig.logged_in()
-    rig.provider.access_ttl = -10               # every new token is refused upstream too
+    rig.provider.access_ttl = -10  # every new token is refused upstream too
     rig.provider.access.clear()
     response = await browser.request("GET", "/api/notes/me")
     assert response.status_code == 401 and rig.provider.refreshes == 1

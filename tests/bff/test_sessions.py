@@ -21,8 +21,14 @@ class Clock:
 
 
 async def make(manager: SessionManager) -> str:
-    secret, _ = await manager.create(access_token="eyJaccess", refresh_token="eyJrefresh",
-                                     access_expires_at=manager.clock() + 300, sub="s", username="u", scope="openid")
+    secret, _ = await manager.create(
+        access_token="eyJaccess",
+        refresh_token="eyJrefresh",
+        access_expires_at=manager.clock() + 300,
+        sub="s",
+        username="u",
+        scope="openid",
+    )
     return secret
 
 
@@ -48,10 +54,22 @@ async def test_round_trip_and_sealing(redis_url: str) -> None:
     await client.aclose()
 
 
-@pytest.mark.parametrize("cookie", [
-    None, "", "x", "A" * 42, "A" * 44, "A" * 4096, "A" * 42 + "=", "A" * 42 + "+", "../../etc/passwd",
-    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00", "é" * 43,
-])
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        None,
+        "",
+        "x",
+        "A" * 42,
+        "A" * 44,
+        "A" * 4096,
+        "A" * 42 + "=",
+        "A" * 42 + "+",
+        "../../etc/passwd",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00",
+        "é" * 43,
+    ],
+)
 def test_malformed_cookies_never_reach_the_store(cookie: str | None) -> None:
     assert SessionManager.ref(cookie) is None
 
@@ -68,18 +86,18 @@ async def test_idle_and_absolute_lifetimes() -> None:
     secret = await make(manager)
     ref = manager.ref(secret)
     assert ref is not None
-    for _ in range(2):           # use renews the idle lifetime
+    for _ in range(2):  # use renews the idle lifetime
         clock.now += 50
         assert await manager.load(ref) is not None
-    clock.now += 40              # 140 s: still within both
+    clock.now += 40  # 140 s: still within both
     assert await manager.load(ref) is not None
-    clock.now += 15              # 155 s: past the absolute lifetime although used within the idle one
+    clock.now += 15  # 155 s: past the absolute lifetime although used within the idle one
     assert await manager.load(ref) is None
 
     secret = await make(manager)
     ref = manager.ref(secret)
     assert ref is not None
-    clock.now += 61              # idle too long
+    clock.now += 61  # idle too long
     assert await manager.load(ref) is None
 
 
@@ -101,13 +119,19 @@ async def test_records_are_compressed_before_sealing() -> None:
 
     issuer = FakeIssuer("http://localhost:9000", "notes")
     access = issuer.token("openid notes:read notes:write", sub="user-1", client_id="bff", sid="family-1")
-    refresh = issuer.token("openid notes:read notes:write", sub="user-1", client_id="bff", sid="family-1",
-                           headers={"typ": "rt+jwt"})
+    refresh = issuer.token(
+        "openid notes:read notes:write", sub="user-1", client_id="bff", sid="family-1", headers={"typ": "rt+jwt"}
+    )
     store = MemoryStore()
     manager = SessionManager(store, idle_ttl=60, absolute_ttl=600)
-    secret, _ = await manager.create(access_token=access, refresh_token=refresh,
-                                     access_expires_at=manager.clock() + 300, sub="user-1", username="alice",
-                                     scope="openid notes:read notes:write")
+    secret, _ = await manager.create(
+        access_token=access,
+        refresh_token=refresh,
+        access_expires_at=manager.clock() + 300,
+        sub="user-1",
+        username="alice",
+        scope="openid notes:read notes:write",
+    )
     ref = manager.ref(secret)
     assert ref is not None
     blob = await store.get(ref.key)
@@ -123,14 +147,14 @@ async def test_a_changed_record_is_reopened_never_served_from_the_opened_cache()
     ref = manager.ref(secret)
     assert ref is not None
     sealed = await store.get(ref.key)
-    assert sealed is not None and (await manager.load(ref)) is not None   # opened once, remembered
+    assert sealed is not None and (await manager.load(ref)) is not None  # opened once, remembered
     await store.set(ref.key, sealed[:-1] + bytes([sealed[-1] ^ 1]), 60_000)  # one bit flipped in Redis
     assert await manager.load(ref) is None
     other = manager.ref(await make(manager))
     assert other is not None
     moved = await store.get(other.key)
     assert moved is not None
-    await store.set(ref.key, moved, 60_000)            # another session's record under this key
+    await store.set(ref.key, moved, 60_000)  # another session's record under this key
     assert await manager.load(ref) is None
     await store.set(ref.key, sealed, 60_000)
     loaded = await manager.load(ref)

@@ -51,7 +51,7 @@ async def test_get_touch_extends_the_ttl(store: ByteStore) -> None:
     await asyncio.sleep(0.2)
     assert await store.get_touch("{t}k", 1000) == b"v"
     await asyncio.sleep(0.4)
-    assert await store.get("{t}k") == b"v"   # gone by now without the touch
+    assert await store.get("{t}k") == b"v"  # gone by now without the touch
     assert await store.get_touch("{t}missing", 300) is None
 
 
@@ -72,7 +72,7 @@ async def test_lock_is_exclusive_and_owned(store: ByteStore) -> None:
     assert await store.acquire("{t}lock", "me", 10_000)
     assert not await store.acquire("{t}lock", "you", 10_000)
     assert not await store.renew("{t}lock", "you", 10_000)
-    await store.release("{t}lock", "you")           # not the owner: no effect
+    await store.release("{t}lock", "you")  # not the owner: no effect
     assert not await store.acquire("{t}lock", "you", 10_000)
     assert await store.renew("{t}lock", "me", 10_000)
     await store.release("{t}lock", "me")
@@ -84,7 +84,7 @@ async def test_lock_lease_expires_unless_renewed(store: ByteStore) -> None:
     for _ in range(3):
         await asyncio.sleep(0.15)
         assert await store.renew("{t}lock", "me", 400)
-    assert not await store.acquire("{t}lock", "you", 400)   # 450 ms after acquiring: held only thanks to renewal
+    assert not await store.acquire("{t}lock", "you", 400)  # 450 ms after acquiring: held only thanks to renewal
     await asyncio.sleep(0.5)
     assert await store.acquire("{t}lock", "you", 400)
     assert not await store.renew("{t}lock", "me", 400)
@@ -104,8 +104,9 @@ async def test_unreachable_redis_is_store_unavailable() -> None:
 
     from tests.conftest import free_port
 
-    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5,
-                                     retry=Retry(NoBackoff(), 0))
+    client = aioredis.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
     store = RedisStore(client)
     with pytest.raises(StoreUnavailable):
         await store.get_touch("{t}k", 1000)

@@ -18,8 +18,16 @@ from bff.stack import DEMO_PASSWORD, DEMO_USERNAME, StackPorts, run_stack, stack
 from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class StackThread:
@@ -84,8 +92,12 @@ def test_demo_page_login_api_logout_in_chromium(stack: StackThread, tmp_path: Pa
             context = browser.new_context()
             page = context.new_page()
             seen_tokens: list[str] = []
-            page.on("response", lambda r: seen_tokens.append(r.url) if "eyJ" in (r.headers.get("location") or "")
-                    or "eyJ" in r.url else None)
+            page.on(
+                "response",
+                lambda r: (
+                    seen_tokens.append(r.url) if "eyJ" in (r.headers.get("location") or "") or "eyJ" in r.url else None
+                ),
+            )
 
             page.goto(bff_url + "/")
             expect(page.locator("#status")).to_have_attribute("data-state", "out")
@@ -115,8 +127,10 @@ def test_demo_page_login_api_logout_in_chromium(stack: StackThread, tmp_path: Pa
 
             # No session and no token is readable by scripts or kept in web storage.
             assert page.evaluate("document.cookie") == ""
-            storage = page.evaluate("[localStorage.length, sessionStorage.length, JSON.stringify(localStorage),"
-                                    " JSON.stringify(sessionStorage)]")
+            storage = page.evaluate(
+                "[localStorage.length, sessionStorage.length, JSON.stringify(localStorage),"
+                " JSON.stringify(sessionStorage)]"
+            )
             assert storage[:2] == [0, 0], storage
             assert "eyJ" not in page.content()
             # Cookies are not port-bound, so the auth server's own cookies on localhost show up here too.

@@ -12,8 +12,11 @@ from tests.conftest import free_port
 def test_bff_stack_command_runs_all_three_services_with_the_demo_user(process_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     auth_port, resource_port = free_port(), free_port()
     env = {"REDIS_URL": "", "AUTH_KEYS_DIR": str(tmp_path / "keys")}  # no REDIS_URL: the embedded store
-    stack = process_factory(["-m", "bff", "stack", "--auth-port", str(auth_port), "--resource-port",
-                             str(resource_port)], env, health_path="/readyz")
+    stack = process_factory(
+        ["-m", "bff", "stack", "--auth-port", str(auth_port), "--resource-port", str(resource_port)],
+        env,
+        health_path="/readyz",
+    )
     deadline = time.monotonic() + 20
     while f"Open http://localhost:{stack.port}/" not in stack.output():
         assert time.monotonic() < deadline, stack.output()

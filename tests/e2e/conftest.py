@@ -58,7 +58,6 @@ class TokenGate:
         await self.app(scope, replay, send)
 
 
-
 @dataclass
 class Stack:
     redis_url: str
@@ -87,8 +86,9 @@ class Stack:
             assert page.status_code == 200, page.text
             form = form_of(page.text)
             assert form.action is not None, page.text
-            posted = await idp.post(urljoin(str(page.url), form.action),
-                                    data={**form.fields, "username": username, "password": PASSWORD})
+            posted = await idp.post(
+                urljoin(str(page.url), form.action), data={**form.fields, "username": username, "password": PASSWORD}
+            )
             assert posted.status_code in (302, 303), posted.text
             callback = httpx.URL(posted.headers["location"])
             assert str(callback).startswith(self.bff_url + "/bff/callback")
@@ -97,11 +97,22 @@ class Stack:
 
 def auth_env(issuer: str, bff_url: str, redis_url: str, keys_dir: str, access_ttl: int) -> dict[str, str]:
     return {
-        "AUTH_ISSUER": issuer, "AUTH_KEYS_DIR": keys_dir, "AUTH_ACCESS_TTL": str(access_ttl), "REDIS_URL": redis_url,
-        "AUTH_CLIENTS": json.dumps([{
-            "client_id": "bff", "client_secret": CLIENT_SECRET, "redirect_uris": [f"{bff_url}/bff/callback"],
-            "grant_types": ["authorization_code", "refresh_token"], "scope": "openid notes:read notes:write",
-            "audience": ["notes"]}]),
+        "AUTH_ISSUER": issuer,
+        "AUTH_KEYS_DIR": keys_dir,
+        "AUTH_ACCESS_TTL": str(access_ttl),
+        "REDIS_URL": redis_url,
+        "AUTH_CLIENTS": json.dumps(
+            [
+                {
+                    "client_id": "bff",
+                    "client_secret": CLIENT_SECRET,
+                    "redirect_uris": [f"{bff_url}/bff/callback"],
+                    "grant_types": ["authorization_code", "refresh_token"],
+                    "scope": "openid notes:read notes:write",
+                    "audience": ["notes"],
+                }
+            ]
+        ),
     }
 
 
@@ -122,8 +133,7 @@ async def stack_factory(redis_url: str, server_factory: Any) -> AsyncIterator[Ca
 
     keys_dir = tempfile.mkdtemp(prefix="jwt-bff-e2e-keys-")
 
-    def make(*, access_ttl: int = 300, bff_thread: bool = True, redis: str | None = None,
-             **bff_extra: str) -> Stack:
+    def make(*, access_ttl: int = 300, bff_thread: bool = True, redis: str | None = None, **bff_extra: str) -> Stack:
         store = redis or redis_url
         auth_port, bff_port = free_port(), free_port()
         auth_url, bff_url = f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{bff_port}"
@@ -135,12 +145,19 @@ async def stack_factory(redis_url: str, server_factory: Any) -> AsyncIterator[Ca
             gate.app = create_auth(auth_settings)
             return server_factory(gate, auth_port)
 
-        rs = server_factory(create_rs(RSSettings.from_env({"RS_ISSUER": auth_url, "RS_AUDIENCE": "notes",
-                                                           "REDIS_URL": store})))
+        rs = server_factory(
+            create_rs(RSSettings.from_env({"RS_ISSUER": auth_url, "RS_AUDIENCE": "notes", "REDIS_URL": store}))
+        )
         wait_ready(rs.url)
-        env = {"BFF_ISSUER": auth_url, "BFF_CLIENT_ID": "bff", "BFF_CLIENT_SECRET": CLIENT_SECRET,
-               "BFF_PUBLIC_URL": bff_url, "BFF_ROUTES": json.dumps({"notes": rs.url}), "REDIS_URL": store,
-               **bff_extra}
+        env = {
+            "BFF_ISSUER": auth_url,
+            "BFF_CLIENT_ID": "bff",
+            "BFF_CLIENT_SECRET": CLIENT_SECRET,
+            "BFF_PUBLIC_URL": bff_url,
+            "BFF_ROUTES": json.dumps({"notes": rs.url}),
+            "REDIS_URL": store,
+            **bff_extra,
+        }
         if bff_thread:
             from bff.app import create_app as create_bff
             from bff.settings import Settings as BffSettings

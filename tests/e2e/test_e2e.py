@@ -65,9 +65,12 @@ async def test_login_user_api_logout(stack_factory: Any) -> None:
 async def _refresh_storm(stack: Stack, urls: list[str], browser: Browser, n: int = 48) -> list[int]:
     cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
     async with httpx.AsyncClient(timeout=30) as client:
-        responses = await asyncio.gather(*(
-            client.get(urls[i % len(urls)] + "/api/notes/me", headers={"Cookie": cookie, "X-CSRF": "1"})
-            for i in range(n)))
+        responses = await asyncio.gather(
+            *(
+                client.get(urls[i % len(urls)] + "/api/notes/me", headers={"Cookie": cookie, "X-CSRF": "1"})
+                for i in range(n)
+            )
+        )
     return [r.status_code for r in responses]
 
 
@@ -79,9 +82,9 @@ async def test_refresh_across_two_bff_processes(stack_factory: Any, process_fact
     second = process_factory(["-m", "bff", "serve"], stack.bff_env)
     browser = stack.browser()
     assert (await stack.login(browser)).status_code == 302
-    await asyncio.sleep(2.1)                      # the access token has expired
+    await asyncio.sleep(2.1)  # the access token has expired
     if slow:
-        stack.gate.delay = 2.5                    # 2.5 leases: only renewal keeps the second process waiting
+        stack.gate.delay = 2.5  # 2.5 leases: only renewal keeps the second process waiting
     statuses = await _refresh_storm(stack, [first.url, second.url], browser)
     assert statuses == [200] * 48
     assert stack.gate.refreshes == 1
@@ -114,13 +117,13 @@ async def test_auth_server_outage(stack_factory: Any) -> None:
     await stack.login(browser)
     logged_in_at = time.monotonic()
     stack.auth_server.stop()
-    assert (await browser.request("GET", "/api/notes/me")).status_code == 200   # the access token is still good
+    assert (await browser.request("GET", "/api/notes/me")).status_code == 200  # the access token is still good
     await asyncio.sleep(max(0.0, 3.1 - (time.monotonic() - logged_in_at)))
     down = await browser.request("GET", "/api/notes/me")
     assert down.status_code == 503 and down.json()["error"] == "temporarily_unavailable"
     stack.restart_auth()
     back = await browser.request("GET", "/api/notes/me")
-    assert back.status_code == 200, back.text                                  # no re-login
+    assert back.status_code == 200, back.text  # no re-login
     assert stack.gate.refreshes == 1
 
 
@@ -130,7 +133,7 @@ async def test_attacks_over_real_sockets(stack_factory: Any) -> None:
     planted = "A" * 43
     victim.cookies["__Host-session"] = planted
     await stack.login(victim)
-    assert victim.cookies["__Host-session"] != planted                         # fixation: a new id at login
+    assert victim.cookies["__Host-session"] != planted  # fixation: a new id at login
 
     for cookie in ("garbage", "A" * 43, "x" * 6000, "%00", "eyJhbGciOiJub25lIn0.e30."):
         for path in ("/bff/user", "/api/notes/me"):
@@ -144,8 +147,9 @@ async def test_attacks_over_real_sockets(stack_factory: Any) -> None:
         assert r.status_code == 400 and "location" not in r.headers
 
     assert (await victim.request("GET", "/api/notes/me", csrf=False)).status_code == 403
-    foreign = await victim.request("POST", "/api/notes/notes", json={"text": "x"},
-                                   headers={"Origin": "https://evil.example"})
+    foreign = await victim.request(
+        "POST", "/api/notes/notes", json={"text": "x"}, headers={"Origin": "https://evil.example"}
+    )
     assert foreign.status_code == 403 and foreign.json()["error"] == "csrf"
     assert (await victim.request("GET", "/bff/callback?code=x&state=" + "B" * 43, csrf=False)).status_code == 400
-    assert (await victim.request("GET", "/api/notes/me")).status_code == 200   # none of that hurt the session
+    assert (await victim.request("GET", "/api/notes/me")).status_code == 200  # none of that hurt the session

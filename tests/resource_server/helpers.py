@@ -36,14 +36,21 @@ def guarded_app(verifier: TokenVerifier, errors: list[VerifierError] | None = No
         data = await request.form()
         return JSONResponse({"fields": sorted(data.keys()), "sub": get_claims(request)["sub"]})
 
-    app = Starlette(routes=[
-        Route("/claims", claims),
-        Route("/write", write, methods=["POST"]),
-        Route("/public", public),
-        Route("/form", form, methods=["POST"]),
-    ])
-    app.add_middleware(BearerAuthMiddleware, verifier=verifier, realm=AUDIENCE, public_paths={"/public"},
-                       on_error=errors.append if errors is not None else None)
+    app = Starlette(
+        routes=[
+            Route("/claims", claims),
+            Route("/write", write, methods=["POST"]),
+            Route("/public", public),
+            Route("/form", form, methods=["POST"]),
+        ]
+    )
+    app.add_middleware(
+        BearerAuthMiddleware,
+        verifier=verifier,
+        realm=AUDIENCE,
+        public_paths={"/public"},
+        on_error=errors.append if errors is not None else None,
+    )
     return app
 
 

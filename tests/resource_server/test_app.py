@@ -89,22 +89,25 @@ async def test_scopes_guard_reading_and_writing(api: httpx.AsyncClient, issuer: 
     assert (await api.post("/notes", headers=write_only, json={"text": "x"})).status_code == 201
 
 
-@pytest.mark.parametrize(("body", "status", "needle"), [
-    (b"{not json", 400, "JSON"),
-    (b"", 400, "JSON"),
-    (b"[1, 2]", 400, "JSON object"),
-    (b'"text"', 400, "JSON object"),
-    (b"{}", 400, "text"),
-    (b'{"text": ""}', 400, "text"),
-    (b'{"text": "   \\n\\t "}', 400, "text"),
-    (b'{"text": 42}', 400, "text"),
-    (b'{"text": null}', 400, "text"),
-    (b'{"text": ["a"]}', 400, "text"),
-    (('{"text": "' + "x" * 2001 + '"}').encode(), 400, "text"),
-    (b"\xff\xfe\x00", 400, "JSON"),
-    (b'{"text": NaN}', 400, "text"),
-    (('{"text": "' + "x" * 17000 + '"}').encode(), 413, "16384"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"{not json", 400, "JSON"),
+        (b"", 400, "JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b'"text"', 400, "JSON object"),
+        (b"{}", 400, "text"),
+        (b'{"text": ""}', 400, "text"),
+        (b'{"text": "   \\n\\t "}', 400, "text"),
+        (b'{"text": 42}', 400, "text"),
+        (b'{"text": null}', 400, "text"),
+        (b'{"text": ["a"]}', 400, "text"),
+        (('{"text": "' + "x" * 2001 + '"}').encode(), 400, "text"),
+        (b"\xff\xfe\x00", 400, "JSON"),
+        (b'{"text": NaN}', 400, "text"),
+        (('{"text": "' + "x" * 17000 + '"}').encode(), 413, "16384"),
+    ],
+)
 async def test_bad_notes_are_4xx_json_never_500(
     api: httpx.AsyncClient, issuer: FakeIssuer, body: bytes, status: int, needle: str
 ) -> None:
@@ -193,9 +196,11 @@ async def test_redis_down_is_503_json_and_recovers(redis_factory: Any, issuer: F
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rs.test") as api:
         assert (await api.post("/notes", headers=rw(issuer), json={"text": "kept"})).status_code == 201
         server.stop()
-        for response in (await api.get("/notes", headers=rw(issuer)),
-                         await api.post("/notes", headers=rw(issuer), json={"text": "x"}),
-                         await api.delete("/notes/abc", headers=rw(issuer))):
+        for response in (
+            await api.get("/notes", headers=rw(issuer)),
+            await api.post("/notes", headers=rw(issuer), json={"text": "x"}),
+            await api.delete("/notes/abc", headers=rw(issuer)),
+        ):
             assert response.status_code == 503
             assert response.json()["error"] == "temporarily_unavailable"
         ready = await api.get("/readyz")
@@ -212,17 +217,34 @@ def test_settings_from_env() -> None:
 
     default = Settings.from_env({})
     assert (default.issuer, default.audience, default.jwks_url, default.algorithms, default.leeway) == (
-        "http://localhost:9000", "notes", None, ("RS256", "ES256", "EdDSA"), 30)
-    custom = Settings.from_env({"RS_ISSUER": "https://auth.example/", "RS_ALGORITHMS": "ES256",
-                                "RS_JWKS_URL": "http://auth:9000/jwks", "REDIS_URL": "redis://:s3cret@r:6379/0"})
+        "http://localhost:9000",
+        "notes",
+        None,
+        ("RS256", "ES256", "EdDSA"),
+        30,
+    )
+    custom = Settings.from_env(
+        {
+            "RS_ISSUER": "https://auth.example/",
+            "RS_ALGORITHMS": "ES256",
+            "RS_JWKS_URL": "http://auth:9000/jwks",
+            "REDIS_URL": "redis://:s3cret@r:6379/0",
+        }
+    )
     assert custom.issuer == "https://auth.example/"  # verbatim: iss is compared exactly
     assert custom.algorithms == ("ES256",)
     assert "s3cret" not in repr(custom)
-    for env, name in [({"RS_ALGORITHMS": "RS256,HS256"}, "RS_ALGORITHMS"), ({"RS_ALGORITHMS": "none"}, "RS_ALGORITHMS"),
-                      ({"RS_LEEWAY": "soon"}, "RS_LEEWAY"), ({"RS_LEEWAY": "-1"}, "RS_LEEWAY"),
-                      ({"RS_ISSUER": "localhost:9000"}, "RS_ISSUER"), ({"RS_JWKS_URL": "file:///x"}, "RS_JWKS_URL"),
-                      ({"RS_JWKS_COOLDOWN": "x"}, "RS_JWKS_COOLDOWN"), ({"RS_MAX_NOTES": "0"}, "RS_MAX_NOTES"),
-                      ({"RS_VERIFY_CACHE_SIZE": "-5"}, "RS_VERIFY_CACHE_SIZE")]:
+    for env, name in [
+        ({"RS_ALGORITHMS": "RS256,HS256"}, "RS_ALGORITHMS"),
+        ({"RS_ALGORITHMS": "none"}, "RS_ALGORITHMS"),
+        ({"RS_LEEWAY": "soon"}, "RS_LEEWAY"),
+        ({"RS_LEEWAY": "-1"}, "RS_LEEWAY"),
+        ({"RS_ISSUER": "localhost:9000"}, "RS_ISSUER"),
+        ({"RS_JWKS_URL": "file:///x"}, "RS_JWKS_URL"),
+        ({"RS_JWKS_COOLDOWN": "x"}, "RS_JWKS_COOLDOWN"),
+        ({"RS_MAX_NOTES": "0"}, "RS_MAX_NOTES"),
+        ({"RS_VERIFY_CACHE_SIZE": "-5"}, "RS_VERIFY_CACHE_SIZE"),
+    ]:
         with pytest.raises(SettingsError, match=name):
             Settings.from_env(env)
 
@@ -249,9 +271,10 @@ async def test_the_api_runs_on_the_embedded_store_of_bff_stack(issuer: FakeIssue
 
     store = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     app = create_app(Settings.from_env({"RS_MAX_NOTES": "1"}), redis=store, verifier=issuer.verifier())
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://rs.test"
-    ) as api:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rs.test") as api,
+    ):
         assert (await api.get("/readyz")).status_code == 200
         assert (await api.post("/notes", headers=rw(issuer), json={"text": "one"})).status_code == 201
         assert (await api.post("/notes", headers=rw(issuer), json={"text": "two"})).status_code == 409

@@ -81,8 +81,11 @@ def _embedded_jwk(i: FakeIssuer) -> str:
 
 def _jku_to_attacker_jwks(i: FakeIssuer) -> str:
     attacker = KeyPair("RS256", kid="attacker")
-    return i.token("notes:write", key=attacker, headers={"jku": "https://evil.example.test/jwks.json",
-                                                         "x5u": "https://evil.example.test/cert.pem"})
+    return i.token(
+        "notes:write",
+        key=attacker,
+        headers={"jku": "https://evil.example.test/jwks.json", "x5u": "https://evil.example.test/cert.pem"},
+    )
 
 
 def _es256_der_signature(i: FakeIssuer) -> str:
@@ -237,13 +240,26 @@ async def test_a_token_over_8_kib_is_refused_before_any_decoding(issuer: FakeIss
 
 
 GARBAGE = [
-    "abc", "a.b", "a.b.c", "a.b.c.d", "...", ".a.b", "a..b", "ey.ey.ey", "Zm9v.YmFy.YmF6", "===.===.===",
+    "abc",
+    "a.b",
+    "a.b.c",
+    "a.b.c.d",
+    "...",
+    ".a.b",
+    "a..b",
+    "ey.ey.ey",
+    "Zm9v.YmFy.YmF6",
+    "===.===.===",
     "e30.e30.e30",  # {} . {} . {}
     f"{b64url('[]')}.{b64url('{}')}.AAAA",  # a header that is JSON but not an object
     f"{b64url('null')}.e30.AAAA",
     b64url(bytes([0xFF, 0xFE])) + ".e30.AAAA",  # not UTF-8
     "eyJhbGciOiJSUzI1NiJ9.eyJ.AAAA",  # truncated JSON payload
-    "a" * 8192, "é.é.é", "a b c", "a.b.c;", "a+b/c=",
+    "a" * 8192,
+    "é.é.é",
+    "a b c",
+    "a.b.c;",
+    "a+b/c=",
 ]
 
 
@@ -283,9 +299,12 @@ async def test_es256_and_eddsa_keys_verify_and_refuse_like_rs256(alg: str) -> No
     issuer = FakeIssuer(ISSUER, AUDIENCE, alg)
     verifier = issuer.verifier()
     assert (await verifier.verify(issuer.token("notes:read")))["scope"] == "notes:read"
-    for token in (_tampered_payload(issuer), _other_key_same_kid_for(issuer), issuer.unsigned_token(),
-                  hs256({"alg": "HS256", "typ": "at+jwt", "kid": issuer.key.kid}, issuer.claims(),
-                        issuer.key.public_pem)):
+    for token in (
+        _tampered_payload(issuer),
+        _other_key_same_kid_for(issuer),
+        issuer.unsigned_token(),
+        hs256({"alg": "HS256", "typ": "at+jwt", "kid": issuer.key.kid}, issuer.claims(), issuer.key.public_pem),
+    ):
         with pytest.raises(InvalidToken):
             await verifier.verify(token)
 

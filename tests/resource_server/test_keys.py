@@ -45,8 +45,14 @@ class AuthServerDouble:
 
 
 def make_verifier(double: AuthServerDouble, clock: Clock | None = None, **kwargs: Any) -> TokenVerifier:
-    cache = JWKSCache(issuer=ISSUER, algorithms=["RS256", "ES256", "EdDSA"], http_client=double.http_client(),
-                      clock=clock or Clock(), cooldown=30, **kwargs)
+    cache = JWKSCache(
+        issuer=ISSUER,
+        algorithms=["RS256", "ES256", "EdDSA"],
+        http_client=double.http_client(),
+        clock=clock or Clock(),
+        cooldown=30,
+        **kwargs,
+    )
     return TokenVerifier(ISSUER, AUDIENCE, keys=cache)
 
 
@@ -81,8 +87,11 @@ async def test_discovery_falls_back_to_rfc8414_metadata_and_refuses_another_issu
     transport.handle_async_request = handle  # type: ignore[method-assign]
     cache = JWKSCache(issuer=ISSUER, algorithms=["RS256"], http_client=httpx.AsyncClient(transport=transport))
     assert await cache.refresh()
-    assert seen == ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
-                    "/.well-known/jwks.json"]
+    assert seen == [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/jwks.json",
+    ]
 
     # Metadata that names another issuer is not used (RFC 8414 §3.3): a mix-up must not choose our keys.
     impostor = AuthServerDouble(FakeIssuer("https://other.example.test", AUDIENCE))
@@ -189,9 +198,15 @@ async def test_the_background_loader_retries_until_the_auth_server_answers(issue
         tg.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("document", [
-    {"keys": []}, {"nokeys": 1}, [], {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}]},
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"keys": []},
+        {"nokeys": 1},
+        [],
+        {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}]},
+    ],
+)
 async def test_a_bad_jwks_document_keeps_the_cached_keys(issuer: FakeIssuer, document: Any) -> None:
     cache = JWKSCache(issuer=ISSUER, algorithms=["RS256"], jwks=issuer.jwks())
     with pytest.raises(JWKSError):
@@ -205,8 +220,10 @@ def test_unusable_keys_are_skipped() -> None:
 
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     weak_jwk = {**jwt.algorithms.RSAAlgorithm.to_jwk(weak, as_dict=True), "kid": "weak"}
-    p384 = {**jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key(),
-                                                as_dict=True), "kid": "p384"}
+    p384 = {
+        **jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key(), as_dict=True),
+        "kid": "p384",
+    }
     good = KeyPair("ES256").public_jwk
     cases = {
         "a 1024-bit RSA key": weak_jwk,

@@ -19,8 +19,7 @@ from .helpers import bearer
 pytestmark = pytest.mark.anyio
 
 
-async def test_access_lines_carry_route_status_and_request_id_but_no_token(redis_url: str,
-                                                                           json_log: Any) -> None:
+async def test_access_lines_carry_route_status_and_request_id_but_no_token(redis_url: str, json_log: Any) -> None:
     lines = json_log(ACCESS, JSONFormatter())
     issuer = FakeIssuer("http://localhost:9000", "notes")
     token = issuer.token("notes:read", sub="alice", client_id="bff")

@@ -39,7 +39,9 @@ async def test_expired_token_gets_exactly_the_documented_body_and_header(
         response = await http.get("/claims", headers=bearer(issuer.expired_token("notes:read")))
     assert response.status_code == 401
     assert response.json() == {
-        "code": 401, "error": "invalid_token", "error_description": "The access token provided has expired.",
+        "code": 401,
+        "error": "invalid_token",
+        "error_description": "The access token provided has expired.",
     }
     assert response.content == (
         b'{"code": 401, "error": "invalid_token", "error_description": "The access token provided has expired."}'
@@ -81,10 +83,14 @@ async def test_two_token_methods_are_400_invalid_request(issuer: FakeIssuer, ver
     token = issuer.token("notes:write")
     async with client(guarded_app(verifier)) as http:
         both = await http.post("/form", headers=bearer(token), data={"access_token": token, "x": "1"})
-        two_headers = await http.get("/claims", headers=[("Authorization", f"Bearer {token}"),
-                                                         ("Authorization", f"Bearer {token}")])
-        two_in_body = await http.post("/form", content=f"access_token={token}&access_token={token}",
-                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+        two_headers = await http.get(
+            "/claims", headers=[("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
+        )
+        two_in_body = await http.post(
+            "/form",
+            content=f"access_token={token}&access_token={token}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         empty = await http.get("/claims", headers={"Authorization": "Bearer "})
     for response in (both, two_headers, two_in_body, empty):
         assert response.status_code == 400

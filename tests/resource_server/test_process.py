@@ -19,9 +19,14 @@ def test_the_service_starts_before_the_auth_server_and_becomes_ready(
 ) -> None:
     auth_port = free_port()
     issuer = FakeIssuer(f"http://127.0.0.1:{auth_port}", "notes", "EdDSA")
-    service = process_factory(["-m", "resource_server"], {
-        "RS_ISSUER": issuer.issuer, "RS_AUDIENCE": "notes", "REDIS_URL": redis_url,
-    })
+    service = process_factory(
+        ["-m", "resource_server"],
+        {
+            "RS_ISSUER": issuer.issuer,
+            "RS_AUDIENCE": "notes",
+            "REDIS_URL": redis_url,
+        },
+    )
     not_ready = httpx.get(service.url + "/readyz", timeout=2)
     assert not_ready.status_code == 503
     assert not_ready.json() == {"status": "not ready", "keys": False, "redis": True}
@@ -45,12 +50,15 @@ def test_the_service_starts_before_the_auth_server_and_becomes_ready(
 
     async def flood() -> set[int]:
         async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
-            responses = await asyncio.gather(*(
-                client.get("/me", headers=bearer(issuer.token("notes:read", headers={"kid": secrets.token_hex(8)})))
-                for _ in range(200)
-            ))
-        assert all(r.headers["www-authenticate"].startswith('Bearer realm="notes", error="invalid_token"')
-                   for r in responses)
+            responses = await asyncio.gather(
+                *(
+                    client.get("/me", headers=bearer(issuer.token("notes:read", headers={"kid": secrets.token_hex(8)})))
+                    for _ in range(200)
+                )
+            )
+        assert all(
+            r.headers["www-authenticate"].startswith('Bearer realm="notes", error="invalid_token"') for r in responses
+        )
         return {r.status_code for r in responses}
 
     assert asyncio.run(flood()) == {401}

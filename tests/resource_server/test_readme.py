@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 def readme_blocks() -> list[str]:
     text = (REPO / "README.md").read_text()
-    section = text[text.index("### Resource server (`resource-server`)"):]
+    section = text[text.index("### Resource server (`resource-server`)") :]
     section = section[: section.index("\n### ", 1)]
     return re.findall(r"```python\n(.*?)```", section, re.S)
 

@@ -19,13 +19,24 @@ from ..conftest import free_port
 from .helpers import wait_ready
 
 SECRET = "svc-secret-0123456789"
-CLIENTS = [{"client_id": "svc", "client_secret": SECRET, "grant_types": ["client_credentials"],
-            "scope": "notes:read notes:write", "audience": ["notes"]}]
+CLIENTS = [
+    {
+        "client_id": "svc",
+        "client_secret": SECRET,
+        "grant_types": ["client_credentials"],
+        "scope": "notes:read notes:write",
+        "audience": ["notes"],
+    }
+]
 
 
 def client_credentials_token(auth_url: str, scope: str) -> str:
-    response = httpx.post(auth_url + "/oauth/token", auth=("svc", SECRET),
-                          data={"grant_type": "client_credentials", "scope": scope}, timeout=5)
+    response = httpx.post(
+        auth_url + "/oauth/token",
+        auth=("svc", SECRET),
+        data={"grant_type": "client_credentials", "scope": scope},
+        timeout=5,
+    )
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
@@ -36,10 +47,16 @@ def test_a_real_access_token_verifies_and_keeps_verifying_with_the_auth_server_s
 ) -> None:
     auth_port = free_port()
     issuer = f"http://127.0.0.1:{auth_port}"
-    auth_settings = AuthSettings.from_env({
-        "AUTH_ISSUER": issuer, "REDIS_URL": redis_url, "AUTH_KEYS_DIR": str(tmp_path / "keys"),
-        "AUTH_SIGNING_ALG": alg, "AUTH_CLIENTS": json.dumps(CLIENTS), "AUTH_FORM_SECRET": "x" * 32,
-    })
+    auth_settings = AuthSettings.from_env(
+        {
+            "AUTH_ISSUER": issuer,
+            "REDIS_URL": redis_url,
+            "AUTH_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTH_SIGNING_ALG": alg,
+            "AUTH_CLIENTS": json.dumps(CLIENTS),
+            "AUTH_FORM_SECRET": "x" * 32,
+        }
+    )
     auth = server_factory(create_auth_app(auth_settings), port=auth_port)
     rs = server_factory(create_app(Settings.from_env({"RS_ISSUER": issuer, "REDIS_URL": redis_url})))
     assert wait_ready(rs.url).status_code == 200  # keys discovered from the auth server's metadata and loaded

@@ -65,11 +65,11 @@ async def login_many(stack: Stack, n: int, username: str = "loaduser", parallel:
 
 @dataclass
 class Outcome:
-    at: float              # seconds since the load started
+    at: float  # seconds since the load started
     session: int
     url: str
-    status: int | str      # the HTTP status, or the name of the transport error
-    latency: float = 0.0   # seconds
+    status: int | str  # the HTTP status, or the name of the transport error
+    latency: float = 0.0  # seconds
 
 
 @dataclass
@@ -96,15 +96,23 @@ class Load:
         return len(self.outcomes) / elapsed if elapsed else 0.0
 
 
-async def run_load(cookies: Sequence[str], urls: Callable[[], Sequence[str]], stop: asyncio.Event, *,
-                   paths: Sequence[str] = ("/api/notes/me", "/bff/user"), pause: float = 0.0,
-                   load: Load | None = None, request_timeout: float = 20.0) -> Load:
+async def run_load(
+    cookies: Sequence[str],
+    urls: Callable[[], Sequence[str]],
+    stop: asyncio.Event,
+    *,
+    paths: Sequence[str] = ("/api/notes/me", "/bff/user"),
+    pause: float = 0.0,
+    load: Load | None = None,
+    request_timeout: float = 20.0,
+) -> Load:
     """One worker per session, each requesting ``paths`` in turn from the replicas ``urls()`` (round robin, asked
     anew each time, as a load balancer would) until ``stop`` is set. Transport errors are recorded, not raised."""
     load = load or Load()
     limits = httpx.Limits(max_connections=len(cookies) + 16, max_keepalive_connections=len(cookies) + 16)
 
     async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as client:
+
         async def worker(i: int, cookie: str) -> None:
             n = i
             while not stop.is_set():
@@ -128,10 +136,12 @@ async def run_load(cookies: Sequence[str], urls: Callable[[], Sequence[str]], st
     return load
 
 
-async def check_all(cookies: Sequence[str], url: str, paths: Sequence[str] = ("/bff/user", "/api/notes/me")) -> (
-        Counter[int]):
+async def check_all(
+    cookies: Sequence[str], url: str, paths: Sequence[str] = ("/bff/user", "/api/notes/me")
+) -> Counter[int]:
     """Every session once on every path: the statuses counted (all 200 means no session was lost)."""
     async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=64)) as client:
-        responses = await asyncio.gather(*(client.get(url + path, headers={"Cookie": c, "X-CSRF": "1"})
-                                           for c in cookies for path in paths))
+        responses = await asyncio.gather(
+            *(client.get(url + path, headers={"Cookie": c, "X-CSRF": "1"}) for c in cookies for path in paths)
+        )
     return Counter(r.status_code for r in responses)

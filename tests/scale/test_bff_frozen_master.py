@@ -28,9 +28,11 @@ async def test_bff_through_a_frozen_master(stack_factory: Any, redis_cluster: Re
     stack: Stack = stack_factory()
     cookies = await login_many(stack, 24)
     async with httpx.AsyncClient(base_url=stack.bff_url, timeout=20) as client:
+
         async def one(i: int) -> int:
-            r = await client.get("/bff/user" if i % 2 else "/api/notes/me",
-                                 headers={"Cookie": cookies[i], "X-CSRF": "1"})
+            r = await client.get(
+                "/bff/user" if i % 2 else "/api/notes/me", headers={"Cookie": cookies[i], "X-CSRF": "1"}
+            )
             return r.status_code
 
         seen, after = await freeze_a_master(redis_cluster, one)

@@ -60,7 +60,7 @@ async def test_happy_path_on_cluster(stack_factory: Any, redis_cluster: RedisClu
         assert all(f"note of user{j}" not in listed.text for j in range(6) if j != i)
 
     keys = _cluster_keys(redis_cluster)
-    assert sum(1 for held in keys.values() if held) >= 2, keys   # the data is spread over the masters
+    assert sum(1 for held in keys.values() if held) >= 2, keys  # the data is spread over the masters
     everything = [k for held in keys.values() for k in held]
     for prefix in (b"auth:", b"rs:", b"bff:"):
         assert any(k.startswith(prefix) for k in everything), (prefix, everything)

@@ -27,16 +27,20 @@ from tests.e2e.conftest import CLIENT_SECRET, auth_env
 
 pytestmark = pytest.mark.anyio
 
-FROZEN = 4.0   # seconds; the fixture's cluster-node-timeout is 2 s
+FROZEN = 4.0  # seconds; the fixture's cluster-node-timeout is 2 s
 
 
 def cluster_ok(cluster: RedisCluster) -> bool:
-    return all("cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(n.port), "CLUSTER", "INFO"],
-                                                    capture_output=True, text=True).stdout for n in cluster.nodes)
+    return all(
+        "cluster_state:ok"
+        in subprocess.run(["redis-cli", "-p", str(n.port), "CLUSTER", "INFO"], capture_output=True, text=True).stdout
+        for n in cluster.nodes
+    )
 
 
-async def freeze_a_master(cluster: RedisCluster, make: Callable[[int], Awaitable[int | str]], workers: int = 24) -> (
-        tuple[Counter[int | str], Counter[int | str]]):
+async def freeze_a_master(
+    cluster: RedisCluster, make: Callable[[int], Awaitable[int | str]], workers: int = 24
+) -> tuple[Counter[int | str], Counter[int | str]]:
     """Run ``make(i)`` (one request, its status) in a loop over ``workers`` while a master is frozen and thawed:
     the statuses (or transport errors) seen throughout, and those from one second after the cluster is ok again."""
     node = cluster.nodes[2]
@@ -51,7 +55,7 @@ async def freeze_a_master(cluster: RedisCluster, make: Callable[[int], Awaitable
             status: int | str
             try:
                 status = await make(i)
-            except httpx.TransportError as exc:          # the server dropped the connection: never expected
+            except httpx.TransportError as exc:  # the server dropped the connection: never expected
                 status = type(exc).__name__
             seen[status] += 1
             if recovered and time.monotonic() > recovered[0] + 1.0:
@@ -76,11 +80,16 @@ async def freeze_a_master(cluster: RedisCluster, make: Callable[[int], Awaitable
     return seen, after
 
 
-async def test_auth_and_resource_server_through_a_frozen_master(redis_cluster: RedisCluster, redis_cluster_url: str,
-                                                                server_factory: Any) -> None:
+async def test_auth_and_resource_server_through_a_frozen_master(
+    redis_cluster: RedisCluster, redis_cluster_url: str, server_factory: Any
+) -> None:
     issuer = FakeIssuer()
-    rs = server_factory(create_rs(RSSettings.from_env({"REDIS_URL": redis_cluster_url, "RS_ISSUER": issuer.issuer}),
-                                  verifier=issuer.verifier()))
+    rs = server_factory(
+        create_rs(
+            RSSettings.from_env({"REDIS_URL": redis_cluster_url, "RS_ISSUER": issuer.issuer}),
+            verifier=issuer.verifier(),
+        )
+    )
     env = auth_env("http://127.0.0.1:9", "http://127.0.0.1:8", redis_cluster_url, tempfile.mkdtemp(), 300)
     auth = server_factory(create_auth(AuthSettings.from_env(env)))
     basic = "Basic " + base64.b64encode(f"bff:{CLIENT_SECRET}".encode()).decode()
@@ -91,16 +100,23 @@ async def test_auth_and_resource_server_through_a_frozen_master(redis_cluster: R
             assert (await client.post(rs.url + "/notes", json={"text": "x"}, headers=headers)).status_code == 201
 
         async def one(i: int) -> str:
-            if i % 2:   # the notes of 12 users, spread over the masters
+            if i % 2:  # the notes of 12 users, spread over the masters
                 r = await client.get(rs.url + "/notes", headers={"Authorization": f"Bearer {tokens[i]}"})
                 return f"rs {r.status_code}"
             # an unknown code is looked up in Redis (auth:code:{…}), on every master in turn
-            r = await client.post(auth.url + "/oauth/token", headers={"Authorization": basic},
-                                  data={"grant_type": "authorization_code", "code": f"code-{i}-{time.monotonic()}",
-                                        "redirect_uri": "http://127.0.0.1:8/bff/callback", "code_verifier": "v" * 43})
+            r = await client.post(
+                auth.url + "/oauth/token",
+                headers={"Authorization": basic},
+                data={
+                    "grant_type": "authorization_code",
+                    "code": f"code-{i}-{time.monotonic()}",
+                    "redirect_uri": "http://127.0.0.1:8/bff/callback",
+                    "code_verifier": "v" * 43,
+                },
+            )
             return f"auth {r.status_code}"
 
         seen, after = await freeze_a_master(redis_cluster, one)
-    assert set(seen) <= {"rs 200", "rs 503", "auth 400", "auth 503"}, seen      # never a 500, never a dropped line
-    assert seen["rs 503"] + seen["auth 503"], seen          # the outage was seen (a slow answer is fine too)
+    assert set(seen) <= {"rs 200", "rs 503", "auth 400", "auth 503"}, seen  # never a 500, never a dropped line
+    assert seen["rs 503"] + seen["auth 503"], seen  # the outage was seen (a slow answer is fine too)
     assert set(after) == {"rs 200", "auth 400"}, after

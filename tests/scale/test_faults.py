@@ -46,7 +46,7 @@ async def test_bff_replica_killed_mid_load(stack_factory: Any, process_factory: 
     first.proc.send_signal(signal.SIGKILL)
     killed_at = time.monotonic() - load.started
     first.proc.wait(5)
-    await asyncio.sleep(0.5)          # the balancer notices after a while; until then requests to it fail
+    await asyncio.sleep(0.5)  # the balancer notices after a while; until then requests to it fail
     alive.remove(first.url)
     await asyncio.sleep(1.0)
     stop.set()
@@ -54,7 +54,7 @@ async def test_bff_replica_killed_mid_load(stack_factory: Any, process_factory: 
 
     before = load.counts(first.url)
     on_second = load.counts(second.url)
-    assert set(on_second) == {200}, on_second                       # the survivor never failed
+    assert set(on_second) == {200}, on_second  # the survivor never failed
     assert load.counts(first.url, after=killed_at + 0.2).get(200, 0) == 0
     assert before[200] >= 20 and all(s == 200 or isinstance(s, str) for s in before), before
     assert load.sessions_ok(after=killed_at + 0.6, url=second.url) == set(range(20))
@@ -85,9 +85,9 @@ async def test_redis_killed_and_restarted_mid_load(stack_factory: Any, redis_fac
 
     counts = load.counts()
     assert set(counts) <= {200, 503}, counts
-    recovered = load.counts(after=up_at + 1.5)                      # pooled connections to the old server are gone
+    recovered = load.counts(after=up_at + 1.5)  # pooled connections to the old server are gone
     assert set(recovered) == {200}, recovered
-    assert load.counts(after=down_at + 0.2)[503] > 0                # the outage was seen
+    assert load.counts(after=down_at + 0.2)[503] > 0  # the outage was seen
     assert load.sessions_ok(after=up_at + 1.5) == set(range(30))
     assert await check_all(cookies, stack.bff_url) == {200: 60}
 
@@ -100,10 +100,10 @@ async def test_auth_server_restarted_during_refresh_storms(stack_factory: Any) -
     stop = asyncio.Event()
     load = Load()
     task = asyncio.create_task(run_load(cookies, lambda: [stack.bff_url], stop, load=load, pause=0.02))
-    await asyncio.sleep(2.5)                                         # a storm of refreshes at the first expiry
+    await asyncio.sleep(2.5)  # a storm of refreshes at the first expiry
     refreshed_before = stack.gate.refreshes
     stack.auth_server.stop()
-    await asyncio.sleep(3.0)                                         # every access token expires meanwhile
+    await asyncio.sleep(3.0)  # every access token expires meanwhile
     stack.auth_server = stack.restart_auth()
     up_at = time.monotonic() - load.started
     await asyncio.sleep(2.5)
@@ -111,10 +111,10 @@ async def test_auth_server_restarted_during_refresh_storms(stack_factory: Any) -
     await asyncio.wait_for(task, 30)
 
     counts = load.counts()
-    assert set(counts) <= {200, 503}, counts                        # never 401: nobody was logged out
+    assert set(counts) <= {200, 503}, counts  # never 401: nobody was logged out
     assert counts[503] > 0
     assert refreshed_before >= 16
-    assert stack.gate.refreshes >= refreshed_before + 16            # each session refreshed again after the outage
+    assert stack.gate.refreshes >= refreshed_before + 16  # each session refreshed again after the outage
     assert load.sessions_ok(after=up_at + 1.0) == set(range(16))
     assert await check_all(cookies, stack.bff_url) == {200: 32}
 
@@ -128,7 +128,7 @@ def hanging_upstream() -> Iterator[str]:
     sock.listen(128)
 
     def accept() -> None:
-        with contextlib.suppress(OSError):         # the listening socket is closed at the end
+        with contextlib.suppress(OSError):  # the listening socket is closed at the end
             while True:
                 held.append(sock.accept()[0])
 
@@ -142,17 +142,22 @@ def hanging_upstream() -> Iterator[str]:
         conn.close()
 
 
-async def test_hanging_upstream_gives_504_and_bff_stays_responsive(stack_factory: Any, process_factory: Any,
-                                                                   hanging_upstream: str) -> None:
+async def test_hanging_upstream_gives_504_and_bff_stays_responsive(
+    stack_factory: Any, process_factory: Any, hanging_upstream: str
+) -> None:
     stack: Stack = stack_factory(bff_thread=False)
-    env = {**stack.bff_env, "BFF_UPSTREAM_TIMEOUT": "2",
-           "BFF_ROUTES": json.dumps({"notes": stack.rs_url, "hang": hanging_upstream})}
+    env = {
+        **stack.bff_env,
+        "BFF_UPSTREAM_TIMEOUT": "2",
+        "BFF_ROUTES": json.dumps({"notes": stack.rs_url, "hang": hanging_upstream}),
+    }
     bff = process_factory(BFF, env, port=bff_port(stack))
     browser = stack.browser()
     await stack.login(browser)
     headers = {"Cookie": f"__Host-session={browser.cookies['__Host-session']}", "X-CSRF": "1"}
 
     async with httpx.AsyncClient(base_url=bff.url, timeout=10, limits=httpx.Limits(max_connections=100)) as client:
+
         async def hang() -> tuple[int, float]:
             started = time.monotonic()
             r = await client.get("/api/hang/anything", headers=headers)
@@ -160,7 +165,7 @@ async def test_hanging_upstream_gives_504_and_bff_stays_responsive(stack_factory
 
         hung = [asyncio.create_task(hang()) for _ in range(30)]
         await asyncio.sleep(0.5)
-        for _ in range(5):                                           # meanwhile everything else answers at once
+        for _ in range(5):  # meanwhile everything else answers at once
             for path in ("/healthz", "/api/notes/me", "/bff/user"):
                 started = time.monotonic()
                 r = await client.get(path, headers=headers)
@@ -197,8 +202,9 @@ PIECE = 64 * 1024
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-async def test_slow_large_upload_streams_through(stack_factory: Any, process_factory: Any, sink: str,
-                                                 framing: str) -> None:
+async def test_slow_large_upload_streams_through(
+    stack_factory: Any, process_factory: Any, sink: str, framing: str
+) -> None:
     """20 MiB in 64 KiB pieces with pauses: the body reaches the upstream intact and the BFF's RSS stays bounded
     (it streams; it does not buffer the body)."""
     stack: Stack = stack_factory(bff_thread=False)
@@ -229,8 +235,9 @@ async def test_slow_large_upload_streams_through(stack_factory: Any, process_fac
     assert r.status_code == 200, r.text
     received = r.json()
     assert (received["size"], received["sha256"]) == (UPLOAD, expected)
-    assert elapsed > 1.5                                             # it was slow: the pauses happened
-    assert received["first_byte_at"] < sent_all_at - 1.0             # the upstream read while the client still sent
-    assert rss.peak - rss.baseline < 15, (rss.baseline, rss.peak)    # a buffered body alone would be +20 MiB
-    print(f"upload {framing}: {UPLOAD >> 20} MiB in {elapsed:.1f}s, BFF RSS {rss.baseline:.0f} -> "
-          f"peak {rss.peak:.0f} MiB")
+    assert elapsed > 1.5  # it was slow: the pauses happened
+    assert received["first_byte_at"] < sent_all_at - 1.0  # the upstream read while the client still sent
+    assert rss.peak - rss.baseline < 15, (rss.baseline, rss.peak)  # a buffered body alone would be +20 MiB
+    print(
+        f"upload {framing}: {UPLOAD >> 20} MiB in {elapsed:.1f}s, BFF RSS {rss.baseline:.0f} -> peak {rss.peak:.0f} MiB"
+    )

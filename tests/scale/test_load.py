@@ -19,7 +19,7 @@ from tests.scale.load import Load, RssSampler, check_all, login_many, rss_mib, r
 pytestmark = pytest.mark.anyio
 
 BFF = ["-m", "bff", "serve"]
-WARM_UP = 2.0   # seconds of load before the memory baseline: pools and caches fill up first
+WARM_UP = 2.0  # seconds of load before the memory baseline: pools and caches fill up first
 
 
 @pytest.fixture
@@ -33,15 +33,17 @@ class Figures:
     seconds: float
     load: Load
     refreshes: int
-    rss: list[tuple[float, float, float]]   # per BFF: baseline after warm-up, peak, end (MiB)
+    rss: list[tuple[float, float, float]]  # per BFF: baseline after warm-up, peak, end (MiB)
 
     def report(self) -> str:
         statuses = dict(self.load.counts())
         rss = "; ".join(f"{b:.0f} -> peak {p:.0f}, end {e:.0f} MiB" for b, p, e in self.rss)
-        return (f"{self.sessions} sessions x {self.seconds:.0f}s over {len(self.rss)} BFF processes on a 3-master "
-                f"cluster: {len(self.load.outcomes)} requests ({self.load.rate:.0f}/s), statuses {statuses}, "
-                f"latency p50 {self.load.latency(0.5) * 1000:.1f} ms p99 {self.load.latency(0.99) * 1000:.1f} ms, "
-                f"{self.refreshes} refresh grants; BFF RSS {rss}")
+        return (
+            f"{self.sessions} sessions x {self.seconds:.0f}s over {len(self.rss)} BFF processes on a 3-master "
+            f"cluster: {len(self.load.outcomes)} requests ({self.load.rate:.0f}/s), statuses {statuses}, "
+            f"latency p50 {self.load.latency(0.5) * 1000:.1f} ms p99 {self.load.latency(0.99) * 1000:.1f} ms, "
+            f"{self.refreshes} refresh grants; BFF RSS {rss}"
+        )
 
 
 async def run(stack_factory: Any, process_factory: Any, sessions: int, seconds: float, access_ttl: int) -> Figures:
@@ -64,14 +66,19 @@ async def run(stack_factory: Any, process_factory: Any, sessions: int, seconds: 
     for sampler in samplers:
         await sampler.__aexit__()
     ends = [rss_mib(b.proc.pid) for b in bffs]
-    figures = Figures(sessions, seconds + WARM_UP, load, stack.gate.refreshes,
-                      [(s.baseline, s.peak, e) for s, e in zip(samplers, ends, strict=True)])
+    figures = Figures(
+        sessions,
+        seconds + WARM_UP,
+        load,
+        stack.gate.refreshes,
+        [(s.baseline, s.peak, e) for s, e in zip(samplers, ends, strict=True)],
+    )
     print(figures.report())
 
-    assert dict(load.counts()) == {200: len(load.outcomes)}, figures.report()   # 0 errors
+    assert dict(load.counts()) == {200: len(load.outcomes)}, figures.report()  # 0 errors
     assert load.sessions_ok(after=WARM_UP + seconds - 2) == set(range(sessions))
     for url in urls:
-        assert await check_all(cookies, url) == {200: 2 * sessions}              # 0 sessions lost, on either BFF
+        assert await check_all(cookies, url) == {200: 2 * sessions}  # 0 sessions lost, on either BFF
     # every session refreshed at every expiry it lived through (no more: one grant per session per expiry)
     expiries = int((WARM_UP + seconds) // access_ttl)
     assert sessions * max(1, expiries - 1) <= stack.gate.refreshes <= sessions * (expiries + 2), figures.report()

@@ -44,9 +44,19 @@ async def test_bff_store_on_one_seed_node(redis_cluster: RedisCluster, redis_clu
     client = open_bff_redis(f"redis://127.0.0.1:{seed.port}/0", cluster=True)
     manager = SessionManager(RedisStore(client), idle_ttl=60, absolute_ttl=600)
     try:
-        secrets = [(await manager.create(access_token=f"at-{i}", refresh_token=f"rt-{i}",
-                                         access_expires_at=manager.clock() + 300, sub=f"u{i}", username=f"u{i}",
-                                         scope="openid"))[0] for i in range(40)]
+        secrets = [
+            (
+                await manager.create(
+                    access_token=f"at-{i}",
+                    refresh_token=f"rt-{i}",
+                    access_expires_at=manager.clock() + 300,
+                    sub=f"u{i}",
+                    username=f"u{i}",
+                    scope="openid",
+                )
+            )[0]
+            for i in range(40)
+        ]
         for i, secret in enumerate(secrets):
             ref = manager.ref(secret)
             assert ref is not None
@@ -66,11 +76,13 @@ def _keys_per_node(cluster: RedisCluster, prefix: str) -> list[int]:
     return counts
 
 
-async def test_auth_server_on_one_seed_node(redis_cluster: RedisCluster, redis_cluster_url: str,
-                                            server_factory: Any, tmp_path: Any) -> None:
+async def test_auth_server_on_one_seed_node(
+    redis_cluster: RedisCluster, redis_cluster_url: str, server_factory: Any, tmp_path: Any
+) -> None:
     seed = redis_cluster.nodes[0]
-    settings = AuthSettings.from_env({"REDIS_URL": f"redis://127.0.0.1:{seed.port}/0", "REDIS_CLUSTER": "1",
-                                      "AUTH_KEYS_DIR": str(tmp_path)})
+    settings = AuthSettings.from_env(
+        {"REDIS_URL": f"redis://127.0.0.1:{seed.port}/0", "REDIS_CLUSTER": "1", "AUTH_KEYS_DIR": str(tmp_path)}
+    )
     auth = server_factory(create_auth(settings))
     async with httpx.AsyncClient(base_url=auth.url, timeout=20) as client:
         for i in range(12):
@@ -79,14 +91,20 @@ async def test_auth_server_on_one_seed_node(redis_cluster: RedisCluster, redis_c
         assert (await client.post("/users", json={"username": "seeded3", "password": "x" * 12})).status_code == 409
         assert (await client.get("/readyz")).status_code == 200
     per_node = _keys_per_node(redis_cluster, "auth:")
-    assert sum(1 for n in per_node if n) >= 2, per_node     # the users landed on masters other than the seed
+    assert sum(1 for n in per_node if n) >= 2, per_node  # the users landed on masters other than the seed
 
 
 async def test_resource_server_on_one_seed_node(redis_cluster: RedisCluster, redis_cluster_url: str) -> None:
     issuer = FakeIssuer()
     seed = redis_cluster.nodes[1]
-    settings = RSSettings.from_env({"REDIS_URL": f"redis://127.0.0.1:{seed.port}/0", "REDIS_CLUSTER": "1",
-                                    "RS_ISSUER": issuer.issuer, "RS_AUDIENCE": "notes"})
+    settings = RSSettings.from_env(
+        {
+            "REDIS_URL": f"redis://127.0.0.1:{seed.port}/0",
+            "REDIS_CLUSTER": "1",
+            "RS_ISSUER": issuer.issuer,
+            "RS_AUDIENCE": "notes",
+        }
+    )
     app = create_rs(settings, verifier=issuer.verifier())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

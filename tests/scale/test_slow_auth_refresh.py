@@ -20,11 +20,11 @@ async def test_auth_server_slower_than_the_timeout_does_not_log_out(stack_factor
     stack: Stack = stack_factory(access_ttl=2, BFF_REFRESH_SKEW="0", BFF_AUTH_TIMEOUT="1")
     browser = stack.browser()
     await stack.login(browser)
-    await asyncio.sleep(2.1)                     # the access token has expired: the next request refreshes
-    stack.gate.delay = 1.5                       # the auth server answers after the BFF's 1 s timeout
+    await asyncio.sleep(2.1)  # the access token has expired: the next request refreshes
+    stack.gate.delay = 1.5  # the auth server answers after the BFF's 1 s timeout
     slow = await browser.request("GET", "/api/notes/me")
-    assert slow.status_code == 503               # temporary: fine
+    assert slow.status_code == 503  # temporary: fine
     stack.gate.delay = 0
-    await asyncio.sleep(1.0)                     # the auth server has rotated the family meanwhile
+    await asyncio.sleep(1.0)  # the auth server has rotated the family meanwhile
     after = await browser.request("GET", "/api/notes/me")
     assert after.status_code == 200, after.text  # not 401 login_required (refresh-token reuse)
