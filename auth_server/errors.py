@@ -12,6 +12,7 @@
      │    ├── UnsupportedGrantType   400 unsupported_grant_type
      │    ├── UnsupportedTokenType   400 unsupported_token_type (RFC 7009 §2.2.1)
      │    ├── InvalidScope           400 invalid_scope
+     │    ├── InvalidTarget          400 invalid_target (RFC 8707 §2: a resource the client may not ask for)
      │    ├── InvalidToken           401 invalid_token (RFC 6750 §3.1, userinfo)
      │    └── StoreUnavailable       503 temporarily_unavailable (Redis down)
      ├── SignUpError                 400 with the field at fault
@@ -84,6 +85,11 @@ class UnsupportedTokenType(OAuthError):
 
 class InvalidScope(OAuthError):
     error = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    error = "invalid_target"
+    default_description = "The requested resource is invalid, unknown or not allowed for this client."
 
 
 class InvalidToken(OAuthError):

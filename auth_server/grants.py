@@ -27,6 +27,7 @@ from .errors import (
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
+    InvalidTarget,
     TokenRejected,
     UnauthorizedClient,
     UnsupportedGrantType,
@@ -61,10 +62,11 @@ class AuthorizationRequest:
     state: str | None
     nonce: str | None
     code_challenge: str
+    resource: str | None = None  # RFC 8707
 
     def hidden_fields(self) -> dict[str, str]:
         """The request as the login form carries it (DESIGN §4)."""
-        return {
+        fields = {
             "client_id": self.client.client_id,
             "redirect_uri": self.redirect_uri,
             "response_type": "code",
@@ -74,6 +76,23 @@ class AuthorizationRequest:
             "code_challenge": self.code_challenge,
             "code_challenge_method": "S256",
         }
+        if self.resource is not None:
+            fields["resource"] = self.resource
+        return fields
+
+
+def parse_resource(raw: str | None, allowed: tuple[str, ...]) -> str | None:
+    """RFC 8707 §2: the ``resource`` parameter, if any, when it is one of ``allowed`` (the client's ``audience``
+    entries, or the one resource its grant was authorized for); anything else is invalid_target. Audiences are the
+    registry of resources, so a registered short name (``notes``) counts as well as an absolute URI. One value per
+    request: the strict form parser refuses repeated parameters."""
+    if raw is None:
+        return None
+    if not raw or len(raw) > MAX_PARAM or "#" in raw or any(c.isspace() for c in raw):
+        raise InvalidTarget("The resource parameter is malformed (RFC 8707 §2: an absolute URI, no fragment).")
+    if raw not in allowed:
+        raise InvalidTarget("The resource is not one this client may ask for.")
+    return raw
 
 
 def parse_scope(raw: str | None, allowed: tuple[str, ...], default: tuple[str, ...]) -> str:
@@ -120,7 +139,11 @@ def parse_authorization_request(settings: Settings, params: Mapping[str, str]) -
         scope = parse_scope(params.get("scope"), client.scope, client.scope)
     except InvalidScope as exc:
         raise fail("invalid_scope", exc.description) from exc
-    return AuthorizationRequest(client, redirect_uri, scope, state, nonce, challenge)
+    try:
+        resource = parse_resource(params.get("resource"), client.audience)
+    except InvalidTarget as exc:
+        raise fail("invalid_target", exc.description) from exc  # RFC 8707 §2: an authorization error response
+    return AuthorizationRequest(client, redirect_uri, scope, state, nonce, challenge, resource)
 
 
 def s256(verifier: str) -> str:
@@ -189,6 +212,7 @@ class Grants:
             "sub": user.sub,
             "username": user.username,
             "auth_time": int(time.time()),
+            "resource": request.resource,
         }
         await self.redis.set(_code_key(code), json.dumps(record), ex=self.settings.code_ttl)
         return code
@@ -214,6 +238,9 @@ class Grants:
         verifier = _param(form, "code_verifier")
         if not VERIFIER.fullmatch(verifier):
             raise InvalidRequest("The code_verifier is malformed (RFC 7636 §4.1).")
+        # Checked before the code is redeemed, so a bad resource does not burn it; within the authorized resource
+        # once the code exists (below).
+        requested = parse_resource(form.get("resource"), client.audience)
         key = _code_key(code)
         status, value = await self._redeem(keys=[key, f"{key}:used"], args=[USED_CODE_TTL])
         if status in (b"used", "used"):
@@ -227,16 +254,20 @@ class Grants:
             or not hmac.compare_digest(s256(verifier), record["code_challenge"])
         ):
             raise InvalidGrant("The authorization code does not match the client, redirect URI or code verifier.")
+        authorized = record.get("resource")
+        if requested is not None and authorized is not None and requested != authorized:
+            raise InvalidTarget("The resource differs from the one the code was authorized for.")
         family, refresh_token = await self.tokens.start_family(
             sub=record["sub"],
             username=record["username"],
             client_id=client.client_id,
             scope=record["scope"],
             auth_time=record["auth_time"],
+            resource=authorized,
         )
         await self.redis.set(f"{key}:used", family.sid, xx=True, keepttl=True)
         access_token, expires_in = self.tokens.access_token(
-            sub=family.sub, client=client, scope=family.scope, sid=family.sid
+            sub=family.sub, client=client, scope=family.scope, sid=family.sid, resource=requested or authorized
         )
         body: dict[str, Any] = {
             "access_token": access_token,
@@ -260,6 +291,10 @@ class Grants:
             raise InvalidGrant("The refresh token is invalid or expired.") from exc
         if claims["client_id"] != client.client_id:
             raise InvalidGrant("The refresh token was issued to another client.")
+        # RFC 8707 §2.2: within the grant's resource, else the client's audiences; checked before the rotation, so a
+        # refused resource leaves the refresh token usable.
+        authorized = claims.get("resource")
+        resource = parse_resource(form.get("resource"), (authorized,) if authorized else client.audience)
         scope = claims.get("scope", "")
         requested = form.get("scope")
         if requested is not None:
@@ -269,7 +304,9 @@ class Grants:
             family, refresh_token = await self.tokens.rotate(claims)
         except TokenRejected as exc:
             raise InvalidGrant("The refresh token is invalid, expired or revoked.") from exc
-        access_token, expires_in = self.tokens.access_token(sub=family.sub, client=client, scope=scope, sid=family.sid)
+        access_token, expires_in = self.tokens.access_token(
+            sub=family.sub, client=client, scope=scope, sid=family.sid, resource=resource or family.resource
+        )
         return {
             "access_token": access_token,
             "token_type": "Bearer",
@@ -283,5 +320,8 @@ class Grants:
             raise UnauthorizedClient("A public client may not use client_credentials.")
         allowed = tuple(s for s in client.scope if s != "openid")  # no user, so no OpenID scope
         scope = parse_scope(form.get("scope"), allowed, allowed)
-        access_token, expires_in = self.tokens.access_token(sub=client.client_id, client=client, scope=scope, sid=None)
+        resource = parse_resource(form.get("resource"), client.audience)
+        access_token, expires_in = self.tokens.access_token(
+            sub=client.client_id, client=client, scope=scope, sid=None, resource=resource
+        )
         return {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in, "scope": scope}

@@ -47,7 +47,10 @@ def family_key(sid: str) -> str:
     return f"auth:fam:{{{sid}}}"
 
 
-def audience_claim(client: Client) -> str | list[str]:
+def audience_claim(client: Client, resource: str | None = None) -> str | list[str]:
+    """``aud``: exactly the RFC 8707 resource the token was asked for, else every audience of the client."""
+    if resource is not None:
+        return resource
     audience = list(client.audience) or [client.client_id]
     return audience[0] if len(audience) == 1 else audience
 
@@ -61,6 +64,7 @@ class Family:
     scope: str
     auth_time: int
     absolute: int
+    resource: str | None = None  # RFC 8707: the resource the login was authorized for, if it named one
 
     @classmethod
     def from_hash(cls, sid: str, raw: dict[Any, Any] | list[Any]) -> Family:
@@ -78,6 +82,7 @@ class Family:
             scope=h.get("scope", ""),
             auth_time=int(h.get("auth_time", 0)),
             absolute=int(h["abs"]),
+            resource=h.get("res") or None,
         )
 
 
@@ -96,12 +101,14 @@ class TokenService:
             raise TokenRejected("no signing key loaded")
         return jwt.encode(claims, key.private, algorithm=key.alg, headers={"typ": typ, "kid": key.kid})
 
-    def access_token(self, *, sub: str, client: Client, scope: str, sid: str | None) -> tuple[str, int]:
+    def access_token(
+        self, *, sub: str, client: Client, scope: str, sid: str | None, resource: str | None = None
+    ) -> tuple[str, int]:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.settings.issuer,
             "sub": sub,
-            "aud": audience_claim(client),
+            "aud": audience_claim(client, resource),
             "exp": now + self.settings.access_ttl,
             "iat": now,
             "nbf": now,
@@ -141,6 +148,8 @@ class TokenService:
             "client_id": family.client_id,
             "scope": family.scope,
         }
+        if family.resource is not None:
+            claims["resource"] = family.resource  # RFC 8707 §2.2: checked before any rotation
         return self._sign(claims, RT_TYP)
 
     # --- verification of our own tokens -------------------------------------------------------------------
@@ -184,7 +193,7 @@ class TokenService:
     # --- families -----------------------------------------------------------------------------------------
 
     async def start_family(
-        self, *, sub: str, username: str, client_id: str, scope: str, auth_time: int
+        self, *, sub: str, username: str, client_id: str, scope: str, auth_time: int, resource: str | None = None
     ) -> tuple[Family, str]:
         """A new login: a family and its first refresh token."""
         now = int(time.time())
@@ -196,6 +205,7 @@ class TokenService:
             scope=scope,
             auth_time=auth_time,
             absolute=now + self.settings.family_ttl,
+            resource=resource,
         )
         jti = secrets.token_urlsafe(16)
         key = family_key(family.sid)
@@ -210,6 +220,7 @@ class TokenService:
                     "auth_time": auth_time,
                     "abs": family.absolute,
                     "jti": jti,
+                    **({"res": resource} if resource is not None else {}),
                 },
             )
             pipe.expireat(key, min(now + self.settings.refresh_ttl, family.absolute))
