@@ -11,33 +11,23 @@ from collections.abc import Sequence
 from .errors import AuthServerError, SignUpError
 from .settings import Settings, SettingsError
 
-GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
-
 
 def _serve(settings: Settings, host: str, port: int) -> int:
     import logging.config
 
-    import uvicorn
+    from servicekit.logs import log_config
+    from servicekit.server import run_server
 
     from .app import create_app
-    from .logs import log_config
 
-    logging.config.dictConfig(log_config("info"))
+    config = log_config("info")
+    logging.config.dictConfig(config)
     try:
         app = create_app(settings)
     except AuthServerError as exc:  # a bad key file or an unwritable empty keys directory
         print(f"auth-server: {exc}", file=sys.stderr)
         return 2
-    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=log_config("info"),
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-    )
+    run_server(app, host=host, port=port, log_config=config)
     return 0
 
 
@@ -68,7 +58,8 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 async def _add_user(settings: Settings, username: str, password: str) -> str:
-    from .app import open_redis
+    from servicekit.redis import open_redis
+
     from .users import UserStore
 
     redis = open_redis(settings.redis_url, settings.redis_cluster)

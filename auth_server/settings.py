@@ -9,12 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from servicekit.settings import SettingsError, env_flag, env_int, http_url
+
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -31,35 +29,6 @@ class Client:
     @property
     def confidential(self) -> bool:
         return self.client_secret is not None
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
-
-
-def _url(name: str, raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise SettingsError(f"{name} must be an http(s) URL without query or fragment, got {raw!r}")
-    return raw.rstrip("/")
 
 
 def _str_list(name: str, where: str, value: object) -> tuple[str, ...]:
@@ -153,27 +122,27 @@ class Settings:
         form_secret = env.get("AUTH_FORM_SECRET")
         if form_secret is not None and form_secret != "" and len(form_secret) < 16:
             raise SettingsError("AUTH_FORM_SECRET must be at least 16 characters")
-        jwks_max_age = _int(env, "AUTH_JWKS_MAX_AGE", 300, minimum=0)
-        access_ttl = _int(env, "AUTH_ACCESS_TTL", 300)
-        refresh_ttl = _int(env, "AUTH_REFRESH_TTL", 1_209_600)
-        family_ttl = _int(env, "AUTH_FAMILY_TTL", 2_592_000)
+        jwks_max_age = env_int(env, "AUTH_JWKS_MAX_AGE", 300, minimum=0)
+        access_ttl = env_int(env, "AUTH_ACCESS_TTL", 300, minimum=1)
+        refresh_ttl = env_int(env, "AUTH_REFRESH_TTL", 1_209_600, minimum=1)
+        family_ttl = env_int(env, "AUTH_FAMILY_TTL", 2_592_000, minimum=1)
         settings = cls(
-            issuer=_url("AUTH_ISSUER", env.get("AUTH_ISSUER") or "http://localhost:9000"),
+            issuer=http_url("AUTH_ISSUER", env.get("AUTH_ISSUER") or "http://localhost:9000", plain=True),
             redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
-            redis_cluster=_flag(env, "REDIS_CLUSTER"),
+            redis_cluster=env_flag(env, "REDIS_CLUSTER"),
             keys_dir=Path(env.get("AUTH_KEYS_DIR") or "keys"),
             signing_alg=alg,
             access_ttl=access_ttl,
             refresh_ttl=refresh_ttl,
             family_ttl=family_ttl,
-            id_token_ttl=_int(env, "AUTH_ID_TOKEN_TTL", 300),
-            code_ttl=_int(env, "AUTH_CODE_TTL", 60),
+            id_token_ttl=env_int(env, "AUTH_ID_TOKEN_TTL", 300, minimum=1),
+            code_ttl=env_int(env, "AUTH_CODE_TTL", 60, minimum=1),
             clients=parse_clients(env.get("AUTH_CLIENTS") or "[]"),
-            login_max_failures=_int(env, "AUTH_LOGIN_MAX_FAILURES", 10),
-            login_window=_int(env, "AUTH_LOGIN_WINDOW", 900),
+            login_max_failures=env_int(env, "AUTH_LOGIN_MAX_FAILURES", 10, minimum=1),
+            login_window=env_int(env, "AUTH_LOGIN_WINDOW", 900, minimum=1),
             jwks_max_age=jwks_max_age,
-            key_activation_delay=_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
-            max_body=_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
+            key_activation_delay=env_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
+            max_body=env_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
             form_secret=form_secret.encode() if form_secret else None,
         )
         if settings.code_ttl > 600:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import logging.config
 
-import uvicorn
-
-from bff.logs import log_config
-
-GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
+from servicekit.logs import log_config
+from servicekit.server import run_server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,8 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
         stack_module.main(args)
         return
-    config = log_config(args.log_level)
-    config["loggers"]["bff.access"] = {"level": "INFO" if args.access_log else "WARNING"}
+    config = log_config(args.log_level, access_logger="bff.access", access=args.access_log)
     logging.config.dictConfig(config)
     from bff.settings import Settings, SettingsError
 
@@ -43,16 +39,13 @@ def main(argv: list[str] | None = None) -> None:
         Settings.from_env()  # fail fast, naming the variable
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")
-    uvicorn.run(
+    run_server(
         "bff.app:create_app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_config=config,
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
 
 

@@ -11,8 +11,6 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -25,16 +23,17 @@ from bff.auth_client import AuthClient
 from bff.csrf import CSRFMiddleware
 from bff.endpoints import STATIC, Endpoints, cookie
 from bff.errors import BFFError, LoginRequired, UpstreamTimeout, UpstreamUnavailable
-from bff.metrics import Metrics, MetricsMiddleware
+from bff.metrics import ACCESS, Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings
+from servicekit.metrics import MetricsMiddleware
+from servicekit.redis import open_redis
 
 log = logging.getLogger(__name__)
 
 GC_THRESHOLDS = (50_000, 20, 100)  # fewer young-generation passes: a request makes many short-lived objects
-REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer in this time is down (503), not slow
 
 
 class _Template:
@@ -64,23 +63,6 @@ def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse
         {"error": exc.error, "error_description": exc.description},
         status_code=exc.status_code,
         headers={"Cache-Control": "no-store", **(headers or {})},
-    )
-
-
-def open_redis(url: str, cluster: bool = False) -> Any:
-    """A client for ``REDIS_URL``; a comma-separated list of node URLs, or ``cluster`` (``REDIS_CLUSTER=1``) with one
-    seed node, means a Redis Cluster (keys of one session share a hash tag: its record and its lock share a slot)."""
-    if cluster or "," in url:
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-        from redis.asyncio.connection import parse_url
-
-        nodes = []
-        for part in url.split(","):
-            parsed = parse_url(part.strip())
-            nodes.append(ClusterNode(str(parsed.get("host", "localhost")), int(parsed.get("port", 6379))))
-        return RedisCluster(startup_nodes=nodes, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    return aioredis.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1)
     )
 
 
@@ -159,7 +141,13 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(
+                MetricsMiddleware,
+                metrics=metrics,
+                access_log=ACCESS,
+                request_labels=("route", "status"),
+                echo_request_id=False,
+            ),
             Middleware(CSRFMiddleware, origin=settings.public_origin),
             Middleware(PrefixRoute, prefix="/api/", endpoint=api),
         ],

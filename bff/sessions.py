@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bff.errors import StoreUnavailable
+from servicekit.redis import store_down
 
 SESSION_INFO = b"jwt-bff session"
 LOGIN_INFO = b"jwt-bff login"
@@ -144,32 +144,6 @@ class _Coalescer:
                 future.set_result(value)
 
 
-# What "the store is unavailable" looks like from redis-py, on one node and on a cluster (CLUSTERDOWN, TRYAGAIN,
-# no reachable node): a 503 that recovers by itself, never a 500.
-STORE_DOWN: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.RedisClusterException,
-    OSError,
-)
-REDIS_RACE: tuple[type[BaseException], ...] = (AttributeError, RuntimeError, TypeError)
-_REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
-
-
-def _raised_in_redis_connection(exc: BaseException) -> bool:
-    """redis-py 8.1 lets a write on a connection closed under it escape as AttributeError, RuntimeError or TypeError
-    instead of ConnectionError (redis-py #3546, #4287); its cluster client closes every connection after one error,
-    so concurrent commands hit this whenever a node fails. It means Redis is unavailable, not a bug of ours."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION):
-            return True
-        tb = tb.tb_next
-    return False
-
-
 class RedisStore:
     """The byte store on Redis (or anything speaking its protocol). Connection failures become StoreUnavailable."""
 
@@ -185,10 +159,8 @@ class RedisStore:
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await make()
-        except STORE_DOWN as exc:
-            raise StoreUnavailable() from exc
-        except REDIS_RACE as exc:
-            if _raised_in_redis_connection(exc):
+        except Exception as exc:
+            if store_down(exc) or isinstance(exc, OSError):
                 raise StoreUnavailable() from exc
             raise
 

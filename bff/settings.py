@@ -8,56 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
+
 HOST_PREFIX = "__Host-"
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-
-def _url(name: str, raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"{name} must be an http(s) URL, got {raw!r}")
-    return raw.rstrip("/")
 
 
 def _routes(raw: str) -> dict[str, str]:
@@ -71,7 +24,7 @@ def _routes(raw: str) -> dict[str, str]:
     for name, url in data.items():
         if not isinstance(url, str) or not name or "/" in name:
             raise SettingsError(f"BFF_ROUTES: bad route {name!r}")
-        routes[name] = _url(f"BFF_ROUTES[{name}]", url)
+        routes[name] = http_url(f"BFF_ROUTES[{name}]", url)
     return routes
 
 
@@ -101,34 +54,34 @@ class Settings:
         secret = env.get("BFF_CLIENT_SECRET", "")
         if not secret:
             raise SettingsError("BFF_CLIENT_SECRET is required")
-        secure = _bool(env, "BFF_COOKIE_SECURE", True)
+        secure = env_flag(env, "BFF_COOKIE_SECURE", True)
         cookie_name = env.get("BFF_COOKIE_NAME") or "__Host-session"
         if not secure and cookie_name.startswith(HOST_PREFIX):
             # Browsers refuse a __Host- cookie without Secure, so plain-http development drops the prefix.
             cookie_name = cookie_name[len(HOST_PREFIX) :]
         if not cookie_name.replace("-", "").replace("_", "").isalnum():
             raise SettingsError(f"BFF_COOKIE_NAME must be letters, digits, '-' and '_', got {cookie_name!r}")
-        idle = _int(env, "BFF_IDLE_TTL", 1800, minimum=1)
-        absolute = _int(env, "BFF_ABSOLUTE_TTL", 43200, minimum=1)
+        idle = env_int(env, "BFF_IDLE_TTL", 1800, minimum=1)
+        absolute = env_int(env, "BFF_ABSOLUTE_TTL", 43200, minimum=1)
         return cls(
             client_secret=secret,
-            issuer=_url("BFF_ISSUER", env.get("BFF_ISSUER") or "http://localhost:9000"),
+            issuer=http_url("BFF_ISSUER", env.get("BFF_ISSUER") or "http://localhost:9000"),
             client_id=env.get("BFF_CLIENT_ID") or "bff",
-            public_url=_url("BFF_PUBLIC_URL", env.get("BFF_PUBLIC_URL") or "http://localhost:8000"),
+            public_url=http_url("BFF_PUBLIC_URL", env.get("BFF_PUBLIC_URL") or "http://localhost:8000"),
             routes=_routes(env.get("BFF_ROUTES") or '{"notes": "http://localhost:9001"}'),
             scopes=env.get("BFF_SCOPES") or "openid notes:read notes:write",
             cookie_name=cookie_name,
             cookie_secure=secure,
             idle_ttl=min(idle, absolute),
             absolute_ttl=absolute,
-            refresh_skew=_int(env, "BFF_REFRESH_SKEW", 30),
+            refresh_skew=env_int(env, "BFF_REFRESH_SKEW", 30),
             redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
-            redis_cluster=_bool(env, "REDIS_CLUSTER", False),
-            upstream_timeout=_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0),
-            auth_timeout=_float(env, "BFF_AUTH_TIMEOUT", 10.0),
-            lock_lease=_float(env, "BFF_LOCK_LEASE", 5.0),
+            redis_cluster=env_flag(env, "REDIS_CLUSTER", False),
+            upstream_timeout=env_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0, positive=True),
+            auth_timeout=env_float(env, "BFF_AUTH_TIMEOUT", 10.0, positive=True),
+            lock_lease=env_float(env, "BFF_LOCK_LEASE", 5.0, positive=True),
             auth_internal_url=(
-                _url("BFF_AUTH_INTERNAL_URL", env["BFF_AUTH_INTERNAL_URL"])
+                http_url("BFF_AUTH_INTERNAL_URL", env["BFF_AUTH_INTERNAL_URL"])
                 if env.get("BFF_AUTH_INTERNAL_URL")
                 else None
             ),

@@ -6,13 +6,11 @@ import argparse
 import logging.config
 from collections.abc import Sequence
 
-import uvicorn
+from servicekit.logs import log_config
+from servicekit.server import run_server
 
 from .app import create_app
-from .logs import log_config
 from .settings import Settings, SettingsError
-
-GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -26,20 +24,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings.from_env()
     except SettingsError as exc:
         parser.error(str(exc))
-    config = log_config(args.log_level)
-    if args.no_access_log:
-        config["loggers"]["resource_server.access"] = {"level": "WARNING"}
-    logging.config.dictConfig(config)
-    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=config,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    config = log_config(
+        args.log_level, access_logger="resource_server.access", access=False if args.no_access_log else None
     )
+    logging.config.dictConfig(config)
+    run_server(create_app(settings), host=args.host, port=args.port, log_config=config, lifespan="on")
 
 
 if __name__ == "__main__":

@@ -9,59 +9,30 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from redis import asyncio as aioredis
-from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Route
 
-from .logs import access, request_id
+from servicekit.metrics import MetricsMiddleware
+from servicekit.redis import open_redis, store_down_handlers
+
 from .settings import Settings
 from .verifier import TokenVerifier, VerifierError
 from .verifier.starlette import BearerAuthMiddleware, get_claims, requires_scope
 
 log = logging.getLogger(__name__)
-
-
-# Redis is unavailable, in each form redis-py reports it: a dead or hung node, a cluster that lost a master
-# (CLUSTERDOWN, or no node for a slot), a slot being moved. All are a 503, never a 500.
-STORE_DOWN: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterError,
-    TryAgainError,
-    RedisClusterException,
-)
-REDIS_RACE: tuple[type[Exception], ...] = (AttributeError, RuntimeError, TypeError)
-_REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
-
-
-def redis_transport_race(exc: BaseException) -> bool:
-    """redis-py 8.1 lets a write on a connection closed under it escape as AttributeError, RuntimeError or TypeError
-    instead of ConnectionError (redis-py #3546, #4287). Its cluster client closes every connection after one error,
-    so concurrent commands hit this whenever a node fails: it means Redis is unavailable, not a bug of ours."""
-    if not isinstance(exc, REDIS_RACE):
-        return False
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION):
-            return True
-        tb = tb.tb_next
-    return False
+ACCESS = logging.getLogger("resource_server.access")
 
 
 MAX_BODY_BYTES = 16 * 1024
@@ -107,50 +78,6 @@ class Metrics:
         self.jwks_fetches.labels(outcome).inc()
 
 
-class MetricsMiddleware:
-    """Counts requests by route template and status and times them (plain ASGI, outermost)."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, routes: list[BaseRoute]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.routes = routes
-
-    def _template(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is not None:
-            return str(route.path)
-        for candidate in self.routes:  # refused before routing (e.g. 401): find the template ourselves
-            if candidate.matches(scope)[0] is Match.FULL:
-                return str(getattr(candidate, "path", "?"))
-        return "<unmatched>"
-
-    async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        rid = request_id(scope["headers"])
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = self._template(scope)
-            elapsed = time.perf_counter() - start
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
-            access(scope["method"], route, scope["path"], status, elapsed, rid, scope.get("client"))
-
-
 def _notes_key(sub: str) -> str:
     return f"rs:notes:{{{sub}}}"  # the hash tag keeps one user's notes in one Redis Cluster slot
 
@@ -168,24 +95,6 @@ async def _read_json(request: Request) -> Any:
         return json.loads(body)
     except ValueError:
         raise ApiError(400, "invalid_request", "The body must be a JSON object.") from None
-
-
-def open_redis(url: str, cluster: bool = False) -> Any:
-    """A client for ``REDIS_URL``; several comma-separated node URLs, or ``cluster`` (``REDIS_CLUSTER=1``) with one
-    seed node, mean a Redis Cluster (the client discovers the other nodes from the seeds).
-
-    Notes live in one key per user (``rs:notes:{sub}``), so nothing here spans slots.
-    """
-    if cluster or "," in url:
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-        from redis.asyncio.connection import parse_url
-
-        nodes = [
-            ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
-            for p in (parse_url(part.strip()) for part in url.split(",") if part.strip())
-        ]
-        return RedisCluster(startup_nodes=nodes, socket_connect_timeout=2, socket_timeout=2)
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30)
 
 
 def create_app(
@@ -311,11 +220,6 @@ def create_app(
         names = {404: "not_found", 405: "method_not_allowed"}
         return _error(status, names.get(status, "invalid_request"), str(getattr(exc, "detail", "")))
 
-    async def transport_race(request: Request, exc: Exception) -> Response:
-        if redis_transport_race(exc):
-            return await store_unavailable(request, exc)
-        raise exc
-
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "server_error", "An internal error occurred.")
@@ -333,7 +237,13 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[
-            Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+            Middleware(
+                MetricsMiddleware,
+                metrics=metrics,
+                access_log=ACCESS,
+                request_labels=("route", "method", "status"),
+                routes=routes,
+            ),
             Middleware(
                 BearerAuthMiddleware,
                 verifier=verifier,
@@ -345,8 +255,7 @@ def create_app(
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
-            **dict.fromkeys(STORE_DOWN, store_unavailable),
-            **dict.fromkeys(REDIS_RACE, transport_race),
+            **store_down_handlers(store_unavailable),
             Exception: server_error,
         },
         lifespan=lifespan,

@@ -5,42 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
 from .verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
-
-
-class SettingsError(ValueError):
-    """A setting is malformed; the message names the variable."""
-
-
-def _url(name: str, raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"{name} must be an http(s) URL, got {raw!r}")
-    return raw  # kept verbatim: `iss` is compared exactly (RFC 9068 §4)
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a{'n integer' if integer else ' number'}, got {raw!r}") from None
-    if value < 0 or value != value:
-        raise SettingsError(f"{name} must not be negative, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -59,20 +27,20 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        issuer = _url("RS_ISSUER", env.get("RS_ISSUER") or cls.issuer)
+        issuer = http_url("RS_ISSUER", env.get("RS_ISSUER") or cls.issuer, strip_slash=False)
         audience = (env.get("RS_AUDIENCE") or cls.audience).strip()
         if not audience:
             raise SettingsError("RS_AUDIENCE must not be empty")
         jwks_url = env.get("RS_JWKS_URL") or None
         if jwks_url is not None:
-            jwks_url = _url("RS_JWKS_URL", jwks_url)
+            jwks_url = http_url("RS_JWKS_URL", jwks_url, strip_slash=False)
         algorithms = tuple(a.strip() for a in (env.get("RS_ALGORITHMS") or ",".join(DEFAULT_ALGORITHMS)).split(","))
         bad = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
         if bad or not algorithms:
             raise SettingsError(
                 f"RS_ALGORITHMS: unsupported {bad} (never none or HS*); choose from {sorted(SUPPORTED_ALGORITHMS)}"
             )
-        max_notes = int(_number(env, "RS_MAX_NOTES", cls.max_notes, integer=True))
+        max_notes = env_int(env, "RS_MAX_NOTES", cls.max_notes)
         if max_notes < 1:
             raise SettingsError("RS_MAX_NOTES must be at least 1")
         return cls(
@@ -80,10 +48,10 @@ class Settings:
             audience=audience,
             jwks_url=jwks_url,
             algorithms=algorithms,
-            leeway=int(_number(env, "RS_LEEWAY", cls.leeway, integer=True)),
-            jwks_cooldown=_number(env, "RS_JWKS_COOLDOWN", cls.jwks_cooldown),
+            leeway=env_int(env, "RS_LEEWAY", cls.leeway),
+            jwks_cooldown=env_float(env, "RS_JWKS_COOLDOWN", cls.jwks_cooldown),
             max_notes=max_notes,
-            verify_cache_size=int(_number(env, "RS_VERIFY_CACHE_SIZE", cls.verify_cache_size, integer=True)),
+            verify_cache_size=env_int(env, "RS_VERIFY_CACHE_SIZE", cls.verify_cache_size),
             redis_url=env.get("REDIS_URL") or cls.redis_url,
-            redis_cluster=_flag(env, "REDIS_CLUSTER"),
+            redis_cluster=env_flag(env, "REDIS_CLUSTER"),
         )

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from auth_server.app import create_app
-from auth_server.logs import ACCESS, JSONFormatter
+from auth_server.metrics import ACCESS
+from servicekit.logs import JSONFormatter
 
 from .helpers import BFF_SECRET, make_settings, serve_in_process
 

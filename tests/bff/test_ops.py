@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bff.logs import ACCESS, JSONFormatter
+from bff.metrics import ACCESS
+from servicekit.logs import JSONFormatter
 from tests.bff.conftest import Rig
 from tests.bff.doubles import Browser, Provider
 

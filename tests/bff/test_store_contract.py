@@ -10,9 +10,9 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from bff.app import open_redis
 from bff.errors import StoreUnavailable
 from bff.sessions import ByteStore, MemoryStore, RedisStore
+from servicekit.redis import open_redis
 
 pytestmark = pytest.mark.anyio
 

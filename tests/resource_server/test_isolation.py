@@ -30,10 +30,37 @@ def test_importing_the_verifier_loads_no_other_jwt_bff_module() -> None:
     code = (
         "import sys, resource_server.verifier, resource_server.verifier.starlette, resource_server.verifier.testing\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('auth_server', 'bff', 'resource_server.app',"
-        " 'resource_server.settings', 'redis', 'prometheus_client')))\n"
+        " 'resource_server.settings', 'servicekit', 'redis', 'prometheus_client')))\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_verifier_works_with_the_services_plumbing_blocked() -> None:
+    """With ``servicekit`` (the services' shared plumbing) unimportable, the verifier still imports and verifies."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('servicekit', 'auth_server', 'bff'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from resource_server.verifier.testing import FakeIssuer\n"
+        "import resource_server.verifier.starlette\n"
+        "import asyncio\n"
+        "issuer = FakeIssuer()\n"
+        "claims = asyncio.run(issuer.verifier().verify(issuer.token('notes:read')))\n"
+        "assert claims['scope'] == 'notes:read', claims\n"
+        "try:\n"
+        "    import servicekit.redis\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError('the block does not work')\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True)
+    assert done.stdout.strip() == "ok"
 
 
 def test_the_library_ships_py_typed() -> None:

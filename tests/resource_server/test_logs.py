@@ -9,10 +9,10 @@ import httpx
 import pytest
 from redis import asyncio as aioredis
 
-from resource_server.app import create_app
-from resource_server.logs import ACCESS, JSONFormatter
+from resource_server.app import ACCESS, create_app
 from resource_server.settings import Settings
 from resource_server.verifier.testing import FakeIssuer
+from servicekit.logs import JSONFormatter
 
 from .helpers import bearer
 

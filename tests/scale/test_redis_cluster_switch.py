@@ -12,13 +12,13 @@ import redis
 from auth_server.app import create_app as create_auth
 from auth_server.settings import Settings as AuthSettings
 from auth_server.settings import SettingsError as AuthSettingsError
-from bff.app import open_redis as open_bff_redis
 from bff.settings import Settings as BFFSettings
 from bff.settings import SettingsError as BFFSettingsError
 from resource_server.app import create_app as create_rs
 from resource_server.settings import Settings as RSSettings
 from resource_server.settings import SettingsError as RSSettingsError
 from resource_server.verifier.testing import FakeIssuer
+from servicekit.redis import open_redis as open_bff_redis
 from tests.conftest import RedisCluster
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,6 @@ import os
 import re
 from typing import Any
 
-ACCESS = logging.getLogger("resource_server.access")
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -28,9 +27,19 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return os.urandom(8).hex()
 
 
-def access(method: str, route: str, path: str, status: int, seconds: float, rid: str, client: Any) -> None:
-    if ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info(
+def access(
+    logger: logging.Logger,
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    seconds: float,
+    rid: str,
+    client: Any,
+) -> None:
+    """One access line on ``logger`` (each service has its own ``<package>.access`` logger)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
             "request",
             extra={
                 "fields": {
@@ -60,9 +69,13 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def log_config(level: str = "info") -> dict[str, Any]:
-    """A logging dictConfig for uvicorn's ``log_config``: everything as JSON lines on stderr."""
-    return {
+def log_config(level: str = "info", *, access_logger: str | None = None, access: bool | None = None) -> dict[str, Any]:
+    """A logging dictConfig for uvicorn's ``log_config``: everything as JSON lines on stderr.
+
+    ``access_logger`` names the service's access logger: ``access=True`` turns its lines on, ``False`` off, ``None``
+    leaves it at the root level.
+    """
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": f"{__name__}.JSONFormatter"}},
@@ -70,3 +83,6 @@ def log_config(level: str = "info") -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {"uvicorn": {"level": level.upper()}, "uvicorn.access": {"level": "WARNING"}},
     }
+    if access_logger is not None and access is not None:
+        config["loggers"][access_logger] = {"level": "INFO" if access else "WARNING"}
+    return config

@@ -1,0 +1,127 @@
+"""Request metrics and the access log, as plain ASGI middleware (outermost, so it sees every answer).
+
+Each service keeps its own ``Metrics`` (its own registry: several apps share a process in tests and in
+``bff stack``); this middleware only counts and times requests on the counter and histogram it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .logs import access, request_id
+
+UNMATCHED = "unmatched"
+# A method is a label value: any other token a client sends is counted as "OTHER" (bounded label values).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+class RequestMetrics(Protocol):
+    """What the middleware needs of a service's metrics: a request counter and a latency histogram by route."""
+
+    requests: Any
+    latency: Any
+
+
+class MetricsMiddleware:
+    """Counts requests by route template (never the raw path: bounded label values), times them to the response
+    start, and writes the access line.
+
+    ``request_labels`` names the labels of ``metrics.requests`` in order, from ``method``, ``route`` and ``status``.
+    ``echo_request_id`` puts the request id on every response; without it (the BFF's hot path, where the proxy
+    passes the id on itself) the id is looked up only when the access log is on.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: RequestMetrics,
+        access_log: logging.Logger,
+        request_labels: Sequence[str] = ("method", "route", "status"),
+        routes: Sequence[BaseRoute] = (),
+        echo_request_id: bool = True,
+    ) -> None:
+        self.app = app
+        self.requests = metrics.requests
+        self.latency = metrics.latency
+        self.access_log = access_log
+        self.request_labels = tuple(request_labels)
+        self.routes = routes
+        self.echo_request_id = echo_request_id
+        # labels() looks its child up on every call (a measurable share of a proxied request): keep them
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None:
+            return str(getattr(route, "path", UNMATCHED))
+        partial = None
+        for candidate in self.routes:  # refused before routing (a 401 from a middleware): find the template
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(candidate, "path", UNMATCHED))
+            if match is Match.PARTIAL and partial is None:  # the path matched, the method did not (405)
+                partial = str(getattr(candidate, "path", UNMATCHED))
+        return partial or UNMATCHED
+
+    def _observe(self, route: str, seconds: float) -> None:
+        histogram = self._histograms.get(route)
+        if histogram is None:
+            histogram = self._histograms[route] = self.latency.labels(route)
+        histogram.observe(seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        timed = False
+        logging_on = self.access_log.isEnabledFor(logging.INFO)  # read once per request: hot path
+        rid = request_id(scope["headers"]) if self.echo_request_id else ""
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, rid, timed
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if self.echo_request_id:
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                elif logging_on:
+                    for name, value in message.get("headers", ()):
+                        if name == b"x-request-id":  # the id the proxy sent upstream
+                            rid = value.decode("latin-1")
+                self._observe(self._route(scope), time.perf_counter() - start)
+                timed = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = self._route(scope)
+            if not timed:  # no answer started (an exception on its way to the server error handler)
+                self._observe(route, time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            counter = self._counters.get((method, route, status))
+            if counter is None:
+                values = {"method": method, "route": route, "status": str(status)}
+                counter = self.requests.labels(*(values[name] for name in self.request_labels))
+                self._counters[(method, route, status)] = counter
+            counter.inc()
+            if logging_on:
+                access(
+                    self.access_log,
+                    scope["method"],
+                    route,
+                    scope["path"],
+                    status,
+                    time.perf_counter() - start,
+                    rid or request_id(scope["headers"]),
+                    scope.get("client"),
+                )

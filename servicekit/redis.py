@@ -1,0 +1,83 @@
+"""Opening Redis from ``REDIS_URL``, and telling "Redis is unavailable" (a 503) from a bug (a 500).
+
+``REDIS_URL`` forms: ``redis://host:6379/0`` (one server); a comma-separated list of node URLs, or one URL with
+``REDIS_CLUSTER=1``, for a Redis Cluster (the client discovers the other nodes from the seeds).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer in this time is down (a quick 503), not slow
+
+# Redis is unavailable, in each form redis-py reports it: a dead or hung node, a cluster that lost a master
+# (CLUSTERDOWN, or no node for a slot), a slot being moved. All are a 503 that recovers by itself, never a 500.
+STORE_DOWN: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    TryAgainError,
+    RedisClusterException,
+)
+REDIS_RACE: tuple[type[Exception], ...] = (AttributeError, RuntimeError, TypeError)
+_REDIS_CONNECTION = os.path.join("redis", "asyncio", "connection.py")
+
+
+def redis_transport_race(exc: BaseException) -> bool:
+    """redis-py 8.1 lets a write on a connection closed under it escape as AttributeError, RuntimeError or TypeError
+    instead of ConnectionError (redis-py #3546, #4287). Its cluster client closes every connection after one error,
+    so concurrent commands hit this whenever a node fails: it means Redis is unavailable, not a bug of ours."""
+    if not isinstance(exc, REDIS_RACE):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(_REDIS_CONNECTION):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def store_down(exc: BaseException) -> bool:
+    """True when ``exc`` means Redis is unavailable (answer 503), False for anything else (a bug: 500)."""
+    return isinstance(exc, STORE_DOWN) or redis_transport_race(exc)
+
+
+Handler = Callable[[Any, Exception], Awaitable[Any]]
+
+
+def store_down_handlers(handler: Handler) -> dict[type[Exception], Handler]:
+    """Starlette ``exception_handlers`` entries sending every "Redis is unavailable" exception to ``handler``;
+    an AttributeError, RuntimeError or TypeError raised anywhere else is re-raised (a real bug stays a 500)."""
+
+    async def transport_race(request: Any, exc: Exception) -> Any:
+        if redis_transport_race(exc):
+            return await handler(request, exc)
+        raise exc
+
+    return {**dict.fromkeys(STORE_DOWN, handler), **dict.fromkeys(REDIS_RACE, transport_race)}
+
+
+def open_redis(url: str, cluster: bool = False) -> Any:
+    """A client for ``REDIS_URL`` (see the module docstring for its forms). Keys that must be read or written
+    together share a hash tag, so nothing here spans slots."""
+    if cluster or "," in url:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.connection import parse_url
+
+        nodes = [
+            ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
+            for p in (parse_url(part.strip()) for part in url.split(",") if part.strip())
+        ]
+        return RedisCluster(startup_nodes=nodes, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+    return aioredis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1)
+    )
