@@ -20,6 +20,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bff.auth_client import AuthClient
+from bff.client_tokens import ClientTokens
+from bff.credentials import Credentials
 from bff.csrf import CSRFMiddleware
 from bff.endpoints import STATIC, Endpoints, cookie
 from bff.errors import BFFError, LoginRequired, UpstreamTimeout, UpstreamUnavailable
@@ -62,7 +64,7 @@ def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse
     return JSONResponse(
         {"error": exc.error, "error_description": exc.description},
         status_code=exc.status_code,
-        headers={"Cache-Control": "no-store", **(headers or {})},
+        headers={"Cache-Control": "no-store", **exc.headers, **(headers or {})},
     )
 
 
@@ -81,8 +83,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         lock_lease=settings.lock_lease,
         on_outcome=metrics.refresh_outcome,
     )
-    proxy = Proxy(dict(settings.routes), settings.upstream_timeout)
-    endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics)
+    proxy = Proxy(settings.routes, settings.upstream_timeout)
+    credentials = Credentials(manager, refresher, ClientTokens(auth, skew=settings.refresh_skew))
+    endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,7 +116,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         route = scope["path"][len("/api/") :].split("/", 1)[0]
         request = Request(scope, receive)
         try:
-            response = await endpoints.api(request, route)
+            response = await endpoints.api(request)
         except BFFError as exc:
             if isinstance(exc, UpstreamUnavailable | UpstreamTimeout):
                 metrics.upstream_errors.labels(route, exc.error).inc()

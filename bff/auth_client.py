@@ -156,10 +156,23 @@ class AuthClient:
         )
         return self._token_set(body)
 
-    async def refresh(self, refresh_token: str, scope: str, *, http_timeout: float | None = None) -> TokenSet:
-        """``http_timeout``: how long the answer may take, beyond the client's default (a late answer still counts)."""
-        body = await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token}, http_timeout)
+    async def refresh(
+        self, refresh_token: str, scope: str, *, resource: str | None = None, http_timeout: float | None = None
+    ) -> TokenSet:
+        """``resource``: RFC 8707, a token for that resource alone. ``http_timeout``: how long the answer may take,
+        beyond the client's default (a late answer still counts)."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        if resource is not None:
+            form["resource"] = resource
+        body = await self._token_request(form, http_timeout)
         return self._token_set(body, refresh_token, scope)
+
+    async def client_credentials(self, resource: str | None) -> TokenSet:
+        """The BFF's own token (RFC 6749 §4.4), for ``resource`` (RFC 8707) when given."""
+        form = {"grant_type": "client_credentials"}
+        if resource is not None:
+            form["resource"] = resource
+        return self._token_set(await self._token_request(form))
 
     async def revoke(self, refresh_token: str) -> None:
         """RFC 7009. Raises AuthServerUnavailable when the server cannot be told."""

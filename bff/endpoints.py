@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from bff.auth_client import AuthClient
+from bff.credentials import Credentials
 from bff.errors import AuthServerUnavailable, BadRequest, InvalidState, LoginFailed, LoginRequired, ProviderRejected
 from bff.metrics import Metrics
 from bff.proxy import Proxy
@@ -83,6 +84,7 @@ class Endpoints:
     refresher: Refresher
     proxy: Proxy
     metrics: Metrics
+    credentials: Credentials
 
     # --- cookies ------------------------------------------------------------------------------------------------
 
@@ -206,20 +208,22 @@ class Endpoints:
 
     # --- the proxy ------------------------------------------------------------------------------------------------
 
-    async def api(self, request: Request, route: str) -> Response:
-        ref, session = await self.session(request)
+    async def api(self, request: Request) -> Response:
+        route = self.settings.routes.lookup(request.scope["path"])
+        route.check_method(request.method)  # 405 before anything else: the upstream is not called
+        credential = await self.credentials.for_route(route, cookie(request, self.settings.cookie_name))
         out = await self.proxy.outbound(request, route)
-        session = await self.refresher.fresh(ref, session)
-        upstream = await self.proxy.send(out, session.access_token)
+        upstream = await self.proxy.send(out, credential.token)
         if (
             upstream.status == 401
+            and credential.token is not None
             and out.replayable
             and "invalid_token" in upstream.headers.get("WWW-Authenticate", "")
         ):
-            # RFC 6750 §3.1: the token was refused (revoked keys, clock skew): refresh once, replay once.
+            # RFC 6750 §3.1: the token was refused (revoked keys, clock skew): renew once, replay once.
             upstream.release()
-            session = await self.refresher.fresh(ref, session, force=True)
-            upstream = await self.proxy.send(out, session.access_token)
+            credential = await self.credentials.renew(route, credential)
+            upstream = await self.proxy.send(out, credential.token)
         return self.proxy.response(upstream, out.headers["X-Request-ID"])
 
     # --- the page and operations ------------------------------------------------------------------------------------

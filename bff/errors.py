@@ -7,6 +7,7 @@ BFFError                          500 server_error
  ├── LoginRequired                401 login_required       (no session, or it ended)
  ├── CSRFError                    403 csrf
  ├── NotFound                     404 not_found
+ ├── MethodNotAllowed             405 method_not_allowed   (outside a route's methods; carries Allow)
  ├── UpstreamUnavailable          502 bad_gateway          (connect failure to a resource server)
  ├── UpstreamTimeout              504 gateway_timeout
  └── TemporarilyUnavailable       503 temporarily_unavailable
@@ -21,6 +22,7 @@ class BFFError(Exception):
     status_code = 500
     error = "server_error"
     description = "Internal error."
+    headers: dict[str, str] = {}  # extra response headers of this error (read only)
 
     def __init__(self, description: str | None = None) -> None:
         super().__init__(description or self.description)
@@ -60,6 +62,16 @@ class NotFound(BFFError):
     status_code = 404
     error = "not_found"
     description = "No such route."
+
+
+class MethodNotAllowed(BFFError):
+    status_code = 405
+    error = "method_not_allowed"
+    description = "This route does not accept the method."
+
+    def __init__(self, allow: str, description: str | None = None) -> None:
+        super().__init__(description)
+        self.headers = {"Allow": allow}  # RFC 9110 §15.5.6: a 405 lists the methods the target supports
 
 
 class UpstreamUnavailable(BFFError):

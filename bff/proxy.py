@@ -9,7 +9,7 @@ once after a refresh.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,7 +19,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
-from bff.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
+from bff.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from bff.routes import Route
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
 HOP_BY_HOP = frozenset(
@@ -63,17 +64,23 @@ class Outbound:
     url: URL
     headers: CIMultiDict[str]
     body: bytes | AsyncIterator[bytes] | None
+    timeout: aiohttp.ClientTimeout
 
     @property
     def replayable(self) -> bool:
         return not isinstance(self.body, AsyncIterator)
 
 
+def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    # No total: a stream (SSE, a download) may last as long as the upstream keeps sending; a silent one is cut.
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+
+
 class Proxy:
-    def __init__(self, routes: dict[str, str], timeout: float) -> None:
+    def __init__(self, routes: Mapping[str, Route], timeout: float) -> None:
         # name -> the upstream's origin and path prefix, as text: one URL is built per request
-        self.routes = {name: str(URL(base)).rstrip("/") for name, base in routes.items()}
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self.routes = {name: str(URL(route.url)).rstrip("/") for name, route in routes.items()}
+        self.timeouts = {name: client_timeout(route.timeout or timeout) for name, route in routes.items()}
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
@@ -90,12 +97,10 @@ class Proxy:
             await self.session.close()
             self.session = None
 
-    async def outbound(self, request: Request, route: str) -> Outbound:
-        """The request to send upstream; raises for an unknown route or a path that climbs out of it."""
-        base = self.routes.get(route)
-        if base is None:
-            raise NotFound(f"No upstream named {route!r}.")
-        raw_path: bytes = (request.scope.get("raw_path") or request.scope["path"].encode()).split(b"?", 1)[0]
+    def target(self, scope: Scope, route: Route) -> URL:
+        """The upstream URL of ``/api/{route}/{path}?{query}``; raises for a path that climbs out of the route."""
+        base = self.routes[route.name]
+        raw_path: bytes = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
         # The path after the route segment, cut at the slash (the raw route segment may be percent-encoded, so its
         # length is not the decoded name's). It starts with "/", so it can never extend the upstream's authority.
         slash = raw_path.find(b"/", len(b"/api/"))
@@ -104,9 +109,12 @@ class Proxy:
             if segment.lower() in (b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."):
                 raise BadRequest("Dot segments are not allowed in API paths.")
         target = base + (rest.decode("latin-1") or "/")
-        query = request.scope.get("query_string", b"")
-        url = URL(target + "?" + query.decode("latin-1") if query else target, encoded=True)
+        query = scope.get("query_string", b"")
+        return URL(target + "?" + query.decode("latin-1") if query else target, encoded=True)
 
+    async def outbound(self, request: Request, route: Route) -> Outbound:
+        """The request to send upstream; raises for a path that climbs out of the route."""
+        url = self.target(request.scope, route)
         kept = _filter(request.scope["headers"], DROP_REQUEST)
         headers: CIMultiDict[str] = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)
         if "x-request-id" not in headers:
@@ -127,15 +135,18 @@ class Proxy:
                 body = await request.body()
         elif any(name == b"transfer-encoding" for name, _ in request.scope["headers"]):
             body = request.stream()
-        return Outbound(request.method, url, headers, body)
+        return Outbound(request.method, url, headers, body, self.timeouts[route.name])
 
-    async def send(self, out: Outbound, access_token: str) -> aiohttp.ClientResponse:
+    async def send(self, out: Outbound, access_token: str | None) -> aiohttp.ClientResponse:
+        """Send ``out`` with ``access_token`` as its bearer token, or with no Authorization at all (``None``)."""
         assert self.session is not None, "Proxy.open() runs in the lifespan"
-        headers = out.headers.copy()
-        headers["Authorization"] = f"Bearer {access_token}"
+        headers = out.headers
+        if access_token is not None:
+            headers = headers.copy()
+            headers["Authorization"] = f"Bearer {access_token}"
         try:
             return await self.session.request(
-                out.method, out.url, headers=headers, data=out.body, allow_redirects=False, timeout=self.timeout
+                out.method, out.url, headers=headers, data=out.body, allow_redirects=False, timeout=out.timeout
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout() from exc

@@ -12,6 +12,11 @@ login. So at most one refresh per session may run anywhere, and everyone else mu
 
 ``invalid_grant`` ends the session (401 login_required); an unreachable auth server is temporary (503, kept).
 
+Route tokens (DESIGN §7) are refreshes too: a refresh-token grant with an RFC 8707 ``resource`` gives a token for that
+resource alone, and rotates the session's one refresh token. So every token of a session — the login's and each
+resource's — renews under the same session lock, one at a time: two of them renewing at once would present the same
+refresh token twice, which is reuse.
+
 A refresh the requests stop waiting for (the auth server is slower than ``BFF_AUTH_TIMEOUT``) is not abandoned: the
 auth server may already have rotated the family, and the only copy of the new refresh token is in its answer. So it
 runs on, under its renewed lock, for up to ``LATE_ANSWER_LIMIT`` seconds and saves what it gets; the requests get a
@@ -26,6 +31,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bff.auth_client import AuthClient
 from bff.errors import AuthServerUnavailable, LoginRequired, ProviderRejected, StoreUnavailable
@@ -38,6 +44,23 @@ POLL_FIRST = 0.01  # seconds: first wait of a waiter, doubled up to POLL_MAX
 POLL_MAX = 0.2
 WAIT_MARGIN = 2.0  # seconds a waiter waits beyond the auth timeout and one lease
 LATE_ANSWER_LIMIT = 60.0  # seconds a refresh nobody waits for any more may still take to land
+
+
+def token_of(session: Session, resource: str | None) -> tuple[str, float, float] | None:
+    """(access token, expires at, issued at) of the session's token for ``resource`` (None: the login's token)."""
+    if resource is None:
+        return session.access_token, session.access_expires_at, session.access_issued_at
+    entry: list[Any] | None = session.tokens.get(resource)
+    if not entry or len(entry) != 3:
+        return None
+    return str(entry[0]), float(entry[1]), float(entry[2])
+
+
+def access_token(session: Session, resource: str | None) -> str:
+    """The token to send upstream for ``resource``; call after :meth:`Refresher.fresh` for that resource."""
+    token = token_of(session, resource)
+    assert token is not None, "Refresher.fresh(resource=...) made it"
+    return token[0]
 
 
 class Refresher:
@@ -61,21 +84,30 @@ class Refresher:
         self.on_outcome = on_outcome
         self._inflight: dict[str, asyncio.Future[Session]] = {}
 
-    def due(self, session: Session) -> bool:
+    def due(self, session: Session, resource: str | None = None) -> bool:
+        token = token_of(session, resource)
+        if token is None:
+            return True  # this resource's token was never obtained
+        _, expires_at, issued_at = token
         # A token that lives shorter than the skew is refreshed at half-life, not on every request.
-        lifetime = session.access_expires_at - session.access_issued_at
-        skew = min(self.skew, lifetime / 2) if session.access_issued_at else self.skew
-        return session.access_expires_at - time.time() <= skew
+        lifetime = expires_at - issued_at
+        skew = min(self.skew, lifetime / 2) if issued_at else self.skew
+        return expires_at - time.time() <= skew
 
-    async def fresh(self, ref: Sealed, session: Session, *, force: bool = False) -> Session:
-        """The session with a usable access token. ``force``: the upstream refused ``session.access_token``."""
-        if not force and not self.due(session):
+    async def fresh(
+        self, ref: Sealed, session: Session, *, resource: str | None = None, force: bool = False
+    ) -> Session:
+        """The session with a usable token for ``resource`` (None: the login's token), see :func:`access_token`.
+        ``force``: the upstream refused the current one."""
+        if not force and not self.due(session, resource):
             return session
-        future = self._inflight.get(ref.id)
+        key = ref.id if resource is None else f"{ref.id} {resource}"
+        future = self._inflight.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._single_flight(ref, session.access_token))
-            self._inflight[ref.id] = future
-            future.add_done_callback(lambda done: self._finished(ref.id, done))
+            stale = token_of(session, resource)
+            future = asyncio.ensure_future(self._single_flight(ref, stale[0] if stale else None, resource))
+            self._inflight[key] = future
+            future.add_done_callback(lambda done: self._finished(key, done))
         # shield: a waiter whose client went away must not cancel the refresh the others wait for
         return await asyncio.shield(future)
 
@@ -84,13 +116,13 @@ class Refresher:
         if not future.cancelled():
             future.exception()  # mark retrieved; the waiters re-raise it
 
-    async def _single_flight(self, ref: Sealed, stale: str) -> Session:
+    async def _single_flight(self, ref: Sealed, stale: str | None, resource: str | None) -> Session:
         store = self.manager.store
         owner = secrets.token_urlsafe(16)
         deadline = time.monotonic() + self.wait_limit
         while True:
             if await store.acquire(ref.lock_key, owner, self.lease_ms):
-                work = asyncio.ensure_future(self._refresh_locked(ref, stale, owner))
+                work = asyncio.ensure_future(self._refresh_locked(ref, stale, resource, owner))
                 try:
                     return await asyncio.wait_for(asyncio.shield(work), self.auth_timeout)
                 except TimeoutError:
@@ -107,7 +139,8 @@ class Refresher:
                 if session is None:
                     self.on_outcome("ended")
                     raise LoginRequired("The session ended; log in again.")
-                if session.access_token != stale:
+                current = token_of(session, resource)
+                if current is not None and current[0] != stale:
                     self.on_outcome("reused")
                     return session
                 if not locked:
@@ -131,14 +164,15 @@ class Refresher:
             except StoreUnavailable:
                 log.warning("cannot renew the refresh lock: the store is unreachable")
 
-    async def _refresh_locked(self, ref: Sealed, stale: str, owner: str) -> Session:
+    async def _refresh_locked(self, ref: Sealed, stale: str | None, resource: str | None, owner: str) -> Session:
         renewer = asyncio.create_task(self._keep_lease(ref.lock_key, owner))
         try:
             current = await self.manager.peek(ref)
             if current is None:
                 self.on_outcome("ended")
                 raise LoginRequired("The session ended; log in again.")
-            if current.access_token != stale and not self.due(current):
+            token = token_of(current, resource)
+            if token is not None and token[0] != stale and not self.due(current, resource):
                 self.on_outcome("skipped")  # another replica refreshed between our read and our lock
                 return current
             if not current.refresh_token:
@@ -146,7 +180,9 @@ class Refresher:
                 self.on_outcome("no_refresh_token")
                 raise LoginRequired("The session expired; log in again.")
             try:
-                tokens = await self.auth.refresh(current.refresh_token, current.scope, http_timeout=LATE_ANSWER_LIMIT)
+                tokens = await self.auth.refresh(
+                    current.refresh_token, current.scope, resource=resource, http_timeout=LATE_ANSWER_LIMIT
+                )
             except ProviderRejected as exc:
                 if exc.oauth_error == "invalid_grant":
                     await self.manager.delete(ref)
@@ -157,11 +193,14 @@ class Refresher:
             except AuthServerUnavailable:
                 self.on_outcome("unavailable")
                 raise
-            current.access_token = tokens.access_token
             current.refresh_token = tokens.refresh_token
-            current.access_expires_at = tokens.expires_at
-            current.access_issued_at = time.time()
-            current.scope = tokens.scope
+            if resource is None:
+                current.access_token = tokens.access_token
+                current.access_expires_at = tokens.expires_at
+                current.access_issued_at = time.time()
+                current.scope = tokens.scope
+            else:
+                current.tokens[resource] = [tokens.access_token, tokens.expires_at, time.time()]
             await self.manager.save(ref, current)
             self.on_outcome("refreshed")
             return current

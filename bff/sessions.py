@@ -22,7 +22,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -346,6 +346,8 @@ class Session:
     created_at: float
     expires_at: float
     access_issued_at: float = 0.0  # when the access token was obtained: its lifetime bounds the refresh skew
+    # RFC 8707 route tokens (DESIGN §7): resource -> [access token, expires at, issued at], sealed like the rest
+    tokens: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class SessionManager:

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from bff.routes import RouteError, RouteTable, parse_routes
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
 HOST_PREFIX = "__Host-"
 
 
-def _routes(raw: str) -> dict[str, str]:
+def _routes(raw: str) -> RouteTable:
     try:
-        data = json.loads(raw)
-    except ValueError:
-        raise SettingsError("BFF_ROUTES must be a JSON object of name -> URL") from None
-    if not isinstance(data, dict) or not data:
-        raise SettingsError("BFF_ROUTES must be a non-empty JSON object of name -> URL")
-    routes: dict[str, str] = {}
-    for name, url in data.items():
-        if not isinstance(url, str) or not name or "/" in name:
-            raise SettingsError(f"BFF_ROUTES: bad route {name!r}")
-        routes[name] = http_url(f"BFF_ROUTES[{name}]", url)
-    return routes
+        return parse_routes(raw)
+    except RouteError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -34,7 +26,7 @@ class Settings:
     issuer: str = "http://localhost:9000"
     client_id: str = "bff"
     public_url: str = "http://localhost:8000"
-    routes: Mapping[str, str] = field(default_factory=lambda: {"notes": "http://localhost:9001"})
+    routes: RouteTable = field(default_factory=lambda: _routes('{"notes": "http://localhost:9001"}'))
     scopes: str = "openid notes:read notes:write"
     cookie_name: str = "__Host-session"
     cookie_secure: bool = True

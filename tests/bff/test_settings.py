@@ -13,7 +13,7 @@ def test_defaults() -> None:
         s.issuer,
         s.client_id,
         s.public_url,
-        dict(s.routes),
+        {name: route.url for name, route in s.routes.items()},
         s.scopes,
         s.cookie_name,
         s.cookie_secure,

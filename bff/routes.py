@@ -1,0 +1,193 @@
+"""Routes as policies (DESIGN §7): what ``BFF_ROUTES`` says about each upstream, parsed once at start-up.
+
+``BFF_ROUTES`` maps a route name to an upstream URL (the short form) or to an object::
+
+    {"notes":   "http://notes:9001",
+     "orders":  {"url": "http://orders:8080", "token": "user", "resource": "https://orders.example",
+                 "methods": ["GET", "POST"], "timeout": 10},
+     "reports": {"url": "http://reports:8080", "token": "client", "resource": "https://reports.example"},
+     "status":  {"url": "http://status:8080", "token": "none"},
+     "chat":    {"url": "http://chat:8080", "websocket": true}}
+
+``token`` says which credential the upstream gets: ``user`` (the default: the user's token, a session is required),
+``optional`` (the user's token when there is a session, nothing otherwise), ``client`` (the BFF's own
+client-credentials token; a session is still required, so anonymous callers cannot borrow the app's rights, but the
+token never names the user), ``none`` (no token, no session needed). ``resource`` is an RFC 8707 resource indicator:
+the route's token is asked for with it and has exactly that ``aud``, so it is good for this upstream alone.
+
+Everything that decides a request before any upstream is called lives here, for ``/api/*`` and for the forward-auth
+endpoint alike: :meth:`RouteTable.lookup` (404) and :meth:`Route.check_method` (405 with ``Allow``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from bff.errors import MethodNotAllowed, NotFound
+
+TOKEN_POLICIES = ("user", "optional", "client", "none")
+FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout"})
+NEVER_PROXIED = frozenset({"TRACE", "TRACK", "CONNECT"})  # RFC 9110 §9.3.6/§9.3.8: refused before any route
+MAX_TIMEOUT = 86_400.0
+_NAME = re.compile(r"[A-Za-z0-9._~-]{1,64}")  # one unreserved path segment (RFC 3986 §2.3)
+_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")  # RFC 9110 §9.1 tokens, upper case as every client sends them
+_RESOURCE_MAX = 512
+API_PREFIX = "/api/"
+
+
+class RouteError(ValueError):
+    """A route of ``BFF_ROUTES`` is malformed; the message names the route and the field."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One upstream and the policy for calling it."""
+
+    name: str
+    url: str  # origin and path prefix, no trailing slash
+    token: str = "user"  # one of TOKEN_POLICIES
+    resource: str | None = None  # RFC 8707 resource indicator: the token's exact aud
+    methods: frozenset[str] | None = None  # None: every method (but NEVER_PROXIED)
+    websocket: bool = False
+    timeout: float | None = None  # seconds to connect and between reads; None: BFF_UPSTREAM_TIMEOUT
+
+    @property
+    def needs_session(self) -> bool:
+        """``user`` and ``client`` routes answer 401 login_required without a session."""
+        return self.token in ("user", "client")
+
+    @property
+    def user_token(self) -> bool:
+        """The upstream gets the user's token (when there is a session)."""
+        return self.token in ("user", "optional")
+
+    @property
+    def allow(self) -> str:
+        """The ``Allow`` header of a 405 (RFC 9110 §15.5.6)."""
+        return ", ".join(sorted(self.methods)) if self.methods is not None else ""
+
+    def check_method(self, method: str) -> None:
+        """Raise 405 (with ``Allow``) for a method outside the route's list; the upstream is then never called."""
+        if self.methods is not None and method not in self.methods:
+            raise MethodNotAllowed(self.allow, f"The route {self.name!r} does not accept {method[:32]}.")
+
+
+class RouteTable(Mapping[str, Route]):
+    """The routes by name, and the lookup of a request path."""
+
+    def __init__(self, routes: Mapping[str, Route]) -> None:
+        self._routes = dict(routes)
+
+    def __getitem__(self, name: str) -> Route:
+        return self._routes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._routes)
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    @staticmethod
+    def name_of(path: str) -> str:
+        """The route segment of ``/api/{route}/...`` (empty for anything else)."""
+        if not path.startswith(API_PREFIX):
+            return ""
+        return path[len(API_PREFIX) :].split("/", 1)[0]
+
+    def lookup(self, path: str) -> Route:
+        """The route of a request path ``/api/{route}/...``; 404 for an unknown one."""
+        name = self.name_of(path)
+        route = self._routes.get(name)
+        if route is None:
+            raise NotFound(f"No upstream named {name[:64]!r}.")
+        return route
+
+
+def _url(where: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise RouteError(f"{where}.url must be an http(s) URL string")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise RouteError(f"{where}.url must be an http(s) URL without query or fragment, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _route(name: str, spec: Any, var: str) -> Route:
+    if not _NAME.fullmatch(name):
+        raise RouteError(f"{var}: bad route name {name[:80]!r} (1-64 letters, digits and '._~-')")
+    where = f"{var}[{name}]"
+    if isinstance(spec, str):
+        return Route(name, _url(where, spec))
+    if not isinstance(spec, dict):
+        raise RouteError(f"{where} must be a URL or an object with a url")
+    unknown = sorted(set(spec) - FIELDS)
+    if unknown:
+        raise RouteError(f"{where} has unknown field {unknown[0]!r} (fields: {', '.join(sorted(FIELDS))})")
+    if "url" not in spec:
+        raise RouteError(f"{where}.url is required")
+    url = _url(where, spec["url"])
+
+    token = spec.get("token", "user")
+    if token not in TOKEN_POLICIES:
+        raise RouteError(f"{where}.token must be one of {', '.join(TOKEN_POLICIES)}, got {token!r}")
+
+    resource = spec.get("resource")
+    if resource is not None:
+        if (
+            not isinstance(resource, str)
+            or not resource
+            or len(resource) > _RESOURCE_MAX
+            or "#" in resource
+            or any(c.isspace() for c in resource)
+        ):
+            raise RouteError(f"{where}.resource must be a resource indicator without fragment (RFC 8707 §2)")
+        if token == "none":
+            raise RouteError(f"{where}.resource needs a token: a 'none' route gets no token")
+
+    methods: frozenset[str] | None = None
+    if "methods" in spec:
+        raw = spec["methods"]
+        if not isinstance(raw, list) or not raw or not all(isinstance(m, str) for m in raw):
+            raise RouteError(f"{where}.methods must be a non-empty list of HTTP methods")
+        bad = [m for m in raw if not _METHOD.fullmatch(m) or m in NEVER_PROXIED]
+        if bad:
+            raise RouteError(
+                f"{where}.methods: {bad[0]!r} is not a method the BFF forwards (upper case; never "
+                "TRACE, TRACK or CONNECT)"
+            )
+        methods = frozenset(raw)
+
+    websocket = spec.get("websocket", False)
+    if not isinstance(websocket, bool):
+        raise RouteError(f"{where}.websocket must be true or false")
+    if websocket and methods is not None and "GET" not in methods:
+        raise RouteError(f"{where}.methods must include GET: a WebSocket handshake is a GET")
+
+    timeout = spec.get("timeout")
+    if timeout is not None:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or not 0 < timeout <= MAX_TIMEOUT
+        ):
+            raise RouteError(f"{where}.timeout must be a number of seconds in (0, {int(MAX_TIMEOUT)}]")
+        timeout = float(timeout)
+    return Route(name, url, token, resource, methods, websocket, timeout)
+
+
+def parse_routes(raw: str, var: str = "BFF_ROUTES") -> RouteTable:
+    """Parse ``BFF_ROUTES``; raises RouteError naming the route and field at fault."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise RouteError(f"{var} must be a JSON object of route name -> URL or route object") from None
+    if not isinstance(data, dict) or not data:
+        raise RouteError(f"{var} must be a non-empty JSON object of route name -> URL or route object")
+    return RouteTable({name: _route(name, spec, var) for name, spec in data.items()})
