@@ -71,6 +71,41 @@ async def _add_user(settings: Settings, username: str, password: str) -> str:
         await redis.aclose()
 
 
+async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
+    """End every SSO session and login of ``username``, telling each client on its back channel (DESIGN §6).
+    Returns (SSO sessions, logins) that were alive; LookupError for an unknown user."""
+    from .app import open_redis
+    from .backchannel import LogoutNotifier
+    from .keys import KeyRing
+    from .logout import Logouts
+    from .sso import SSOStore
+    from .tokens import TokenService
+    from .users import UserStore
+
+    redis = open_redis(settings.redis_url, settings.redis_cluster)
+    try:
+        store = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
+        user = await store.find(username)
+        if user is None:
+            raise LookupError(username)
+        keys = KeyRing(
+            settings.keys_dir,
+            settings.signing_alg,
+            settings.key_retention,
+            activation_delay=settings.key_activation_delay,
+            create=False,
+        )
+        tokens = TokenService(settings, keys, redis)
+        notifier = LogoutNotifier(settings, tokens)
+        tokens.on_family_ended = notifier.family_ended
+        try:
+            return await Logouts(tokens, SSOStore(settings, redis)).revoke_user(user.sub)
+        finally:
+            await notifier.drain(limit=10.0)  # every client hears of it before the command returns
+    finally:
+        await redis.aclose()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="auth-server", description="The jwt-bff OAuth 2.0 / OIDC auth server.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -88,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add = users_commands.add_parser("add", help="create a user (password from --password, the prompt or stdin)")
     add.add_argument("username")
     add.add_argument("--password", help="the password (prefer the prompt or stdin: arguments show in ps)")
+    sessions = commands.add_parser("sessions", help="manage login sessions")
+    sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
+    revoke = sessions_commands.add_parser(
+        "revoke", help="end every SSO session and login of a user, with back-channel logouts to the clients"
+    )
+    revoke.add_argument("username")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -103,6 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"auth-server: {exc.field}: {exc.description}", file=sys.stderr)
             return 1
         print(f"created user {args.username} (sub {sub})")
+        return 0
+    if args.command == "sessions":
+        try:
+            ended, logins = asyncio.run(_revoke_user(settings, args.username))
+        except LookupError:
+            print(f"auth-server: no user {args.username!r}", file=sys.stderr)
+            return 1
+        print(f"ended {ended} SSO session(s) and {logins} login(s) of {args.username}")
         return 0
     return _serve(settings, args.host, args.port)
 

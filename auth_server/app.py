@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         Route("/oauth/token", ep.token, methods=["POST"]),
         Route("/oauth/revoke", ep.revoke, methods=["POST"]),
         Route("/oauth/introspect", ep.introspect, methods=["POST"]),
+        Route("/oauth/logout", ep.logout.handle, methods=["GET", "POST"]),
         Route("/userinfo", ep.userinfo, methods=["GET", "POST"]),
         Route("/register", ep.register_get, methods=["GET"]),
         Route("/register", ep.register_post, methods=["POST"]),
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         try:
             yield
         finally:
+            await ep.notifier.drain(limit=5.0)  # back-channel logouts under way get a last chance
             if own_redis:
                 await client.aclose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from .backchannel import LogoutNotifier
 from .errors import (
     AuthorizeRedirect,
     AuthorizeRequestError,
@@ -28,10 +30,12 @@ from .errors import (
 from .forms import FormGuard, query_params, read_body, read_form
 from .grants import AuthorizationRequest, Grants, authenticate_client, parse_authorization_request
 from .keys import KeyRing
+from .logout import LogoutEndpoint, Logouts
 from .metrics import Metrics
 from .settings import Settings
+from .sso import SSOStore
 from .tokens import AT_TYP, MAX_TOKEN_LENGTH, RT_TYP, TokenService
-from .users import UserStore
+from .users import User, UserStore
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,17 @@ class Endpoints:
         self.metrics = metrics
         self.users = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
         self.tokens = TokenService(settings, keys, redis)
-        self.grants = Grants(settings, self.tokens, redis)
+        self.notifier = LogoutNotifier(settings, self.tokens)
+        self.tokens.on_family_ended = self.notifier.family_ended  # back-channel logout (DESIGN §6)
+        self.sso = SSOStore(settings, redis)
+        self.logouts = Logouts(self.tokens, self.sso)
+        self.grants = Grants(settings, self.tokens, redis, self.sso)
         fixed = settings.form_secret
         spare = [secrets.token_bytes(32)]  # only if the keys directory were emptied under a running server
         form_secrets = (lambda: [fixed]) if fixed else (lambda: keys.derived_secrets(b"form-token") or spare)
         self.guard = FormGuard(form_secrets, secure=settings.issuer.startswith("https://"))
         self.jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+        self.logout = LogoutEndpoint(self)
 
     # --- HTML ---------------------------------------------------------------------------------------------
 
@@ -172,6 +181,10 @@ class Endpoints:
             "id_token_signing_alg_values_supported": [self.settings.signing_alg],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "sid"],
             "authorization_response_iss_parameter_supported": True,  # RFC 9207
+            "end_session_endpoint": f"{issuer}/oauth/logout",  # OIDC RP-Initiated Logout §2.1
+            "backchannel_logout_supported": True,  # OIDC Back-Channel Logout §2.1
+            "backchannel_logout_session_supported": True,
+            "prompt_values_supported": ["none", "login"],
         }
 
     async def discovery(self, request: Request) -> JSONResponse:
@@ -188,7 +201,24 @@ class Endpoints:
         try:
             params = query_params(request)
             auth = parse_authorization_request(self.settings, params)
-            if params.get("prompt") == "none":  # OIDC Core §3.1.2.6: we keep no login session to reuse
+            prompt = params.get("prompt", "").split()
+            if "none" in prompt and len(prompt) > 1:  # OIDC Core §3.1.2.1
+                raise AuthorizeRedirect("invalid_request", "prompt=none stands alone.", auth.redirect_uri, auth.state)
+            max_age = params.get("max_age")
+            if max_age is not None and (not max_age.isdigit() or len(max_age) > 10):
+                raise AuthorizeRedirect("invalid_request", "max_age must be seconds.", auth.redirect_uri, auth.state)
+            sso = await self.sso.get(self.sso.browser_id(request))
+            # OIDC Core §3.1.2.1: prompt=login and an exceeded max_age (0: always) demand a fresh password.
+            stale = (
+                sso is not None
+                and max_age is not None
+                and (int(max_age) == 0 or time.time() - sso.auth_time > int(max_age))
+            )
+            if sso is not None and not stale and "login" not in prompt and "select_account" not in prompt:
+                user = User(sub=sso.sub, username=sso.username)
+                code = await self.grants.issue_code(auth, user, auth_time=sso.auth_time, sso_id=sso.id)
+                return self.redirect(auth.redirect_uri, self._code_params(auth, code))
+            if "none" in prompt:  # OIDC Core §3.1.2.6: no usable login and no UI allowed
                 raise AuthorizeRedirect("login_required", "The user must sign in.", auth.redirect_uri, auth.state)
         except InvalidRequest as exc:
             return self.error_page(exc.description)
@@ -197,6 +227,12 @@ class Endpoints:
         except AuthorizeRedirect as exc:
             return self.redirect_error(exc)
         return self.login_page(request, auth)
+
+    def _code_params(self, auth: AuthorizationRequest, code: str) -> dict[str, str]:
+        params = {"code": code, "iss": self.settings.issuer}
+        if auth.state:
+            params["state"] = auth.state
+        return params
 
     async def authorize_post(self, request: Request) -> Response:
         try:
@@ -233,11 +269,12 @@ class Endpoints:
             self.metrics.login_failures.labels("credentials").inc()
             # One message for an unknown user and a wrong password: no user enumeration.
             return self.login_page(request, auth, 400, username=username[:64], error="Invalid username or password.")
-        code = await self.grants.issue_code(auth, user)
-        params = {"code": code, "iss": self.settings.issuer}
-        if auth.state:
-            params["state"] = auth.state
-        return self.redirect(auth.redirect_uri, params)
+        # A password login starts the browser's SSO session (DESIGN §6): the next authorization needs no form.
+        cookie, sso = await self.sso.start(sub=user.sub, username=user.username, previous=self.sso.browser_id(request))
+        code = await self.grants.issue_code(auth, user, auth_time=sso.auth_time, sso_id=sso.id)
+        response = self.redirect(auth.redirect_uri, self._code_params(auth, code))
+        self.sso.set_cookie(response, cookie)
+        return response
 
     # --- sign-up ------------------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ import hmac
 import json
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from .errors import (
     UnsupportedGrantType,
 )
 from .settings import Client, Settings
+from .sso import SSOStore
 from .tokens import MAX_TOKEN_LENGTH, TokenService
 from .users import User
 
@@ -195,13 +195,15 @@ def _param(form: Mapping[str, str], name: str, *, limit: int = MAX_TOKEN_LENGTH)
 
 
 class Grants:
-    def __init__(self, settings: Settings, tokens: TokenService, redis: Any) -> None:
+    def __init__(self, settings: Settings, tokens: TokenService, redis: Any, sso: SSOStore) -> None:
         self.settings = settings
         self.tokens = tokens
         self.redis = redis
+        self.sso = sso
         self._redeem = redis.register_script(_REDEEM)
 
-    async def issue_code(self, request: AuthorizationRequest, user: User) -> str:
+    async def issue_code(self, request: AuthorizationRequest, user: User, *, auth_time: int, sso_id: str) -> str:
+        """``auth_time``: when the user last typed a password (OIDC Core §2); ``sso_id``: the SSO session."""
         code = secrets.token_urlsafe(32)
         record = {
             "client_id": request.client.client_id,
@@ -211,7 +213,8 @@ class Grants:
             "nonce": request.nonce,
             "sub": user.sub,
             "username": user.username,
-            "auth_time": int(time.time()),
+            "auth_time": auth_time,
+            "sso": sso_id,
             "resource": request.resource,
         }
         await self.redis.set(_code_key(code), json.dumps(record), ex=self.settings.code_ttl)
@@ -266,6 +269,8 @@ class Grants:
             resource=authorized,
         )
         await self.redis.set(f"{key}:used", family.sid, xx=True, keepttl=True)
+        if record.get("sso"):
+            await self.sso.attach(record["sso"], family.sid, family.sub)  # an RP logout ends it with the SSO session
         access_token, expires_in = self.tokens.access_token(
             sub=family.sub, client=client, scope=family.scope, sid=family.sid, resource=requested or authorized
         )

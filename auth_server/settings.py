@@ -25,6 +25,8 @@ class Client:
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
     scope: tuple[str, ...] = ()
     audience: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()  # OIDC RP-Initiated Logout §3.1: exact matches only
+    backchannel_logout_uri: str | None = None  # OIDC Back-Channel Logout §2.2
 
     @property
     def confidential(self) -> bool:
@@ -51,7 +53,16 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
         where = f"client #{i}"
         if not isinstance(item, dict):
             raise SettingsError(f"{name}: {where} must be an object")
-        unknown = set(item) - {"client_id", "client_secret", "redirect_uris", "grant_types", "scope", "audience"}
+        unknown = set(item) - {
+            "client_id",
+            "client_secret",
+            "redirect_uris",
+            "grant_types",
+            "scope",
+            "audience",
+            "post_logout_redirect_uris",
+            "backchannel_logout_uri",
+        }
         if unknown:
             raise SettingsError(f"{name}: {where} has unknown fields {sorted(unknown)}")
         client_id = item.get("client_id")
@@ -74,6 +85,17 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
             parts = urlsplit(uri)
             if not parts.scheme or not parts.netloc or parts.fragment:
                 raise SettingsError(f"{name}: {where} redirect URI {uri!r} must be absolute, without fragment")
+        logout_uris = _str_list(name, f"{where} post_logout_redirect_uris", item.get("post_logout_redirect_uris", []))
+        for uri in logout_uris:
+            parts = urlsplit(uri)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+                raise SettingsError(f"{name}: {where} post-logout redirect URI {uri!r} must be absolute, no fragment")
+        backchannel = item.get("backchannel_logout_uri")
+        if backchannel is not None:
+            bc = urlsplit(backchannel) if isinstance(backchannel, str) else None
+            # Back-Channel Logout §2.2: an absolute http(s) URL, which may have a query but no fragment
+            if bc is None or bc.scheme not in ("http", "https") or not bc.netloc or bc.fragment:
+                raise SettingsError(f"{name}: {where} backchannel_logout_uri must be an absolute http(s) URL")
         if "authorization_code" in grants and not redirect_uris:
             raise SettingsError(f"{name}: {where} needs redirect_uris for authorization_code")
         clients.append(
@@ -84,6 +106,8 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
                 grant_types=grants,
                 scope=_str_list(name, f"{where} scope", item.get("scope", [])),
                 audience=_str_list(name, f"{where} audience", item.get("audience", [])),
+                post_logout_redirect_uris=logout_uris,
+                backchannel_logout_uri=backchannel,
             )
         )
     ids = [c.client_id for c in clients]
@@ -110,6 +134,8 @@ class Settings:
     jwks_max_age: int = 300
     key_activation_delay: int = 300
     max_body: int = 65_536
+    sso_idle_ttl: int = 28_800  # a browser SSO session's idle life (s), renewed by use
+    sso_ttl: int = 86_400  # its absolute life (s)
     # Keys the stateless login-form token (HMAC). Unset: derived from the signing keys, which replicas share.
     form_secret: bytes | None = field(default=None, repr=False)
 
@@ -144,6 +170,8 @@ class Settings:
             key_activation_delay=env_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
             max_body=env_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
             form_secret=form_secret.encode() if form_secret else None,
+            sso_idle_ttl=_int(env, "AUTH_SSO_IDLE_TTL", 28_800),
+            sso_ttl=_int(env, "AUTH_SSO_TTL", 86_400),
         )
         if settings.code_ttl > 600:
             raise SettingsError("AUTH_CODE_TTL must be at most 600 seconds (RFC 6749 §4.1.2)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ MAX_TOKEN_LENGTH = 8192  # DESIGN §4: longer tokens are refused before any cryp
 AT_TYP = "at+jwt"  # RFC 9068 §2.1
 RT_TYP = "rt+jwt"
 ID_TYP = "JWT"
+LOGOUT_TYP = "logout+jwt"  # OIDC Back-Channel Logout §2.4
+LOGOUT_TOKEN_TTL = 120  # seconds: a logout token is delivered at once, or within a few retries
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 # KEYS[1] family; ARGV: presented jti, new jti, idle ttl, now. Returns the family hash, or "missing"/"reuse".
 _ROTATE = """
@@ -92,6 +96,8 @@ class TokenService:
         self.keys = keys
         self.redis = redis
         self._rotate = redis.register_script(_ROTATE)
+        # Told (sid, sub, client_id) whenever a family ends here: revocation or reuse (back-channel logout, §6).
+        self.on_family_ended: Callable[[str, str, str], None] = lambda sid, sub, client_id: None
 
     # --- signing ------------------------------------------------------------------------------------------
 
@@ -136,6 +142,21 @@ class TokenService:
             claims["nonce"] = nonce
         return self._sign(claims, ID_TYP)
 
+    def logout_token(self, *, sid: str, sub: str, client_id: str) -> str:
+        """OIDC Back-Channel Logout §2.4: ``sid`` is the one of the ID tokens this client received; never a nonce."""
+        now = int(time.time())
+        claims = {
+            "iss": self.settings.issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + LOGOUT_TOKEN_TTL,
+            "jti": secrets.token_urlsafe(16),
+            "sub": sub,
+            "sid": sid,
+            "events": {BACKCHANNEL_EVENT: {}},
+        }
+        return self._sign(claims, LOGOUT_TYP)
+
     def _refresh_token(self, family: Family, jti: str, now: int) -> str:
         claims = {
             "iss": self.settings.issuer,
@@ -154,7 +175,15 @@ class TokenService:
 
     # --- verification of our own tokens -------------------------------------------------------------------
 
-    def decode(self, token: str, typ: str, *, audience: str | None = None, verify_exp: bool = True) -> dict[str, Any]:
+    def decode(
+        self,
+        token: str,
+        typ: str,
+        *,
+        audience: str | None = None,
+        verify_exp: bool = True,
+        require: tuple[str, ...] = ("iss", "sub", "exp", "iat", "jti"),
+    ) -> dict[str, Any]:
         """Claims of one of our tokens of type ``typ``; raises TokenRejected. Size and header checks come first."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenRejected("empty or oversized token")
@@ -176,7 +205,7 @@ class TokenService:
                 issuer=self.settings.issuer,
                 audience=audience,
                 options={
-                    "require": ["iss", "sub", "exp", "iat", "jti"],
+                    "require": list(require),
                     "verify_aud": audience is not None,
                     "verify_exp": verify_exp,
                 },
@@ -238,6 +267,7 @@ class TokenService:
             status = result.decode() if isinstance(result, bytes) else result
             if status == "reuse":
                 log.warning("refresh token reuse in family %s: family revoked", sid)
+                self.on_family_ended(sid, claims["sub"], claims["client_id"])
             raise TokenRejected(f"refresh refused: {status}")
         family = Family.from_hash(sid, result)
         return family, self._refresh_token(family, new_jti, now)
@@ -251,4 +281,12 @@ class TokenService:
         return jti.decode() if isinstance(jti, bytes) else jti
 
     async def revoke_family(self, sid: str) -> bool:
-        return bool(await self.redis.delete(family_key(sid)))
+        """End the login ``sid``; True if it was alive. The family's clients hear of it (``on_family_ended``)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(family_key(sid), ["sub", "client_id"])
+            pipe.delete(family_key(sid))
+            (sub, client_id), deleted = await pipe.execute()
+        if deleted and sub is not None and client_id is not None:
+            text = [v.decode() if isinstance(v, bytes) else v for v in (sub, client_id)]
+            self.on_family_ended(sid, text[0], text[1])
+        return bool(deleted)

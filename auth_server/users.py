@@ -79,6 +79,13 @@ class UserStore:
         log.info("user %s signed up", user.sub)
         return user
 
+    async def find(self, username: str) -> User | None:
+        raw = await self.redis.get(self._key(username)) if USERNAME.fullmatch(username) else None
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        return User(sub=record["sub"], username=record["username"])
+
     async def _argon2(self, func: Callable[..., Any], *args: Any) -> Any:
         # argon2id takes ~19 MiB and ~30 ms of one core per call: a worker thread keeps the event loop free, and a
         # small limiter keeps a burst of logins from taking the default 40 threads' worth of memory.

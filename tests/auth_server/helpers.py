@@ -22,6 +22,7 @@ SVC_SECRET = "svc-secret-0123456789"
 REDIRECT = "http://app.test/bff/callback"
 SCOPE = "openid notes:read notes:write"
 USERNAME, PASSWORD = "alice", "correct horse battery"
+SSO_COOKIE = "auth-sso"  # the SSO session cookie of a plain-http issuer
 
 CLIENTS = [
     {
@@ -118,7 +119,9 @@ def location_params(response: httpx.Response) -> dict[str, str]:
 async def login(
     client: httpx.AsyncClient, params: dict[str, str], username: str = USERNAME, password: str = PASSWORD
 ) -> httpx.Response:
-    """GET the form, POST it back with the credentials (the client keeps the form cookie)."""
+    """A password login: GET the form, POST it back with the credentials (the client keeps the form cookie).
+    The browser's SSO session, if any, is dropped first, or the authorization would skip the form."""
+    client.cookies.delete(SSO_COOKIE)
     page = await client.get("/oauth/authorize", params=params)
     assert page.status_code == 200, page.text
     form = form_of(page.text)

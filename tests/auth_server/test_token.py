@@ -74,9 +74,10 @@ async def test_code_is_stored_only_by_its_hash(client: httpx.AsyncClient, user: 
         if await redis.type(key) == b"string":
             assert code.encode() not in (await redis.get(key) or b"")
     tokens = (await exchange(client, code, verifier)).json()
+    readers = {b"hash": redis.hgetall, b"set": redis.smembers, b"string": redis.get}
     dump = b"".join(
         [
-            k.encode() + repr(await redis.hgetall(k) if await redis.type(k) == b"hash" else await redis.get(k)).encode()
+            k.encode() + repr(await readers[await redis.type(k)](k)).encode()
             for k in [k.decode() for k in await redis.keys("*")]
         ]
     )

@@ -1,0 +1,151 @@
+"""Ending logins: OIDC RP-Initiated Logout 1.0 at ``/oauth/logout``, and the ends that notify clients (DESIGN §6).
+
+:class:`Logouts` ends an SSO session with every family born of it, or everything one user has (the CLI's
+``sessions revoke``); each family that was alive is reported to its client by back-channel logout
+(``TokenService.on_family_ended``).
+
+``/oauth/logout`` (GET or POST, RP-Initiated Logout §2) takes ``id_token_hint``, ``client_id``,
+``post_logout_redirect_uri`` and ``state``. A redirect URI must match one the client registered exactly (§3), and is
+refused, never followed, otherwise. With a valid hint the logout happens at once; without one (or with one we cannot
+verify) a bare GET could be any cross-site page, so the user confirms on a CSRF-protected form first (§2: "the OP
+SHOULD ask the End-User whether to log out").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from .errors import InvalidRequest, TokenRejected
+from .forms import query_params, read_form
+from .sso import SSOStore
+from .tokens import ID_TYP, MAX_TOKEN_LENGTH, TokenService
+
+if TYPE_CHECKING:
+    from .endpoints import Endpoints
+
+log = logging.getLogger(__name__)
+
+MAX_STATE = 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class Logouts:
+    def __init__(self, tokens: TokenService, sso: SSOStore) -> None:
+        self.tokens = tokens
+        self.sso = sso
+
+    async def end_sso(self, sso_id: str) -> int:
+        """End SSO session ``sso_id`` and the families born of it; returns how many families were alive."""
+        ended = 0
+        for sid in await self.sso.end(sso_id):
+            ended += await self.tokens.revoke_family(sid)
+        return ended
+
+    async def revoke_user(self, sub: str) -> tuple[int, int]:
+        """End every SSO session and family of the user: (SSO sessions, families) that were alive."""
+        ssos, sids = await self.sso.of_user(sub)
+        sessions = families = 0
+        for sso_id in ssos:
+            sessions += await self.sso.get(sso_id, touch=False) is not None
+            for sid in await self.sso.end(sso_id):
+                families += await self.tokens.revoke_family(sid)
+        for sid in sids:
+            families += await self.tokens.revoke_family(sid)
+        await self.sso.forget_user(sub)
+        return sessions, families
+
+
+class LogoutEndpoint:
+    def __init__(self, ep: Endpoints) -> None:
+        self.ep = ep
+        self.settings = ep.settings
+
+    def _hint(self, token: str) -> dict[str, Any] | None:
+        """The claims of an ID token we issued, expired or not (RP-Initiated Logout §2: an expired hint is still a
+        good hint; our published keys bound how old it can be). None for anything else."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        try:
+            claims = self.ep.tokens.decode(token, ID_TYP, verify_exp=False, require=("iss", "sub", "aud", "iat"))
+        except TokenRejected:
+            return None
+        return claims if isinstance(claims.get("aud"), str) and isinstance(claims.get("sid"), str) else None
+
+    async def handle(self, request: Request) -> Response:
+        ep = self.ep
+        try:
+            params = await read_form(request, self.settings.max_body) if request.method == "POST" else None
+            params = params if params is not None else query_params(request)
+        except InvalidRequest as exc:
+            return ep.error_page(exc.description, exc.status_code)
+        hint = self._hint(params.get("id_token_hint", ""))
+        client_id = params.get("client_id") or (hint["aud"] if hint else "")
+        if hint is not None and client_id != hint["aud"]:
+            return ep.error_page("The id_token_hint was issued to another client.")
+        client = self.settings.client(client_id) if client_id else None
+        if client_id and client is None:
+            return ep.error_page("Unknown client.")
+        redirect_uri = params.get("post_logout_redirect_uri", "")
+        if redirect_uri:
+            if client is None:  # §3: without client_id or a hint the URI cannot be checked
+                return ep.error_page("post_logout_redirect_uri needs client_id or id_token_hint.")
+            if redirect_uri not in client.post_logout_redirect_uris:  # exact string match
+                return ep.error_page("The post-logout redirect URI is not registered for this client.")
+        state = params.get("state", "")
+        if len(state) > MAX_STATE:
+            return ep.error_page("The state parameter is too long.")
+        fields = {"client_id": client_id, "post_logout_redirect_uri": redirect_uri, "state": state}
+        if hint is None:
+            token = params.get("form_token", "")
+            if request.method != "POST" or not ep.guard.check(request, "logout", token, fields):
+                return self._confirm_page(request, fields, 400 if token else 200)
+
+        browser = ep.sso.browser_id(request)
+        ending: set[str] = set()
+        if hint is not None:
+            born_of = await ep.sso.of_family(hint["sid"])
+            if born_of is not None:
+                ending.add(born_of)
+            current = await ep.sso.get(browser, touch=False) if browser else None
+            if current is not None and current.sub == hint["sub"]:
+                ending.add(current.id)
+        elif browser is not None:
+            ending.add(browser)
+        for sso_id in ending:
+            await ep.logouts.end_sso(sso_id)
+        if hint is not None:
+            await ep.tokens.revoke_family(hint["sid"])  # a login not born of an SSO session ends too
+        log.info("rp-initiated logout: %d SSO session(s) ended", len(ending))
+
+        response: Response
+        if redirect_uri and state:
+            response = ep.redirect(redirect_uri, {"state": state})
+        elif redirect_uri:
+            response = RedirectResponse(redirect_uri, status_code=302, headers=NO_STORE)
+        else:
+            response = ep.page("signed_out.html", title="Signed out")
+        ep.sso.clear_cookie(response)
+        return response
+
+    def _confirm_page(self, request: Request, fields: dict[str, str], status: int) -> Response:
+        ep = self.ep
+        cookie, new = ep.guard.cookie_for(request)
+        form_action = "'self'"
+        if fields["post_logout_redirect_uri"]:
+            target = urlsplit(fields["post_logout_redirect_uri"])
+            form_action += f" {target.scheme}://{target.netloc}"  # browsers check the redirect after the post too
+        return ep.page(
+            "logout.html",
+            status,
+            form_action=form_action,
+            cookie=cookie if new else None,
+            hidden={**fields, "form_token": ep.guard.token("logout", cookie, fields)},
+            client_id=fields["client_id"],
+            action=f"{self.settings.issuer}/oauth/logout",
+            title="Sign out",
+        )

@@ -1,0 +1,265 @@
+"""RP-Initiated Logout at /oauth/logout and the back-channel logout tokens the auth server sends (DESIGN §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from auth_server.app import create_app
+
+from .helpers import (
+    CLIENTS,
+    SSO_COOKIE,
+    USERNAME,
+    authorize_params,
+    claims_of,
+    exchange,
+    form_of,
+    get_code,
+    location_params,
+    make_settings,
+    pkce,
+    refresh,
+    serve_in_process,
+)
+
+pytestmark = pytest.mark.anyio
+
+AFTER_LOGOUT = "http://app.test/signed-out"
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+class Receiver:
+    """A client's back-channel logout endpoint on a real socket; records the logout tokens it gets."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.status = 200
+        self.app = Starlette(routes=[Route("/bc", self.endpoint, methods=["POST"])])
+
+    async def endpoint(self, request: Request) -> Response:
+        form = await request.form()
+        self.tokens.append(str(form["logout_token"]))
+        return Response(status_code=self.status, headers={"Cache-Control": "no-store"})
+
+    async def wait(self, count: int, limit: float = 5.0) -> list[str]:
+        deadline = time.monotonic() + limit
+        while len(self.tokens) < count and time.monotonic() < deadline:  # noqa: ASYNC110 - another thread fills it
+            await asyncio.sleep(0.02)
+        return self.tokens
+
+
+@pytest.fixture
+def receiver(server_factory: Any) -> Receiver:
+    found = Receiver()
+    found.url = server_factory(found.app).url + "/bc"  # type: ignore[attr-defined]
+    return found
+
+
+def logout_clients(receiver: Receiver) -> str:
+    clients = [dict(c) for c in CLIENTS]
+    clients[0]["post_logout_redirect_uris"] = [AFTER_LOGOUT]
+    clients[0]["backchannel_logout_uri"] = receiver.url  # type: ignore[attr-defined]
+    clients[2]["backchannel_logout_uri"] = receiver.url  # type: ignore[attr-defined]
+    return json.dumps(clients)
+
+
+@pytest.fixture
+async def client(redis_url: str, keys_dir: Path, receiver: Receiver) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(redis_url, keys_dir, AUTH_CLIENTS=logout_clients(receiver)))
+    async with serve_in_process(app) as c:
+        yield c
+
+
+async def password_login(client: httpx.AsyncClient, **overrides: str) -> dict[str, Any]:
+    verifier, challenge = pkce()
+    code = (await get_code(client, challenge, **overrides))["code"]
+    return dict((await exchange(client, code, verifier, **overrides)).json())
+
+
+async def sso_login(client: httpx.AsyncClient, client_id: str, redirect_uri: str, secret: str) -> dict[str, Any]:
+    verifier, challenge = pkce()
+    response = await client.get(
+        "/oauth/authorize", params=authorize_params(challenge, client_id=client_id, redirect_uri=redirect_uri)
+    )
+    code = location_params(response)["code"]
+    body = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "code_verifier": verifier}
+    return dict((await client.post("/oauth/token", data=body, auth=(client_id, secret))).json())
+
+
+def assert_refused_page(response: httpx.Response) -> None:
+    assert response.status_code == 400, response.text
+    assert "location" not in response.headers
+
+
+async def assert_password_asked(client: httpx.AsyncClient) -> None:
+    page = await client.get("/oauth/authorize", params=authorize_params(pkce()[1]))
+    assert page.status_code == 200 and 'name="password"' in page.text
+
+
+async def test_discovery_advertises_both_logouts(client: httpx.AsyncClient) -> None:
+    meta = (await client.get("/.well-known/openid-configuration")).json()
+    assert meta["end_session_endpoint"] == "http://auth.test/oauth/logout"
+    assert meta["backchannel_logout_supported"] is True
+    assert meta["backchannel_logout_session_supported"] is True
+
+
+async def test_logout_with_a_hint_ends_the_sso_session_and_every_login_born_of_it(
+    client: httpx.AsyncClient, user: Any, receiver: Receiver
+) -> None:
+    bff = await password_login(client)
+    other = await sso_login(client, "other", "http://other.test/cb", "other-secret-0123456789")
+    response = await client.get(
+        "/oauth/logout",
+        params={"id_token_hint": bff["id_token"], "post_logout_redirect_uri": AFTER_LOGOUT, "state": "s-1"},
+    )
+    assert response.status_code == 302
+    assert response.headers["location"] == AFTER_LOGOUT + "?state=s-1"
+    assert SSO_COOKIE not in client.cookies
+    for tokens, client_id, secret in ((bff, "bff", None), (other, "other", "other-secret-0123456789")):
+        auth = (client_id, secret or "bff-secret-0123456789")
+        body = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        assert (await client.post("/oauth/token", data=body, auth=auth)).json()["error"] == "invalid_grant"
+    await assert_password_asked(client)
+    # Both clients registered a back-channel URI: each hears of its own login, with the sid of its ID token.
+    got = sorted((claims_of(t) for t in await receiver.wait(2)), key=lambda c: c["aud"])
+    assert [(c["aud"], c["sid"]) for c in got] == [
+        ("bff", claims_of(bff["id_token"])["sid"]),
+        ("other", claims_of(other["id_token"])["sid"]),
+    ]
+
+
+async def test_a_logout_token_is_what_back_channel_logout_says(
+    client: httpx.AsyncClient, user: Any, receiver: Receiver, keys_dir: Path
+) -> None:
+    tokens = await password_login(client)
+    await client.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+    [token] = await receiver.wait(1)
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "logout+jwt" and header["alg"] == "RS256"
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == header["kid"]))
+    claims = jwt.decode(token, key, algorithms=["RS256"], audience="bff", issuer="http://auth.test")
+    id_claims = claims_of(tokens["id_token"])
+    assert claims["sid"] == id_claims["sid"] and claims["sub"] == id_claims["sub"]
+    assert claims["events"] == {EVENT: {}}
+    assert "nonce" not in claims and claims["jti"] and claims["exp"] > claims["iat"]
+
+
+async def test_an_unregistered_post_logout_redirect_uri_is_refused(client: httpx.AsyncClient, user: Any) -> None:
+    tokens = await password_login(client)
+    for uri in ("http://evil.test/", AFTER_LOGOUT + "/", AFTER_LOGOUT + "?x=1", "http://app.test/bff/callback"):
+        response = await client.get(
+            "/oauth/logout", params={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": uri}
+        )
+        assert_refused_page(response)
+    # Without a client to check it against, even a registered URI is refused.
+    assert_refused_page(await client.get("/oauth/logout", params={"post_logout_redirect_uri": AFTER_LOGOUT}))
+    assert "code" in location_params(await client.get("/oauth/authorize", params=authorize_params(pkce()[1])))
+
+
+async def test_a_hint_for_another_client_is_refused(client: httpx.AsyncClient, user: Any) -> None:
+    tokens = await password_login(client)
+    response = await client.get("/oauth/logout", params={"id_token_hint": tokens["id_token"], "client_id": "other"})
+    assert_refused_page(response)
+
+
+async def test_without_a_valid_hint_the_user_confirms_first(client: httpx.AsyncClient, user: Any) -> None:
+    tokens = await password_login(client)
+    forged = tokens["id_token"][:-4] + ("AAAA" if not tokens["id_token"].endswith("AAAA") else "BBBB")
+    for params in ({}, {"id_token_hint": forged}, {"id_token_hint": "garbage"}):
+        page = await client.get("/oauth/logout", params={**params, "client_id": "bff", "state": "s-2"})
+        assert page.status_code == 200 and "Sign out?" in page.text
+    # A cross-site POST without the form token only gets the question again; the session stays.
+    again = await client.post("/oauth/logout", data={"client_id": "bff"})
+    assert again.status_code == 200 and "Sign out?" in again.text
+    forged_form = await client.post("/oauth/logout", data={"client_id": "bff", "form_token": "1.abc"})
+    assert forged_form.status_code == 400
+    assert "code" in location_params(await client.get("/oauth/authorize", params=authorize_params(pkce()[1])))
+    page = await client.get(
+        "/oauth/logout", params={"client_id": "bff", "post_logout_redirect_uri": AFTER_LOGOUT, "state": "s-3"}
+    )
+    form = form_of(page.text)
+    confirmed = await client.post("/oauth/logout", data=form.fields)
+    assert confirmed.headers["location"] == AFTER_LOGOUT + "?state=s-3"
+    await assert_password_asked(client)
+    assert (await refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"
+
+
+async def test_a_logout_without_redirect_shows_the_signed_out_page(client: httpx.AsyncClient, user: Any) -> None:
+    tokens = await password_login(client)
+    page = await client.post("/oauth/logout", data={"id_token_hint": tokens["id_token"]})
+    assert page.status_code == 200 and "You are signed out" in page.text
+
+
+async def test_a_hint_still_works_after_the_client_revoked_its_own_login(client: httpx.AsyncClient, user: Any) -> None:
+    # The BFF revokes its refresh token first, then sends the browser here: the SSO session must still end.
+    tokens = await password_login(client)
+    await client.post("/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=("bff", "bff-secret-0123456789"))
+    response = await client.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+    assert response.status_code == 200
+    client.cookies.clear()
+    client.cookies.update({k: v for k, v in response.cookies.items() if v})
+    await assert_password_asked(client)
+
+
+@pytest.mark.parametrize("how", ["revoke", "reuse"])
+async def test_the_end_of_a_family_is_sent_on_the_back_channel(
+    client: httpx.AsyncClient, user: Any, receiver: Receiver, how: str
+) -> None:
+    tokens = await password_login(client)
+    sid = claims_of(tokens["id_token"])["sid"]
+    if how == "revoke":
+        await client.post(
+            "/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=("bff", "bff-secret-0123456789")
+        )
+    else:
+        assert (await refresh(client, tokens["refresh_token"])).status_code == 200
+        assert (await refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"  # reuse
+    [token] = await receiver.wait(1)
+    assert claims_of(token)["sid"] == sid and claims_of(token)["sub"] == user["sub"]
+
+
+async def test_delivery_is_retried_after_a_server_error(
+    client: httpx.AsyncClient, user: Any, receiver: Receiver
+) -> None:
+    receiver.status = 503
+    tokens = await password_login(client)
+    await client.get("/oauth/logout", params={"id_token_hint": tokens["id_token"]})
+    await receiver.wait(2)
+    receiver.status = 200
+    got = await receiver.wait(3)
+    assert len(got) == 3 and len({claims_of(t)["jti"] for t in got}) == 1  # the same token, retried
+
+
+async def test_sessions_revoke_ends_everything_of_one_user(
+    client: httpx.AsyncClient, user: Any, receiver: Receiver, redis_url: str, keys_dir: Path
+) -> None:
+    from auth_server.__main__ import _revoke_user
+
+    first = await password_login(client)
+    second = await password_login(client)
+    created = await client.post("/users", json={"username": "bob.b", "password": "another good password"})
+    assert created.status_code == 201
+    settings = make_settings(redis_url, keys_dir, AUTH_CLIENTS=logout_clients(receiver))
+    sessions, families = await _revoke_user(settings, USERNAME)
+    assert (sessions, families) == (2, 2)
+    sids = {claims_of(t["id_token"])["sid"] for t in (first, second)}
+    assert {claims_of(t)["sid"] for t in receiver.tokens} == sids  # delivered before the command returned
+    for tokens in (first, second):
+        assert (await refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"
+    await assert_password_asked(client)
+    with pytest.raises(LookupError):
+        await _revoke_user(settings, "nobody")
