@@ -170,8 +170,8 @@ class Settings:
             key_activation_delay=env_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
             max_body=env_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
             form_secret=form_secret.encode() if form_secret else None,
-            sso_idle_ttl=_int(env, "AUTH_SSO_IDLE_TTL", 28_800),
-            sso_ttl=_int(env, "AUTH_SSO_TTL", 86_400),
+            sso_idle_ttl=env_int(env, "AUTH_SSO_IDLE_TTL", 28_800, minimum=1),
+            sso_ttl=env_int(env, "AUTH_SSO_TTL", 86_400, minimum=1),
         )
         if settings.code_ttl > 600:
             raise SettingsError("AUTH_CODE_TTL must be at most 600 seconds (RFC 6749 §4.1.2)")
