@@ -5,6 +5,7 @@ BFFError                          500 server_error
  │    └── InvalidState            400 invalid_state        (callback: unknown, used or foreign state)
  ├── LoginFailed                  400 login_failed         (the provider refused the login or the code)
  ├── LoginRequired                401 login_required       (no session, or it ended)
+ │    └── SessionGone                                        (a save found the session deleted: logout won)
  ├── CSRFError                    403 csrf
  ├── NotFound                     404 not_found
  ├── MethodNotAllowed             405 method_not_allowed   (outside a route's methods; carries Allow)
@@ -50,6 +51,10 @@ class LoginRequired(BFFError):
     status_code = 401
     error = "login_required"
     description = "Log in first."
+
+
+class SessionGone(LoginRequired):
+    description = "The session ended; log in again."
 
 
 class CSRFError(BFFError):

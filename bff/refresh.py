@@ -21,6 +21,10 @@ A refresh the requests stop waiting for (the auth server is slower than ``BFF_AU
 auth server may already have rotated the family, and the only copy of the new refresh token is in its answer. So it
 runs on, under its renewed lock, for up to ``LATE_ANSWER_LIMIT`` seconds and saves what it gets; the requests get a
 503 meanwhile, and the session survives.
+
+A logout wins over any refresh in flight: the save is conditional on the record still existing (``SessionManager.save``
+→ the store's ``replace``, SET XX), so a refresh that lands after the logout deleted the record writes nothing, and
+revokes the refresh token it was given.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bff.auth_client import AuthClient
-from bff.errors import AuthServerUnavailable, LoginRequired, ProviderRejected, StoreUnavailable
+from bff.errors import AuthServerUnavailable, LoginRequired, ProviderRejected, SessionGone, StoreUnavailable
 from bff.sessions import Sealed, Session, SessionManager
 
 log = logging.getLogger(__name__)
@@ -154,6 +158,14 @@ class Refresher:
         if not work.cancelled() and work.exception() is not None:  # retrieved: the requests already got a 503
             log.warning("a late refresh failed: %s", type(work.exception()).__name__)
 
+    async def _revoke_discarded(self, refresh_token: str | None) -> None:
+        if not refresh_token:
+            return
+        try:
+            await self.auth.revoke(refresh_token)
+        except AuthServerUnavailable:  # best effort: the family was revoked by the logout already, or will expire
+            log.warning("could not revoke the refresh token of a session that ended during its refresh")
+
     async def _keep_lease(self, key: str, owner: str) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 1000 / RENEW_FRACTION)
@@ -201,7 +213,14 @@ class Refresher:
                 current.scope = tokens.scope
             else:
                 current.tokens[resource] = [tokens.access_token, tokens.expires_at, time.time()]
-            await self.manager.save(ref, current)
+            try:
+                await self.manager.save(ref, current)
+            except SessionGone:
+                # The user logged out while the auth server was answering: the save is refused (a delete is final)
+                # and the tokens we just got must not live on at the auth server either (RFC 7009).
+                self.on_outcome("discarded")
+                await self._revoke_discarded(tokens.refresh_token)
+                raise
             self.on_outcome("refreshed")
             return current
         finally:

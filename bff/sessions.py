@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from bff.errors import StoreUnavailable
+from bff.errors import SessionGone, StoreUnavailable
 from servicekit.redis import store_down
 
 SESSION_INFO = b"jwt-bff session"
@@ -57,7 +57,14 @@ class ByteStore(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl_ms: int) -> None: ...
+    async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        """Write unconditionally: only for a record that is new (a fresh session, a login in flight)."""
+
+    async def replace(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Write only over a live value (SET XX), atomically; False and nothing written when the key is gone.
+
+        Every save of an existing record goes through here: a delete (logout) is final, so a refresh or token fetch
+        that was in flight while the record was deleted cannot write it back (no resurrected sessions)."""
 
     async def expire(self, key: str, ttl_ms: int) -> None: ...
 
@@ -173,6 +180,9 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         await self._call(lambda: self.client.set(key, value, px=ttl_ms))
 
+    async def replace(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        return bool(await self._call(lambda: self.client.set(key, value, px=ttl_ms, xx=True)))
+
     async def expire(self, key: str, ttl_ms: int) -> None:
         await self._call(lambda: self.client.pexpire(key, ttl_ms))
 
@@ -232,6 +242,12 @@ class MemoryStore:
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
         self._data[key] = (value, self._clock() + ttl_ms / 1000)
+
+    async def replace(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        if self._live(key) is None:
+            return False
+        await self.set(key, value, ttl_ms)
+        return True
 
     async def expire(self, key: str, ttl_ms: int) -> None:
         value = self._live(key)
@@ -418,7 +434,7 @@ class SessionManager:
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None
-        await self.save(ref, session)
+        await self.store.set(ref.key, ref.seal(asdict(session)), self._ttl_ms(session))
         return secret, session
 
     async def load(self, ref: Sealed) -> Session | None:
@@ -441,7 +457,11 @@ class SessionManager:
         return self._decode(ref, blob), blob is not None, locked
 
     async def save(self, ref: Sealed, session: Session) -> None:
-        await self.store.set(ref.key, ref.seal(asdict(session)), self._ttl_ms(session))
+        """Write back an existing session. Raises SessionGone if it was deleted (logout) or expired meanwhile: a
+        delete is final on every replica, whatever was in flight when it happened (the store's ``replace``)."""
+        if not await self.store.replace(ref.key, ref.seal(asdict(session)), self._ttl_ms(session)):
+            self._opened.pop(ref.key, None)
+            raise SessionGone()
 
     async def delete(self, ref: Sealed) -> None:
         self._opened.pop(ref.key, None)

@@ -30,11 +30,13 @@ _SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 @dataclass
 class Provider:
     """An OAuth 2.0 provider double: auto-approves logins as ``alice``; rotates refresh tokens; reuse kills the
-    family (as the real auth server does). ``delay`` slows refreshes; ``down`` makes the token endpoint 503."""
+    family (as the real auth server does). ``delay`` slows refreshes; ``answer_delay`` holds a refresh's answer after
+    the family was rotated; ``down`` makes the token endpoint 503."""
 
     issuer: str
     access_ttl: float = 300
     delay: float = 0.0
+    answer_delay: float = 0.0
     down: bool = False
     refreshes: int = 0
     reuse_detected: int = 0
@@ -139,7 +141,10 @@ class Provider:
             self.reuse_detected += 1
             del self.families[family]  # reuse: the whole login dies
             return JSONResponse({"error": "invalid_grant"}, 400)
-        return JSONResponse(self._pair(family), headers={"Cache-Control": "no-store"})
+        pair = self._pair(family)
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+        return JSONResponse(pair, headers={"Cache-Control": "no-store"})
 
     def _client_ok(self, request: Request, form: Any) -> bool:
         auth = request.headers.get("authorization")

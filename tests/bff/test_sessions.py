@@ -161,3 +161,23 @@ async def test_a_changed_record_is_reopened_never_served_from_the_opened_cache()
     assert loaded is not None and loaded.access_token == "eyJaccess"
     await manager.delete(ref)
     assert await manager.load(ref) is None
+
+
+async def test_save_after_delete_is_refused_and_writes_nothing() -> None:
+    from bff.errors import LoginRequired, SessionGone
+
+    store = MemoryStore()
+    manager = SessionManager(store, idle_ttl=60, absolute_ttl=600)
+    ref = manager.ref(await make(manager))
+    assert ref is not None
+    session = await manager.load(ref)
+    assert session is not None
+    session.access_token = "eyJnew"
+    await manager.save(ref, session)  # a live session is written back
+    assert (await manager.load(ref) or session).access_token == "eyJnew"
+    await manager.delete(ref)  # logout
+    session.access_token = "eyJlate"
+    with pytest.raises(SessionGone) as raised:
+        await manager.save(ref, session)  # the refresh that was in flight
+    assert isinstance(raised.value, LoginRequired)  # a caller that does not catch it answers 401 login_required
+    assert await manager.load(ref) is None and await store.get(ref.key) is None

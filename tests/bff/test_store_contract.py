@@ -62,6 +62,40 @@ async def test_expire_shortens(store: ByteStore) -> None:
     assert await store.get("{t}k") is None
 
 
+async def test_replace_writes_only_over_a_live_value(store: ByteStore) -> None:
+    assert not await store.replace("{t}k", b"new", 10_000)  # never created: nothing written
+    assert await store.get("{t}k") is None
+    await store.set("{t}k", b"v1", 10_000)
+    assert await store.replace("{t}k", b"v2", 10_000)
+    assert await store.get("{t}k") == b"v2"
+    await store.delete("{t}k")  # a logout
+    assert not await store.replace("{t}k", b"v3", 10_000)  # the refresh that was in flight
+    assert await store.get("{t}k") is None
+
+
+async def test_replace_sets_the_ttl_and_does_not_revive_an_expired_value(store: ByteStore) -> None:
+    await store.set("{t}k", b"v1", 10_000)
+    assert await store.replace("{t}k", b"v2", 50)
+    await asyncio.sleep(0.12)
+    assert await store.get("{t}k") is None
+    assert not await store.replace("{t}k", b"v3", 10_000)
+    assert await store.get("{t}k") is None
+
+
+async def test_a_delete_racing_replace_always_wins(store: ByteStore) -> None:
+    # Logouts racing refresh saves, interleaved every way the event loop and the server allow: none survives.
+    keys = [f"bff:{{race{i}}}:s" for i in range(200)]
+    for key in keys:
+        await store.set(key, b"v", 10_000)
+    for start in range(0, len(keys), 20):  # 40 commands in flight: within a connection pool's limit
+        calls = []
+        for i, key in enumerate(keys[start : start + 20]):
+            pair = [store.delete(key), store.replace(key, b"resurrected", 10_000)]
+            calls += pair if i % 2 else pair[::-1]
+        await asyncio.gather(*calls)
+    assert [key for key in keys if await store.get(key) is not None] == []
+
+
 async def test_take_is_single_use(store: ByteStore) -> None:
     await store.set("{t}k", b"v", 10_000)
     assert await store.take("{t}k") == b"v"

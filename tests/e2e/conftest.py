@@ -25,14 +25,20 @@ PASSWORD = "correct horse battery"
 
 
 class TokenGate:
-    """ASGI middleware in front of the auth server: counts ``refresh_token`` grants and can delay them."""
+    """ASGI middleware in front of the auth server: counts ``refresh_token`` grants and can delay them (``delay``:
+    before the grant runs; ``answer_delay``: after it ran, before its answer leaves). Counts revocations too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.refreshes = 0
+        self.answered = 0
+        self.revocations = 0
         self.delay = 0.0
+        self.answer_delay = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/oauth/revoke":
+            self.revocations += 1
         if scope["type"] != "http" or scope["path"] != "/oauth/token":
             await self.app(scope, receive, send)
             return
@@ -42,11 +48,18 @@ class TokenGate:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        if parse_qs(body.decode()).get("grant_type") == ["refresh_token"]:
+        refresh = parse_qs(body.decode()).get("grant_type") == ["refresh_token"]
+        if refresh:
             self.refreshes += 1
             if self.delay:
                 await asyncio.sleep(self.delay)
         sent = False
+        answer_delay = self.answer_delay if refresh else 0.0
+
+        async def late_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and answer_delay:
+                await asyncio.sleep(answer_delay)
+            await send(message)
 
         async def replay() -> Message:
             nonlocal sent
@@ -55,7 +68,9 @@ class TokenGate:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, late_send)
+        if refresh:
+            self.answered += 1
 
 
 @dataclass
