@@ -392,6 +392,12 @@ class Endpoints:
                 await self.tokens.revoke_family(claims["sid"])  # the whole login ends (logout)
         return Response(status_code=200, headers=NO_STORE)
 
+    async def revocations(self, request: Request) -> Response:
+        """DESIGN §9: the sids of ended logins after ``since`` (a cursor from the previous answer; none: all)."""
+        since = query_params(request).get("since") or "0"
+        entries, cursor, more = await self.tokens.revocations.since(since)
+        return JSONResponse({"revocations": entries, "cursor": cursor, "more": more}, headers=NO_STORE)
+
     async def introspect(self, request: Request) -> Response:
         form = await read_form(request, self.settings.max_body)
         client = authenticate_client(self.settings, request.headers.get("authorization"), form)

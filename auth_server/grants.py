@@ -33,7 +33,7 @@ from .errors import (
 )
 from .settings import Client, Settings
 from .sso import SSOStore
-from .tokens import MAX_TOKEN_LENGTH, TokenService
+from .tokens import MAX_TOKEN_LENGTH, Family, TokenService
 from .users import User
 
 USED_CODE_TTL = 86_400  # how long a redeemed code is remembered, to catch a replay
@@ -305,20 +305,23 @@ class Grants:
         if requested is not None:
             granted = tuple(scope.split())
             scope = parse_scope(requested, granted, granted)  # RFC 6749 §6: a subset of the original grant
+
+        def issue(family: Family, refresh_token: str) -> dict[str, Any]:
+            access_token, expires_in = self.tokens.access_token(
+                sub=family.sub, client=client, scope=scope, sid=family.sid, resource=resource or family.resource
+            )
+            return {
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": expires_in,
+                "refresh_token": refresh_token,
+                "scope": scope,
+            }
+
         try:
-            family, refresh_token = await self.tokens.rotate(claims)
+            return await self.tokens.rotate(claims, token, issue, request=f"{scope}\x00{resource or ''}")
         except TokenRejected as exc:
             raise InvalidGrant("The refresh token is invalid, expired or revoked.") from exc
-        access_token, expires_in = self.tokens.access_token(
-            sub=family.sub, client=client, scope=scope, sid=family.sid, resource=resource or family.resource
-        )
-        return {
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": expires_in,
-            "refresh_token": refresh_token,
-            "scope": scope,
-        }
 
     async def _client_credentials(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
         if not client.confidential:

@@ -3,7 +3,10 @@
 A family (``sid``) is one login: ``auth:fam:{<sid>}`` holds ``sub, username, client_id, scope, auth_time``, the
 current refresh ``jti`` and the absolute expiry (``abs``). Its Redis TTL is the idle life, renewed on each refresh
 and capped by ``abs``. A refresh is accepted only with the current ``jti`` (atomic compare-and-swap in Lua);
-an older ``jti`` is reuse — a stolen token — and ends the family.
+an older ``jti`` is reuse — a stolen token — and ends the family. The exception is the refresh retry grace
+(``retry_grace.py``): the ``jti`` rotated last (``prev``), presented again within ``AUTH_REFRESH_RETRY_GRACE``
+seconds, gets the answer of that rotation back (kept sealed in ``answer``). Every login that ends goes through
+``TokenService.login_ended``, which publishes its ``sid`` on the revocation feed and tells the clients.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Any
 
 import jwt
 
+from . import retry_grace
 from .errors import TokenRejected
 from .keys import KeyRing
+from .revocations import RevocationFeed
 from .settings import Client, Settings
 
 log = logging.getLogger(__name__)
@@ -31,19 +36,25 @@ LOGOUT_TYP = "logout+jwt"  # OIDC Back-Channel Logout §2.4
 LOGOUT_TOKEN_TTL = 120  # seconds: a logout token is delivered at once, or within a few retries
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
-# KEYS[1] family; ARGV: presented jti, new jti, idle ttl, now. Returns the family hash, or "missing"/"reuse".
+# KEYS[1] family; ARGV: presented jti, new jti ("" when the caller saw it was not current), idle ttl, now, the
+# sealed answer of this rotation, the retry grace (ms), now (ms).
+# Returns "rotated", {"retry", sealed answer}, "missing" or "reuse".
 _ROTATE = """
 local cur = redis.call('HGET', KEYS[1], 'jti')
 if not cur then return 'missing' end
-if cur ~= ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 'reuse'
+local now = tonumber(ARGV[4])
+if cur == ARGV[1] and ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'jti', ARGV[2], 'prev', ARGV[1], 'prev_at', ARGV[7], 'answer', ARGV[5])
+  local abs = tonumber(redis.call('HGET', KEYS[1], 'abs'))
+  redis.call('EXPIREAT', KEYS[1], math.min(now + tonumber(ARGV[3]), abs))
+  return 'rotated'
 end
-redis.call('HSET', KEYS[1], 'jti', ARGV[2])
-local abs = tonumber(redis.call('HGET', KEYS[1], 'abs'))
-local exp = math.min(tonumber(ARGV[4]) + tonumber(ARGV[3]), abs)
-redis.call('EXPIREAT', KEYS[1], exp)
-return redis.call('HGETALL', KEYS[1])
+local prev = redis.call('HMGET', KEYS[1], 'prev', 'prev_at', 'answer')
+if prev[1] == ARGV[1] and tonumber(ARGV[7]) - tonumber(prev[2]) < tonumber(ARGV[6]) then
+  return {'retry', prev[3]}
+end
+redis.call('DEL', KEYS[1])
+return 'reuse'
 """
 
 
@@ -75,8 +86,8 @@ class Family:
         if isinstance(raw, list):  # HGETALL from a script: a flat list
             raw = dict(zip(raw[::2], raw[1::2], strict=True))
         h = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
+            (k.decode() if isinstance(k, bytes) else k): (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+            for k, v in raw.items()  # `answer` is binary (sealed) and unused here: "replace" keeps it harmless
         }
         return cls(
             sid=sid,
@@ -98,6 +109,7 @@ class TokenService:
         self._rotate = redis.register_script(_ROTATE)
         # Told (sid, sub, client_id) whenever a family ends here: revocation or reuse (back-channel logout, §6).
         self.on_family_ended: Callable[[str, str, str], None] = lambda sid, sub, client_id: None
+        self.revocations = RevocationFeed(redis, settings.access_ttl)
 
     # --- signing ------------------------------------------------------------------------------------------
 
@@ -256,21 +268,42 @@ class TokenService:
             await pipe.execute()
         return family, self._refresh_token(family, jti, now)
 
-    async def rotate(self, claims: dict[str, Any]) -> tuple[Family, str]:
-        """Swap the family's current jti for a new one; raises TokenRejected on reuse or a dead family."""
+    async def rotate(
+        self, claims: dict[str, Any], token: str, issue: Callable[[Family, str], dict[str, Any]], *, request: str
+    ) -> dict[str, Any]:
+        """Rotate the family of the refresh token ``token`` (its ``claims`` checked): ``issue(family, new refresh
+        token)`` builds the answer, which is kept sealed for the retry grace. A retry of the token rotated last,
+        within the grace, gets that answer back instead — or, if it asks for another ``request`` (scope, RFC 8707
+        resource), the same refresh token with an access token for what it asks now: an access token never goes to
+        a resource it was not asked for. Anything else that is not current is reuse, and ends the family. Raises
+        TokenRejected."""
+        sid, jti = claims["sid"], claims["jti"]
         now = int(time.time())
-        sid, new_jti = claims["sid"], secrets.token_urlsafe(16)
+        raw = await self.redis.hgetall(family_key(sid))
+        if not raw:
+            raise TokenRejected("refresh refused: missing")
+        current = raw.get(b"jti", raw.get("jti"))
+        new_jti, answer, sealed = "", None, b""
+        if current in (jti, jti.encode()):
+            family = Family.from_hash(sid, raw)
+            new_jti = secrets.token_urlsafe(16)
+            answer = issue(family, self._refresh_token(family, new_jti, now))
+            sealed = retry_grace.seal(token, sid, jti, answer, request)
+        grace_ms, now_ms = self.settings.refresh_retry_grace * 1000, int(time.time() * 1000)
         result = await self._rotate(
-            keys=[family_key(sid)], args=[claims["jti"], new_jti, self.settings.refresh_ttl, now]
+            keys=[family_key(sid)], args=[jti, new_jti, self.settings.refresh_ttl, now, sealed, grace_ms, now_ms]
         )
-        if isinstance(result, bytes | str):
-            status = result.decode() if isinstance(result, bytes) else result
-            if status == "reuse":
-                log.warning("refresh token reuse in family %s: family revoked", sid)
-                self.on_family_ended(sid, claims["sub"], claims["client_id"])
-            raise TokenRejected(f"refresh refused: {status}")
-        family = Family.from_hash(sid, result)
-        return family, self._refresh_token(family, new_jti, now)
+        if isinstance(result, list):  # a retry within the grace: the answer of the rotation it missed
+            log.info("refresh retry within the grace in family %s", sid)
+            kept, asked = retry_grace.open_sealed(token, sid, jti, result[1])
+            return kept if asked == request else issue(Family.from_hash(sid, raw), kept["refresh_token"])
+        status = result.decode() if isinstance(result, bytes) else result
+        if status == "rotated" and answer is not None:
+            return answer
+        if status == "reuse":
+            log.warning("refresh token reuse in family %s: family revoked", sid)
+            await self.login_ended(sid, claims["sub"], claims["client_id"])
+        raise TokenRejected(f"refresh refused: {status}")
 
     async def family(self, sid: str) -> Family | None:
         raw = await self.redis.hgetall(family_key(sid))
@@ -281,12 +314,19 @@ class TokenService:
         return jti.decode() if isinstance(jti, bytes) else jti
 
     async def revoke_family(self, sid: str) -> bool:
-        """End the login ``sid``; True if it was alive. The family's clients hear of it (``on_family_ended``)."""
+        """End the login ``sid``; True if it was alive. Its end is announced (``login_ended``)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(family_key(sid), ["sub", "client_id"])
             pipe.delete(family_key(sid))
             (sub, client_id), deleted = await pipe.execute()
         if deleted and sub is not None and client_id is not None:
             text = [v.decode() if isinstance(v, bytes) else v for v in (sub, client_id)]
-            self.on_family_ended(sid, text[0], text[1])
+            await self.login_ended(sid, text[0], text[1])
         return bool(deleted)
+
+    async def login_ended(self, sid: str, sub: str, client_id: str) -> None:
+        """The one place every end of a login reaches (its family already gone: revocation, logout, reuse, a replayed
+        code): the revocation feed learns its ``sid``, so resource servers refuse its access tokens (DESIGN §9), and
+        the family's clients hear of it (``on_family_ended``: back-channel logout, DESIGN §6)."""
+        await self.revocations.publish(sid)
+        self.on_family_ended(sid, sub, client_id)

@@ -148,6 +148,15 @@ async def exchange(client: httpx.AsyncClient, code: str, verifier: str, **extra:
     return await client.post("/oauth/token", data=data, auth=("bff", BFF_SECRET))
 
 
+async def tokens_for(client: httpx.AsyncClient) -> dict[str, Any]:
+    """A login's token response: authorize through the form, then exchange the code."""
+    verifier, challenge = pkce()
+    got = await get_code(client, challenge)
+    response = await exchange(client, got["code"], verifier)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
 async def refresh(client: httpx.AsyncClient, token: str, **extra: str) -> httpx.Response:
     return await client.post(
         "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token, **extra}, auth=("bff", BFF_SECRET)

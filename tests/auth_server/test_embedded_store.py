@@ -29,6 +29,11 @@ async def test_flow_on_fakeredis(keys_dir: Path) -> None:
         tokens = (await exchange(client, code, verifier)).json()
         rotated = await refresh(client, tokens["refresh_token"])
         assert rotated.status_code == 200
+        retried = await refresh(client, tokens["refresh_token"])  # the retry grace works on the embedded store
+        assert retried.json()["refresh_token"] == rotated.json()["refresh_token"]
+        assert (await refresh(client, rotated.json()["refresh_token"])).status_code == 200
         assert (await refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"
+        feed = await client.get("/oauth/revocations")
+        assert feed.status_code == 200 and len(feed.json()["revocations"]) == 2  # the replayed code's, the reuse's
     assert await redis.ping()  # a client passed in is not closed by the app
     await redis.aclose()

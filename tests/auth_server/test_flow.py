@@ -64,10 +64,14 @@ async def test_code_pkce_refresh_reuse_revoke_over_a_socket(
         new_claims = jose_jwt.decode(rotated["access_token"], jwks, algorithms=["RS256"]).claims
         assert new_claims["sid"] == claims["sid"]
 
-        # Reuse of the old refresh token: invalid_grant, and the whole family dies with it.
+        third = await refresh(client, rotated["refresh_token"])
+        assert third.status_code == 200, third.text
+
+        # Reuse of a refresh token two generations old (past the retry grace's one): invalid_grant, and the whole
+        # family dies with it.
         reuse = await refresh(client, tokens["refresh_token"])
         assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
-        dead = await refresh(client, rotated["refresh_token"])
+        dead = await refresh(client, third.json()["refresh_token"])
         assert dead.status_code == 400 and dead.json()["error"] == "invalid_grant"
 
         # A fresh login; revoking its refresh token ends it.

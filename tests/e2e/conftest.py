@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ PASSWORD = "correct horse battery"
 
 class TokenGate:
     """ASGI middleware in front of the auth server: counts ``refresh_token`` grants and can delay them (``delay``:
-    before the grant runs; ``answer_delay``: after it ran, before its answer leaves). Counts revocations too."""
+    before the grant runs; ``answer_delay``: after it ran, before its answer leaves; ``hold``: after it ran, until the
+    test sets ``released``, telling it by ``held``). Counts revocations too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -35,6 +37,9 @@ class TokenGate:
         self.revocations = 0
         self.delay = 0.0
         self.answer_delay = 0.0
+        self.hold = False
+        self.held = threading.Event()  # set once a held refresh has been answered (rotated) by the auth server
+        self.released = threading.Event()  # set by the test: the held answer may go (to whoever still listens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/oauth/revoke":
@@ -55,10 +60,14 @@ class TokenGate:
                 await asyncio.sleep(self.delay)
         sent = False
         answer_delay = self.answer_delay if refresh else 0.0
+        hold = self.hold and refresh
 
         async def late_send(message: Message) -> None:
             if message["type"] == "http.response.start" and answer_delay:
                 await asyncio.sleep(answer_delay)
+            if message["type"] == "http.response.start" and hold:
+                self.held.set()
+                await asyncio.to_thread(self.released.wait, 30)
             await send(message)
 
         async def replay() -> Message:

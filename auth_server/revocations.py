@@ -1,0 +1,57 @@
+"""The revocation feed (DESIGN §9): the ``sid`` of every login that ended, for resource servers to poll.
+
+Access tokens are stateless, so a logout alone leaves them valid until they expire. Every ended login (logout or
+revocation, refresh-token reuse, a replayed code, and whatever else calls ``TokenService.end_login``) is appended
+to one Redis stream, ``auth:revocations``, and kept there until the last access token of that login has expired:
+``AUTH_ACCESS_TTL`` plus a margin for the verifiers' leeway. Verifiers poll ``GET /oauth/revocations?since=<cursor>``
+and refuse tokens of those sids, with no call to us per request.
+
+A stream, because Redis assigns its entry ids in strictly increasing order: a cursor (the last id read) can never
+skip an entry that another replica appended meanwhile, which client-side timestamps in a sorted set could. One key
+lives in one slot, so it works unchanged on Redis Cluster; ``MINID`` trimming on each append prunes it (Redis 6.2).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, TypedDict
+
+from .errors import InvalidRequest
+
+STREAM = "auth:revocations"
+LEEWAY_MARGIN = 60  # seconds beyond the access-token life: verifiers accept tokens up to their leeway past exp
+PAGE = 1000  # entries per answer; a verifier asks again while `more` is true
+CURSOR = re.compile(r"^(0|[0-9]{1,20}-[0-9]{1,20})$")
+
+
+class Revocation(TypedDict):
+    sid: str
+    exp: int  # until when the verifier must remember it (every token of the login has expired by then)
+
+
+class RevocationFeed:
+    def __init__(self, redis: Any, access_ttl: int) -> None:
+        self.redis = redis
+        self.retention = access_ttl + LEEWAY_MARGIN
+
+    async def publish(self, sid: str) -> None:
+        oldest = int((time.time() - self.retention) * 1000)
+        await self.redis.xadd(STREAM, {"sid": sid}, minid=oldest, approximate=False)
+
+    async def since(self, cursor: str) -> tuple[list[Revocation], str, bool]:
+        """Entries after ``cursor`` ("0": all), the new cursor, and whether more are waiting."""
+        if not CURSOR.fullmatch(cursor):
+            raise InvalidRequest("The cursor is malformed.")
+        now_ms = int(time.time() * 1000)
+        rows = await self.redis.xrange(STREAM, min=f"({cursor}" if cursor != "0" else "-", count=PAGE)
+        entries: list[Revocation] = []
+        for entry_id, fields in rows:
+            cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            raw = fields.get(b"sid", fields.get("sid"))
+            added_ms = int(cursor.split("-", 1)[0])
+            if raw is None or added_ms + self.retention * 1000 <= now_ms:
+                continue  # not yet trimmed, but every token of that login has expired
+            sid = raw.decode() if isinstance(raw, bytes) else raw
+            entries.append({"sid": sid, "exp": (added_ms // 1000) + self.retention})
+        return entries, cursor, len(rows) == PAGE
