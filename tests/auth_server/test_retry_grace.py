@@ -118,3 +118,15 @@ async def test_the_feed_lists_ended_logins_once_each_by_cursor(client: httpx.Asy
     for bad in ("abc", "1-2-3", "9" * 30, "-1", "(0"):
         response = await client.get("/oauth/revocations", params={"since": bad})
         assert response.status_code == 400 and response.json()["error"] == "invalid_request", bad
+
+
+async def test_a_retry_asking_for_less_gets_the_same_refresh_token_and_only_what_it_asks(
+    client: httpx.AsyncClient, user: Any
+) -> None:
+    tokens = await tokens_for(client)
+    first = (await refresh(client, tokens["refresh_token"])).json()
+    narrower = await refresh(client, tokens["refresh_token"], scope="notes:read")
+    assert narrower.status_code == 200, narrower.text
+    assert narrower.json()["refresh_token"] == first["refresh_token"]
+    assert claims_of(narrower.json()["access_token"])["scope"] == "notes:read"
+    assert claims_of(first["access_token"])["scope"] != "notes:read"
