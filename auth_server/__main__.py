@@ -8,11 +8,13 @@ import getpass
 import sys
 from collections.abc import Sequence
 
+from servicekit.http import HttpLimits
+
 from .errors import AuthServerError, SignUpError
 from .settings import Settings, SettingsError
 
 
-def _serve(settings: Settings, host: str, port: int) -> int:
+def _serve(settings: Settings, host: str, port: int, limits: HttpLimits) -> int:
     import logging.config
 
     from servicekit.logs import log_config
@@ -27,7 +29,7 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     except AuthServerError as exc:  # a bad key file or an unwritable empty keys directory
         print(f"auth-server: {exc}", file=sys.stderr)
         return 2
-    run_server(app, host=host, port=port, log_config=config)
+    run_server(app, host=host, port=port, log_config=config, limits=limits)
     return 0
 
 
@@ -74,7 +76,8 @@ async def _add_user(settings: Settings, username: str, password: str) -> str:
 async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
     """End every SSO session and login of ``username``, telling each client on its back channel (DESIGN §6).
     Returns (SSO sessions, logins) that were alive; LookupError for an unknown user."""
-    from .app import open_redis
+    from servicekit.redis import open_redis
+
     from .backchannel import LogoutNotifier
     from .keys import KeyRing
     from .logout import Logouts
@@ -115,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Also accepted after "serve"; SUPPRESS keeps the sub-parser from overwriting values given before it.
     serve.add_argument("--host", default=argparse.SUPPRESS, help="address to listen on")
     serve.add_argument("--port", type=int, default=argparse.SUPPRESS, help="port to listen on")
+    HttpLimits.add_arguments(parser)
+    HttpLimits.add_arguments(serve, suppress=True)
     keys = commands.add_parser("keys", help="manage signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     keys_commands.add_parser("rotate", help="add a new signing key; prune keys whose tokens have all expired")
@@ -132,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        limits = HttpLimits.from_arguments(args)
     except SettingsError as exc:
         print(f"auth-server: {exc}", file=sys.stderr)
         return 2
@@ -153,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"ended {ended} SSO session(s) and {logins} login(s) of {args.username}")
         return 0
-    return _serve(settings, args.host, args.port)
+    return _serve(settings, args.host, args.port, limits)
 
 
 if __name__ == "__main__":

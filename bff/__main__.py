@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging.config
 
+from servicekit.http import HttpLimits
 from servicekit.logs import log_config
 from servicekit.server import run_server
 
@@ -20,11 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument(
         "--access-log", action="store_true", help="a JSON line per request (off by default: it costs throughput)"
     )
+    HttpLimits.add_arguments(serve)
     stack = commands.add_parser("stack", help="auth server, resource server and BFF in one process")
     stack.add_argument("--host", default="127.0.0.1")
     stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
     stack.add_argument("--auth-port", type=int, default=9000)
     stack.add_argument("--resource-port", type=int, default=9001)
+    HttpLimits.add_arguments(stack)
     args = parser.parse_args(argv)
     if args.command == "stack":
         from bff import stack as stack_module  # imported only when asked for: it pulls in all three services
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         Settings.from_env()  # fail fast, naming the variable
+        limits = HttpLimits.from_arguments(args)
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")
     run_server(
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         log_config=config,
+        limits=limits,
     )
 
 

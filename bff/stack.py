@@ -23,6 +23,9 @@ from typing import Any
 import httpx
 import uvicorn
 
+from servicekit.http import HttpLimits, http_protocol
+from servicekit.settings import SettingsError
+
 log = logging.getLogger(__name__)
 
 DEMO_USERNAME = "demo"
@@ -125,14 +128,18 @@ async def run_stack(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Run the three services until ``stop`` is set (or SIGINT/SIGTERM)."""
     embedded = not env.get("REDIS_URL")
     redis = _embedded_redis() if embedded else None
     apps = build_apps(env, redis)
+    protocol = http_protocol(limits or HttpLimits.from_env(env))
     servers = {
         name: _StackServer(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", ws="none", timeout_graceful_shutdown=10)
+            uvicorn.Config(
+                app, host=host, port=port, log_level="warning", ws="none", timeout_graceful_shutdown=10, http=protocol
+            )
         )
         for (name, app), port in zip(apps.items(), (ports.auth, ports.resource, ports.bff), strict=True)
     }
@@ -186,7 +193,8 @@ def main(args: argparse.Namespace | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     env = stack_environment(ports, os.environ)
     try:
-        asyncio.run(run_stack(host, ports, env))
-    except RuntimeError as exc:
+        limits = HttpLimits.from_arguments(args or argparse.Namespace(), env)
+        asyncio.run(run_stack(host, ports, env, limits=limits))
+    except (RuntimeError, SettingsError) as exc:
         print(f"bff stack: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

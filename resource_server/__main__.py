@@ -6,6 +6,7 @@ import argparse
 import logging.config
 from collections.abc import Sequence
 
+from servicekit.http import HttpLimits
 from servicekit.logs import log_config
 from servicekit.server import run_server
 
@@ -19,16 +20,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request (JSON lines)")
+    HttpLimits.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        limits = HttpLimits.from_arguments(args)
     except SettingsError as exc:
         parser.error(str(exc))
     config = log_config(
         args.log_level, access_logger="resource_server.access", access=False if args.no_access_log else None
     )
     logging.config.dictConfig(config)
-    run_server(create_app(settings), host=args.host, port=args.port, log_config=config, lifespan="on")
+    run_server(create_app(settings), host=args.host, port=args.port, log_config=config, lifespan="on", limits=limits)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from .http import HttpLimits, http_protocol
+
 GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
 
 
@@ -18,12 +20,14 @@ def run_server(
     workers: int = 1,
     factory: bool = False,
     lifespan: Literal["auto", "on", "off"] = "auto",
+    limits: HttpLimits | None = None,
 ) -> None:
     """Serve ``app`` (an ASGI app, or an import string; ``factory``: of a function returning one) until SIGTERM.
 
     SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
     Our own metrics middleware writes the access lines (uvicorn's are off); ``X-Forwarded-*`` is never believed
-    here (``proxy_headers=False``): the services decide whom to trust themselves.
+    here (``proxy_headers=False``): the services decide whom to trust themselves. ``limits`` bound header size,
+    header time and concurrency (``servicekit.http``; default: ``HttpLimits.from_env()``).
     """
     uvicorn.run(
         app,
@@ -36,4 +40,5 @@ def run_server(
         proxy_headers=False,
         lifespan=lifespan,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        http=http_protocol(limits or HttpLimits.from_env()),
     )

@@ -11,9 +11,9 @@ README = (REPO / "README.md").read_text()
 
 def test_every_environment_variable_a_service_reads_is_documented() -> None:
     read: set[str] = set()
-    for package in ("auth_server", "resource_server", "bff"):
+    for package in ("auth_server", "resource_server", "bff", "servicekit"):
         for source in (REPO / package).rglob("*.py"):
-            read |= set(re.findall(r'"((?:AUTH|BFF|RS|REDIS)_[A-Z_]+)"', source.read_text()))
+            read |= set(re.findall(r'"((?:AUTH|BFF|RS|REDIS|HTTP)_[A-Z_]+)"', source.read_text()))
     assert {"REDIS_URL", "AUTH_ISSUER", "BFF_CLIENT_SECRET", "RS_AUDIENCE"} <= read  # the scan itself works
     missing = sorted(name for name in read if f"`{name}`" not in README)
     assert missing == []

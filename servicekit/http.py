@@ -1,0 +1,229 @@
+"""HTTP/1.1 connection limits every service runs with: header size, header time, concurrency.
+
+uvicorn's httptools protocol (the fast one, which ``uvicorn[standard]`` selects) accepts headers of any size and
+waits forever for them: one client could hold a megabyte per connection, or drip a header line a minute and keep
+a connection open for good (slowloris). ``LimitedHttpProtocol`` adds three bounds, set by ``HttpLimits``:
+
+- the request line and headers of one request may take ``max_header_bytes``; beyond that the answer is
+  ``431 Request Header Fields Too Large`` (RFC 6585 §5) and the connection is closed, before more is buffered;
+- they must arrive within ``header_timeout`` seconds of the connection opening (or of the request's first byte on
+  a kept-alive connection); otherwise ``408 Request Timeout`` (RFC 9110 §15.5.9) and the connection is closed;
+- beyond ``max_concurrency`` open connections or requests in flight, a request is answered ``503`` with
+  ``Retry-After`` (JSON, as every other error of ours) instead of being run.
+
+(h11, uvicorn's other parser, bounds header size with ``h11_max_incomplete_event_size`` but has no header timeout
+either; it is also several times slower, so the services keep httptools.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .settings import SettingsError, env_float, env_int
+
+log = logging.getLogger(__name__)
+
+_END_OF_HEADERS = b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_header_bytes: int = 16_384  # request line + headers; Node's default, twice nginx's one buffer of 8 KiB
+    header_timeout: float = 10.0  # seconds from connection (or a request's first byte) to the end of its headers
+    max_concurrency: int = 2_000  # open connections or in-flight requests per process; 0: no cap
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HttpLimits:
+        env = os.environ if env is None else env
+        return cls(
+            max_header_bytes=env_int(env, "HTTP_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024),
+            header_timeout=env_float(env, "HTTP_HEADER_TIMEOUT", cls.header_timeout, positive=True),
+            max_concurrency=env_int(env, "HTTP_MAX_CONCURRENCY", cls.max_concurrency),
+        )
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+        """``--max-header-bytes``, ``--header-timeout`` and ``--max-concurrency``, defaults from the environment
+        (read when the command line is parsed). ``suppress``: a sub-command repeating the options leaves the values
+        parsed before it alone."""
+        defaults: Any = argparse.SUPPRESS if suppress else None
+        parser.add_argument(
+            "--max-header-bytes",
+            type=int,
+            default=defaults,
+            help="request line + headers above this get 431 (env HTTP_MAX_HEADER_BYTES, default 16384)",
+        )
+        parser.add_argument(
+            "--header-timeout",
+            type=float,
+            default=defaults,
+            help="seconds a client has to send its headers, else 408 and closed (env HTTP_HEADER_TIMEOUT, default 10)",
+        )
+        parser.add_argument(
+            "--max-concurrency",
+            type=int,
+            default=defaults,
+            help="connections or requests in flight beyond which requests get 503 (env HTTP_MAX_CONCURRENCY, "
+            "default 2000; 0: no cap)",
+        )
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> HttpLimits:
+        """The limits the command line gives, the environment's (or the defaults) for the options it leaves out."""
+        base = cls.from_env(env)
+        limits = cls(
+            _given(args, "max_header_bytes", base.max_header_bytes),
+            _given(args, "header_timeout", base.header_timeout),
+            _given(args, "max_concurrency", base.max_concurrency),
+        )
+        if limits.max_header_bytes < 1024 or not limits.header_timeout > 0 or limits.max_concurrency < 0:
+            raise SettingsError("--max-header-bytes must be >= 1024, --header-timeout > 0, --max-concurrency >= 0")
+        return limits
+
+
+def _given(args: argparse.Namespace, name: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+def _plain_response(status: bytes, body: dict[str, str], extra: bytes = b"") -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncache-control: no-store\r\n" + extra
+        + b"content-length: " + str(len(payload)).encode() + b"\r\nconnection: close\r\n\r\n" + payload
+    )  # fmt: skip
+
+
+TOO_LARGE = _plain_response(
+    b"431 Request Header Fields Too Large",
+    {"error": "request_header_fields_too_large", "error_description": "The request headers are too large."},
+)
+TIMEOUT = _plain_response(
+    b"408 Request Timeout",
+    {"error": "request_timeout", "error_description": "The request headers took too long."},
+)
+BUSY = {"error": "temporarily_unavailable", "error_description": "The server is at its concurrency limit."}
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    body = json.dumps(BUSY).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"retry-after", b"1"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the bounds of ``HttpLimits`` (see the module docstring)."""
+
+    def __init__(self, *args: Any, limits: HttpLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self._reading_headers = True  # the bytes arriving now belong to a request line or headers
+        self._header_bytes = 0
+        self._tail = b""  # the last bytes of header data seen, for an end of headers split across reads
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    # The header timer: armed when a connection opens and when a request begins, disarmed when its headers end.
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.limits.header_timeout, self._headers_timed_out)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # nothing of ours is being written on it
+            self.transport.write(TIMEOUT)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_headers:
+            # Count only what belongs to the headers (a body may follow in the same read), and refuse before the
+            # parser buffers more than the limit.
+            seen = self._tail + data
+            end = seen.find(_END_OF_HEADERS)
+            header_part = len(data) if end == -1 else max(0, end + len(_END_OF_HEADERS) - len(self._tail))
+            self._header_bytes += header_part
+            self._tail = seen[-3:] if end == -1 else b""
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._refuse_too_large()
+                return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+
+    def _refuse_too_large(self) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(TOO_LARGE)
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._reading_headers = False
+        self._header_bytes = 0
+        self._tail = b""
+        cap = self.limits.max_concurrency
+        if cap and (len(self.connections) > cap or len(self.tasks) >= cap):
+            app, self.app = self.app, _busy  # uvicorn reads self.app when it starts the request's task
+            log.warning("concurrency limit reached (%d): 503", cap)
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_headers = True  # what comes next on this connection is the next request's headers
+
+
+def http_protocol(limits: HttpLimits) -> Any:
+    """uvicorn's ``http`` setting for these limits (a picklable factory: ``--workers`` starts fresh processes)."""
+    return functools.partial(LimitedHttpProtocol, limits=limits)
