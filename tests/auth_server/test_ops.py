@@ -125,10 +125,13 @@ def test_a_keys_directory_that_cannot_be_made_fails_start_up_clearly(tmp_path: P
 def test_host_and_port_go_before_or_after_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     import auth_server.__main__ as cli
 
-    seen: list[tuple[str, int]] = []
-    monkeypatch.setattr(cli, "_serve", lambda settings, host, port: seen.append((host, port)) or 0)
+    seen: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(
+        cli, "_serve", lambda settings, host, port, limits: seen.append((host, port, limits.max_header_bytes)) or 0
+    )
     monkeypatch.setenv("AUTH_CLIENTS", "[]")
-    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "9100"]) == 0
-    assert cli.main(["--host", "10.0.0.1", "--port", "9200", "serve"]) == 0
+    monkeypatch.setenv("HTTP_MAX_HEADER_BYTES", "4096")
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "9100", "--max-header-bytes", "2048"]) == 0
+    assert cli.main(["--host", "10.0.0.1", "--port", "9200", "--max-header-bytes", "3000", "serve"]) == 0
     assert cli.main(["--port", "9300"]) == 0
-    assert seen == [("0.0.0.0", 9100), ("10.0.0.1", 9200), ("127.0.0.1", 9300)]
+    assert seen == [("0.0.0.0", 9100, 2048), ("10.0.0.1", 9200, 3000), ("127.0.0.1", 9300, 4096)]
