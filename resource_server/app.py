@@ -116,6 +116,9 @@ def create_app(
             cooldown=settings.jwks_cooldown,
             on_fetch=metrics.jwks_fetch,
             cache_size=settings.verify_cache_size,
+            revocations=settings.revocation_poll > 0,
+            revocation_poll=settings.revocation_poll or 2.0,
+            revocations_url=settings.revocations_url,
         )
     state: dict[str, Any] = {"redis": redis}
 
@@ -129,6 +132,7 @@ def create_app(
         if owns_redis:  # connects lazily: the app starts even while Redis is down (readyz says 503)
             state["redis"] = open_redis(settings.redis_url, settings.redis_cluster)
         loader = asyncio.create_task(verifier.keys.run())  # retries until the auth server answers
+        verifier.start_polling()  # the revocation feed, when on (DESIGN §9)
         try:
             yield
         finally:

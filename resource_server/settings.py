@@ -23,6 +23,8 @@ class Settings:
     verify_cache_size: int = 4096  # verified tokens remembered (0 disables): a token seen again skips the crypto
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # may hold a password
     redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
+    revocation_poll: float = 2.0  # DESIGN §9: seconds between polls of the revocation feed; 0 turns it off
+    revocations_url: str | None = None  # None: {issuer}/oauth/revocations
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,4 +56,10 @@ class Settings:
             verify_cache_size=env_int(env, "RS_VERIFY_CACHE_SIZE", cls.verify_cache_size),
             redis_url=env.get("REDIS_URL") or cls.redis_url,
             redis_cluster=env_flag(env, "REDIS_CLUSTER"),
+            revocation_poll=env_float(env, "RS_REVOCATION_POLL", cls.revocation_poll),
+            revocations_url=(
+                http_url("RS_REVOCATIONS_URL", env["RS_REVOCATIONS_URL"], strip_slash=False)
+                if env.get("RS_REVOCATIONS_URL")
+                else None
+            ),
         )

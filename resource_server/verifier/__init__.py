@@ -13,9 +13,11 @@ from .errors import (
     InvalidToken,
     KeysUnavailable,
     MissingToken,
+    RevokedToken,
     VerifierError,
 )
 from .keys import SUPPORTED_ALGORITHMS, JWKSCache, VerificationKey
+from .revocations import RevocationList
 from .verifier import DEFAULT_ALGORITHMS, MAX_TOKEN_LENGTH, AccessTokenClaims, TokenVerifier, scopes_of
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "JWKSCache",
     "KeysUnavailable",
     "MissingToken",
+    "RevocationList",
+    "RevokedToken",
     "TokenVerifier",
     "VerificationKey",
     "VerifierError",

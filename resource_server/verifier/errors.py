@@ -6,7 +6,8 @@ The tree (catch ``VerifierError`` to catch them all)::
      ├── InvalidRequest               400  error="invalid_request"   (e.g. two token methods, RFC 6750 §2)
      ├── MissingToken                 401  no error code             (RFC 6750 §3.1: none when no credentials)
      ├── InvalidToken                 401  error="invalid_token"
-     │    └── ExpiredToken            401  "The access token provided has expired."
+     │    ├── ExpiredToken            401  "The access token provided has expired."
+     │    └── RevokedToken            401  "The token was revoked." (its login ended: DESIGN §9)
      ├── InsufficientScope            403  error="insufficient_scope" with scope="…"
      └── KeysUnavailable              503  the JWKS was never loaded (the auth server has not answered yet)
 
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidToken",
     "KeysUnavailable",
     "MissingToken",
+    "RevokedToken",
     "VerifierError",
 ]
 
@@ -79,6 +81,13 @@ class ExpiredToken(InvalidToken):
 
     default_description = "The access token provided has expired."
     default_reason = "expired"
+
+
+class RevokedToken(InvalidToken):
+    """The token's login (``sid``) has ended: a logout or revocation the auth server published."""
+
+    default_description = "The token was revoked."
+    default_reason = "revoked"
 
 
 class InsufficientScope(VerifierError):

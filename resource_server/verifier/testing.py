@@ -13,6 +13,9 @@
 Any claim or header can be overridden (``issuer.token(aud=["a", "notes"])``) or removed with None
 (``issuer.token(exp=None)``). ``issuer.jwks()`` and ``issuer.asgi_app()`` serve the keys and the discovery
 document for tests that go through a real ``TokenVerifier`` fetching over HTTP.
+
+Revocation (DESIGN §9): ``issuer.revoke(sid)`` ends a login; ``issuer.verifier(revocations=True)`` learns it at once
+(no polling), and ``asgi_app()`` serves it on ``/oauth/revocations`` for a verifier that polls over HTTP.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .keys import JWKSCache
+from .revocations import RevocationList
 from .verifier import DEFAULT_ALGORITHMS, TokenVerifier
 
 __all__ = ["FakeIssuer", "KeyPair", "b64url"]
@@ -100,6 +104,8 @@ class FakeIssuer:
         self.key = key or KeyPair(alg)
         self.keys: list[KeyPair] = [self.key]
         self.lifetime = lifetime
+        self.revoked: list[tuple[str, int]] = []  # (sid, exp): the revocation feed, in order
+        self.revocation_list = RevocationList()  # what verifier(revocations=True) consults, fed by revoke()
 
     # -- what the auth server publishes -------------------------------------------------------------------------
 
@@ -125,11 +131,19 @@ class FakeIssuer:
         async def jwks(request: Request) -> JSONResponse:
             return JSONResponse(self.jwks())
 
+        async def revocations(request: Request) -> JSONResponse:
+            # The auth server's feed format; the cursor is simply the number of entries already read.
+            since = request.query_params.get("since", "0")
+            start = int(since) if since.isdigit() else 0
+            entries = [{"sid": sid, "exp": exp} for sid, exp in self.revoked[start:]]
+            return JSONResponse({"revocations": entries, "cursor": str(len(self.revoked)), "more": False})
+
         return Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", metadata),
                 Route("/.well-known/oauth-authorization-server", metadata),
                 Route("/.well-known/jwks.json", jwks),
+                Route("/oauth/revocations", revocations),
             ]
         )
 
@@ -139,8 +153,18 @@ class FakeIssuer:
         self.keys.append(self.key)
         return self.key
 
+    def revoke(self, sid: str) -> None:
+        """End the login ``sid``, as a logout at the auth server does: its tokens are refused from now on."""
+        exp = int(time.time()) + self.lifetime + 60
+        self.revoked.append((sid, exp))
+        self.revocation_list.add(sid, exp)
+
     def verifier(self, **kwargs: Any) -> TokenVerifier:
-        """A ``TokenVerifier`` for this issuer and audience that already holds the JWKS (no network at all)."""
+        """A ``TokenVerifier`` for this issuer and audience that already holds the JWKS (no network at all);
+        ``revocations=True`` makes it refuse the logins ``revoke()`` ended, at once (with ``revocations_url``, it
+        polls that URL instead, e.g. ``asgi_app()`` served on a socket)."""
+        if kwargs.get("revocations") is True and "revocations_url" not in kwargs:
+            kwargs["revocations"] = self.revocation_list
         algorithms = kwargs.pop("algorithms", DEFAULT_ALGORITHMS)
         cache = JWKSCache(issuer=self.issuer, algorithms=algorithms, jwks=self.jwks())
         return TokenVerifier(self.issuer, self.audience, algorithms, kwargs.pop("leeway", 30), keys=cache, **kwargs)

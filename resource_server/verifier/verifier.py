@@ -8,13 +8,16 @@ The checks, in order (RFC 9068 §4, RFC 8725 §3):
    ignored — keys only ever come from our own JWKS, by ``kid``;
 3. the key for ``kid`` (one rate-limited refetch if unknown), whose type must fit ``alg``, and the signature;
 4. claims: ``iss`` exact, ``aud`` holds ours, ``exp`` required, ``nbf``/``iat`` not in the future (each with
-   ``leeway``), ``sub``/``jti``/``client_id`` non-empty strings, ``scope`` a string when present.
+   ``leeway``), ``sub``/``jti``/``client_id`` non-empty strings, ``scope`` a string when present;
+5. with ``revocations=True``: the token's login (``sid``) has not ended (``revocations.py``; also for cached tokens).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
@@ -26,8 +29,9 @@ from typing import Any, Literal, TypedDict, cast
 
 import httpx
 
-from .errors import ExpiredToken, InvalidToken, KeysUnavailable
+from .errors import ExpiredToken, InvalidToken, KeysUnavailable, RevokedToken
 from .keys import SUPPORTED_ALGORITHMS, JWKSCache, VerificationKey
+from .revocations import RevocationList
 
 __all__ = [
     "ACCEPTED_TYPES",
@@ -114,6 +118,10 @@ class TokenVerifier:
     the keys eagerly; otherwise the first token loads them. Pass ``keys=`` (a ``JWKSCache`` built with ``jwks=``, as
     ``resource_server.verifier.testing`` does) to verify with no network. ``cache_size=0`` disables the
     verified-token cache (then every call checks the signature).
+
+    ``revocations=True`` refuses tokens of ended logins (DESIGN §9): a background task polls
+    ``revocations_url`` (default ``{issuer}/oauth/revocations``) every ``revocation_poll`` seconds, started by
+    ``start()`` or the first token; pass a ``RevocationList`` instead to share or feed one yourself.
     """
 
     def __init__(
@@ -130,6 +138,9 @@ class TokenVerifier:
         on_fetch: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         cache_size: int = 4096,
+        revocations: bool | RevocationList = False,
+        revocation_poll: float = 2.0,
+        revocations_url: str | None = None,
     ) -> None:
         unsupported = set(algorithms) - set(SUPPORTED_ALGORITHMS)
         if unsupported:  # RFC 8725 §3.1: `none` and HMAC can never be allowed for tokens signed with a private key
@@ -162,6 +173,11 @@ class TokenVerifier:
         # but not its expiry, and is dropped once its key leaves the JWKS. Only valid tokens enter; FIFO-bounded.
         self.cache_size = cache_size
         self._verified: dict[str, _Verified] = {}
+        if revocations is True:
+            url = revocations_url or f"{issuer.rstrip('/')}/oauth/revocations"
+            revocations = RevocationList(url, interval=revocation_poll, http_client=http_client, clock=clock)
+        self.revocations = revocations if isinstance(revocations, RevocationList) else None
+        self._poller: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -169,10 +185,24 @@ class TokenVerifier:
         return self.keys.loaded
 
     async def start(self) -> bool:
-        """Try to load the keys now; returns whether it worked (it never raises for an unreachable auth server)."""
+        """Try to load the keys now (and start polling revocations); returns whether the keys loaded (it never
+        raises for an unreachable auth server)."""
+        self.start_polling()
         return await self.keys.refresh(force=True)
 
+    def start_polling(self) -> None:
+        """Start the background poll of the revocation feed (idempotent; needs a running event loop)."""
+        if self.revocations is not None and self._poller is None and self.revocations.url is not None:
+            self._poller = asyncio.get_running_loop().create_task(self.revocations.run())
+
     async def aclose(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self.revocations is not None:
+            await self.revocations.aclose()
         await self.keys.aclose()
 
     async def __aenter__(self) -> TokenVerifier:
@@ -195,6 +225,8 @@ class TokenVerifier:
                 if self._clock() >= seen.exp + self.leeway:
                     del self._verified[token]
                     raise ExpiredToken()
+                if self.revocations is not None and self.revocations.revoked(seen.claims.get("sid")):
+                    raise RevokedToken()
                 return cast(AccessTokenClaims, dict(seen.claims))
             del self._verified[token]  # its key was rotated out or replaced: verify again from scratch
         if _JWS.fullmatch(token) is None:
@@ -232,6 +264,10 @@ class TokenVerifier:
 
         claims = _segment_json(payload_b64)
         exp = self._check_claims(claims)
+        if self.revocations is not None:
+            self.start_polling()
+            if self.revocations.revoked(claims.get("sid")):
+                raise RevokedToken()
         if self.cache_size > 0:
             if len(self._verified) >= self.cache_size:
                 del self._verified[next(iter(self._verified))]
