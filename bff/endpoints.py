@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import re
@@ -17,16 +18,16 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from bff.auth_client import AuthClient
 from bff.credentials import Credentials
 from bff.errors import AuthServerUnavailable, BadRequest, InvalidState, LoginFailed, LoginRequired, ProviderRejected
+from bff.login_state import LOGIN_TTL, LoginStates
 from bff.metrics import Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
-from bff.sessions import Sealed, Session, SessionManager, new_secret, new_state
+from bff.sessions import STATE_RE, Sealed, Session, SessionManager, new_state
 from bff.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-LOGIN_TTL = 600  # seconds an authorization request may stay in flight (DESIGN §3)
 RETURN_TO_MAX = 2048
 NO_STORE = {"Cache-Control": "no-store"}
 CSP = (
@@ -54,6 +55,18 @@ def cookie(request: Request, name: str) -> str | None:
                 if part.startswith(wanted):
                     return part[len(wanted) :].decode("latin-1")
     return None
+
+
+def all_cookies(request: Request) -> list[tuple[str, str]]:
+    """Every cookie of the request as (name, value), from the raw headers."""
+    found = []
+    for key, value in request.scope["headers"]:
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                name, sep, rest = part.strip().partition("=")
+                if sep:
+                    found.append((name, rest))
+    return found
 
 
 def safe_return_to(value: str | None) -> str:
@@ -114,16 +127,16 @@ class Endpoints:
 
     # --- login ----------------------------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def logins(self) -> LoginStates:
+        return LoginStates(self.settings.client_secret, self.settings.login_cookie_name, self.manager.store)
+
     async def login(self, request: Request) -> Response:
         return_to = safe_return_to(request.query_params.get("return_to"))
         endpoint = await self.auth.authorization_endpoint()
-        browser = cookie(request, self.settings.login_cookie_name)
-        if browser is None or self.manager.login_ref(browser, "x" * 16) is None:
-            browser = new_secret()  # one per browser, kept across tabs so parallel logins do not clash
         state, nonce, verifier = new_state(), new_state(), secrets.token_urlsafe(48)
-        ref = self.manager.login_ref(browser, state)
-        assert ref is not None
-        await self.manager.save_login(ref, {"verifier": verifier, "nonce": nonce, "return_to": return_to}, LOGIN_TTL)
+        # The login in flight lives sealed in a cookie of its own, not in Redis: an anonymous flood costs no memory.
+        login_cookie, sealed = self.logins.seal(self.logins.new(state, nonce, verifier, return_to))
         query = urlencode(
             {
                 "response_type": "code",
@@ -137,16 +150,19 @@ class Endpoints:
             }
         )
         response = RedirectResponse(endpoint + ("&" if "?" in endpoint else "?") + query, 302, headers=NO_STORE)
-        response.headers.append("set-cookie", self._cookie(self.settings.login_cookie_name, browser, LOGIN_TTL))
+        for stale in self.logins.stale(all_cookies(request)):
+            response.headers.append("set-cookie", self.expire_cookie(stale))
+        response.headers.append("set-cookie", self._cookie(login_cookie, sealed, LOGIN_TTL))
         return response
 
     async def callback(self, request: Request) -> Response:
         params = request.query_params
-        ref = self.manager.login_ref(cookie(request, self.settings.login_cookie_name), params.get("state"))
-        if ref is None:
+        state = params.get("state")
+        if state is None or not STATE_RE.fullmatch(state):
             raise InvalidState()
-        login = await self.manager.take_login(ref)  # single use
-        if login is None:
+        login_cookie = self.logins.cookie_name(state)
+        login = self.logins.open(login_cookie, cookie(request, login_cookie))
+        if login is None or login.state != state or not await self.logins.claim(login):  # bound, then single use
             raise InvalidState()
         error = params.get("error")
         if error is not None:
@@ -156,8 +172,8 @@ class Endpoints:
         if not code or len(code) > 4096:
             raise BadRequest("The callback has no code.")
         try:
-            tokens = await self.auth.exchange_code(code, login["verifier"])
-            claims = await self.auth.id_claims(tokens.id_token, login["nonce"])
+            tokens = await self.auth.exchange_code(code, login.verifier)
+            claims = await self.auth.id_claims(tokens.id_token, login.nonce)
         except ProviderRejected as exc:
             raise LoginFailed(f"The auth server refused the login ({exc.oauth_error}).") from exc
         old = self.manager.ref(cookie(request, self.settings.cookie_name))
@@ -172,9 +188,9 @@ class Endpoints:
             scope=tokens.scope,
         )
         self.metrics.sessions.labels("created").inc()
-        response = RedirectResponse(login["return_to"], 302, headers=NO_STORE)
+        response = RedirectResponse(login.return_to, 302, headers=NO_STORE)
         response.headers.append("set-cookie", self._cookie(self.settings.cookie_name, secret))
-        response.headers.append("set-cookie", self.expire_cookie(self.settings.login_cookie_name))
+        response.headers.append("set-cookie", self.expire_cookie(login_cookie))
         return response
 
     async def user(self, request: Request) -> Response:

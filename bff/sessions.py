@@ -35,14 +35,13 @@ from bff.errors import SessionGone, StoreUnavailable
 from servicekit.redis import store_down
 
 SESSION_INFO = b"jwt-bff session"
-LOGIN_INFO = b"jwt-bff login"
 NONCE_BYTES = 12
 COMPRESSION_LEVEL = 6  # zlib: records are sealed on login and refresh only, opened on every request
 REF_CACHE = 4096  # cookie -> derived key and store key, for busy sessions
 OPENED_CACHE = 4096  # store key -> (sealed record, its plaintext): a record unchanged in Redis is not reopened
 # 32 random bytes in unpadded base64url are exactly 43 characters; anything else is refused before Redis is asked.
 _SECRET_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-_STATE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+STATE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")  # what our own new_state() makes, with room
 
 
 # --- the byte store ---------------------------------------------------------------------------------------------
@@ -310,10 +309,11 @@ def _session_ref(cookie: str) -> Sealed | None:
     if raw is None:
         return None
     digest = hashlib.sha256(raw).hexdigest()
-    return Sealed(digest, f"bff:{{{digest}}}:s", _derive(raw, SESSION_INFO))
+    return Sealed(digest, f"bff:{{{digest}}}:s", derive(raw, SESSION_INFO))
 
 
-def _derive(secret: bytes, info: bytes) -> AESGCM:
+def derive(secret: bytes, info: bytes) -> AESGCM:
+    """An AES-GCM key for ``info`` from a high-entropy secret (HKDF-SHA256, RFC 5869)."""
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
     return AESGCM(key)
 
@@ -466,22 +466,6 @@ class SessionManager:
     async def delete(self, ref: Sealed) -> None:
         self._opened.pop(ref.key, None)
         await self.store.delete(ref.key)
-
-    # --- login state (authorization request in flight), bound to the browser by a second cookie -----------------
-
-    @staticmethod
-    def login_ref(browser_secret: str | None, state: str | None) -> Sealed | None:
-        raw = _decode_secret(browser_secret)
-        if raw is None or state is None or not _STATE_RE.fullmatch(state):
-            return None
-        digest = hashlib.sha256(raw + b"|" + state.encode()).hexdigest()
-        return Sealed(digest, f"bff:{{{digest}}}:login", _derive(raw, LOGIN_INFO))
-
-    async def save_login(self, ref: Sealed, data: dict[str, Any], ttl: int) -> None:
-        await self.store.set(ref.key, ref.seal(data), ttl * 1000)
-
-    async def take_login(self, ref: Sealed) -> dict[str, Any] | None:
-        return ref.open(await self.store.take(ref.key))
 
 
 def new_state() -> str:

@@ -29,9 +29,11 @@ async def test_login_user_api_logout(rig: Rig) -> None:
     assert query["redirect_uri"] == ["https://bff.test/bff/callback"] and "openid" in query["scope"][0]
     assert len(query["state"][0]) >= 43 and len(query["nonce"][0]) >= 43 and query["state"] != query["nonce"]
     login_cookie = start.headers["set-cookie"]
+    tag = query["state"][0][:12]
     assert re.fullmatch(
-        r"__Host-bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax", login_cookie
-    )
+        rf"__Host-bff-login-{tag}=[A-Za-z0-9_-]{{200,600}}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax",
+        login_cookie,
+    ), login_cookie
     at_provider = await rig.provider_client.get(start.headers["location"])
     callback = await browser.request("GET", at_provider.headers["location"].split("bff.test", 1)[1], csrf=False)
     assert callback.status_code == 302
@@ -40,7 +42,7 @@ async def test_login_user_api_logout(rig: Rig) -> None:
     set_cookies = callback.headers.get_list("set-cookie")
     assert COOKIE_RE.fullmatch(set_cookies[0]), set_cookies[0]
     assert "Domain" not in set_cookies[0]
-    assert set_cookies[1].startswith("__Host-bff-login=; Path=/; Max-Age=0")
+    assert set_cookies[1].startswith(f"__Host-bff-login-{tag}=; Path=/; Max-Age=0")
 
     user = await browser.request("GET", "/bff/user")
     assert user.status_code == 200 and user.headers["cache-control"] == "no-store"
@@ -156,7 +158,8 @@ async def test_plain_http_development_cookies(rig: Rig) -> None:
     browser = rig.browser()
     start = await browser.request("GET", "/bff/login", csrf=False)
     assert re.fullmatch(
-        r"bff-login=[A-Za-z0-9_-]{43}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax", start.headers["set-cookie"]
+        r"bff-login-[A-Za-z0-9_-]{12}=[A-Za-z0-9_-]+; Path=/; Max-Age=600; HttpOnly; SameSite=Lax",
+        start.headers["set-cookie"],
     )
     at_provider = await rig.provider_client.get(start.headers["location"])
     callback = await browser.request("GET", at_provider.headers["location"].split("bff.test", 1)[1], csrf=False)
