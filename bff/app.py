@@ -24,7 +24,8 @@ from bff.client_tokens import ClientTokens
 from bff.credentials import Credentials
 from bff.csrf import CSRFMiddleware
 from bff.endpoints import STATIC, Endpoints, cookie
-from bff.errors import BFFError, LoginRequired, UpstreamTimeout, UpstreamUnavailable
+from bff.errors import BFFError, LoginRequired, NotFound, UpstreamTimeout, UpstreamUnavailable
+from bff.forward_auth import ForwardAuth
 from bff.metrics import ACCESS, Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
@@ -39,10 +40,12 @@ GC_THRESHOLDS = (50_000, 20, 100)  # fewer young-generation passes: a request ma
 
 
 class _Template:
-    path = "/api/{route}/{path}"  # the metrics label of every proxied request
+    def __init__(self, path: str) -> None:
+        self.path = path  # the metrics label
 
 
-API_ROUTE = _Template()
+API_ROUTE = _Template("/api/{route}/{path}")  # every proxied request
+AUTH_ROUTE = _Template("/bff/auth")  # every forward-auth question (DESIGN §8)
 
 
 class PrefixRoute:
@@ -123,6 +126,19 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             response = await bff_error(request, exc)
         await response(scope, receive, send)
 
+    forward = ForwardAuth(endpoints)
+
+    async def forward_auth(scope: Scope, receive: Receive, send: Send) -> None:
+        # Plain ASGI past the CSRF middleware: the rules apply to the original request, which ForwardAuth judges.
+        scope["route"] = AUTH_ROUTE
+        try:
+            if scope["path"] != "/bff/auth" and not scope["path"].startswith("/bff/auth/"):
+                raise NotFound("No such endpoint.")
+            await forward(scope, receive, send)
+        except BFFError as exc:
+            request = Request(scope, receive)
+            await (await bff_error(request, exc))(scope, receive, send)
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(BFFError())
@@ -151,6 +167,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
                 request_labels=("route", "status"),
                 echo_request_id=False,
             ),
+            Middleware(PrefixRoute, prefix="/bff/auth", endpoint=forward_auth),
             Middleware(CSRFMiddleware, origin=settings.public_origin),
             Middleware(PrefixRoute, prefix="/api/", endpoint=api),
         ],

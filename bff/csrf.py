@@ -11,6 +11,7 @@ Any of these answers ``403 {"error": "csrf"}``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -48,17 +49,22 @@ class CSRFMiddleware:
         await send({"type": "http.response.body", "body": _BODY})
 
     def _allowed(self, scope: Scope) -> bool:
-        method = scope["method"]
-        csrf = origin = preflight = None
-        for name, value in scope["headers"]:
-            if name == b"x-csrf":
-                csrf = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"access-control-request-method":
-                preflight = value
-        if method == "OPTIONS" and (preflight is not None or origin is not None):
-            return False  # CORS preflight: never granted
-        if method not in SAFE_METHODS and origin is not None and origin.lower() != self.origin:
-            return False  # "null" (sandboxed, file:) is foreign too
-        return not guarded(scope["path"]) or csrf == b"1"
+        return allowed(scope["method"], scope["path"], scope["headers"], self.origin)
+
+
+def allowed(method: str, path: str, headers: Iterable[tuple[bytes, bytes]], origin: bytes) -> bool:
+    """The CSRF rules for a request; ``origin`` is the BFF's own, lower-cased. Also what ``/bff/auth`` applies to
+    the original request a proxy asks about (DESIGN §8)."""
+    csrf = sent_origin = preflight = None
+    for name, value in headers:
+        if name == b"x-csrf":
+            csrf = value
+        elif name == b"origin":
+            sent_origin = value
+        elif name == b"access-control-request-method":
+            preflight = value
+    if method == "OPTIONS" and (preflight is not None or sent_origin is not None):
+        return False  # CORS preflight: never granted
+    if method not in SAFE_METHODS and sent_origin is not None and sent_origin.lower() != origin:
+        return False  # "null" (sandboxed, file:) is foreign too
+    return not guarded(path) or csrf == b"1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,22 @@ def _routes(raw: str) -> RouteTable:
         return parse_routes(raw)
     except RouteError as exc:
         raise SettingsError(str(exc)) from None
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = "127.0.0.0/8,::1/128"
+
+
+def _networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip()))  # strict: 10.0.0.1/8 is a typo, not a network
+        except ValueError:
+            raise SettingsError(f"{name} must be comma-separated CIDRs, got {part.strip()!r}") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,8 @@ class Settings:
     auth_timeout: float = 10.0
     lock_lease: float = 5.0
     auth_internal_url: str | None = None
+    # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: _networks("", LOOPBACK))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +96,7 @@ class Settings:
                 if env.get("BFF_AUTH_INTERNAL_URL")
                 else None
             ),
+            trusted_proxies=_networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or LOOPBACK),
         )
 
     @property

@@ -1,0 +1,226 @@
+"""/bff/auth (DESIGN §8) in-process: the original request's route, method and CSRF headers decide; only trusted
+proxies are believed; 200 answers are empty and carry the token; refusals are JSON and never carry one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from bff.forward_auth import TrustedProxies, api_route
+from bff.settings import Settings, SettingsError
+from tests.bff.conftest import PUBLIC_URL, Rig
+from tests.bff.doubles import Browser
+
+pytestmark = pytest.mark.anyio
+
+
+async def ask(browser: Browser, uri: str, method: str = "GET", **headers: str) -> httpx.Response:
+    """What nginx's auth_request sends: the browser's headers plus the original URI and method."""
+    return await browser.request(
+        "GET", "/bff/auth", csrf=False, headers={"X-Original-URI": uri, "X-Original-Method": method, **headers}
+    )
+
+
+def untrusted(rig: Rig, address: str = "203.0.113.9") -> Browser:
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=rig.app, client=(address, 4711)), base_url=PUBLIC_URL)
+    return Browser(client)
+
+
+async def test_a_session_gets_an_empty_200_with_the_token_and_sub(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    answer = await ask(browser, "/api/notes/me?x=1", **{"X-CSRF": "1"})
+    assert answer.status_code == 200, answer.text
+    assert answer.content == b"" and answer.headers["content-length"] == "0"
+    token = answer.headers["authorization"].removeprefix("Bearer ")
+    assert token in rig.provider.access  # a token the provider issued, good at the upstream
+    assert answer.headers["x-auth-request-sub"] == "sub-alice"
+    assert answer.headers["cache-control"] == "no-store"
+    # The same token reaches the upstream through the BFF's own proxy: forward auth hands out what it would send.
+    through = await browser.request("GET", "/api/notes/me")
+    assert through.status_code == 200
+
+
+async def test_forward_auth_costs_one_redis_command(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    client = aioredis.Redis.from_url(rig.settings.redis_url)
+    try:
+        before = await client.info("commandstats")
+        for _ in range(5):
+            assert (await ask(browser, "/api/notes/me", **{"X-CSRF": "1"})).status_code == 200
+        after = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    calls = {k: after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after}
+    calls = {k: v for k, v in calls.items() if v and k != "cmdstat_info"}
+    assert calls == {"cmdstat_getex": 5}, calls
+
+
+async def test_traefik_and_envoy_forms(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    traefik = await browser.request(
+        "GET",
+        "/bff/auth",
+        csrf=False,
+        headers={"X-Forwarded-Uri": "/api/notes/x", "X-Forwarded-Method": "POST", "X-CSRF": "1"},
+    )
+    assert traefik.status_code == 200 and traefik.headers["authorization"].startswith("Bearer ")
+    # Envoy ext_authz sends the original method and path under its path_prefix, with allowed headers copied.
+    envoy = await browser.request("DELETE", "/bff/auth/api/notes/x?y=1")
+    assert envoy.status_code == 200 and envoy.content == b""
+    envoy_no_csrf = await browser.request("DELETE", "/bff/auth/api/notes/x", csrf=False)
+    assert envoy_no_csrf.status_code == 403 and envoy_no_csrf.json()["error"] == "csrf"
+
+
+async def test_without_a_session_401_json_never_a_redirect(rig: Rig) -> None:
+    answer = await ask(rig.browser(), "/api/notes/me", **{"X-CSRF": "1"})
+    assert answer.status_code == 401 and answer.json()["error"] == "login_required"
+    assert "location" not in answer.headers and "authorization" not in answer.headers
+    forged = await ask(rig.browser(), "/api/notes/me", **{"X-CSRF": "1", "Cookie": "__Host-session=" + "A" * 43})
+    assert forged.status_code == 401
+
+
+async def test_csrf_is_judged_on_the_original_request(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    no_header = await ask(browser, "/api/notes/me")
+    assert no_header.status_code == 403 and no_header.json()["error"] == "csrf"
+    foreign = await ask(browser, "/api/notes/x", "POST", **{"X-CSRF": "1", "Origin": "https://evil.example"})
+    assert foreign.status_code == 403 and foreign.json()["error"] == "csrf"
+    # the auth request itself is a GET, but the original was a POST: the foreign Origin still counts
+    own = await ask(browser, "/api/notes/x", "POST", **{"X-CSRF": "1", "Origin": PUBLIC_URL})
+    assert own.status_code == 200
+    preflight = await ask(
+        browser, "/api/notes/x", "OPTIONS", Origin=PUBLIC_URL, **{"Access-Control-Request-Method": "PUT"}
+    )
+    assert preflight.status_code == 403
+    for refused in (no_header, foreign, preflight):
+        assert "authorization" not in refused.headers and "eyJ" not in refused.text
+
+
+async def test_websocket_handshake_needs_our_origin_instead_of_x_csrf(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    ws = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+    ours = await ask(browser, "/api/notes/ws", Origin=PUBLIC_URL, **ws)
+    assert ours.status_code == 200 and ours.headers["authorization"].startswith("Bearer ")
+    for origin in ("https://evil.example", "null"):
+        foreign = await ask(browser, "/api/notes/ws", Origin=origin, **ws)
+        assert foreign.status_code == 403 and "authorization" not in foreign.headers
+    assert (await ask(browser, "/api/notes/ws", **ws)).status_code == 403  # no Origin
+
+
+async def test_unknown_route_404_and_non_api_404(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    for uri in ("/api/nope/x", "/bff/user", "/", "/api/"):
+        answer = await ask(browser, uri, **{"X-CSRF": "1"})
+        assert answer.status_code == 404, uri
+        assert "authorization" not in answer.headers
+    assert (await browser.request("GET", "/bff/authz", csrf=False)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/api/notes/../admin",
+        "/api/notes/%2e%2e/admin",
+        "/api/notes/%2E./x",
+        "/api/notes/a/./b",
+        "/api/notes\\..\\x",
+        "/api/notes/a\\b",
+        "/api/notes%2f..%2fother/x",
+        "/api/%2e%2e/x",
+        "/api/notes/..;/x",
+        "/api/notes/a%5Cb",
+        "/api/notes/a%00b",
+        "/api/notes/%ff",
+    ],
+)
+async def test_dot_segments_and_backslashes_are_refused(rig: Rig, uri: str) -> None:
+    browser = await rig.logged_in()
+    answer = await ask(browser, uri, **{"X-CSRF": "1"})
+    assert answer.status_code in (400, 404), answer.text
+    assert "authorization" not in answer.headers
+
+
+async def test_conflicting_answers_to_which_request_are_400(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    # e.g. nginx sets X-Original-URI, and the browser slipped its own X-Forwarded-Uri past a careless configuration
+    for extra in (
+        {"X-Forwarded-Uri": "/api/other/x"},
+        {"X-Forwarded-Method": "DELETE"},
+    ):
+        answer = await ask(browser, "/api/notes/me", **{"X-CSRF": "1", **extra})
+        assert answer.status_code == 400 and "authorization" not in answer.headers
+    agreeing = await ask(browser, "/api/notes/me", **{"X-CSRF": "1", "X-Forwarded-Uri": "/api/notes/me"})
+    assert agreeing.status_code == 200
+    both = await browser.request("GET", "/bff/auth/api/notes/me", headers={"X-Original-URI": "/api/notes/me"})
+    assert both.status_code == 400
+
+
+async def test_missing_or_oversized_original_uri_is_400(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    bare = await browser.request("GET", "/bff/auth")
+    assert bare.status_code == 400 and bare.json()["error"] == "invalid_request"
+    huge = await ask(browser, "/api/notes/" + "a" * 9000, **{"X-CSRF": "1"})
+    assert huge.status_code == 400
+
+
+async def test_an_untrusted_peer_gets_403_and_no_token_whatever_it_forges(rig: Rig) -> None:
+    victim = await rig.logged_in()
+    attacker = untrusted(rig)
+    attacker.cookies = dict(victim.cookies)  # even with a stolen cookie and every header right
+    try:
+        for headers in (
+            {"X-Original-URI": "/api/notes/me", "X-Original-Method": "GET", "X-CSRF": "1"},
+            {"X-Forwarded-Uri": "/api/notes/me", "X-CSRF": "1", "X-Forwarded-For": "127.0.0.1"},
+            {},
+        ):
+            answer = await attacker.request("GET", "/bff/auth", csrf=False, headers=headers)
+            assert answer.status_code == 403 and answer.json()["error"] == "forbidden"
+            assert "authorization" not in answer.headers and "eyJ" not in answer.text
+        envoy_form = await attacker.request("GET", "/bff/auth/api/notes/me")
+        assert envoy_form.status_code == 403
+        assert attacker.leaked() == []
+    finally:
+        await attacker.client.aclose()
+
+
+@pytest.mark.bff_env(BFF_TRUSTED_PROXIES="10.0.0.0/8, 2001:db8::/32")
+async def test_trusted_proxies_setting(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    assert (await ask(browser, "/api/notes/me", **{"X-CSRF": "1"})).status_code == 403  # loopback no longer trusted
+    proxy = untrusted(rig, "10.1.2.3")
+    proxy.cookies = dict(browser.cookies)
+    try:
+        assert (await ask(proxy, "/api/notes/me", **{"X-CSRF": "1"})).status_code == 200
+    finally:
+        await proxy.client.aclose()
+
+
+def test_trusted_proxies_membership() -> None:
+    trusted = TrustedProxies(Settings.from_env({"BFF_CLIENT_SECRET": "x" * 16}).trusted_proxies)
+    assert "127.0.0.1" in trusted and "127.9.9.9" in trusted and "::1" in trusted
+    assert "::ffff:127.0.0.1" in trusted  # IPv4 peer on a dual-stack socket
+    for peer in ("10.0.0.1", "::2", "localhost", "/run/bff.sock", "", None, "127.0.0.1.evil"):
+        assert peer not in trusted
+    for bad in ("10.0.0.1/8", "not-a-cidr", "10.0.0.0/33"):
+        with pytest.raises(SettingsError, match="BFF_TRUSTED_PROXIES"):
+            Settings.from_env({"BFF_CLIENT_SECRET": "x" * 16, "BFF_TRUSTED_PROXIES": bad})
+
+
+def test_api_route_reads_the_decoded_route_and_drops_the_query() -> None:
+    assert api_route("/api/notes/me?a=b") == ("notes", "/api/notes/me")
+    assert api_route("/api/n%6Ftes/x") == ("notes", "/api/n%6Ftes/x")
+    assert api_route("/api/notes") == ("notes", "/api/notes")
+
+
+async def test_a_due_token_is_refreshed_as_for_the_proxy(rig: Rig) -> None:
+    rig.provider.access_ttl = 2  # shorter than the skew: refreshed at half-life
+    browser = await rig.logged_in()
+    first = await ask(browser, "/api/notes/me", **{"X-CSRF": "1"})
+    await asyncio.sleep(1.1)
+    second = await ask(browser, "/api/notes/me", **{"X-CSRF": "1"})
+    assert first.status_code == second.status_code == 200
+    assert first.headers["authorization"] != second.headers["authorization"]
+    assert rig.provider.refreshes == 1

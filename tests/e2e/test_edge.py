@@ -1,0 +1,194 @@
+"""DESIGN §8 through real nginx: Debian's nginx with deploy/nginx's configuration in front of the BFF (`bff serve`, a
+process), the auth server, the resource server and a small WebSocket upstream, all on loopback sockets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp import web
+
+from tests.bff.doubles import Browser
+from tests.conftest import ServiceProcess, free_port
+from tests.e2e.conftest import Stack
+from tests.edge import Edge
+
+pytestmark = pytest.mark.anyio
+
+ATTACKER = "127.0.0.3"  # a loopback address the BFF does not trust (BFF_TRUSTED_PROXIES is nginx's 127.0.0.1 alone)
+
+
+@dataclass
+class EdgeStack:
+    stack: Stack
+    edge: Edge
+    bff: ServiceProcess
+    seen: list[dict[str, str]]  # headers the "chat" upstream received, request by request
+
+    @property
+    def url(self) -> str:
+        return self.edge.url
+
+    def cookie_header(self, browser: Browser) -> str:
+        return "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+
+
+async def chat_upstream(seen: list[dict[str, str]]) -> tuple[web.AppRunner, int]:
+    """A WebSocket echo and a header mirror, recording what each request carried."""
+
+    async def ws(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            await socket.send_str("echo: " + message.data)
+        return socket
+
+    async def headers(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"ok": True}, headers={"Set-Cookie": "upstream=evil; Path=/"})
+
+    app = web.Application()
+    app.router.add_get("/ws", ws)
+    app.router.add_route("*", "/headers", headers)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+@pytest.fixture
+async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[EdgeStack]:
+    # nginx takes the port the stack gave "the BFF" (so the auth server's redirect URI points at nginx); the BFF
+    # process listens on another one, behind it.
+    stack: Stack = stack_factory(bff_thread=False, BFF_TRUSTED_PROXIES="127.0.0.1/32")
+    seen: list[dict[str, str]] = []
+    runner, chat_port = await chat_upstream(seen)
+    rs_addr = stack.rs_url.removeprefix("http://")
+    stack.bff_env["BFF_ROUTES"] = json.dumps({"notes": stack.rs_url, "chat": f"http://127.0.0.1:{chat_port}"})
+    edge_port = int(stack.bff_url.rsplit(":", 1)[1])
+    bff_port = free_port()
+    while bff_port in (edge_port, chat_port):
+        bff_port = free_port()
+    bff = process_factory(["-m", "bff", "serve"], stack.bff_env, port=bff_port, health_path="/readyz")
+    edge = Edge(edge_port, f"127.0.0.1:{bff.port}", {"notes": rs_addr, "chat": f"127.0.0.1:{chat_port}"})
+    try:
+        edge.start()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))  # a missing tool is a failure, never a skip
+    try:
+        yield EdgeStack(stack, edge, bff, seen)
+    finally:
+        edge.cleanup()
+        await runner.cleanup()
+
+
+async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
+    stack, url = edge_stack.stack, edge_stack.url
+    browser = stack.browser(url)
+    callback = await stack.login(browser, "alice")  # /bff/login and /bff/callback through nginx
+    assert callback.status_code == 302 and browser.cookies, callback.text
+
+    me = await browser.request("GET", "/api/notes/me")
+    assert me.status_code == 200, me.text
+    assert me.json()["client_id"] == "bff" and me.headers.get("server") == "nginx"  # nginx, not the BFF, moved it
+    created = await browser.request("POST", "/api/notes/notes", json={"text": "through nginx"})
+    assert created.status_code == 201, created.text
+    assert "through nginx" in (await browser.request("GET", "/api/notes/notes")).text
+
+    # What an upstream gets: the token, no cookie, no CSRF header; what it sets never reaches the browser.
+    mirrored = await browser.request("GET", "/api/chat/headers")
+    assert mirrored.status_code == 200 and "set-cookie" not in mirrored.headers
+    upstream_saw = {k.lower(): v for k, v in edge_stack.seen[-1].items()}
+    assert upstream_saw["authorization"].startswith("Bearer eyJ") and upstream_saw["x-auth-request-sub"]
+    assert "cookie" not in upstream_saw and "x-csrf" not in upstream_saw
+
+    # Refusals are the BFF's JSON errors, never a redirect and never a token.
+    anonymous = await stack.browser(url).request("GET", "/api/notes/me")
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "login_required"
+    no_csrf = await browser.request("GET", "/api/notes/me", csrf=False)
+    assert no_csrf.status_code == 403 and no_csrf.json()["error"] == "csrf"
+    foreign = await browser.request(
+        "POST", "/api/notes/notes", json={"text": "x"}, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403 and foreign.json()["error"] == "csrf"
+    steer = await browser.request("GET", "/api/notes/me", headers={"X-Forwarded-Uri": "/api/chat/headers"})
+    assert steer.status_code == 200 and steer.json()["client_id"] == "bff"  # nginx drops the browser's copy
+    unknown = await browser.request("GET", "/api/nope/x")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+    dots = await browser.request("GET", "/api/notes/%2e%2e/healthz")
+    assert dots.status_code == 404 and dots.json()["error"] == "not_found"  # nginx resolved it to /api/healthz
+    backslash = await browser.request("GET", "/api/notes/x%5C..%5Cme")  # nginx passes it on, the BFF refuses it
+    assert backslash.status_code == 400 and backslash.json()["error"] == "invalid_request"
+    # /bff/auth is nginx's alone: from outside it does not exist, whatever is forged.
+    direct = await browser.request("GET", "/bff/auth", headers={"X-Original-URI": "/api/notes/me"})
+    assert direct.status_code == 404 and "authorization" not in direct.headers
+    encoded = await browser.request("GET", "/bff/%61uth", headers={"X-Original-URI": "/api/notes/me"})
+    assert encoded.status_code == 404 and "authorization" not in encoded.headers
+    assert "through nginx" not in (await browser.request("POST", "/api/notes/notes", csrf=False, json={})).text
+
+    stolen = edge_stack.cookie_header(browser)
+    assert "session=" in stolen
+    logout = await browser.request("POST", "/bff/logout")
+    assert logout.status_code == 204
+    after = await stack.browser(url).request("GET", "/api/notes/me", headers={"Cookie": stolen})
+    assert after.status_code == 401 and after.json()["error"] == "login_required"
+    assert browser.leaked() == []  # no token ever reached the browser: not in a body, not in a header
+
+
+async def test_a_websocket_through_nginx(edge_stack: EdgeStack) -> None:
+    stack, url = edge_stack.stack, edge_stack.url
+    browser = stack.browser(url)
+    await stack.login(browser, "bob")
+    ws_url = url.replace("http://", "ws://") + "/api/chat/ws"
+    async with aiohttp.ClientSession() as session:
+        headers = {"Cookie": edge_stack.cookie_header(browser), "Origin": url}
+        async with session.ws_connect(ws_url, headers=headers) as socket:
+            await socket.send_str("hello")
+            reply = await socket.receive(timeout=5)
+            assert reply.data == "echo: hello"
+        upstream_saw = {k.lower(): v for k, v in edge_stack.seen[-1].items()}
+        assert upstream_saw["authorization"].startswith("Bearer ") and "cookie" not in upstream_saw
+        assert upstream_saw["upgrade"].lower() == "websocket"
+        refused = [
+            {"Cookie": edge_stack.cookie_header(browser), "Origin": "https://evil.example"},  # cross-site page
+            {"Cookie": edge_stack.cookie_header(browser)},  # no Origin: not a browser we can judge
+            {"Origin": url},  # no session
+        ]
+        for bad in refused:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+                async with session.ws_connect(ws_url, headers=bad):
+                    pass
+            assert failed.value.status in (401, 403), bad
+    assert len(edge_stack.seen) == 1  # the refused handshakes never reached the upstream
+
+
+async def test_bff_auth_from_an_untrusted_address_is_403_without_a_token(edge_stack: EdgeStack) -> None:
+    stack = edge_stack.stack
+    browser = stack.browser(edge_stack.url)
+    await stack.login(browser, "carol")
+    cookie = edge_stack.cookie_header(browser)
+    forged = {"Cookie": cookie, "X-CSRF": "1", "X-Original-URI": "/api/notes/me", "X-Original-Method": "GET"}
+    # The same question from nginx's address is answered: the cookie is good.
+    async with httpx.AsyncClient() as nginx_address:
+        trusted = await nginx_address.get(edge_stack.bff.url + "/bff/auth", headers=forged)
+    assert trusted.status_code == 200 and trusted.headers["authorization"].startswith("Bearer ")
+    transport = httpx.AsyncHTTPTransport(local_address=ATTACKER)
+    async with httpx.AsyncClient(transport=transport, base_url=edge_stack.bff.url) as attacker:
+        for headers in (
+            forged,
+            {**forged, "X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1"},
+            {"Cookie": cookie, "X-CSRF": "1", "X-Forwarded-Uri": "/api/notes/me"},
+        ):
+            answer = await attacker.get("/bff/auth", headers=headers)
+            assert answer.status_code == 403 and answer.json()["error"] == "forbidden"
+            assert "authorization" not in answer.headers and "eyJ" not in answer.text
+            assert all("eyJ" not in value for value in answer.headers.values())
+        envoy_form = await attacker.get("/bff/auth/api/notes/me", headers={"Cookie": cookie, "X-CSRF": "1"})
+        assert envoy_form.status_code == 403 and "authorization" not in envoy_form.headers

@@ -1,0 +1,124 @@
+"""Debian's nginx on loopback with deploy/nginx's edge configuration: rendered with the ports of this run, a private
+prefix for its pid, temp files and error log, in the foreground. Used by tests/e2e/test_edge.py and bench/edge.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import string
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "deploy" / "nginx" / "templates" / "edge.conf.template"
+NGINX = "/usr/sbin/nginx"
+
+# What the official image's /etc/nginx/nginx.conf gives the rendered file around it, with private paths.
+MAIN = """
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+worker_processes 1;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/edge.conf;
+}}
+"""
+_ROUTE_UPSTREAM = re.compile(r"^upstream api_notes \{.*?^\}\n", re.M | re.S)
+_ROUTE_LOCATION = re.compile(r"^ +location /api/notes/ \{.*?^ +\}\n", re.M | re.S)
+
+
+def render(port: int, bff: str, routes: Mapping[str, str]) -> str:
+    """The template with its variables filled in; ``routes`` maps route names to ``host:port``. The template's
+    ``notes`` upstream and location are repeated for every other route, as the template tells ops to do."""
+    text = TEMPLATE.read_text()
+    upstream, location = _ROUTE_UPSTREAM.search(text), _ROUTE_LOCATION.search(text)
+    assert upstream and location, "the template's notes route blocks moved"
+
+    def per_route(block: str) -> str:
+        return "".join(block.replace("notes", n).replace("NOTES", n.upper()) for n in routes if n != "notes")
+
+    extra_upstreams, extra_locations = per_route(upstream.group(0)), per_route(location.group(0))
+    text = text[: location.end()] + extra_locations + text[location.end() :]
+    text = text[: upstream.end()] + extra_upstreams + text[upstream.end() :]
+    variables = {"EDGE_PORT": f"127.0.0.1:{port}", "BFF_ADDR": bff}
+    variables.update({f"{name.upper()}_ADDR": addr for name, addr in routes.items()})
+    return string.Template(text).safe_substitute(variables)
+
+
+class Edge:
+    """nginx in the foreground (``-g 'daemon off;'``) with the rendered edge configuration."""
+
+    def __init__(self, port: int, bff: str, routes: Mapping[str, str]) -> None:
+        self.port = port
+        self.dir = Path(tempfile.mkdtemp(prefix="jwt-bff-nginx-"))
+        (self.dir / "edge.conf").write_text(render(port, bff, routes))
+        # Run as whoever we are: root's workers would otherwise drop to `nobody`, who cannot use this private dir.
+        user = "user root root;" if os.geteuid() == 0 else ""
+        (self.dir / "nginx.conf").write_text(MAIN.format(dir=self.dir, user=user))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def error_log(self) -> str:
+        path = self.dir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def command(self, *extra: str) -> list[str]:
+        if not os.access(NGINX, os.X_OK):
+            raise FileNotFoundError(f"{NGINX} is missing: apt-get install nginx (.ci/run does)")
+        conf = str(self.dir / "nginx.conf")
+        return [NGINX, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", conf, *extra]
+
+    def check(self) -> None:
+        """``nginx -t``: the configuration parses and every directive is accepted."""
+        out = subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            raise RuntimeError(f"nginx -t failed:\n{out.stderr}")
+
+    def start(self, timeout: float = 10.0) -> Edge:
+        self.check()
+        self.proc = subprocess.Popen(
+            self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            # nginx writes its pid file once it listens; the port alone could be someone else's
+            if (self.dir / "nginx.pid").exists() and self.proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return self
+                except OSError:
+                    pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nginx did not start on {self.port}:\n{self.error_log}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: fast shutdown of master and workers
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
