@@ -7,7 +7,8 @@ The proxy asks about a request it holds; the answer is about that *original* req
   ``path_prefix``), its method from ``X-Original-Method`` / ``X-Forwarded-Method`` or the request's own (Envoy);
 * believed only from a peer in ``BFF_TRUSTED_PROXIES``: anyone else gets 403, so a forged ``X-Original-URI`` sent
   straight to the BFF learns nothing, least of all a token;
-* the route is the URI's ``/api/{route}/…``, refused as the proxy refuses it (unknown 404, dot segments 400);
+* the route is the URI's ``/api/{route}/…``, refused as the proxy refuses it (unknown 404, dot segments 400), and
+  its policy (DESIGN §7) applies as on ``/api/*``: methods (405), which token (user, optional, client, none);
 * CSRF is judged on the original method with the original request's headers (the proxies copy them);
 * 200 with an empty body — nginx keeps its upstream connection to the BFF alive only for auth answers without a
   body (measured: with a body every subrequest opened a new connection and throughput halved) — carrying
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from bff import csrf
-from bff.endpoints import Endpoints
+from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, BFFError, CSRFError, NotFound
 from bff.settings import IPNetwork
 
@@ -92,7 +93,8 @@ def api_route(uri: str) -> tuple[str, str]:
 
 class ForwardAuth:
     def __init__(self, endpoints: Endpoints) -> None:
-        self.endpoints = endpoints
+        self.credentials = endpoints.credentials  # the decision /api/* makes: which token a route's upstream gets
+        self.cookie_name = endpoints.settings.cookie_name
         self.routes = endpoints.settings.routes
         self.trusted = TrustedProxies(endpoints.settings.trusted_proxies)
         self.origin = endpoints.settings.public_origin.encode("latin-1").lower()
@@ -130,29 +132,23 @@ class ForwardAuth:
         if not uri or len(uri) > URI_LIMIT:
             raise BadRequest("The original request's URI is missing (X-Original-URI or X-Forwarded-Uri).")
         method = method or scope["method"]
-        route, path = api_route(uri)
-        if route not in self.routes:
-            raise NotFound(f"No upstream named {route!r}.")
-        if method == "GET" and upgrade is not None:
+        name, path = api_route(uri)
+        route = self.routes.get(name)
+        if route is None:
+            raise NotFound(f"No upstream named {name[:64]!r}.")
+        route.check_method(method)  # DESIGN §7: 405 with Allow, and the proxy never calls the upstream
+        if route.websocket and method == "GET" and upgrade is not None:
             # A WebSocket handshake: browsers cannot add X-CSRF to it, but always send Origin (RFC 6455 §4.1), and a
             # page cannot forge Sec-WebSocket-Key (a forbidden header name in Fetch). So: our own Origin or nothing.
             if not any(n == b"origin" and v.lower() == self.origin for n, v in scope["headers"]):
                 raise CSRFError("A WebSocket handshake needs the BFF's own Origin.")
         elif not csrf.allowed(method, path, scope["headers"], self.origin):
             raise CSRFError()
-        request = Request(scope)
-        ref, session = await self.endpoints.session(request)
-        session = await self.endpoints.refresher.fresh(ref, session)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"authorization", b"Bearer " + session.access_token.encode("latin-1")),
-                    (b"x-auth-request-sub", session.sub.encode("latin-1", "replace")),
-                    (b"cache-control", b"no-store"),
-                    (b"content-length", b"0"),
-                ],
-            }
-        )
+        credential = await self.credentials.for_route(route, cookie(Request(scope), self.cookie_name))
+        headers = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
+        if credential.token is not None:  # none routes, and optional ones without a session, get no token
+            headers.append((b"authorization", b"Bearer " + credential.token.encode("latin-1")))
+        if credential.sub is not None:
+            headers.append((b"x-auth-request-sub", credential.sub.encode("latin-1", "replace")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

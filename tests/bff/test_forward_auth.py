@@ -4,6 +4,8 @@ proxies are believed; 200 answers are empty and carry the token; refusals are JS
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -11,8 +13,8 @@ import redis.asyncio as aioredis
 
 from bff.forward_auth import TrustedProxies, api_route
 from bff.settings import Settings, SettingsError
-from tests.bff.conftest import PUBLIC_URL, Rig
-from tests.bff.doubles import Browser
+from tests.bff.conftest import PUBLIC_URL, Rig, running
+from tests.bff.doubles import Browser, Provider
 
 pytestmark = pytest.mark.anyio
 
@@ -99,15 +101,54 @@ async def test_csrf_is_judged_on_the_original_request(rig: Rig) -> None:
         assert "authorization" not in refused.headers and "eyJ" not in refused.text
 
 
-async def test_websocket_handshake_needs_our_origin_instead_of_x_csrf(rig: Rig) -> None:
-    browser = await rig.logged_in()
+@pytest.fixture
+async def policy_rig(rig_env: tuple[Provider, str, dict[str, str]]) -> AsyncIterator[Rig]:
+    """Routes of every kind (DESIGN §7), all to the echo upstream."""
+    provider, upstream, env = rig_env
+    routes = {
+        "notes": upstream,
+        "chat": {"url": upstream, "websocket": True},
+        "ro": {"url": upstream, "methods": ["GET", "HEAD"]},
+        "public": {"url": upstream, "token": "none"},
+        "maybe": {"url": upstream, "token": "optional"},
+    }
+    async with running(provider, upstream, {**env, "BFF_ROUTES": json.dumps(routes)}) as rig:
+        yield rig
+
+
+async def test_the_route_policy_applies(policy_rig: Rig) -> None:
+    anonymous = policy_rig.browser()
+    csrf = {"X-CSRF": "1"}
+    for route in ("public", "maybe"):  # no session needed; nothing to carry without one
+        answer = await ask(anonymous, f"/api/{route}/x", **csrf)
+        assert answer.status_code == 200 and answer.content == b"", route
+        assert "authorization" not in answer.headers and "x-auth-request-sub" not in answer.headers
+    assert (await ask(anonymous, "/api/public/x")).status_code == 403  # X-CSRF still required on every /api/*
+    browser = await policy_rig.logged_in()
+    assert (await ask(browser, "/api/public/x", **csrf)).headers.get("authorization") is None  # never a token
+    assert (await ask(browser, "/api/maybe/x", **csrf)).headers["authorization"].startswith("Bearer ")
+    refused = await ask(browser, "/api/ro/x", "DELETE", **csrf)
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    assert refused.json()["error"] == "method_not_allowed" and "authorization" not in refused.headers
+    assert (await ask(browser, "/api/ro/x", "GET", **csrf)).status_code == 200
+
+
+async def test_websocket_handshake_needs_our_origin_instead_of_x_csrf(policy_rig: Rig) -> None:
+    browser = await policy_rig.logged_in()
     ws = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
-    ours = await ask(browser, "/api/notes/ws", Origin=PUBLIC_URL, **ws)
+    ours = await ask(browser, "/api/chat/ws", Origin=PUBLIC_URL, **ws)
     assert ours.status_code == 200 and ours.headers["authorization"].startswith("Bearer ")
     for origin in ("https://evil.example", "null"):
-        foreign = await ask(browser, "/api/notes/ws", Origin=origin, **ws)
+        foreign = await ask(browser, "/api/chat/ws", Origin=origin, **ws)
         assert foreign.status_code == 403 and "authorization" not in foreign.headers
-    assert (await ask(browser, "/api/notes/ws", **ws)).status_code == 403  # no Origin
+    assert (await ask(browser, "/api/chat/ws", **ws)).status_code == 403  # no Origin
+    # a route without websocket: true treats a handshake as any GET: X-CSRF, which browsers cannot add to one
+    assert (await ask(browser, "/api/notes/ws", Origin=PUBLIC_URL, **ws)).status_code == 403
+    assert (await anonymous_handshake(policy_rig, ws)).status_code == 401
+
+
+async def anonymous_handshake(rig: Rig, ws: dict[str, str]) -> httpx.Response:
+    return await ask(rig.browser(), "/api/chat/ws", Origin=PUBLIC_URL, **ws)
 
 
 async def test_unknown_route_404_and_non_api_404(rig: Rig) -> None:

@@ -71,7 +71,9 @@ async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[
     seen: list[dict[str, str]] = []
     runner, chat_port = await chat_upstream(seen)
     rs_addr = stack.rs_url.removeprefix("http://")
-    stack.bff_env["BFF_ROUTES"] = json.dumps({"notes": stack.rs_url, "chat": f"http://127.0.0.1:{chat_port}"})
+    stack.bff_env["BFF_ROUTES"] = json.dumps(
+        {"notes": stack.rs_url, "chat": {"url": f"http://127.0.0.1:{chat_port}", "websocket": True}}
+    )
     edge_port = int(stack.bff_url.rsplit(":", 1)[1])
     bff_port = free_port()
     while bff_port in (edge_port, chat_port):
