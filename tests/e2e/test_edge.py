@@ -72,7 +72,10 @@ async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[
     runner, chat_port = await chat_upstream(seen)
     rs_addr = stack.rs_url.removeprefix("http://")
     stack.bff_env["BFF_ROUTES"] = json.dumps(
-        {"notes": stack.rs_url, "chat": {"url": f"http://127.0.0.1:{chat_port}", "websocket": True}}
+        {
+            "notes": stack.rs_url,
+            "chat": {"url": f"http://127.0.0.1:{chat_port}", "websocket": True, "methods": ["GET", "POST"]},
+        }
     )
     edge_port = int(stack.bff_url.rsplit(":", 1)[1])
     bff_port = free_port()
@@ -122,6 +125,11 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     assert foreign.status_code == 403 and foreign.json()["error"] == "csrf"
     steer = await browser.request("GET", "/api/notes/me", headers={"X-Forwarded-Uri": "/api/chat/headers"})
     assert steer.status_code == 200 and steer.json()["client_id"] == "bff"  # nginx drops the browser's copy
+    calls = len(edge_stack.seen)
+    refused = await browser.request("DELETE", "/api/chat/headers")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST"
+    assert len(edge_stack.seen) == calls  # the upstream was not called
+    assert refused.json()["error"] == "method_not_allowed"
     unknown = await browser.request("GET", "/api/nope/x")
     assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
     dots = await browser.request("GET", "/api/notes/%2e%2e/healthz")
