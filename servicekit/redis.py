@@ -1,7 +1,10 @@
 """Opening Redis from ``REDIS_URL``, and telling "Redis is unavailable" (a 503) from a bug (a 500).
 
 ``REDIS_URL`` forms: ``redis://host:6379/0`` (one server); a comma-separated list of node URLs, or one URL with
-``REDIS_CLUSTER=1``, for a Redis Cluster (the client discovers the other nodes from the seeds).
+``REDIS_CLUSTER=1``, for a Redis Cluster (the client discovers the other nodes from the seeds);
+``redis+sentinel://[[user]:password@]host1:26379,host2:26379/<master name>[/<db>]`` for a master watched by
+Redis Sentinel (the client asks the sentinels where the master is, and asks again after a failover; the password is
+the master's).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -66,9 +70,69 @@ def store_down_handlers(handler: Handler) -> dict[type[Exception], Handler]:
     return {**dict.fromkeys(STORE_DOWN, handler), **dict.fromkeys(REDIS_RACE, transport_race)}
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+class RedisURLError(ValueError):
+    """``REDIS_URL`` is malformed; the message says how."""
+
+
+class SentinelRedis(aioredis.Redis):
+    """The master's client of a Sentinel set-up; closing it closes the clients of the sentinels too."""
+
+    sentinel: Any = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel is not None:
+            for client in self.sentinel.sentinels:
+                await client.aclose()
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None, str | None]:
+    """``redis+sentinel://[[user]:password@]h1:26379,h2:26379/name[/db]`` → (sentinels, name, db, user, password)."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    hosts, _, path = rest.partition("/")
+    user = password = None
+    if "@" in hosts:
+        auth, _, hosts = hosts.rpartition("@")
+        name_part, colon, secret = auth.partition(":")
+        user = unquote(name_part) or None
+        password = unquote(secret) if colon else None
+    sentinels = []
+    for host in filter(None, (h.strip() for h in hosts.split(","))):
+        address, colon, port = host.rpartition(":")
+        if not colon or "]" in port:  # no port given: Sentinel's own
+            address, port = host, "26379"
+        if not port.isdigit() or not address:
+            raise RedisURLError(f"REDIS_URL: bad sentinel address {host!r} (host:port)")
+        sentinels.append((address.strip("[]"), int(port)))
+    parts = [p for p in path.split("/") if p]
+    if not sentinels or not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise RedisURLError(
+            "REDIS_URL: a Sentinel URL is redis+sentinel://host1:26379,host2:26379/<master name>[/<db>]"
+        )
+    return sentinels, unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, user, password
+
+
 def open_redis(url: str, cluster: bool = False) -> Any:
     """A client for ``REDIS_URL`` (see the module docstring for its forms). Keys that must be read or written
     together share a hash tag, so nothing here spans slots."""
+    if url.startswith(SENTINEL_SCHEME):
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinels, name, db, user, password = parse_sentinel_url(url)
+        sentinel = Sentinel(
+            sentinels,
+            sentinel_kwargs={"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT},
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+        )
+        client = sentinel.master_for(
+            name, redis_class=SentinelRedis, db=db, username=user, password=password, retry=Retry(NoBackoff(), 1)
+        )
+        client.sentinel = sentinel
+        return client
     if cluster or "," in url:
         from redis.asyncio.cluster import ClusterNode, RedisCluster
         from redis.asyncio.connection import parse_url

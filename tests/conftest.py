@@ -77,18 +77,32 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self._wait_for_pong()
+        return self
+
+    def _wait_for_pong(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 10
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(64).startswith(b"+PONG"):
-                        return self
+                        return
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
+
+    def start_sentinel(self) -> RedisServer:
+        """Start as ``redis-server <conf> --sentinel`` (``extra`` holds both)."""
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not installed: the Sentinel tests cannot run (install it; never skip them)")
+        self.proc = subprocess.Popen([exe, *self.extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_for_pong()
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -381,6 +395,100 @@ def redis_cluster() -> Iterator[RedisCluster]:
 def redis_cluster_url(redis_cluster: RedisCluster) -> str:
     redis_cluster.flushall()
     return redis_cluster.url
+
+
+# --- Redis Sentinel -------------------------------------------------------------------------------------------
+
+SENTINEL_MASTER = "mymaster"
+
+
+@dataclass
+class RedisSentinel:
+    """A master, a replica and three sentinels (quorum 2) on loopback, tuned to fail over within a few seconds."""
+
+    master: RedisServer = field(default_factory=RedisServer)
+    replica: RedisServer | None = None
+    sentinels: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """`REDIS_URL` in the Sentinel form the services take."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SENTINEL_MASTER}/0"
+
+    def start(self) -> RedisSentinel:
+        self.master.start()
+        self.replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(self.master.port))).start()
+        for _ in range(3):
+            node = RedisServer()
+            conf = node.dir / "sentinel.conf"
+            conf.write_text(
+                f"port {node.port}\nbind 127.0.0.1\nprotected-mode no\ndir {node.dir}\n"
+                f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n"
+                f"sentinel failover-timeout {SENTINEL_MASTER} 3000\n"
+                f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+            )
+            node.extra = (str(conf), "--sentinel")
+            self.sentinels.append(node.start_sentinel())
+        self.wait(lambda: self.replicas_seen() >= 1 and self.linked(), "the replica and the sentinels to link up")
+        return self
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run(
+            ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+
+    def master_port(self) -> int:
+        """The master's port as the sentinels see it now."""
+        for sentinel in self.sentinels:
+            answer = self.cli(sentinel.port, "SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER).split()
+            if len(answer) == 2:
+                return int(answer[1])
+        raise AssertionError("no sentinel answers")
+
+    def replicas_seen(self) -> int:
+        info = self.cli(self.master.port, "INFO", "replication")
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        return int(fields.get("connected_slaves", "0"))
+
+    def linked(self) -> bool:
+        for sentinel in self.sentinels:
+            info = self.cli(sentinel.port, "SENTINEL", "master", SENTINEL_MASTER).split()
+            fields = dict(zip(info[::2], info[1::2], strict=False))
+            if int(fields.get("num-other-sentinels", "0")) < 2 or int(fields.get("num-slaves", "0")) < 1:
+                return False
+        return True
+
+    def wait(self, condition: Any, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master (no goodbye, nothing flushed); returns it."""
+        port = self.master_port()
+        dead = next(n for n in (self.master, self.replica) if n is not None and n.port == port)
+        assert dead.proc is not None
+        dead.proc.kill()
+        dead.proc.wait()
+        dead.proc = None
+        return dead
+
+    def cleanup(self) -> None:
+        for node in [*self.sentinels, self.replica, self.master]:
+            if node is not None:
+                node.cleanup()
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    """A fresh master + replica + three sentinels per test (a failover test leaves them changed)."""
+    setup = RedisSentinel().start()
+    yield setup
+    setup.cleanup()
 
 
 # --- logs -----------------------------------------------------------------------------------------------------

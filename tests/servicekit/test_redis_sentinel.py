@@ -1,0 +1,91 @@
+"""``REDIS_URL=redis+sentinel://…`` in all three services, on a real master + replica + three sentinels."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from servicekit.redis import RedisURLError, open_redis, parse_sentinel_url, store_down
+from tests.conftest import RedisSentinel
+
+
+def test_the_sentinel_url_form() -> None:
+    assert parse_sentinel_url("redis+sentinel://h1:26379,h2:26380/mymaster/2") == (
+        [("h1", 26379), ("h2", 26380)],
+        "mymaster",
+        2,
+        None,
+        None,
+    )
+    assert parse_sentinel_url("redis+sentinel://:s%40cret@h1,[::1]:5000/main") == (
+        [("h1", 26379), ("::1", 5000)],
+        "main",
+        0,
+        None,
+        "s@cret",
+    )
+    assert parse_sentinel_url("redis+sentinel://app:pw@h1:1/m/0")[3:] == ("app", "pw")
+    for bad in (
+        "redis+sentinel://h1:26379",  # no master name
+        "redis+sentinel:///mymaster",  # no sentinel
+        "redis+sentinel://h1:port/mymaster",
+        "redis+sentinel://h1:1/mymaster/zero",
+        "redis+sentinel://h1:1/a/0/extra",
+    ):
+        with pytest.raises(RedisURLError):
+            parse_sentinel_url(bad)
+
+
+@pytest.mark.anyio
+async def test_the_client_follows_the_master_through_a_failover(redis_sentinel: RedisSentinel) -> None:
+    client = open_redis(redis_sentinel.url)
+    try:
+        await client.set("before", "1")
+        assert await client.wait(1, 2000) == 1  # on the replica too, so the failover keeps it
+        old = redis_sentinel.master_port()
+        redis_sentinel.kill_master()
+        failures: list[str] = []
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await client.set("after", "2")
+                break
+            except Exception as exc:  # every failure meanwhile is "Redis is unavailable": a 503, never a 500
+                assert store_down(exc), repr(exc)
+                failures.append(type(exc).__name__)
+            assert time.monotonic() < deadline, failures
+            await anyio.sleep(0.1)
+        assert redis_sentinel.master_port() != old
+        assert await client.get("before") == b"1" and await client.get("after") == b"2"
+    finally:
+        await client.aclose()
+
+
+def test_all_three_services_run_on_sentinel(redis_sentinel: RedisSentinel, tmp_path: Any, server_factory: Any) -> None:
+    from auth_server.app import create_app as auth_app
+    from auth_server.settings import Settings as AuthSettings
+    from bff.app import create_app as bff_app
+    from bff.settings import Settings as BffSettings
+    from resource_server.app import create_app as rs_app
+    from resource_server.settings import Settings as RsSettings
+
+    env = {
+        "REDIS_URL": redis_sentinel.url,
+        "AUTH_KEYS_DIR": str(tmp_path),
+        "BFF_CLIENT_SECRET": "sentinel-test-secret",
+        "BFF_ISSUER": "http://127.0.0.1:9",  # no auth server: only the store matters here
+    }
+    auth = server_factory(auth_app(AuthSettings.from_env(env))).url
+    created = httpx.post(f"{auth}/users", json={"username": "sentinel-user", "password": "long enough password"})
+    assert created.status_code == 201, created.text
+    assert httpx.get(f"{auth}/readyz").json()["checks"]["redis"] == "ok"
+    keys = redis_sentinel.cli(redis_sentinel.master_port(), "--scan", "--pattern", "auth:*")
+    assert "sentinel-user" in keys
+    rs = server_factory(rs_app(RsSettings.from_env(env))).url
+    assert httpx.get(f"{rs}/readyz").json()["redis"] is True
+    bff = server_factory(bff_app(BffSettings.from_env(env))).url
+    assert httpx.get(f"{bff}/readyz").json()["checks"]["store"] == "ok"
