@@ -55,3 +55,34 @@ def test_secrets_come_from_secret_objects_never_literals() -> None:
         for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
             if "secret" in volume:
                 assert volume["secret"]["secretName"] in secrets
+
+
+def test_ingress_nginx_asks_the_bff_and_never_exposes_bff_auth() -> None:
+    docs = documents()
+    ingresses = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Ingress"}
+    bff_paths = [p for rule in ingresses["bff"]["spec"]["rules"] for p in rule["http"]["paths"]]
+    # The BFF's own Ingress: its pages one by one, nothing that would route /bff/auth from outside.
+    assert all(p["backend"]["service"]["name"] == "bff" for p in bff_paths)
+    for p in bff_paths:
+        assert p["pathType"] == "Exact" or not "/bff/auth".startswith(p["path"]), p
+    assert {p["path"] for p in bff_paths} >= {"/", "/bff/login", "/bff/callback", "/bff/user", "/bff/logout"}
+
+    api = ingresses["api-notes"]
+    notes = api["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "bff")
+    port = service["spec"]["ports"][0]["port"]
+    assert notes[prefix + "auth-url"].startswith("http://bff.") and notes[prefix + "auth-url"].endswith(
+        f":{port}/bff/auth"
+    )
+    assert {"Authorization", "X-Auth-Request-Sub"} <= set(notes[prefix + "auth-response-headers"].split(","))
+    assert notes[prefix + "auth-method"] == "GET"  # makes the controller send X-Original-URI
+    assert "proxy_set_header X-Original-Method $request_method;" in notes[prefix + "auth-snippet"]
+    assert 'proxy_set_header Cookie "";' in notes[prefix + "configuration-snippet"]
+    (path,) = [p for rule in api["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert path["path"].startswith("/api/notes") and path["backend"]["service"]["name"] == "resource-server"
+
+    (bff,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "bff"]
+    (container,) = bff["spec"]["template"]["spec"]["containers"]
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert env["BFF_TRUSTED_PROXIES"] and env["BFF_TRUSTED_PROXIES"] not in ("0.0.0.0/0", "::/0")
