@@ -29,8 +29,10 @@ from bff.forward_auth import ForwardAuth
 from bff.metrics import ACCESS, Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
+from bff.session_watch import SessionWatch
 from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings
+from bff.sockets import SocketProxy
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis
 
@@ -49,16 +51,20 @@ AUTH_ROUTE = _Template("/bff/auth")  # every forward-auth question (DESIGN §8)
 
 
 class PrefixRoute:
-    """Plain ASGI middleware sending every HTTP request under ``prefix`` to ``endpoint``, past the router."""
+    """Plain ASGI middleware sending every HTTP request under ``prefix`` to ``endpoint`` (and every WebSocket to
+    ``websocket``), past the router."""
 
-    def __init__(self, app: ASGIApp, *, prefix: str, endpoint: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, prefix: str, endpoint: ASGIApp, websocket: ASGIApp | None = None) -> None:
         self.app = app
         self.prefix = prefix
         self.endpoint = endpoint
+        self.websocket = websocket
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix):
             await self.endpoint(scope, receive, send)
+        elif scope["type"] == "websocket" and self.websocket is not None and scope["path"].startswith(self.prefix):
+            await self.websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -89,6 +95,16 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     proxy = Proxy(settings.routes, settings.upstream_timeout)
     credentials = Credentials(manager, refresher, ClientTokens(auth, skew=settings.refresh_skew))
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials)
+    watch = SessionWatch(manager.store)
+    sockets = SocketProxy(
+        routes=settings.routes,
+        origin=settings.public_origin,
+        cookie_name=settings.cookie_name,
+        credentials=credentials,
+        proxy=proxy,
+        watch=watch,
+        max_sockets=settings.max_websockets,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -100,6 +116,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         try:
             yield
         finally:
+            await watch.close()
             await proxy.close()
             await http.aclose()
             if own_redis:
@@ -169,7 +186,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             ),
             Middleware(PrefixRoute, prefix="/bff/auth", endpoint=forward_auth),
             Middleware(CSRFMiddleware, origin=settings.public_origin),
-            Middleware(PrefixRoute, prefix="/api/", endpoint=api),
+            Middleware(PrefixRoute, prefix="/api/", endpoint=api, websocket=sockets),
         ],
         # Every Redis failure is a StoreUnavailable (a BFFError) already: RedisStore._call translates them all.
         exception_handlers={BFFError: bff_error, Exception: server_error},

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from bff.auth_client import AuthClient
@@ -44,7 +44,7 @@ PAGE_HEADERS = {
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
-def cookie(request: Request, name: str) -> str | None:
+def cookie(request: HTTPConnection, name: str) -> str | None:
     """One cookie's value, read straight from the raw headers (Starlette's full parse is a measurable share of a
     proxied request). The first occurrence wins, as browsers send the most specific cookie first."""
     wanted = name.encode("latin-1") + b"="

@@ -84,6 +84,9 @@ class ByteStore(Protocol):
     async def get_and_exists(self, key: str, other: str) -> tuple[bytes | None, bool]:
         """The value of ``key`` and whether ``other`` exists, in one round trip."""
 
+    async def exists_many(self, keys: list[str]) -> list[bool]:
+        """Whether each key exists, in one round trip per node (pipelined EXISTS: Cluster-safe across slots)."""
+
     async def ping(self) -> None: ...
 
 
@@ -210,6 +213,17 @@ class RedisStore:
         value, exists = await self._call(run)
         return value, bool(exists)
 
+    async def exists_many(self, keys: list[str]) -> list[bool]:
+        async def run() -> list[Any]:
+            # One EXISTS per key, pipelined: a multi-key EXISTS would be a cross-slot error on a cluster, while
+            # redis-py's cluster pipeline sends each node its share in one round trip.
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                return list(await pipe.execute())
+
+        return [bool(found) for found in await self._call(run)] if keys else []
+
     async def ping(self) -> None:
         await self._call(lambda: self.client.ping())
 
@@ -279,6 +293,9 @@ class MemoryStore:
 
     async def get_and_exists(self, key: str, other: str) -> tuple[bytes | None, bool]:
         return self._live(key), self._live(other) is not None
+
+    async def exists_many(self, keys: list[str]) -> list[bool]:
+        return [self._live(key) is not None for key in keys]
 
     async def ping(self) -> None:
         return None

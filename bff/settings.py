@@ -58,6 +58,7 @@ class Settings:
     auth_internal_url: str | None = None
     # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: _networks("", LOOPBACK))
+    max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +92,7 @@ class Settings:
             upstream_timeout=env_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0, positive=True),
             auth_timeout=env_float(env, "BFF_AUTH_TIMEOUT", 10.0, positive=True),
             lock_lease=env_float(env, "BFF_LOCK_LEASE", 5.0, positive=True),
+            max_websockets=env_int(env, "BFF_MAX_WEBSOCKETS", 1000),
             auth_internal_url=(
                 http_url("BFF_AUTH_INTERNAL_URL", env["BFF_AUTH_INTERNAL_URL"])
                 if env.get("BFF_AUTH_INTERNAL_URL")

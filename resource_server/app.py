@@ -170,7 +170,15 @@ def create_app(
     @requires_scope()
     async def me(request: Request) -> JSONResponse:
         claims = get_claims(request)
-        return JSONResponse({"sub": claims["sub"], "scope": claims.get("scope", ""), "client_id": claims["client_id"]})
+        # aud shows which resource the token is good for (DESIGN §7: one resource per route token)
+        return JSONResponse(
+            {
+                "sub": claims["sub"],
+                "scope": claims.get("scope", ""),
+                "client_id": claims["client_id"],
+                "aud": claims.get("aud"),
+            }
+        )
 
     @requires_scope("notes:read")
     async def list_notes(request: Request) -> JSONResponse:

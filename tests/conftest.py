@@ -159,7 +159,7 @@ def redis_factory() -> Iterator[Any]:
 class ServerThread:
     """Runs an ASGI app under uvicorn in a thread, on a real socket on 127.0.0.1."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, ws: str = "none") -> None:
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -167,7 +167,7 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             lifespan="on",
-            ws="none",
+            ws=ws,  # "websockets-sansio" (what `bff serve` runs) for tests that need WebSockets
             timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
@@ -206,8 +206,8 @@ def server_factory() -> Iterator[Any]:
     """Start ASGI apps on real sockets; all are stopped at the end of the test."""
     servers: list[ServerThread] = []
 
-    def start(app: Any, port: int | None = None) -> ServerThread:
-        server = ServerThread(app, port).start()
+    def start(app: Any, port: int | None = None, ws: str = "none") -> ServerThread:
+        server = ServerThread(app, port, ws).start()
         servers.append(server)
         return server
 

@@ -132,6 +132,14 @@ async def test_get_and_exists(store: ByteStore) -> None:
     await store.ping()
 
 
+async def test_exists_many_across_slots(store: ByteStore) -> None:
+    keys = [f"bff:{{{i}}}:s" for i in range(40)]  # 40 hash tags: every node of a cluster holds some
+    for key in keys[::2]:
+        await store.set(key, b"v", 10_000)
+    assert await store.exists_many(keys) == [i % 2 == 0 for i in range(40)]
+    assert await store.exists_many([]) == []
+
+
 async def test_unreachable_redis_is_store_unavailable() -> None:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff

@@ -42,7 +42,7 @@ def rw(issuer: FakeIssuer, sub: str = "alice") -> dict[str, str]:
 async def test_me_returns_the_callers_claims(api: httpx.AsyncClient, issuer: FakeIssuer) -> None:
     response = await api.get("/me", headers=rw(issuer))
     assert response.status_code == 200
-    assert response.json() == {"sub": "alice", "scope": "notes:read notes:write", "client_id": "bff"}
+    assert response.json() == {"sub": "alice", "scope": "notes:read notes:write", "client_id": "bff", "aud": "notes"}
     anonymous = await api.get("/me")
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"] == 'Bearer realm="notes"'

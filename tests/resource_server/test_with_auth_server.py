@@ -64,7 +64,7 @@ def test_a_real_access_token_verifies_and_keeps_verifying_with_the_auth_server_s
     token = client_credentials_token(auth.url, "notes:read notes:write")
     me = httpx.get(rs.url + "/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert me.status_code == 200, me.text
-    assert me.json() == {"sub": "svc", "scope": "notes:read notes:write", "client_id": "svc"}
+    assert me.json() == {"sub": "svc", "scope": "notes:read notes:write", "client_id": "svc", "aud": "notes"}
     read_only = client_credentials_token(auth.url, "notes:read")  # first used after the auth server is gone
 
     auth.stop()

@@ -1,0 +1,379 @@
+"""DESIGN §7 end to end, on real sockets: the real auth server (RFC 8707), two real resource servers with their own
+audiences, an echo upstream that shows what it received, and the BFF (in a thread, or as processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from tests.bff.doubles import Browser
+from tests.conftest import free_port
+from tests.e2e.conftest import CLIENT_SECRET, Stack, TokenGate, auth_env, wait_ready
+from tests.e2e.echo import Echo
+
+pytestmark = pytest.mark.anyio
+
+ORDERS = "https://orders.example"
+REPORTS = "https://reports.example"
+WS = "websockets-sansio"  # uvicorn's default WebSocket implementation (what `bff serve` runs)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def bearer(headers: dict[str, str]) -> str:
+    scheme, _, token = headers["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    return token
+
+
+@dataclass
+class RouteStack:
+    stack: Stack
+    echo: Echo
+    orders_rs: str
+    reports_rs: str
+
+    def browser(self, base_url: str | None = None) -> Browser:
+        return self.stack.browser(base_url)
+
+    async def login(self, browser: Browser) -> None:
+        assert (await self.stack.login(browser)).status_code == 302
+
+
+@pytest.fixture
+def route_stack(redis_url: str, server_factory: Any) -> Callable[..., RouteStack]:
+    from auth_server.app import create_app as create_auth
+    from auth_server.settings import Settings as AuthSettings
+    from bff.app import create_app as create_bff
+    from bff.settings import Settings as BffSettings
+    from resource_server.app import create_app as create_rs
+    from resource_server.settings import Settings as RSSettings
+
+    keys_dir = tempfile.mkdtemp(prefix="jwt-bff-routes-keys-")
+
+    def make(*, access_ttl: int = 300, bff_thread: bool = True, **bff_extra: str) -> RouteStack:
+        auth_port, bff_port = free_port(), free_port()
+        auth_url, bff_url = f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{bff_port}"
+        env = auth_env(auth_url, bff_url, redis_url, keys_dir, access_ttl)
+        (client,) = json.loads(env["AUTH_CLIENTS"])
+        client["grant_types"].append("client_credentials")
+        client["audience"] = ["notes", ORDERS, REPORTS]
+        env["AUTH_CLIENTS"] = json.dumps([client])
+        auth_settings = AuthSettings.from_env(env)
+        gate = TokenGate(create_auth(auth_settings))
+        auth = server_factory(gate, auth_port)
+        rs = {
+            audience: server_factory(
+                create_rs(RSSettings.from_env({"RS_ISSUER": auth_url, "RS_AUDIENCE": audience, "REDIS_URL": redis_url}))
+            ).url
+            for audience in (ORDERS, REPORTS)
+        }
+        for url in rs.values():
+            wait_ready(url)
+        echo = Echo()
+        echo_url = server_factory(echo.app(), ws=WS).url
+        routes = {
+            "orders": {"url": rs[ORDERS], "resource": ORDERS},
+            "reports": {"url": rs[REPORTS], "token": "client", "resource": REPORTS},
+            "leaky": {"url": echo_url, "resource": ORDERS, "methods": ["GET", "POST"]},
+            "maybe": {"url": echo_url, "token": "optional", "resource": ORDERS},
+            "other": {"url": echo_url, "resource": REPORTS},
+            "app": {"url": echo_url, "token": "client", "resource": REPORTS},
+            "public": {"url": echo_url, "token": "none", "websocket": True},
+            "chat": {"url": echo_url, "websocket": True, "resource": ORDERS},
+            "stray": {"url": echo_url, "resource": "https://unknown.example"},
+        }
+        bff_env = {
+            "BFF_ISSUER": auth_url,
+            "BFF_CLIENT_ID": "bff",
+            "BFF_CLIENT_SECRET": CLIENT_SECRET,
+            "BFF_PUBLIC_URL": bff_url,
+            "BFF_ROUTES": json.dumps(routes),
+            "REDIS_URL": redis_url,
+            **bff_extra,
+        }
+        if bff_thread:
+            server_factory(create_bff(BffSettings.from_env(bff_env)), bff_port, ws=WS)
+            wait_ready(bff_url)
+        stack = Stack(redis_url, auth_url, "", bff_url, bff_env, gate, auth, lambda: auth)
+        made.append(stack)
+        return RouteStack(stack, echo, rs[ORDERS], rs[REPORTS])
+
+    made: list[Stack] = []
+    return make
+
+
+async def close_clients(rs: RouteStack) -> None:
+    for client in rs.stack.clients:
+        await client.aclose()
+
+
+async def test_each_token_type(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack()
+    anonymous, browser = rs.browser(), rs.browser()
+    try:
+        # without a session: user and client routes are 401; optional and none go out without a token
+        for path in ("/api/orders/me", "/api/leaky/x", "/api/reports/me", "/api/app/x"):
+            response = await anonymous.request("GET", path)
+            assert response.status_code == 401 and response.json()["error"] == "login_required", path
+        for path in ("/api/maybe/x", "/api/public/x"):
+            assert (await anonymous.request("GET", path)).status_code == 200
+        assert [("authorization" in r["headers"]) for r in rs.echo.requests] == [False, False]
+
+        await rs.login(browser)
+        sub = (await browser.request("GET", "/bff/user")).json()["sub"]
+
+        # user: a token whose aud is exactly the route's resource, accepted by that resource's server
+        me = await browser.request("GET", "/api/orders/me")
+        assert me.status_code == 200, me.text
+        assert me.json()["sub"] == sub and me.json()["aud"] == ORDERS
+        leaky = await browser.request("GET", "/api/leaky/x")
+        user_token = bearer(leaky.json()["headers"])
+        claims = claims_of(user_token)
+        assert claims["aud"] == ORDERS and claims["sub"] == sub and claims["sid"]
+
+        # optional with a session: the user's token for its resource
+        maybe = claims_of(bearer((await browser.request("GET", "/api/maybe/x")).json()["headers"]))
+        assert maybe["aud"] == ORDERS and maybe["sub"] == sub
+
+        # client: the BFF's own token for its resource, never the user (no sub of theirs, no sid)
+        reports = await browser.request("GET", "/api/reports/me")
+        assert reports.status_code == 200, reports.text
+        assert reports.json()["sub"] == "bff" and reports.json()["aud"] == REPORTS
+        app = claims_of(bearer((await browser.request("GET", "/api/app/x")).json()["headers"]))
+        assert app["sub"] == "bff" and app["aud"] == REPORTS and "sid" not in app
+        app_headers = rs.echo.seen("/x")[-1]["headers"]
+        assert sub not in json.dumps(app_headers)
+
+        # none: no token and no cookie, even with a session
+        public = (await browser.request("GET", "/api/public/x")).json()["headers"]
+        assert "authorization" not in public and "cookie" not in public
+        for request in rs.echo.requests:
+            assert "cookie" not in request["headers"]
+    finally:
+        await close_clients(rs)
+
+
+async def test_a_route_token_is_refused_by_another_routes_server(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack()
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        leaked = bearer((await browser.request("GET", "/api/leaky/x")).json()["headers"])
+        async with httpx.AsyncClient(timeout=10) as client:
+            refused = await client.get(rs.reports_rs + "/me", headers={"Authorization": f"Bearer {leaked}"})
+            assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+            # the same token is good where it was meant to go
+            accepted = await client.get(rs.orders_rs + "/me", headers={"Authorization": f"Bearer {leaked}"})
+            assert accepted.status_code == 200
+        # the client token of one resource is no good for another either
+        app = bearer((await browser.request("GET", "/api/app/x")).json()["headers"])
+        async with httpx.AsyncClient(timeout=10) as client:
+            refused = await client.get(rs.orders_rs + "/me", headers={"Authorization": f"Bearer {app}"})
+            assert refused.status_code == 401
+    finally:
+        await close_clients(rs)
+
+
+async def test_refused_method_is_405_without_calling_the_upstream(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack()
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        before = len(rs.echo.requests)
+        for method in ("DELETE", "PUT", "PATCH"):
+            response = await browser.request(method, "/api/leaky/x")
+            assert response.status_code == 405, response.text
+            assert response.headers["allow"] == "GET, POST" and response.json()["error"] == "method_not_allowed"
+        assert len(rs.echo.requests) == before
+        assert (await browser.request("POST", "/api/leaky/x", json={})).status_code == 200
+        # X-CSRF stays required on every /api call
+        assert (await browser.request("GET", "/api/public/x", csrf=False)).status_code == 403
+    finally:
+        await close_clients(rs)
+
+
+async def test_a_resource_the_auth_server_refuses(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack()
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        stray = await browser.request("GET", "/api/stray/x")
+        assert stray.status_code == 503 and "invalid_target" in stray.json()["error_description"]
+        assert rs.echo.seen("/x") == []
+        # invalid_target is refused before rotation: the login lives on
+        assert (await browser.request("GET", "/api/orders/me")).status_code == 200
+        assert (await browser.request("GET", "/bff/user")).status_code == 200
+    finally:
+        await close_clients(rs)
+
+
+async def test_route_tokens_renewing_at_once_keep_the_login(route_stack: Callable[..., RouteStack]) -> None:
+    """Each route token is a refresh with the session's one refresh token: renewing several at once must
+    serialize them, or the second use of a rotated refresh token is reuse and the login is revoked."""
+    rs = route_stack(access_ttl=2, BFF_REFRESH_SKEW="0")
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        for _ in range(2):
+            paths = ["/api/orders/me", "/api/leaky/x", "/api/other/x", "/api/maybe/x"] * 5
+            responses = await asyncio.gather(*(browser.request("GET", p) for p in paths))
+            assert [r.status_code for r in responses] == [200] * len(paths)
+            await asyncio.sleep(2.1)  # every token has expired
+        assert (await browser.request("GET", "/bff/user")).status_code == 200
+        # one refresh per resource and round (orders, leaky and maybe share ORDERS), never one per request
+        assert rs.stack.gate.refreshes == 4
+    finally:
+        await close_clients(rs)
+
+
+async def test_sse_reaches_the_browser_while_the_upstream_holds_the_stream(
+    route_stack: Callable[..., RouteStack],
+) -> None:
+    rs = route_stack(access_ttl=2, BFF_REFRESH_SKEW="0")
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        async with httpx.AsyncClient(base_url=rs.stack.bff_url, timeout=10) as client:
+            started = time.monotonic()
+            async with client.stream("GET", "/api/maybe/events", headers={"X-CSRF": "1", "Cookie": cookie}) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                chunks = response.aiter_raw()
+                first = await asyncio.wait_for(chunks.__anext__(), 5)
+                assert b"data: first" in first
+                assert not rs.echo.release.is_set()  # the upstream is still holding the stream open
+                assert time.monotonic() - started < 5
+                # the stream's token expires and is refreshed under it: the stream goes on
+                await asyncio.sleep(2.1)
+                assert (await browser.request("GET", "/api/leaky/x")).status_code == 200
+                assert rs.stack.gate.refreshes == 2
+                rs.echo.release.set()
+                rest = b"".join([chunk async for chunk in chunks])
+                assert b"data: last" in rest
+    finally:
+        await close_clients(rs)
+
+
+# --- WebSockets -----------------------------------------------------------------------------------------------------
+
+
+def ws_url(base: str, path: str) -> str:
+    return base.replace("http://", "ws://") + path
+
+
+async def test_websocket_echo_and_handshake_rules(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack()
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        origin = rs.stack.bff_url
+        url = ws_url(rs.stack.bff_url, "/api/chat/ws/room")
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, headers={"Cookie": cookie, "Origin": origin}, protocols=["chat"]) as ws:
+                assert ws.protocol == "chat"  # the upstream's choice of subprotocol reaches the browser
+                await ws.send_str("hello")
+                assert (await ws.receive(timeout=5)).data == "echo:hello"
+                await ws.send_bytes(b"\x00\x01")
+                assert (await ws.receive(timeout=5)).data == b"echo:\x00\x01"
+                await ws.send_str("close:4001")  # the upstream closes with 4001: the browser sees 4001
+                closing = await ws.receive(timeout=5)
+                assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4001
+            upstream = rs.echo.seen("/ws/room")[-1]["headers"]
+            assert "cookie" not in upstream
+            claims = claims_of(bearer(upstream))
+            assert claims["aud"] == ORDERS and claims["sid"]
+
+            refusals = [
+                ({"Cookie": cookie, "Origin": "https://evil.example"}, url, 403),
+                ({"Cookie": cookie}, url, 403),
+                ({"Cookie": cookie, "Origin": "null"}, url, 403),
+                ({"Origin": origin}, url, 401),
+                ({"Cookie": "__Host-session=" + "A" * 43, "Origin": origin}, url, 401),
+                ({"Cookie": cookie, "Origin": origin}, ws_url(rs.stack.bff_url, "/api/leaky/ws/x"), 404),
+                ({"Cookie": cookie, "Origin": origin}, ws_url(rs.stack.bff_url, "/api/nope/ws/x"), 404),
+            ]
+            for headers, target, status in refusals:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(target, headers=headers)
+                assert refused.value.status == status, (headers, target)
+            # a none route takes sockets without a session, and sends no token
+            async with session.ws_connect(ws_url(rs.stack.bff_url, "/api/public/ws/open"), origin=origin) as ws:
+                await ws.send_str("hi")
+                assert (await ws.receive(timeout=5)).data == "echo:hi"
+            assert "authorization" not in rs.echo.seen("/ws/open")[-1]["headers"]
+    finally:
+        await close_clients(rs)
+
+
+async def _closed_after_logout(bff_url: str, logout_url: str, rs: RouteStack, browser: Browser) -> None:
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    async with aiohttp.ClientSession() as session:
+        url = ws_url(bff_url, "/api/chat/ws/live")
+        async with session.ws_connect(url, headers={"Cookie": cookie, "Origin": rs.stack.bff_url}) as ws:
+            await ws.send_str("ping")
+            assert (await ws.receive(timeout=5)).data == "echo:ping"
+            async with httpx.AsyncClient(timeout=10) as client:
+                out = await client.post(logout_url + "/bff/logout", headers={"Cookie": cookie, "X-CSRF": "1"})
+                assert out.status_code in (200, 204)
+            logged_out = time.monotonic()
+            closing = await ws.receive(timeout=5)
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008, closing
+            assert time.monotonic() - logged_out < 2.0
+
+
+async def test_websocket_closed_with_1008_after_logout(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack()
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        await _closed_after_logout(rs.stack.bff_url, rs.stack.bff_url, rs, browser)
+    finally:
+        await close_clients(rs)
+
+
+async def test_websocket_closed_after_logout_on_another_replica(
+    route_stack: Callable[..., RouteStack], process_factory: Any
+) -> None:
+    rs = route_stack(bff_thread=False)
+    port = int(rs.stack.bff_url.rsplit(":", 1)[1])
+    first = process_factory(["-m", "bff", "serve"], rs.stack.bff_env, port=port)
+    second = process_factory(["-m", "bff", "serve"], rs.stack.bff_env)
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        await _closed_after_logout(first.url, second.url, rs, browser)
+    finally:
+        await close_clients(rs)
+
+
+async def test_websocket_cap_answers_503(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack(BFF_MAX_WEBSOCKETS="1")
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = ws_url(rs.stack.bff_url, "/api/public/ws/cap")
+            async with session.ws_connect(url, origin=rs.stack.bff_url):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(url, origin=rs.stack.bff_url)
+                assert refused.value.status == 503
+            await asyncio.sleep(0.2)
+            async with session.ws_connect(url, origin=rs.stack.bff_url) as ws:  # the slot is free again
+                await ws.send_str("x")
+                assert (await ws.receive(timeout=5)).data == "echo:x"
+    finally:
+        await close_clients(rs)
