@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from redis import asyncio as aioredis
@@ -29,7 +29,9 @@ from servicekit.redis import open_redis, store_down_handlers
 
 from .settings import Settings
 from .verifier import TokenVerifier, VerifierError
+from .verifier.dpop import NonceIssuer
 from .verifier.starlette import BearerAuthMiddleware, get_claims, requires_scope
+from .verifier.verifier import DPoPMode
 
 log = logging.getLogger(__name__)
 ACCESS = logging.getLogger("resource_server.access")
@@ -119,6 +121,8 @@ def create_app(
             revocations=settings.revocation_poll > 0,
             revocation_poll=settings.revocation_poll or 2.0,
             revocations_url=settings.revocations_url,
+            dpop=cast(DPoPMode, settings.dpop),
+            dpop_nonces=NonceIssuer(settings.dpop_nonce_secret) if settings.dpop_nonce_secret else None,
         )
     state: dict[str, Any] = {"redis": redis}
 

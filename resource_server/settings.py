@@ -25,6 +25,8 @@ class Settings:
     redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
     revocation_poll: float = 2.0  # DESIGN §9: seconds between polls of the revocation feed; 0 turns it off
     revocations_url: str | None = None  # None: {issuer}/oauth/revocations
+    dpop: str = "allowed"  # RFC 9449: off | allowed | required
+    dpop_nonce_secret: bytes | None = field(default=None, repr=False)  # set: DPoP proofs must carry our nonce
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -42,6 +44,12 @@ class Settings:
             raise SettingsError(
                 f"RS_ALGORITHMS: unsupported {bad} (never none or HS*); choose from {sorted(SUPPORTED_ALGORITHMS)}"
             )
+        dpop = (env.get("RS_DPOP") or cls.dpop).strip().lower()
+        if dpop not in ("off", "allowed", "required"):
+            raise SettingsError(f"RS_DPOP must be off, allowed or required, got {dpop!r}")
+        nonce_secret = env.get("RS_DPOP_NONCE_SECRET") or ""
+        if nonce_secret and len(nonce_secret) < 16:
+            raise SettingsError("RS_DPOP_NONCE_SECRET must be at least 16 characters")
         max_notes = env_int(env, "RS_MAX_NOTES", cls.max_notes)
         if max_notes < 1:
             raise SettingsError("RS_MAX_NOTES must be at least 1")
@@ -57,6 +65,8 @@ class Settings:
             redis_url=env.get("REDIS_URL") or cls.redis_url,
             redis_cluster=env_flag(env, "REDIS_CLUSTER"),
             revocation_poll=env_float(env, "RS_REVOCATION_POLL", cls.revocation_poll),
+            dpop=dpop,
+            dpop_nonce_secret=nonce_secret.encode() if nonce_secret else None,
             revocations_url=(
                 http_url("RS_REVOCATIONS_URL", env["RS_REVOCATIONS_URL"], strip_slash=False)
                 if env.get("RS_REVOCATIONS_URL")

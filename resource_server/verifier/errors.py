@@ -8,6 +8,8 @@ The tree (catch ``VerifierError`` to catch them all)::
      ├── InvalidToken                 401  error="invalid_token"
      │    ├── ExpiredToken            401  "The access token provided has expired."
      │    └── RevokedToken            401  "The token was revoked." (its login ended: DESIGN §9)
+     ├── InvalidDPoPProof             401  error="invalid_dpop_proof"  (RFC 9449 §7.1)
+     │    └── UseDPoPNonce            401  error="use_dpop_nonce", with the nonce to use (RFC 9449 §9)
      ├── InsufficientScope            403  error="insufficient_scope" with scope="…"
      └── KeysUnavailable              503  the JWKS was never loaded (the auth server has not answered yet)
 
@@ -21,11 +23,13 @@ from typing import ClassVar
 __all__ = [
     "ExpiredToken",
     "InsufficientScope",
+    "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
     "KeysUnavailable",
     "MissingToken",
     "RevokedToken",
+    "UseDPoPNonce",
     "VerifierError",
 ]
 
@@ -88,6 +92,27 @@ class RevokedToken(InvalidToken):
 
     default_description = "The token was revoked."
     default_reason = "revoked"
+
+
+class InvalidDPoPProof(VerifierError):
+    """The DPoP proof is missing, malformed, for another request or key, too old, or replayed (RFC 9449 §4.3)."""
+
+    status_code = 401
+    error = "invalid_dpop_proof"
+    default_description = "The DPoP proof is invalid."
+    default_reason = "dpop"
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """The server wants a proof carrying ``nonce`` (RFC 9449 §9): sent back in the ``DPoP-Nonce`` header."""
+
+    error = "use_dpop_nonce"
+    default_description = "Resend the request with a DPoP proof carrying the nonce in the DPoP-Nonce header."
+    default_reason = "dpop_nonce"
+
+    def __init__(self, nonce: str, description: str | None = None) -> None:
+        self.nonce = nonce
+        super().__init__(description)
 
 
 class InsufficientScope(VerifierError):

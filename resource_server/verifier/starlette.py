@@ -15,6 +15,9 @@ The middleware is plain ASGI (any ASGI app works); only ``requires_scope``/``get
 Where the token may come from (RFC 6750 §2): the ``Authorization: Bearer`` header, or an
 ``application/x-www-form-urlencoded`` body's ``access_token`` (§2.2). Both at once, or two Authorization headers,
 is ``400 invalid_request``. A token in the query string (§2.3) is ignored: URLs end up in logs and histories.
+Unless the verifier's ``dpop`` is ``"off"``, ``Authorization: DPoP <token>`` with a ``DPoP`` proof header works too
+(RFC 9449 §7); the proof must name this request's method and URL (scheme, ``Host`` and path as received — behind a
+proxy that rewrites them, the client must sign what this server sees).
 """
 
 from __future__ import annotations
@@ -28,10 +31,18 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import InsufficientScope, InvalidRequest, InvalidToken, MissingToken, VerifierError
+from .errors import (
+    InsufficientScope,
+    InvalidDPoPProof,
+    InvalidRequest,
+    InvalidToken,
+    MissingToken,
+    UseDPoPNonce,
+    VerifierError,
+)
 from .verifier import MAX_TOKEN_LENGTH, AccessTokenClaims, TokenVerifier, scopes_of
 
-__all__ = ["BearerAuthMiddleware", "challenge", "error_response", "get_claims", "requires_scope"]
+__all__ = ["BearerAuthMiddleware", "challenge", "error_response", "get_claims", "request_url", "requires_scope"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,6 +52,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 EndpointT = TypeVar("EndpointT", bound=Callable[..., Awaitable[Response]])
 
 REALM_SCOPE_KEY = "bearer_realm"
+SCHEME_SCOPE_KEY = "auth_scheme"  # "DPoP" when the request's token came with the DPoP scheme
 FORM_BODY_LIMIT = 64 * 1024  # larger form bodies are not searched for an access_token
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -50,18 +62,22 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "").replace('"', "'") + '"'
 
 
-def challenge(error: VerifierError, realm: str) -> str:
-    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3)."""
+def challenge(error: VerifierError, realm: str, scheme: str = "Bearer", algs: str | None = None) -> str:
+    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3; with ``scheme="DPoP"``, RFC 9449 §7.1)."""
     parts = [f"realm={_quoted(realm)}"]
     if error.error is not None:
         parts.append(f"error={_quoted(error.error)}")
         parts.append(f"error_description={_quoted(error.description)}")
     if isinstance(error, InsufficientScope):
         parts.append(f"scope={_quoted(error.required)}")
-    return "Bearer " + ", ".join(parts)
+    if scheme == "DPoP" and algs:
+        parts.append(f"algs={_quoted(algs)}")
+    return f"{scheme} " + ", ".join(parts)
 
 
-def _error_parts(error: VerifierError, realm: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+def _error_parts(
+    error: VerifierError, realm: str, schemes: tuple[str, ...] = ("Bearer",), algs: str | None = None
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     body = json.dumps(
         {"code": error.status_code, "error": error.body_error, "error_description": error.description},
         separators=(", ", ": "),
@@ -74,25 +90,32 @@ def _error_parts(error: VerifierError, realm: str) -> tuple[bytes, list[tuple[by
     if error.status_code == 503:
         headers.append((b"retry-after", b"5"))
     else:
-        headers.append((b"www-authenticate", challenge(error, realm).encode("latin-1")))
+        for scheme in schemes:
+            headers.append((b"www-authenticate", challenge(error, realm, scheme, algs).encode("latin-1")))
+    if isinstance(error, UseDPoPNonce):
+        headers.append((b"dpop-nonce", error.nonce.encode("latin-1")))  # RFC 9449 §9
     return body, headers
 
 
-def error_response(error: VerifierError, realm: str) -> Response:
-    """A Starlette response for ``error``: status, JSON body ``{code, error, error_description}`` and challenge."""
-    body, headers = _error_parts(error, realm)
+def error_response(
+    error: VerifierError, realm: str, schemes: tuple[str, ...] = ("Bearer",), algs: str | None = None
+) -> Response:
+    """A Starlette response for ``error``: status, JSON body ``{code, error, error_description}`` and one challenge
+    per scheme in ``schemes`` (``Bearer``, ``DPoP``)."""
+    body, headers = _error_parts(error, realm, schemes, algs)
     response = Response(body, status_code=error.status_code)
     response.raw_headers = headers
     return response
 
 
-async def _send_error(send: Send, error: VerifierError, realm: str) -> None:
-    body, headers = _error_parts(error, realm)
+async def _send_error(send: Send, error: VerifierError, realm: str, schemes: tuple[str, ...], algs: str | None) -> None:
+    body, headers = _error_parts(error, realm, schemes, algs)
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _header_token(scope: Scope) -> str | None:
+def _header_token(scope: Scope, dpop: bool) -> tuple[str, str] | None:
+    """(scheme, token) of the Authorization header: ``Bearer``, or ``DPoP`` when ``dpop`` (RFC 9449 §7.1)."""
     values = [value for name, value in scope["headers"] if name == b"authorization"]
     if not values:
         return None
@@ -101,13 +124,38 @@ def _header_token(scope: Scope) -> str | None:
     value = values[0]
     if len(value) > MAX_TOKEN_LENGTH + 64:  # refuse before decoding anything
         raise InvalidToken("The access token is too large.", reason="too_large")
-    scheme, _, rest = value.partition(b" ")
-    if scheme.lower() != b"bearer":  # another scheme (Basic, …) carries no bearer token
+    raw_scheme, _, rest = value.partition(b" ")
+    scheme = raw_scheme.lower()
+    if scheme == b"bearer":
+        name = "Bearer"
+    elif scheme == b"dpop" and dpop:
+        name = "DPoP"
+    else:  # another scheme (Basic, …) carries no token for us
         return None
     token = rest.strip(b" ")
     if not token:
-        raise InvalidRequest("The bearer token is empty.")
-    return token.decode("latin-1")
+        raise InvalidRequest("The access token is empty.")
+    return name, token.decode("latin-1")
+
+
+def _dpop_proof(scope: Scope) -> str | None:
+    values = [value for name, value in scope["headers"] if name == b"dpop"]
+    if len(values) > 1:  # RFC 9449 §4.3 (1): not more than one DPoP header
+        raise InvalidDPoPProof("Send one DPoP proof.")
+    return values[0].decode("latin-1") if values else None
+
+
+def request_url(scope: Scope) -> str:
+    """The URL this request was sent to, as a client signs it in ``htu``: scheme, Host, path (RFC 9449 §4.3 (9))."""
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    if host is not None:
+        authority = host.decode("latin-1")
+    else:
+        server = scope.get("server") or ("localhost", None)
+        authority = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1").split("?", 1)[0] if raw_path else scope.get("root_path", "") + scope["path"]
+    return f"{scope.get('scheme', 'http')}://{authority}{path}"
 
 
 def _is_form(scope: Scope) -> bool:
@@ -174,26 +222,40 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         scope[REALM_SCOPE_KEY] = self.realm
+        mode = self.verifier.dpop
+        found: tuple[str, str] | None = None
         try:
-            token = _header_token(scope)
+            found = _header_token(scope, mode != "off")
             if _is_form(scope):
                 body_token, receive = await _form_token(receive)
                 if body_token is not None:
-                    if token is not None:  # RFC 6750 §2: clients MUST NOT use more than one method
+                    if found is not None:  # RFC 6750 §2: clients MUST NOT use more than one method
                         raise InvalidRequest("Send the access token by one method only.")
-                    token = body_token
-            if token is None:
+                    found = ("Bearer", body_token)
+            if found is None:
                 if scope["path"] not in self.public_paths:
                     raise MissingToken()
                 scope["auth"] = None
+            elif found[0] == "DPoP":
+                scope[SCHEME_SCOPE_KEY] = "DPoP"
+                scope["auth"] = await self.verifier.verify(
+                    found[1], scheme="DPoP", proof=_dpop_proof(scope), method=scope["method"], url=request_url(scope)
+                )
             else:
-                scope["auth"] = await self.verifier.verify(token)
+                scope["auth"] = await self.verifier.verify(found[1])
         except VerifierError as exc:
             if self.on_error is not None:
                 self.on_error(exc)
-            await _send_error(send, exc, self.realm)
+            await _send_error(send, exc, self.realm, self._schemes(exc, found), self.verifier.proofs.algs_text)
             return
         await self.app(scope, receive, send)
+
+    def _schemes(self, error: VerifierError, found: tuple[str, str] | None) -> tuple[str, ...]:
+        """Which challenge answers ``error`` (RFC 9449 §7.1): DPoP for a DPoP request or a DPoP-only server, else
+        Bearer (a client without a token is told of the scheme every client knows)."""
+        if isinstance(error, InvalidDPoPProof) or (found is not None and found[0] == "DPoP"):
+            return ("DPoP",)
+        return ("DPoP",) if self.verifier.dpop == "required" else ("Bearer",)
 
 
 def get_claims(request: Request) -> AccessTokenClaims:
@@ -214,11 +276,12 @@ def requires_scope(*scopes: str) -> Callable[[EndpointT], EndpointT]:
         async def guarded(*args: Any, **kwargs: Any) -> Response:
             request = next(arg for arg in (*args, *kwargs.values()) if isinstance(arg, Request))
             realm = request.scope.get(REALM_SCOPE_KEY, "api")
+            schemes = (request.scope.get(SCHEME_SCOPE_KEY, "Bearer"),)
             claims = request.scope.get("auth")
             if not claims:
-                return error_response(MissingToken(), realm)
+                return error_response(MissingToken(), realm, schemes)
             if not required <= scopes_of(claims):
-                return error_response(InsufficientScope(required_text), realm)
+                return error_response(InsufficientScope(required_text), realm, schemes)
             return await endpoint(*args, **kwargs)
 
         return cast(EndpointT, guarded)

@@ -14,6 +14,10 @@ Any claim or header can be overridden (``issuer.token(aud=["a", "notes"])``) or 
 (``issuer.token(exp=None)``). ``issuer.jwks()`` and ``issuer.asgi_app()`` serve the keys and the discovery
 document for tests that go through a real ``TokenVerifier`` fetching over HTTP.
 
+DPoP (RFC 9449): ``key = DPoPKey()`` is a client's proof key; ``issuer.dpop_token(key, scope=...)`` a token bound to
+it (``cnf.jkt``); ``key.proof("GET", "http://rs.test/notes", token)`` a proof for one request (any claim or header
+can be overridden, to test refusals).
+
 Revocation (DESIGN §9): ``issuer.revoke(sid)`` ends a login; ``issuer.verifier(revocations=True)`` learns it at once
 (no polling), and ``asgi_app()`` serves it on ``/oauth/revocations`` for a verifier that polls over HTTP.
 """
@@ -32,11 +36,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from .dpop import DPOP_TYP, access_token_hash, jwk_thumbprint
 from .keys import JWKSCache
 from .revocations import RevocationList
 from .verifier import DEFAULT_ALGORITHMS, TokenVerifier
 
-__all__ = ["FakeIssuer", "KeyPair", "b64url"]
+__all__ = ["DPoPKey", "FakeIssuer", "KeyPair", "b64url"]
 
 
 def b64url(data: bytes | str | Mapping[str, Any]) -> str:
@@ -85,6 +90,36 @@ class KeyPair:
 
 def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
+
+
+class DPoPKey:
+    """A DPoP client's key pair (ES256 by default) and the proofs it makes (RFC 9449 §4.2)."""
+
+    def __init__(self, alg: str = "ES256") -> None:
+        self.pair = KeyPair(alg)
+        self.jwk = {k: v for k, v in self.pair.public_jwk.items() if k not in ("kid", "alg", "use")}
+        self.jkt = jwk_thumbprint(self.jwk)  # what a bound token's cnf.jkt holds
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        access_token: str | None = None,
+        *,
+        nonce: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """A fresh proof for one ``method`` request of ``url`` (with ``ath`` when ``access_token`` is given);
+        ``claims``/``headers`` override (None removes), e.g. ``iat=0`` or ``headers={"typ": "JWT"}``."""
+        payload: dict[str, Any] = {"jti": secrets.token_urlsafe(12), "htm": method, "htu": url, "iat": int(time.time())}
+        if access_token is not None:
+            payload["ath"] = access_token_hash(access_token)
+        if nonce is not None:
+            payload["nonce"] = nonce
+        payload.update(claims)
+        header = _without_none({"typ": DPOP_TYP, "jwk": self.jwk, **(headers or {})})
+        return self.pair.sign(_without_none(payload), header)
 
 
 class FakeIssuer:
@@ -199,6 +234,10 @@ class FakeIssuer:
         signer = key or self.key
         header = _without_none({"typ": "at+jwt", "kid": signer.kid, **(headers or {})})
         return signer.sign(self.claims(scope, **claims), header)
+
+    def dpop_token(self, key: DPoPKey, scope: str | None = "", **claims: Any) -> str:
+        """An access token bound to ``key`` (``cnf.jkt``, RFC 9449 §6.1): usable only with a proof by that key."""
+        return self.token(scope, cnf={"jkt": key.jkt}, **claims)
 
     def expired_token(self, scope: str | None = "", **claims: Any) -> str:
         now = int(time.time())

@@ -9,7 +9,9 @@ The checks, in order (RFC 9068 §4, RFC 8725 §3):
 3. the key for ``kid`` (one rate-limited refetch if unknown), whose type must fit ``alg``, and the signature;
 4. claims: ``iss`` exact, ``aud`` holds ours, ``exp`` required, ``nbf``/``iat`` not in the future (each with
    ``leeway``), ``sub``/``jti``/``client_id`` non-empty strings, ``scope`` a string when present;
-5. with ``revocations=True``: the token's login (``sid``) has not ended (``revocations.py``; also for cached tokens).
+5. with ``revocations=True``: the token's login (``sid``) has not ended (``revocations.py``; also for cached tokens);
+6. the binding (RFC 9449 §7): a token with ``cnf`` only with the DPoP scheme and a valid proof by that key, and
+   with ``dpop="required"`` no token without one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import math
 import re
@@ -29,7 +32,8 @@ from typing import Any, Literal, TypedDict, cast
 
 import httpx
 
-from .errors import ExpiredToken, InvalidToken, KeysUnavailable, RevokedToken
+from .dpop import DEFAULT_DPOP_ALGORITHMS, NonceIssuer, ProofVerifier, ReplayCache
+from .errors import ExpiredToken, InvalidDPoPProof, InvalidToken, KeysUnavailable, RevokedToken
 from .keys import SUPPORTED_ALGORITHMS, JWKSCache, VerificationKey
 from .revocations import RevocationList
 
@@ -46,6 +50,7 @@ MAX_TOKEN_LENGTH = 8192
 DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4; media types compare case-insensitively
 REQUIRED_STRING_CLAIMS = ("sub", "jti", "client_id")
+DPoPMode = Literal["off", "allowed", "required"]
 
 # Three base64url segments (RFC 7515 §7.1): anything else is refused before it is decoded.
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -71,6 +76,7 @@ class AccessTokenClaims(TypedDict, total=False):
     client_id: str
     scope: str
     sid: str
+    cnf: dict[str, str]
 
 
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -122,6 +128,11 @@ class TokenVerifier:
     ``revocations=True`` refuses tokens of ended logins (DESIGN §9): a background task polls
     ``revocations_url`` (default ``{issuer}/oauth/revocations``) every ``revocation_poll`` seconds, started by
     ``start()`` or the first token; pass a ``RevocationList`` instead to share or feed one yourself.
+
+    ``dpop`` (RFC 9449): ``"allowed"`` (the default) accepts DPoP-bound tokens with a valid proof and plain bearer
+    tokens; ``"required"`` accepts bound tokens only; ``"off"`` accepts no DPoP. In every mode a bound token (one
+    with ``cnf``) is refused as a bearer token. Proofs are checked by ``self.proofs`` (``dpop.py``), with a ``jti``
+    replay cache over the ``dpop_window``; ``dpop_nonces`` makes the server demand its nonces (RFC 9449 §9).
     """
 
     def __init__(
@@ -141,7 +152,13 @@ class TokenVerifier:
         revocations: bool | RevocationList = False,
         revocation_poll: float = 2.0,
         revocations_url: str | None = None,
+        dpop: DPoPMode = "allowed",
+        dpop_algorithms: Collection[str] = DEFAULT_DPOP_ALGORITHMS,
+        dpop_window: float = 60.0,
+        dpop_nonces: NonceIssuer | None = None,
     ) -> None:
+        if dpop not in ("off", "allowed", "required"):
+            raise ValueError("dpop must be 'off', 'allowed' or 'required'")
         unsupported = set(algorithms) - set(SUPPORTED_ALGORITHMS)
         if unsupported:  # RFC 8725 §3.1: `none` and HMAC can never be allowed for tokens signed with a private key
             supported = sorted(SUPPORTED_ALGORITHMS)
@@ -178,6 +195,10 @@ class TokenVerifier:
             revocations = RevocationList(url, interval=revocation_poll, http_client=http_client, clock=clock)
         self.revocations = revocations if isinstance(revocations, RevocationList) else None
         self._poller: asyncio.Task[None] | None = None
+        self.dpop: DPoPMode = dpop
+        self.proofs = ProofVerifier(
+            algorithms=dpop_algorithms, window=dpop_window, replay=ReplayCache(), nonces=dpop_nonces, clock=clock
+        )
 
     @property
     def ready(self) -> bool:
@@ -214,9 +235,37 @@ class TokenVerifier:
         await self.aclose()
         return False
 
-    async def verify(self, token: str) -> AccessTokenClaims:
+    async def verify(
+        self, token: str, *, scheme: str = "Bearer", proof: str | None = None, method: str = "GET", url: str = ""
+    ) -> AccessTokenClaims:
         """Return the claims of a valid access token, or raise ``InvalidToken`` / ``ExpiredToken`` /
-        ``KeysUnavailable`` (all ``VerifierError``). The claims are the caller's own copy."""
+        ``RevokedToken`` / ``InvalidDPoPProof`` / ``KeysUnavailable`` (all ``VerifierError``). The claims are the
+        caller's own copy.
+
+        ``scheme`` is how the token came (``Bearer`` or ``DPoP``); with ``DPoP``, ``proof`` is the request's
+        ``DPoP`` header and ``method``/``url`` the request's, which the proof must name (RFC 9449 §7)."""
+        claims = await self._claims(token)
+        if self.revocations is not None and self.revocations.revoked(claims.get("sid")):
+            raise RevokedToken()
+        cnf = claims.get("cnf")
+        if scheme == "DPoP":
+            if self.dpop == "off":
+                raise InvalidToken("DPoP is not accepted here.", reason="dpop")
+            jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+            if not isinstance(jkt, str):  # RFC 9449 §7.1: the DPoP scheme is for bound tokens only
+                raise InvalidToken("The access token is not bound to a DPoP key.", reason="dpop")
+            if proof is None:
+                raise InvalidDPoPProof("A DPoP proof is required with the DPoP scheme.")
+            checked = self.proofs.verify(proof, method=method, url=url, access_token=token)
+            if not hmac.compare_digest(checked.jkt, jkt):  # RFC 9449 §4.3 (12)
+                raise InvalidDPoPProof("The DPoP proof was made with another key than the token's.")
+        elif cnf is not None:  # RFC 9449 §7.2: a bound token is never a bearer token
+            raise InvalidToken("The access token is bound to a key: send it with the DPoP scheme.", reason="dpop")
+        elif self.dpop == "required":
+            raise InvalidToken("A DPoP-bound access token is required.", reason="dpop")
+        return claims
+
+    async def _claims(self, token: str) -> AccessTokenClaims:
         if len(token) > MAX_TOKEN_LENGTH:  # before anything else: no hashing, decoding or crypto on huge input
             raise InvalidToken("The access token is too large.", reason="too_large")
         seen = self._verified.get(token)
@@ -225,8 +274,6 @@ class TokenVerifier:
                 if self._clock() >= seen.exp + self.leeway:
                     del self._verified[token]
                     raise ExpiredToken()
-                if self.revocations is not None and self.revocations.revoked(seen.claims.get("sid")):
-                    raise RevokedToken()
                 return cast(AccessTokenClaims, dict(seen.claims))
             del self._verified[token]  # its key was rotated out or replaced: verify again from scratch
         if _JWS.fullmatch(token) is None:
@@ -266,8 +313,6 @@ class TokenVerifier:
         exp = self._check_claims(claims)
         if self.revocations is not None:
             self.start_polling()
-            if self.revocations.revoked(claims.get("sid")):
-                raise RevokedToken()
         if self.cache_size > 0:
             if len(self._verified) >= self.cache_size:
                 del self._verified[next(iter(self._verified))]
