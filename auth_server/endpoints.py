@@ -27,7 +27,7 @@ from .errors import (
     SignUpError,
     TokenRejected,
 )
-from .forms import FormGuard, query_params, read_body, read_form
+from .forms import FormGuard, ascii_digits, query_params, read_body, read_form
 from .grants import AuthorizationRequest, Grants, authenticate_client, parse_authorization_request
 from .keys import KeyRing
 from .logout import LogoutEndpoint, Logouts
@@ -205,7 +205,7 @@ class Endpoints:
             if "none" in prompt and len(prompt) > 1:  # OIDC Core §3.1.2.1
                 raise AuthorizeRedirect("invalid_request", "prompt=none stands alone.", auth.redirect_uri, auth.state)
             max_age = params.get("max_age")
-            if max_age is not None and (not max_age.isdigit() or len(max_age) > 10):
+            if max_age is not None and (not ascii_digits(max_age) or len(max_age) > 10):
                 raise AuthorizeRedirect("invalid_request", "max_age must be seconds.", auth.redirect_uri, auth.state)
             sso = await self.sso.get(self.sso.browser_id(request))
             # OIDC Core §3.1.2.1: prompt=login and an exceeded max_age (0: always) demand a fresh password.
@@ -346,7 +346,7 @@ class Endpoints:
             raise InvalidRequest("The request body must be application/json.")
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
             raise InvalidRequest("The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise InvalidRequest("The request body must be a JSON object.")

@@ -26,9 +26,14 @@ MAX_FIELDS = 64
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
+def ascii_digits(text: str) -> bool:
+    """A non-negative decimal integer in ASCII digits (str.isdigit() also accepts "²" and "٣")."""
+    return text.isascii() and text.isdigit()
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
+    if length is not None and (not ascii_digits(length) or int(length) > limit):
         raise PayloadTooLarge()
     chunks: list[bytes] = []
     size = 0
@@ -100,7 +105,8 @@ class FormGuard:
     def check(self, request: Request, purpose: str, token: str, fields: Mapping[str, str]) -> bool:
         cookie = request.cookies.get(self.cookie_name, "")
         issued_text, _, mac = token.partition(".")
-        if not cookie or not issued_text.isdigit() or len(issued_text) > 12:
+        # ASCII only: str.isdigit() accepts "²", which int() refuses, and compare_digest() refuses non-ASCII text
+        if not cookie or not ascii_digits(issued_text) or len(issued_text) > 12 or not mac.isascii():
             return False
         issued = int(issued_text)
         if not 0 <= time.time() - issued <= FORM_TOKEN_TTL:

@@ -50,6 +50,10 @@ def validate_password(password: Any) -> str:
         raise SignUpError("password", f"The password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long.")
     if "\x00" in password:
         raise SignUpError("password", "The password must not contain NUL characters.")
+    try:
+        password.encode("utf-8")  # JSON's "\ud800" escape makes a lone surrogate: argon2 could not hash it
+    except UnicodeEncodeError:
+        raise SignUpError("password", "The password must be Unicode text (it holds a lone surrogate).") from None
     return password
 
 

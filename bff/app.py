@@ -137,11 +137,13 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         request = Request(scope, receive)
         try:
             response = await endpoints.api(request)
+            # A proxied answer reads its upstream body here; it raises only before its status is out (a body
+            # broken off), so the error can still be answered.
+            await response(scope, receive, send)
         except BFFError as exc:
             if isinstance(exc, UpstreamUnavailable | UpstreamTimeout):
                 metrics.upstream_errors.labels(route, exc.error).inc()
-            response = await bff_error(request, exc)
-        await response(scope, receive, send)
+            await (await bff_error(request, exc))(scope, receive, send)
 
     forward = ForwardAuth(endpoints)
 

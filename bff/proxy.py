@@ -8,6 +8,7 @@ once after a refresh.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDict
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
@@ -43,6 +44,8 @@ REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are buffered, hence r
 CHUNK = 64 * 1024
 UPSTREAM_POOL = 512  # pooled connections to all upstreams together
 BUFFER_LIMIT = 64 * 1024  # upstream bodies up to this size (with a Content-Length) are sent in one piece
+
+log = logging.getLogger(__name__)
 
 
 def _filter(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
@@ -126,7 +129,7 @@ class Proxy:
         body: bytes | AsyncIterator[bytes] | None = None
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise BadRequest("Content-Length is not a number.")
             size = int(length)
             if size > REPLAY_LIMIT:
@@ -160,20 +163,11 @@ class Proxy:
             kept.append((b"x-request-id", request_id.encode("latin-1")))
 
         length = upstream.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) <= BUFFER_LIMIT:
+        if length.isascii() and length.isdigit() and int(length) <= BUFFER_LIMIT:
             # Small bodies of known length go out in one message: less work per request than a stream.
             return _Buffered(upstream, kept)
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    yield chunk
-            finally:
-                upstream.release()
-
-        response = StreamingResponse(body(), status_code=upstream.status)
-        response.raw_headers = kept
-        return response
+        return _Streamed(upstream, kept)
 
 
 class _Buffered(Response):
@@ -188,7 +182,29 @@ class _Buffered(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             body = await self.upstream.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout() from exc
+        except aiohttp.ClientError as exc:  # a body shorter than its Content-Length, a reset: nothing sent yet
+            raise UpstreamUnavailable("The upstream service broke off its answer.") from exc
         finally:
             self.upstream.release()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Streamed(_Buffered):
+    """An upstream answer passed on as it arrives (SSE, downloads). If the upstream breaks off mid-body, the status
+    is already out: the answer is left unfinished, so the server closes the connection and the browser sees a
+    truncated body as an error. A clean end would pass the truncated body off as whole."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            while chunk := await self.upstream.content.read(CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("upstream broke off a streamed answer: %s", type(exc).__name__)
+            return
+        finally:
+            self.upstream.release()
+        await send({"type": "http.response.body", "body": b""})

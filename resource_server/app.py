@@ -41,6 +41,7 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 2000
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/ping"})
 _NOTE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NOTE_FIELDS = ("id", "text", "created_at")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,7 +87,7 @@ def _notes_key(sub: str) -> str:
 
 async def _read_json(request: Request) -> Any:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+    if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY_BYTES):
         raise ApiError(413, "request_too_large", f"The body must be at most {MAX_BODY_BYTES} bytes.")
     body = bytearray()
     async for chunk in request.stream():
@@ -95,8 +96,33 @@ async def _read_json(request: Request) -> Any:
             raise ApiError(413, "request_too_large", f"The body must be at most {MAX_BODY_BYTES} bytes.")
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser's stack
         raise ApiError(400, "invalid_request", "The body must be a JSON object.") from None
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8: JSON's ``"\ud800"`` escape makes a lone surrogate, which cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(raw: bytes | str) -> dict[str, str] | None:
+    """A stored note as it can be answered, or None for a record this version would never have written (damaged
+    data is skipped, and a lone surrogate stored before it was refused becomes U+FFFD): one bad record must not make
+    GET /notes fail for good."""
+    try:
+        note = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(note, dict) or not all(isinstance(note.get(k), str) for k in NOTE_FIELDS):
+        return None
+    return {
+        k: v if _utf8(v) else v.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        for k, v in ((k, note[k]) for k in NOTE_FIELDS)
+    }
 
 
 def create_app(
@@ -187,7 +213,9 @@ def create_app(
     @requires_scope("notes:read")
     async def list_notes(request: Request) -> JSONResponse:
         raw = await store().hvals(_notes_key(get_claims(request)["sub"]))
-        notes = [json.loads(value) for value in raw]
+        notes = [note for note in map(_shown, raw) if note is not None]
+        if len(notes) < len(raw):
+            log.warning("skipped %d unreadable notes", len(raw) - len(notes))
         notes.sort(key=lambda note: (note["created_at"], note["id"]), reverse=True)
         return JSONResponse({"notes": notes})
 
@@ -199,6 +227,8 @@ def create_app(
         text = data.get("text")
         if not isinstance(text, str) or not 1 <= len(text.strip()) <= MAX_TEXT_CHARS:
             raise ApiError(400, "invalid_request", f"text: must be a string of 1 to {MAX_TEXT_CHARS} characters.")
+        if not _utf8(text):
+            raise ApiError(400, "invalid_request", "text: must be Unicode text (it holds a lone surrogate).")
         note = {
             "id": secrets.token_urlsafe(12),
             "text": text.strip(),

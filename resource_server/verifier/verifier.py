@@ -96,7 +96,8 @@ def _segment_json(segment: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         value = _JSON.decode(raw.decode("utf-8"))  # RFC 7519 §7.2: the JSON is UTF-8
-    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (binascii.Error, ValueError, RecursionError) as exc:  # Unicode/JSONDecodeError are ValueErrors;
+        # RecursionError: JSON nested deeper than the parser's stack (8 KiB of "[" fits in a token)
         raise InvalidToken("The access token is malformed.", reason="malformed") from exc
     if not isinstance(value, dict):
         raise InvalidToken("The access token is malformed.", reason="malformed")

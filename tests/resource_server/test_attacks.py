@@ -260,6 +260,10 @@ GARBAGE = [
     "a b c",
     "a.b.c;",
     "a+b/c=",
+    # JSON nested deeper than the parser's stack (RecursionError, was a 500)
+    pytest.param(f"{b64url('[' * 5000)}.e30.AAAA", id="deep-header-array"),
+    pytest.param(b64url('{"a":' * 1000) + ".e30.AAAA", id="deep-header-object"),
+    pytest.param(f"e30.{b64url('[' * 5000)}.AAAA", id="deep-payload"),
 ]
 
 
