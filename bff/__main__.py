@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
     stack.add_argument("--auth-port", type=int, default=9000)
     stack.add_argument("--resource-port", type=int, default=9001)
+    stack.add_argument("--live-port", type=int, default=9002, help="the second sample API (audience live)")
     HttpLimits.add_arguments(stack)
     args = parser.parse_args(argv)
     if args.command == "stack":

@@ -1,4 +1,5 @@
-"""`bff stack`: the auth server (:9000), the resource server (:9001) and the BFF (:8000) in one process.
+"""`bff stack`: the auth server (:9000), the resource server (:9001), a second instance of it for another audience
+(the "live" API, :9002) and the BFF (:8000) in one process.
 
 The three services still talk to each other only over HTTP on loopback, exactly as in production; they share one
 process, one event loop and (when ``REDIS_URL`` is unset) one embedded in-memory store, whose keys the services'
@@ -38,6 +39,7 @@ class StackPorts:
     auth: int = 9000
     resource: int = 9001
     bff: int = 8000
+    live: int = 9002  # the sample API again, as a second resource ("live") with a WebSocket endpoint
 
 
 def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: str = "localhost") -> dict[str, str]:
@@ -51,7 +53,7 @@ def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: st
         "redirect_uris": [f"{public_url}/bff/callback"],
         "grant_types": ["authorization_code", "refresh_token"],
         "scope": "openid notes:read notes:write",
-        "audience": ["notes"],
+        "audience": ["notes", "live"],
     }
     defaults = {
         "AUTH_ISSUER": issuer,
@@ -62,7 +64,13 @@ def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: st
         "BFF_CLIENT_ID": "bff",
         "BFF_CLIENT_SECRET": client_secret,
         "BFF_PUBLIC_URL": public_url,
-        "BFF_ROUTES": json.dumps({"notes": f"http://127.0.0.1:{ports.resource}"}),
+        # DESIGN §7: each API gets a token for itself alone (RFC 8707), so neither can replay the other's
+        "BFF_ROUTES": json.dumps(
+            {
+                "notes": {"url": f"http://127.0.0.1:{ports.resource}", "resource": "notes"},
+                "live": {"url": f"http://127.0.0.1:{ports.live}", "resource": "live", "websocket": True},
+            }
+        ),
     }
     return {**defaults, **env}
 
@@ -94,6 +102,7 @@ def build_apps(env: Mapping[str, str], redis: Any | None) -> dict[str, Any]:
         "auth": create_auth_app(AuthSettings.from_env(env), redis=redis),
         "resource": create_resource_app(ResourceSettings.from_env(env), redis=redis),
         "bff": create_bff_app(BffSettings.from_env(env), redis=redis),
+        "live": create_resource_app(ResourceSettings.from_env({**env, "RS_AUDIENCE": "live"}), redis=redis),
     }
 
 
@@ -138,10 +147,16 @@ async def run_stack(
     servers = {
         name: _StackServer(
             uvicorn.Config(
-                app, host=host, port=port, log_level="warning", ws="none", timeout_graceful_shutdown=10, http=protocol
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                ws="websockets-sansio",  # the BFF and the live API take WebSockets
+                timeout_graceful_shutdown=10,
+                http=protocol,
             )
         )
-        for (name, app), port in zip(apps.items(), (ports.auth, ports.resource, ports.bff), strict=True)
+        for (name, app), port in zip(apps.items(), (ports.auth, ports.resource, ports.bff, ports.live), strict=True)
     }
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,6 +172,7 @@ async def run_stack(
                 f"http://{local}:{ports.auth}/readyz",
                 f"http://{local}:{ports.resource}/readyz",
                 f"http://{local}:{ports.bff}/readyz",
+                f"http://{local}:{ports.live}/readyz",
             ]
         )
         created = await create_demo_user(f"http://{local}:{ports.auth}")
@@ -164,7 +180,8 @@ async def run_stack(
         print(
             f"\njwt-bff stack is up on {store}.\n"
             f"  auth server      {env['AUTH_ISSUER']}\n"
-            f"  resource server  http://{local}:{ports.resource}\n"
+            f"  resource server  http://{local}:{ports.resource} (audience notes), "
+            f"http://{local}:{ports.live} (audience live)\n"
             f"  BFF              {env['BFF_PUBLIC_URL']}\n"
             f"Demo user: {DEMO_USERNAME} / {DEMO_PASSWORD}{'' if created else ' (already there)'}\n\n"
             f"Open {env['BFF_PUBLIC_URL']}/ in your browser. Ctrl-C stops.\n",
@@ -188,7 +205,10 @@ def main(args: argparse.Namespace | None = None) -> None:
     host = getattr(args, "host", None) or "127.0.0.1"
     port = getattr(args, "port", None) or 8000
     ports = StackPorts(
-        auth=getattr(args, "auth_port", None) or 9000, resource=getattr(args, "resource_port", None) or 9001, bff=port
+        auth=getattr(args, "auth_port", None) or 9000,
+        resource=getattr(args, "resource_port", None) or 9001,
+        bff=port,
+        live=getattr(args, "live_port", None) or 9002,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     env = stack_environment(ports, os.environ)

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis, store_down_handlers
 
+from .live import live_routes
 from .settings import Settings
 from .verifier import TokenVerifier, VerifierError
 from .verifier.dpop import NonceIssuer
@@ -279,6 +280,7 @@ def create_app(
         Route("/notes", list_notes, methods=["GET"]),
         Route("/notes", create_note, methods=["POST"]),
         Route("/notes/{note_id}", delete_note, methods=["DELETE"]),
+        *live_routes(verifier),
     ]
     return Starlette(
         routes=routes,

@@ -38,6 +38,7 @@ async function loadUser() {
   $("logout").hidden = !loggedIn;
   $("user").hidden = !loggedIn;
   $("api").hidden = !loggedIn;
+  document.dispatchEvent(new CustomEvent("bff:session", { detail: { loggedIn } }));  // live.js follows it
   if (loggedIn) {
     const u = result.data;
     setStatus("in", `Logged in as ${u.username}`);

@@ -34,7 +34,7 @@ class StackThread:
     """`bff stack` (embedded store, as the README's command runs it) in a thread with its own event loop."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.ports = StackPorts(auth=free_port(), resource=free_port(), bff=free_port())
+        self.ports = StackPorts(auth=free_port(), resource=free_port(), bff=free_port(), live=free_port())
         base = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         self.env = stack_environment(self.ports, {**base, "AUTH_KEYS_DIR": str(tmp_path / "keys")})
         self.ready = threading.Event()
@@ -125,6 +125,15 @@ def test_demo_page_login_api_logout_in_chromium(stack: StackThread, tmp_path: Pa
             page.click("#whoami")
             expect(page.locator("#output")).to_contain_text('"sub"')
 
+            # Two APIs, each with a token for itself alone; a live WebSocket through the BFF.
+            expect(page.locator("#aud-notes")).to_have_text('aud = "notes"')
+            expect(page.locator("#aud-live")).to_have_text('aud = "live"')
+            expect(page.locator("#live-status")).to_have_attribute("data-state", "open")
+            expect(page.locator("#live-log")).to_contain_text('aud = "live"')
+            page.fill("#live-text", "hi over the socket")
+            page.click("#live-form button[type=submit]")
+            expect(page.locator("#live-log")).to_contain_text("echo: hi over the socket")
+
             # No session and no token is readable by scripts or kept in web storage.
             assert page.evaluate("document.cookie") == ""
             storage = page.evaluate(
@@ -146,6 +155,8 @@ def test_demo_page_login_api_logout_in_chromium(stack: StackThread, tmp_path: Pa
 
             page.click("#logout")
             expect(page.locator("#status")).to_have_attribute("data-state", "out")
+            # the session ended: the BFF closed the live socket with 1008
+            expect(page.locator("#live-status")).to_have_attribute("data-code", "1008", timeout=3000)
             assert [c for c in context.cookies(bff_url) if c["name"] == "__Host-session"] == []
             assert seen_tokens == []
         finally:

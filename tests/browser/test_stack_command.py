@@ -10,10 +10,13 @@ from tests.conftest import free_port
 
 
 def test_bff_stack_command_runs_all_three_services_with_the_demo_user(process_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    auth_port, resource_port = free_port(), free_port()
+    auth_port, resource_port, live_port = free_port(), free_port(), free_port()
     env = {"REDIS_URL": "", "AUTH_KEYS_DIR": str(tmp_path / "keys")}  # no REDIS_URL: the embedded store
     stack = process_factory(
-        ["-m", "bff", "stack", "--auth-port", str(auth_port), "--resource-port", str(resource_port)],
+        [
+            *("-m", "bff", "stack", "--auth-port", str(auth_port)),
+            *("--resource-port", str(resource_port), "--live-port", str(live_port)),
+        ],
         env,
         health_path="/readyz",
     )
@@ -31,5 +34,6 @@ def test_bff_stack_command_runs_all_three_services_with_the_demo_user(process_fa
     taken = httpx.post(f"http://127.0.0.1:{auth_port}/users", json={"username": "demo", "password": "x" * 12})
     assert taken.status_code == 409
     assert httpx.get(f"http://127.0.0.1:{resource_port}/readyz").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{live_port}/readyz").status_code == 200
     anonymous = httpx.get(f"http://127.0.0.1:{stack.port}/bff/user", headers={"X-CSRF": "1"})
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "login_required"
