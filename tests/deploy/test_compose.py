@@ -47,7 +47,7 @@ def with_edge() -> dict[str, Any]:
 
 
 def test_services_are_named_as_ops_expect(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", "auth-server", "resource-server", "bff"}
+    assert set(compose["services"]) == {"redis", "auth-server", "resource-server", "live-api", "bff"}
 
 
 def test_every_service_has_a_health_check_and_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
@@ -55,7 +55,7 @@ def test_every_service_has_a_health_check_and_waits_for_healthy_dependencies(com
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
         for dep, cond in service.get("depends_on", {}).items():
             assert cond["condition"] == "service_healthy", f"{name} starts before {dep} is healthy"
-    assert set(compose["services"]["bff"]["depends_on"]) == {"redis", "auth-server", "resource-server"}
+    assert set(compose["services"]["bff"]["depends_on"]) == {"redis", "auth-server", "resource-server", "live-api"}
     assert "redis" in compose["services"]["resource-server"]["depends_on"]
 
 
@@ -72,7 +72,7 @@ def test_two_resource_server_replicas_and_only_the_bff_and_issuer_published(comp
     services = compose["services"]
     assert services["resource-server"]["deploy"]["replicas"] == 2
     published = {name: [p["published"] for p in s.get("ports", [])] for name, s in services.items()}
-    assert published == {"redis": [], "auth-server": ["9000"], "resource-server": [], "bff": ["8000"]}
+    assert published == {"redis": [], "auth-server": ["9000"], "resource-server": [], "live-api": [], "bff": ["8000"]}
 
 
 def test_the_bff_client_secret_matches_the_auth_servers_client(compose: dict[str, Any]) -> None:
@@ -82,7 +82,15 @@ def test_the_bff_client_secret_matches_the_auth_servers_client(compose: dict[str
     (client,) = [c for c in clients if c["client_id"] == bff_env["BFF_CLIENT_ID"]]
     assert client["client_secret"] == bff_env["BFF_CLIENT_SECRET"]
     assert client["redirect_uris"] == [bff_env["BFF_PUBLIC_URL"] + "/bff/callback", EDGE_URL + "/bff/callback"]
-    assert json.loads(bff_env["BFF_ROUTES"]) == {"notes": "http://resource-server:9001"}
+    # DESIGN §7: one resource per API, each among the client's audiences, each its resource server's audience
+    routes = json.loads(bff_env["BFF_ROUTES"])
+    assert routes == {
+        "notes": {"url": "http://resource-server:9001", "resource": "notes"},
+        "live": {"url": "http://live-api:9001", "resource": "live", "websocket": True},
+    }
+    assert client["audience"] == ["notes", "live"]
+    for name, service in (("notes", "resource-server"), ("live", "live-api")):
+        assert services[service]["environment"]["RS_AUDIENCE"] == routes[name]["resource"]
 
 
 def test_every_variable_compose_sets_is_documented_in_the_readme(with_edge: dict[str, Any]) -> None:
@@ -116,7 +124,7 @@ def test_nginx_runs_as_the_edge_under_its_profile_in_front_of_the_stack(with_edg
     assert set(re.findall(r"\$\{(\w+)\}", template)) == set(edge["environment"])  # every variable filled, no extra
     assert edge["environment"]["BFF_ADDR"] == "bff:8000"
     routes = json.loads(services["bff"]["environment"]["BFF_ROUTES"])
-    assert "http://" + edge["environment"]["NOTES_ADDR"] == routes["notes"]
+    assert "http://" + edge["environment"]["NOTES_ADDR"] == routes["notes"]["url"]
     assert [p["published"] for p in edge["ports"]] == [edge["environment"]["EDGE_PORT"]] == ["8080"]
     assert set(edge["depends_on"]) == {"bff", "resource-server"}
 
