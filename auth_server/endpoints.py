@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from .backchannel import LogoutNotifier
+from .dpop import DPOP_ALGORITHMS, DPoPCheck
 from .errors import (
     AuthorizeRedirect,
     AuthorizeRequestError,
@@ -26,6 +27,7 @@ from .errors import (
     OAuthError,
     SignUpError,
     TokenRejected,
+    UseDPoPNonce,
 )
 from .forms import FormGuard, ascii_digits, query_params, read_body, read_form
 from .grants import AuthorizationRequest, Grants, authenticate_client, parse_authorization_request
@@ -49,6 +51,8 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
         headers["WWW-Authenticate"] = 'Basic realm="auth-server"'  # RFC 6749 §5.2
     if isinstance(exc, InvalidToken):
         headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{exc.description}"'
+    if isinstance(exc, UseDPoPNonce):
+        headers["DPoP-Nonce"] = exc.nonce  # RFC 9449 §8
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
@@ -64,6 +68,7 @@ class Endpoints:
         self.tokens.on_family_ended = self.notifier.family_ended  # back-channel logout (DESIGN §6)
         self.sso = SSOStore(settings, redis)
         self.logouts = Logouts(self.tokens, self.sso)
+        self.dpop = DPoPCheck(settings, redis, keys)
         self.grants = Grants(settings, self.tokens, redis, self.sso)
         fixed = settings.form_secret
         spare = [secrets.token_bytes(32)]  # only if the keys directory were emptied under a running server
@@ -181,6 +186,7 @@ class Endpoints:
             "id_token_signing_alg_values_supported": [self.settings.signing_alg],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "sid"],
             "authorization_response_iss_parameter_supported": True,  # RFC 9207
+            "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,  # RFC 9449 §5.1
             "end_session_endpoint": f"{issuer}/oauth/logout",  # OIDC RP-Initiated Logout §2.1
             "backchannel_logout_supported": True,  # OIDC Back-Channel Logout §2.1
             "backchannel_logout_session_supported": True,
@@ -362,12 +368,15 @@ class Endpoints:
             raw = form.get("grant_type", "")
             grant_type = raw if raw in ("authorization_code", "refresh_token", "client_credentials") else "other"
             client = authenticate_client(self.settings, request.headers.get("authorization"), form)
-            body = await self.grants.token(client, form)
+            # RFC 9449 §5: the proof is checked (and a nonce demanded) before the grant uses up a code or a rotation
+            jkt = await self.dpop.key_of(request, "/oauth/token")
+            body = await self.grants.token(client, form, jkt=jkt)
         except OAuthError as exc:
             self.metrics.grants.labels(grant_type, exc.error).inc()
             raise
         self.metrics.grants.labels(grant_type, "ok").inc()
-        return JSONResponse(body, headers=NO_STORE)
+        nonce = self.dpop.fresh_nonce() if jkt is not None else None
+        return JSONResponse(body, headers={**NO_STORE, "DPoP-Nonce": nonce} if nonce else NO_STORE)
 
     def _claims(self, token: str) -> tuple[str, dict[str, Any]] | None:
         """(typ, claims) of a token we issued, whatever its type; None if it is not ours or not valid."""
@@ -426,7 +435,7 @@ class Endpoints:
             "token_type": "Bearer" if typ == AT_TYP else "refresh_token",
             **{
                 k: claims[k]
-                for k in ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti", "sid")
+                for k in ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti", "sid", "cnf")
                 if k in claims
             },
         }
@@ -437,12 +446,23 @@ class Endpoints:
     async def userinfo(self, request: Request) -> Response:
         authorization = request.headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = token.strip()
+        if scheme.lower() not in ("bearer", "dpop") or not token:
             return Response(status_code=401, headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="auth-server"'})
         try:
-            claims = self.tokens.decode(token.strip(), AT_TYP)
+            claims = self.tokens.decode(token, AT_TYP)
         except TokenRejected:
             raise InvalidToken("The access token is invalid or expired.") from None
+        cnf = claims.get("cnf")
+        if scheme.lower() == "dpop":  # RFC 9449 §7: a proof by the token's key, for this request
+            try:
+                jkt = await self.dpop.key_of(request, "/userinfo", token, nonce=False)
+            except OAuthError as exc:
+                raise InvalidToken(exc.description) from None
+            if jkt is None or not isinstance(cnf, dict) or cnf.get("jkt") != jkt:
+                raise InvalidToken("The DPoP proof does not match the access token.")
+        elif cnf is not None:  # RFC 9449 §7.2: a bound token is never a bearer token
+            raise InvalidToken("The access token is bound to a DPoP key.")
         if "openid" not in str(claims.get("scope", "")).split() or not isinstance(claims.get("sid"), str):
             return JSONResponse(
                 {"error": "insufficient_scope"},

@@ -14,6 +14,8 @@
      │    ├── InvalidScope           400 invalid_scope
      │    ├── InvalidTarget          400 invalid_target (RFC 8707 §2: a resource the client may not ask for)
      │    ├── InvalidToken           401 invalid_token (RFC 6750 §3.1, userinfo)
+     │    ├── InvalidDPoPProof       400 invalid_dpop_proof (RFC 9449 §5)
+     │    │    └── UseDPoPNonce      400 use_dpop_nonce, with a DPoP-Nonce header (RFC 9449 §8)
      │    └── StoreUnavailable       503 temporarily_unavailable (Redis down)
      ├── SignUpError                 400 with the field at fault
      │    └── UsernameTaken          409
@@ -95,6 +97,20 @@ class InvalidTarget(OAuthError):
 class InvalidToken(OAuthError):
     error = "invalid_token"
     status_code = 401
+
+
+class InvalidDPoPProof(OAuthError):
+    error = "invalid_dpop_proof"
+    default_description = "The DPoP proof is invalid."
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    error = "use_dpop_nonce"
+    default_description = "Resend the request with a DPoP proof carrying the nonce in the DPoP-Nonce header."
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__()
+        self.nonce = nonce
 
 
 class StoreUnavailable(OAuthError):

@@ -23,6 +23,7 @@ from .errors import (
     AuthorizeRedirect,
     AuthorizeRequestError,
     InvalidClient,
+    InvalidDPoPProof,
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
@@ -185,6 +186,11 @@ def authenticate_client(settings: Settings, authorization: str | None, form: Map
     return client
 
 
+def token_type(jkt: str | None) -> str:
+    """RFC 9449 §5: a bound access token is of type DPoP, so the client knows to send it with a proof."""
+    return "DPoP" if jkt is not None else "Bearer"
+
+
 def _param(form: Mapping[str, str], name: str, *, limit: int = MAX_TOKEN_LENGTH) -> str:
     value = form.get(name)
     if not value:
@@ -220,7 +226,8 @@ class Grants:
         await self.redis.set(_code_key(code), json.dumps(record), ex=self.settings.code_ttl)
         return code
 
-    async def token(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def token(self, client: Client, form: Mapping[str, str], *, jkt: str | None = None) -> dict[str, Any]:
+        """The token response of a grant; ``jkt``: the key of the request's checked DPoP proof (RFC 9449 §5)."""
         grant_type = form.get("grant_type", "")
         if not grant_type:
             raise InvalidRequest("The parameter grant_type is required.")
@@ -233,9 +240,9 @@ class Grants:
             raise UnsupportedGrantType(f"The grant type {grant_type[:64]!r} is not supported.")
         if grant_type not in client.grant_types:
             raise UnauthorizedClient()
-        return await handler(client, form)
+        return await handler(client, form, jkt)
 
-    async def _authorization_code(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def _authorization_code(self, client: Client, form: Mapping[str, str], jkt: str | None) -> dict[str, Any]:
         code = _param(form, "code")
         redirect_uri = _param(form, "redirect_uri")
         verifier = _param(form, "code_verifier")
@@ -267,16 +274,22 @@ class Grants:
             scope=record["scope"],
             auth_time=record["auth_time"],
             resource=authorized,
+            jkt=None if client.confidential else jkt,  # RFC 9449 §5: a public client's refresh tokens are bound
         )
         await self.redis.set(f"{key}:used", family.sid, xx=True, keepttl=True)
         if record.get("sso"):
             await self.sso.attach(record["sso"], family.sid, family.sub)  # an RP logout ends it with the SSO session
         access_token, expires_in = self.tokens.access_token(
-            sub=family.sub, client=client, scope=family.scope, sid=family.sid, resource=requested or authorized
+            sub=family.sub,
+            client=client,
+            scope=family.scope,
+            sid=family.sid,
+            resource=requested or authorized,
+            jkt=jkt,
         )
         body: dict[str, Any] = {
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": token_type(jkt),
             "expires_in": expires_in,
             "scope": family.scope,
         }
@@ -286,7 +299,7 @@ class Grants:
             body["id_token"] = self.tokens.id_token(family=family, nonce=record.get("nonce"))
         return body
 
-    async def _refresh_token(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def _refresh_token(self, client: Client, form: Mapping[str, str], jkt: str | None) -> dict[str, Any]:
         token = form.get("refresh_token", "")
         if not token:
             raise InvalidRequest("The parameter refresh_token is required.")
@@ -296,6 +309,9 @@ class Grants:
             raise InvalidGrant("The refresh token is invalid or expired.") from exc
         if claims["client_id"] != client.client_id:
             raise InvalidGrant("The refresh token was issued to another client.")
+        bound = claims.get("cnf", {}).get("jkt") if isinstance(claims.get("cnf"), dict) else None
+        if bound is not None and bound != jkt:  # RFC 9449 §5: a bound refresh token needs a proof by its key
+            raise InvalidDPoPProof("The refresh token is bound to a DPoP key: send a proof made with it.")
         # RFC 8707 §2.2: within the grant's resource, else the client's audiences; checked before the rotation, so a
         # refused resource leaves the refresh token usable.
         authorized = claims.get("resource")
@@ -308,28 +324,35 @@ class Grants:
 
         def issue(family: Family, refresh_token: str) -> dict[str, Any]:
             access_token, expires_in = self.tokens.access_token(
-                sub=family.sub, client=client, scope=scope, sid=family.sid, resource=resource or family.resource
+                sub=family.sub,
+                client=client,
+                scope=scope,
+                sid=family.sid,
+                resource=resource or family.resource,
+                jkt=jkt,
             )
             return {
                 "access_token": access_token,
-                "token_type": "Bearer",
+                "token_type": token_type(jkt),
                 "expires_in": expires_in,
                 "refresh_token": refresh_token,
                 "scope": scope,
             }
 
         try:
-            return await self.tokens.rotate(claims, token, issue, request=f"{scope}\x00{resource or ''}")
+            # A retry within the grace that asks for another scope, resource or DPoP key gets its own access token.
+            request = f"{scope}\x00{resource or ''}\x00{jkt or ''}"
+            return await self.tokens.rotate(claims, token, issue, request=request)
         except TokenRejected as exc:
             raise InvalidGrant("The refresh token is invalid, expired or revoked.") from exc
 
-    async def _client_credentials(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def _client_credentials(self, client: Client, form: Mapping[str, str], jkt: str | None) -> dict[str, Any]:
         if not client.confidential:
             raise UnauthorizedClient("A public client may not use client_credentials.")
         allowed = tuple(s for s in client.scope if s != "openid")  # no user, so no OpenID scope
         scope = parse_scope(form.get("scope"), allowed, allowed)
         resource = parse_resource(form.get("resource"), client.audience)
         access_token, expires_in = self.tokens.access_token(
-            sub=client.client_id, client=client, scope=scope, sid=None, resource=resource
+            sub=client.client_id, client=client, scope=scope, sid=None, resource=resource, jkt=jkt
         )
-        return {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in, "scope": scope}
+        return {"access_token": access_token, "token_type": token_type(jkt), "expires_in": expires_in, "scope": scope}

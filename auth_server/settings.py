@@ -128,6 +128,7 @@ class Settings:
     family_ttl: int = 2_592_000
     id_token_ttl: int = 300
     code_ttl: int = 60
+    dpop_nonce: bool = True  # RFC 9449 §8: DPoP proofs at the token endpoint must carry our nonce
     refresh_retry_grace: int = 10  # DESIGN §9: seconds a just-rotated refresh token may be retried for the same pair
     clients: tuple[Client, ...] = ()
     login_max_failures: int = 10
@@ -165,6 +166,7 @@ class Settings:
             id_token_ttl=env_int(env, "AUTH_ID_TOKEN_TTL", 300, minimum=1),
             code_ttl=env_int(env, "AUTH_CODE_TTL", 60, minimum=1),
             refresh_retry_grace=env_int(env, "AUTH_REFRESH_RETRY_GRACE", 10, minimum=0),
+            dpop_nonce=env_flag(env, "AUTH_DPOP_NONCE", True),
             clients=parse_clients(env.get("AUTH_CLIENTS") or "[]"),
             login_max_failures=env_int(env, "AUTH_LOGIN_MAX_FAILURES", 10, minimum=1),
             login_window=env_int(env, "AUTH_LOGIN_WINDOW", 900, minimum=1),

@@ -80,6 +80,7 @@ class Family:
     auth_time: int
     absolute: int
     resource: str | None = None  # RFC 8707: the resource the login was authorized for, if it named one
+    jkt: str | None = None  # RFC 9449 §5: a public client's refresh tokens are bound to this DPoP key
 
     @classmethod
     def from_hash(cls, sid: str, raw: dict[Any, Any] | list[Any]) -> Family:
@@ -98,6 +99,7 @@ class Family:
             auth_time=int(h.get("auth_time", 0)),
             absolute=int(h["abs"]),
             resource=h.get("res") or None,
+            jkt=h.get("jkt") or None,
         )
 
 
@@ -120,8 +122,16 @@ class TokenService:
         return jwt.encode(claims, key.private, algorithm=key.alg, headers={"typ": typ, "kid": key.kid})
 
     def access_token(
-        self, *, sub: str, client: Client, scope: str, sid: str | None, resource: str | None = None
+        self,
+        *,
+        sub: str,
+        client: Client,
+        scope: str,
+        sid: str | None,
+        resource: str | None = None,
+        jkt: str | None = None,
     ) -> tuple[str, int]:
+        """An access token; ``jkt``: bound to that DPoP key (RFC 9449 §6.1, ``cnf.jkt``)."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.settings.issuer,
@@ -136,6 +146,8 @@ class TokenService:
         }
         if sid is not None:
             claims["sid"] = sid  # client_credentials tokens belong to no login (DESIGN §4)
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
         return self._sign(claims, AT_TYP), self.settings.access_ttl
 
     def id_token(self, *, family: Family, nonce: str | None) -> str:
@@ -183,6 +195,8 @@ class TokenService:
         }
         if family.resource is not None:
             claims["resource"] = family.resource  # RFC 8707 §2.2: checked before any rotation
+        if family.jkt is not None:
+            claims["cnf"] = {"jkt": family.jkt}  # RFC 9449 §5: each refresh needs a proof by this key
         return self._sign(claims, RT_TYP)
 
     # --- verification of our own tokens -------------------------------------------------------------------
@@ -234,7 +248,15 @@ class TokenService:
     # --- families -----------------------------------------------------------------------------------------
 
     async def start_family(
-        self, *, sub: str, username: str, client_id: str, scope: str, auth_time: int, resource: str | None = None
+        self,
+        *,
+        sub: str,
+        username: str,
+        client_id: str,
+        scope: str,
+        auth_time: int,
+        resource: str | None = None,
+        jkt: str | None = None,
     ) -> tuple[Family, str]:
         """A new login: a family and its first refresh token."""
         now = int(time.time())
@@ -247,6 +269,7 @@ class TokenService:
             auth_time=auth_time,
             absolute=now + self.settings.family_ttl,
             resource=resource,
+            jkt=jkt,
         )
         jti = secrets.token_urlsafe(16)
         key = family_key(family.sid)
@@ -262,6 +285,7 @@ class TokenService:
                     "abs": family.absolute,
                     "jti": jti,
                     **({"res": resource} if resource is not None else {}),
+                    **({"jkt": jkt} if jkt is not None else {}),
                 },
             )
             pipe.expireat(key, min(now + self.settings.refresh_ttl, family.absolute))

@@ -252,9 +252,13 @@ class ProofVerifier:
         self._headers[segment] = parsed
         return parsed
 
-    def verify(self, proof: str, *, method: str, url: str, access_token: str | None = None) -> DPoPProof:
+    def verify(
+        self, proof: str, *, method: str, url: str, access_token: str | None = None, also: Collection[str] = ()
+    ) -> DPoPProof:
         """The checked proof for a ``method`` request of ``url``; raises InvalidDPoPProof or UseDPoPNonce.
-        ``access_token``: the token presented with it, whose hash ``ath`` must hold (at a resource server)."""
+        ``access_token``: the token presented with it, whose hash ``ath`` must hold (at a resource server).
+        ``also``: other names of the same endpoint the client may have signed (e.g. its advertised public URL,
+        when the request came in at an internal address)."""
         if len(proof) > MAX_PROOF_LENGTH or _JWS.fullmatch(proof) is None:
             raise InvalidDPoPProof("The DPoP proof is malformed.")
         header_b64, payload_b64, signature_b64 = proof.split(".")
@@ -278,8 +282,8 @@ class ProofVerifier:
             raise InvalidDPoPProof("The DPoP proof has no valid jti.")
         if claims.get("htm") != method:  # RFC 9110 §9.1: methods are case-sensitive
             raise InvalidDPoPProof("The DPoP proof is for another HTTP method.")
-        htu = claims.get("htu")
-        if not isinstance(htu, str) or normalize_htu(htu) != normalize_htu(url) or normalize_htu(url) is None:
+        htu = normalize_htu(claims["htu"]) if isinstance(claims.get("htu"), str) else None
+        if htu is None or (htu != normalize_htu(url) and all(htu != normalize_htu(other) for other in also)):
             raise InvalidDPoPProof("The DPoP proof is for another URL.")
         iat = claims.get("iat")
         now = self._clock()
