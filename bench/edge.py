@@ -72,6 +72,30 @@ NGINX_ALONE = """        location /api/alone/ {
 """
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and their children (nginx's workers), from /proc."""
+    wanted = set(pids)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid in pids:
+                wanted.add(int(entry.name))
+    total = 0
+    for pid in wanted:
+        try:
+            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / TICK
+
+
 def static_upstream(procs: list[Proc]) -> str:
     """A static nginx: the fastest upstream we can have, so the paths in front of it are what is measured."""
     workdir = Path(tempfile.mkdtemp(prefix="jwt-bff-bench-static-"))
@@ -98,6 +122,7 @@ def measure_edge(args: argparse.Namespace) -> None:
         upstream = static_upstream(procs)
         stack = Stack(redis_url, redis_port, auth_url, "http://" + upstream, [bff_url], secret)
         start_bff(procs, stack, bff_port)
+        bff_pid = procs[-1].proc.pid
         edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream})
         conf = edge.dir / "edge.conf"
         anchor = "        location /api/notes/ {"
@@ -108,23 +133,27 @@ def measure_edge(args: argparse.Namespace) -> None:
             cookie = login(bff_url, USER, PASSWORD)
             headers = {"Cookie": cookie, "X-CSRF": "1"}
 
+            assert edge.proc is not None
             redis_calls: dict[str, int] = {}
+            cpu: dict[tuple[str, str], float] = {}  # CPU seconds per request of the layer in front of the upstream
+            layers = {"bff": [bff_pid], "edge": [bff_pid, edge.proc.pid], "alone": [edge.proc.pid], "direct": []}
 
-            def measure(url: str, count_redis: bool = False) -> WrkResult:
+            def measure(path: str, url: str, size: str) -> None:
                 wrk(url, headers, seconds=1, connections=connections)  # warm-up: pools, caches
-                before = redis_commandstats(redis_port)
+                before, cpu_before = redis_commandstats(redis_port), cpu_seconds(layers[path])
                 result = wrk(url, headers, seconds=seconds, connections=connections)
-                if count_redis:
+                cpu[path, size] = (cpu_seconds(layers[path]) - cpu_before) / max(result.requests, 1)
+                if path == "edge" and size == "small.json":
                     after = redis_commandstats(redis_port)
                     redis_calls.update({k: after[k] - before.get(k, 0) for k in after if k != "info"})
-                return result
+                results[path, size] = result
 
             results: dict[tuple[str, str], WrkResult] = {}
             for size in ("small.json", "big.bin"):
-                results["bff", size] = measure(f"{bff_url}/api/notes/{size}")
-                results["edge", size] = measure(f"{edge.url}/api/notes/{size}", count_redis=size == "small.json")
-                results["alone", size] = measure(f"{edge.url}/api/alone/{size}")
-                results["direct", size] = measure(f"http://{upstream}/{size}")
+                measure("bff", f"{bff_url}/api/notes/{size}", size)
+                measure("edge", f"{edge.url}/api/notes/{size}", size)
+                measure("alone", f"{edge.url}/api/alone/{size}", size)
+                measure("direct", f"http://{upstream}/{size}", size)
         finally:
             edge.cleanup()
     for size, label in (("small.json", "small answer (60 B)"), ("big.bin", "1 MiB answer")):
@@ -136,6 +165,12 @@ def measure_edge(args: argparse.Namespace) -> None:
         target = "target >= 1.5" if size == "small.json" else "target >= 3"
         row(f"{label}: nginx + /bff/auth / BFF's proxy", f"{via_edge.rps / bff.rps:.2f}x", target)
         row(f"{label}: nginx + /bff/auth / nginx alone", f"{via_edge.rps / alone.rps:.2f}x")
+        per = {path: cpu[path, size] * 1000 for path in ("bff", "edge", "alone")}
+        row(
+            f"{label}: CPU ms per request in front of the upstream",
+            f"BFF proxy {per['bff']:.3f}, nginx + /bff/auth {per['edge']:.3f}, nginx alone {per['alone']:.3f}",
+        )
+        row(f"{label}: CPU per request, BFF's proxy / nginx + /bff/auth", f"{per['bff'] / per['edge']:.2f}x")
     per_request = sum(redis_calls.values()) / max(results["edge", "small.json"].requests, 1)
     by_command = ", ".join(
         f"{k}={v / max(results['edge', 'small.json'].requests, 1):.3f}" for k, v in redis_calls.items() if v

@@ -323,11 +323,24 @@ def parse_args() -> argparse.Namespace:
         help="auth server delay in the slow storm (s): beyond the BFF's 5 s lock lease, "
         "within its 10 s back-channel timeout",
     )
-    parser.add_argument("--only", default="", help="comma-separated section names: proxy,storm,verify,memory")
+    parser.add_argument("--only", default="", help="comma-separated section names: proxy,storm,verify,memory,edge")
     return parser.parse_args()
 
 
-SECTIONS = {"proxy": proxy_throughput, "storm": refresh_storm, "verify": verifier_cost, "memory": session_memory}
+def edge_throughput(args: argparse.Namespace) -> None:
+    """Section 7: nginx + /bff/auth against the BFF's own proxy and nginx alone (bench/edge.py)."""
+    from bench.edge import measure_edge
+
+    measure_edge(args)
+
+
+SECTIONS = {
+    "proxy": proxy_throughput,
+    "storm": refresh_storm,
+    "verify": verifier_cost,
+    "memory": session_memory,
+    "edge": edge_throughput,
+}
 
 
 def main() -> None:
