@@ -42,7 +42,7 @@ STATIC = """
 pid {dir}/static.pid;
 error_log {dir}/static-error.log warn;
 {user}
-worker_processes 1;
+worker_processes auto;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -123,7 +123,8 @@ def measure_edge(args: argparse.Namespace) -> None:
         stack = Stack(redis_url, redis_port, auth_url, "http://" + upstream, [bff_url], secret)
         start_bff(procs, stack, bff_port)
         bff_pid = procs[-1].proc.pid
-        edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream})
+        # as the official image runs it: a worker per core
+        edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream}, workers="auto")
         conf = edge.dir / "edge.conf"
         anchor = "        location /api/notes/ {"
         conf.write_text(conf.read_text().replace(anchor, NGINX_ALONE + anchor, 1))

@@ -23,7 +23,7 @@ MAIN = """
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 {user}
-worker_processes 1;
+worker_processes {workers};
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -60,13 +60,13 @@ def render(port: int, bff: str, routes: Mapping[str, str]) -> str:
 class Edge:
     """nginx in the foreground (``-g 'daemon off;'``) with the rendered edge configuration."""
 
-    def __init__(self, port: int, bff: str, routes: Mapping[str, str]) -> None:
+    def __init__(self, port: int, bff: str, routes: Mapping[str, str], workers: str = "1") -> None:
         self.port = port
         self.dir = Path(tempfile.mkdtemp(prefix="jwt-bff-nginx-"))
         (self.dir / "edge.conf").write_text(render(port, bff, routes))
         # Run as whoever we are: root's workers would otherwise drop to `nobody`, who cannot use this private dir.
         user = "user root root;" if os.geteuid() == 0 else ""
-        (self.dir / "nginx.conf").write_text(MAIN.format(dir=self.dir, user=user))
+        (self.dir / "nginx.conf").write_text(MAIN.format(dir=self.dir, user=user, workers=workers))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
