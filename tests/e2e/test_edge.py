@@ -126,6 +126,8 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     assert foreign.status_code == 403 and foreign.json()["error"] == "csrf"
     steer = await browser.request("GET", "/api/notes/me", headers={"X-Forwarded-Uri": "/api/chat/headers"})
     assert steer.status_code == 200 and steer.json()["client_id"] == "bff"  # nginx drops the browser's copy
+    oversized = await browser.request("GET", "/api/notes/me", headers={"X-Padding": "a" * 9000})
+    assert oversized.status_code in (400, 431) and "eyJ" not in oversized.text  # nginx's 8 KiB header limit
     calls = len(edge_stack.seen)
     refused = await browser.request("DELETE", "/api/chat/headers")
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST"
