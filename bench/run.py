@@ -41,6 +41,7 @@ from bench.harness import (  # noqa: E402
     start_redis,
     wrk,
 )
+from bench.routes import route_costs  # noqa: E402
 
 USER, PASSWORD = "bench-user", "bench-password-1"
 rows: list[tuple[str, str, str]] = []
@@ -323,7 +324,10 @@ def parse_args() -> argparse.Namespace:
         help="auth server delay in the slow storm (s): beyond the BFF's 5 s lock lease, "
         "within its 10 s back-channel timeout",
     )
-    parser.add_argument("--only", default="", help="comma-separated section names: proxy,storm,verify,memory,edge")
+    parser.add_argument("--sockets", type=int, default=1000, help="concurrent WebSockets in the routes section")
+    parser.add_argument(
+        "--only", default="", help="comma-separated section names: proxy,storm,verify,memory,edge,routes"
+    )
     return parser.parse_args()
 
 
@@ -334,12 +338,17 @@ def edge_throughput(args: argparse.Namespace) -> None:
     measure_edge(args)
 
 
+def routes_section(args: argparse.Namespace) -> None:
+    route_costs(args, row, fmt, start_auth, (USER, PASSWORD))
+
+
 SECTIONS = {
     "proxy": proxy_throughput,
     "storm": refresh_storm,
     "verify": verifier_cost,
     "memory": session_memory,
     "edge": edge_throughput,
+    "routes": routes_section,
 }
 
 
