@@ -63,6 +63,9 @@ class SessionWatch:
             except StoreUnavailable:
                 log.warning("cannot check the sessions of open WebSockets: the store is unreachable")
                 continue
+            except Exception:  # never let the watch die silently: the sockets it follows would outlive their logout
+                log.exception("checking the sessions of open WebSockets failed")
+                continue
             for key, exists in zip(keys, alive, strict=True):
                 if not exists:
                     for ended in self._held.pop(key, ()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -236,6 +237,30 @@ async def test_route_tokens_renewing_at_once_keep_the_login(route_stack: Callabl
         assert (await browser.request("GET", "/bff/user")).status_code == 200
         # one refresh per resource and round (orders, leaky and maybe share ORDERS), never one per request
         assert rs.stack.gate.refreshes == 4
+    finally:
+        await close_clients(rs)
+
+
+def client_grants(auth_url: str) -> float:
+    text = httpx.get(auth_url + "/metrics", timeout=5).text
+    line = re.search(r'auth_token_grants_total\{grant_type="client_credentials",outcome="ok"\} (\S+)', text)
+    return float(line.group(1)) if line else 0.0
+
+
+async def test_client_token_one_grant_at_a_time_renewed_before_expiry(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack(access_ttl=2, BFF_REFRESH_SKEW="1")
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        responses = await asyncio.gather(*(browser.request("GET", "/api/app/x") for _ in range(20)))
+        assert [r.status_code for r in responses] == [200] * 20
+        tokens = {bearer(r.json()["headers"]) for r in responses}
+        assert len(tokens) == 1 and client_grants(rs.stack.auth_url) == 1  # 20 concurrent requests, one grant
+        expires = claims_of(tokens.pop())["exp"]
+        await asyncio.sleep(1.2)  # within the skew of its expiry: renewed before it, never used expired
+        renewed = bearer((await browser.request("GET", "/api/app/x")).json()["headers"])
+        assert claims_of(renewed)["exp"] > expires and client_grants(rs.stack.auth_url) == 2
+        assert rs.stack.gate.refreshes == 0  # the app's token never touches the user's refresh token
     finally:
         await close_clients(rs)
 
