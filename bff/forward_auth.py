@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from bff import csrf
 from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, BFFError, CSRFError, NotFound
+from bff.paths import climbs
 from bff.settings import IPNetwork
 
 PATH = "/bff/auth"
@@ -77,6 +78,8 @@ def api_route(uri: str) -> tuple[str, str]:
     control characters are refused: a proxy in front resolving them (RFC 3986 §5.2.4) or a server behind reading
     ``\\`` as ``/`` could otherwise send the request to another route, or another path, than the one answered for."""
     path = uri.split("?", 1)[0].split("#", 1)[0]
+    if climbs(path.encode("latin-1", "replace")):  # also double-encoded ones (%252e), as the proxy refuses them
+        raise BadRequest("Dot segments are not allowed in API paths.")
     try:
         decoded = unquote(path, errors="strict") if "%" in path else path
     except UnicodeDecodeError:

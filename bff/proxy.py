@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from bff.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from bff.paths import climbs
 from bff.routes import Route
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
@@ -38,7 +39,33 @@ HOP_BY_HOP = frozenset(
         b"proxy-connection",
     }
 )
-DROP_REQUEST = HOP_BY_HOP | {b"cookie", b"authorization", b"host", b"x-csrf", b"expect"}
+# What the browser must not tell an upstream: where the request "really" went (X-Original-URL and friends make some
+# frameworks route by header, past the path the BFF checked), who forwarded it (the BFF sets X-Forwarded-For itself),
+# and which method it "really" is (X-HTTP-Method-Override turns an allowed POST into a DELETE behind the BFF).
+SPOOFABLE = frozenset(
+    {
+        b"x-original-url",
+        b"x-original-uri",
+        b"x-rewrite-url",
+        b"x-forwarded-uri",
+        b"x-forwarded-host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-server",
+        b"x-forwarded-method",
+        b"x-original-method",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+    }
+)
+DROP_REQUEST = HOP_BY_HOP | SPOOFABLE | {b"cookie", b"authorization", b"host", b"x-csrf", b"expect"}
 DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2"}
 REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024
@@ -108,9 +135,8 @@ class Proxy:
         # length is not the decoded name's). It starts with "/", so it can never extend the upstream's authority.
         slash = raw_path.find(b"/", len(b"/api/"))
         rest = raw_path[slash:] if slash >= 0 else b""
-        for segment in rest.split(b"/"):
-            if segment.lower() in (b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."):
-                raise BadRequest("Dot segments are not allowed in API paths.")
+        if climbs(rest):
+            raise BadRequest("Dot segments are not allowed in API paths.")
         target = base + (rest.decode("latin-1") or "/")
         query = scope.get("query_string", b"")
         return URL(target + "?" + query.decode("latin-1") if query else target, encoded=True)

@@ -34,6 +34,7 @@ from bff.errors import MethodNotAllowed, NotFound
 TOKEN_POLICIES = ("user", "optional", "client", "none")
 FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout"})
 NEVER_PROXIED = frozenset({"TRACE", "TRACK", "CONNECT"})  # RFC 9110 §9.3.6/§9.3.8: refused before any route
+COMMON_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")  # Allow of a route without a list
 MAX_TIMEOUT = 86_400.0
 _NAME = re.compile(r"[A-Za-z0-9._~-]{1,64}")  # one unreserved path segment (RFC 3986 §2.3)
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")  # RFC 9110 §9.1 tokens, upper case as every client sends them
@@ -70,11 +71,13 @@ class Route:
     @property
     def allow(self) -> str:
         """The ``Allow`` header of a 405 (RFC 9110 §15.5.6)."""
-        return ", ".join(sorted(self.methods)) if self.methods is not None else ""
+        return ", ".join(sorted(self.methods if self.methods is not None else COMMON_METHODS))
 
     def check_method(self, method: str) -> None:
-        """Raise 405 (with ``Allow``) for a method outside the route's list; the upstream is then never called."""
-        if self.methods is not None and method not in self.methods:
+        """Raise 405 (with ``Allow``) for a method outside the route's list, and for TRACE, TRACK and CONNECT on
+        every route (they would echo the request, credentials included, or open a tunnel); the upstream is then
+        never called."""
+        if method in NEVER_PROXIED or (self.methods is not None and method not in self.methods):
             raise MethodNotAllowed(self.allow, f"The route {self.name!r} does not accept {method[:32]}.")
 
 
