@@ -372,6 +372,25 @@ async def test_websocket_closed_with_1008_after_logout(route_stack: Callable[...
         await close_clients(rs)
 
 
+async def test_websocket_closed_with_1008_when_the_session_expires(route_stack: Callable[..., RouteStack]) -> None:
+    rs = route_stack(BFF_IDLE_TTL="2")
+    browser = rs.browser()
+    try:
+        await rs.login(browser)
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        async with aiohttp.ClientSession() as session:
+            url = ws_url(rs.stack.bff_url, "/api/chat/ws/idle")
+            async with session.ws_connect(url, headers={"Cookie": cookie, "Origin": rs.stack.bff_url}) as ws:
+                opened = time.monotonic()
+                await ws.send_str("still here")  # messages on the socket do not renew the session's idle life
+                assert (await ws.receive(timeout=5)).data == "echo:still here"
+                closing = await ws.receive(timeout=6)
+                assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+                assert time.monotonic() - opened < 2 + 2.0
+    finally:
+        await close_clients(rs)
+
+
 async def test_websocket_closed_after_logout_on_another_replica(
     route_stack: Callable[..., RouteStack], process_factory: Any
 ) -> None:
