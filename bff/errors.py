@@ -7,6 +7,7 @@ BFFError                          500 server_error
  ├── LoginRequired                401 login_required       (no session, or it ended)
  │    └── SessionGone                                        (a save found the session deleted: logout won)
  ├── CSRFError                    403 csrf
+ ├── UntrustedPeer                403 forbidden            (/bff/auth asked by a peer outside BFF_TRUSTED_PROXIES)
  ├── NotFound                     404 not_found
  ├── MethodNotAllowed             405 method_not_allowed   (outside a route's methods; carries Allow)
  ├── UpstreamUnavailable          502 bad_gateway          (connect failure to a resource server)
@@ -61,6 +62,14 @@ class CSRFError(BFFError):
     status_code = 403
     error = "csrf"
     description = "Missing X-CSRF header, foreign Origin or CORS preflight."
+
+
+class UntrustedPeer(BFFError):
+    """Forward auth asked by a peer outside BFF_TRUSTED_PROXIES: its word on the original request is not taken."""
+
+    status_code = 403
+    error = "forbidden"
+    description = "Forward auth answers only the proxies in BFF_TRUSTED_PROXIES."
 
 
 class NotFound(BFFError):

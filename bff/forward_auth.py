@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from bff import csrf
 from bff.endpoints import Endpoints, cookie
-from bff.errors import BadRequest, BFFError, CSRFError, NotFound
+from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
 from bff.paths import climbs
 from bff.settings import IPNetwork
 
@@ -37,15 +37,6 @@ PATH = "/bff/auth"
 URI_LIMIT = 8192  # longer original URIs are refused (nginx's own default limit is 8 KiB per header line)
 _REFUSED = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and backslashes
 _TRUST_CACHE = 1024  # peer address -> trusted, for the few addresses proxies connect from
-
-
-class UntrustedPeer(BFFError):
-    """``/bff/auth`` asked by a peer outside ``BFF_TRUSTED_PROXIES``: its headers about an original request are not
-    believed, so there is nothing to answer."""
-
-    status_code = 403
-    error = "forbidden"
-    description = "Forward auth answers only the proxies in BFF_TRUSTED_PROXIES."
 
 
 class TrustedProxies:
