@@ -175,6 +175,7 @@ async def test_unknown_route_404_and_non_api_404(rig: Rig) -> None:
         "/api/notes/a%5Cb",
         "/api/notes/a%00b",
         "/api/notes/%ff",
+        "/api/notes/%252e%252e/x",
     ],
 )
 async def test_dot_segments_and_backslashes_are_refused(rig: Rig, uri: str) -> None:
