@@ -1,8 +1,11 @@
 """Authorization requests, authorization codes, client authentication and the three grant types.
 
-Codes are stored by their SHA-256 only (``auth:code:{<hash>}``) for ``AUTH_CODE_TTL`` seconds and taken with one
-atomic script that also leaves a marker (``auth:code:{<hash>}:used``): a second use of the code finds the marker,
-names the family the first use started, and that family is revoked (RFC 6749 §4.1.2, RFC 9700 §4.5).
+Codes are stored by their SHA-256 only (``auth:code:{<hash>}``) for ``AUTH_CODE_TTL`` seconds. A redemption reads
+the code, checks it (client, redirect URI, PKCE verifier, resource), and only then takes it with one atomic script
+that deletes it if it is still there and leaves a marker (``auth:code:{<hash>}:used``): so a failed attempt (another
+client, a wrong verifier) does not burn the code for its rightful client, two concurrent correct redemptions yield
+one success, and a second use finds the marker, names the family the first use started, and that family is revoked
+(RFC 6749 §4.1.2, RFC 9700 §4.5).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote_plus
 
 from .errors import (
@@ -43,13 +46,14 @@ CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url of a SHA-256 digest,
 VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 §4.1
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3
 
-# KEYS[1] code, KEYS[2] its used-marker; ARGV[1] marker ttl. Returns the code's record, or {"used", sid or false}.
+# KEYS[1] code, KEYS[2] its used-marker; ARGV[1] marker ttl, ARGV[2] the record the caller checked. Takes the code
+# only if it still holds that record (compare-and-delete). Returns {"ok"}, or {"used", sid or "-" or false}.
 _REDEEM = """
 local v = redis.call('GET', KEYS[1])
-if v then
+if v and v == ARGV[2] then
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[2], '-', 'EX', tonumber(ARGV[1]))
-  return {'ok', v}
+  return {'ok'}
 end
 return {'used', redis.call('GET', KEYS[2])}
 """
@@ -252,12 +256,12 @@ class Grants:
         # once the code exists (below).
         requested = parse_resource(form.get("resource"), client.audience)
         key = _code_key(code)
-        status, value = await self._redeem(keys=[key, f"{key}:used"], args=[USED_CODE_TTL])
-        if status in (b"used", "used"):
-            if value and value not in (b"-", "-"):
-                await self.tokens.revoke_family(value.decode() if isinstance(value, bytes) else value)
-            raise InvalidGrant("The authorization code is invalid, expired or already used.")
-        record = json.loads(value)
+        raw = await self.redis.get(key)
+        if raw is None:
+            await self._replayed(key)
+        record = json.loads(raw)
+        # Checked before the code is taken: a failed attempt (another client, a wrong verifier, a wrong redirect URI)
+        # must not burn the code, or anyone who sees a code could block that login.
         if (
             record["client_id"] != client.client_id
             or record["redirect_uri"] != redirect_uri
@@ -267,6 +271,9 @@ class Grants:
         authorized = record.get("resource")
         if requested is not None and authorized is not None and requested != authorized:
             raise InvalidTarget("The resource differs from the one the code was authorized for.")
+        status, *_ = await self._redeem(keys=[key, f"{key}:used"], args=[USED_CODE_TTL, raw])
+        if status not in (b"ok", "ok"):  # a concurrent redemption took it between our read and now
+            await self._replayed(key)
         family, refresh_token = await self.tokens.start_family(
             sub=record["sub"],
             username=record["username"],
@@ -298,6 +305,14 @@ class Grants:
         if "openid" in family.scope.split():
             body["id_token"] = self.tokens.id_token(family=family, nonce=record.get("nonce"))
         return body
+
+    async def _replayed(self, key: str) -> NoReturn:
+        """The code is gone: expired, unknown, or redeemed already. A redeemed one names the family it started, and a
+        replay revokes it (RFC 6749 §4.1.2)."""
+        sid = await self.redis.get(f"{key}:used")
+        if sid and sid not in (b"-", "-"):
+            await self.tokens.revoke_family(sid.decode() if isinstance(sid, bytes) else sid)
+        raise InvalidGrant("The authorization code is invalid, expired or already used.")
 
     async def _refresh_token(self, client: Client, form: Mapping[str, str], jkt: str | None) -> dict[str, Any]:
         token = form.get("refresh_token", "")

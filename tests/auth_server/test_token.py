@@ -82,30 +82,37 @@ async def test_code_is_stored_only_by_its_hash(client: httpx.AsyncClient, user: 
     assert f"auth:fam:{{{sid}}}" in keys  # the family's hash tag keeps it in one Redis Cluster slot
 
 
-@pytest.mark.parametrize("change", ["verifier", "redirect", "client"])
-async def test_code_is_bound_to_verifier_redirect_uri_and_client(
-    client: httpx.AsyncClient, user: Any, change: str
-) -> None:
+@pytest.mark.parametrize("change", ["verifier", "redirect", "public-client", "confidential-client", "resource"])
+async def test_a_failed_redemption_does_not_burn_the_code(client: httpx.AsyncClient, user: Any, change: str) -> None:
     verifier, challenge = pkce()
     code = (await get_code(client, challenge))["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier}
+    error = "invalid_grant"
     if change == "verifier":
         response = await exchange(client, code, pkce()[0])
     elif change == "redirect":
         response = await exchange(client, code, verifier, redirect_uri="http://app.test/other?x=1")
+    elif change == "public-client":
+        response = await client.post("/oauth/token", data={**form, "client_id": "spa"})
+    elif change == "confidential-client":
+        response = await client.post("/oauth/token", data=form, auth=("other", "other-secret-0123456789"))
     else:
-        response = await client.post(
-            "/oauth/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": REDIRECT,
-                "code_verifier": verifier,
-                "client_id": "spa",
-            },
-        )
-    assert_oauth_error(response, "invalid_grant")
-    # A failed attempt consumes the code: an attacker gets one try, and so does the client.
+        response = await exchange(client, code, verifier, resource="https://elsewhere.test")
+        error = "invalid_target"
+    assert_oauth_error(response, error)
+    # Anyone who sees a code must not be able to block that login: the rightful client still redeems it, once.
+    redeemed = await exchange(client, code, verifier)
+    assert redeemed.status_code == 200, redeemed.text
     assert_oauth_error(await exchange(client, code, verifier), "invalid_grant")
+    assert_oauth_error(await refresh(client, redeemed.json()["refresh_token"]), "invalid_grant")  # replay revoked it
+
+
+async def test_concurrent_correct_redemptions_yield_exactly_one_success(client: httpx.AsyncClient, user: Any) -> None:
+    for _ in range(3):
+        verifier, challenge = pkce()
+        code = (await get_code(client, challenge))["code"]
+        answers = await asyncio.gather(*(exchange(client, code, verifier) for _ in range(8)))
+        assert sorted(a.status_code for a in answers) == [200] + [400] * 7
 
 
 async def test_code_expires(redis_url: str, keys_dir: Path) -> None:
