@@ -430,6 +430,8 @@ class Endpoints:
                 or await self.tokens.current_jti(claims["sid"]) != claims["jti"]
             ):
                 return inactive
+        elif not self._may_introspect(client.client_id, claims):
+            return inactive  # RFC 7662 §4: another client's token is not its business, not even its existence
         body: dict[str, Any] = {
             "active": True,
             "token_type": "Bearer" if typ == AT_TYP else "refresh_token",
@@ -442,6 +444,14 @@ class Endpoints:
         if family is not None:
             body["username"] = family.username
         return JSONResponse(body, headers=NO_STORE)
+
+    @staticmethod
+    def _may_introspect(client_id: str, claims: dict[str, Any]) -> bool:
+        """An access token is shown to the client it was issued to, or to a client in its audience (a resource server
+        registered under its audience name); to any other client it is inactive."""
+        aud = claims.get("aud")
+        audience = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        return claims.get("client_id") == client_id or client_id in audience
 
     async def userinfo(self, request: Request) -> Response:
         authorization = request.headers.get("authorization", "")

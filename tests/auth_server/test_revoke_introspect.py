@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .helpers import BFF_SECRET, SVC_SECRET, exchange, get_code, pkce, refresh
+from auth_server.app import create_app
+
+from .helpers import (
+    BFF_SECRET,
+    CLIENTS,
+    PASSWORD,
+    SVC_SECRET,
+    USERNAME,
+    exchange,
+    get_code,
+    make_settings,
+    pkce,
+    refresh,
+    serve_in_process,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -65,8 +81,8 @@ async def test_introspection(client: httpx.AsyncClient, user: Any) -> None:
     assert active["active"] is True and active["client_id"] == "bff" and active["username"] == "alice"
     assert active["scope"] == "openid notes:read notes:write" and active["aud"] == "notes"
     assert active["token_type"] == "Bearer"
-    # Another confidential client (a resource server, say) may introspect access tokens.
-    assert (await introspect(client, tokens["access_token"], ("svc", SVC_SECRET)))["active"] is True
+    # Another confidential client, neither the token's client nor in its audience, learns nothing (RFC 7662 §4).
+    assert await introspect(client, tokens["access_token"], ("svc", SVC_SECRET)) == {"active": False}
     refresh_info = await introspect(client, tokens["refresh_token"])
     assert refresh_info["active"] is True and refresh_info["token_type"] == "refresh_token"
     assert await introspect(client, tokens["refresh_token"], ("svc", SVC_SECRET)) == {"active": False}
@@ -98,3 +114,21 @@ async def test_userinfo_needs_a_live_openid_access_token(client: httpx.AsyncClie
     await client.post("/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=("bff", BFF_SECRET))
     ended = await client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert ended.status_code == 401
+
+
+async def test_only_the_tokens_client_or_audience_may_introspect_it(redis_url: str, keys_dir: Path) -> None:
+    notes = {"client_id": "notes", "client_secret": "notes-secret-0123456789", "grant_types": ["client_credentials"]}
+    settings = make_settings(redis_url, keys_dir, AUTH_CLIENTS=json.dumps([*CLIENTS, notes]))
+    async with serve_in_process(create_app(settings)) as client:
+        assert (await client.post("/users", json={"username": USERNAME, "password": PASSWORD})).status_code == 201
+        bff = (await tokens_for(client))["access_token"]
+        svc = await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("svc", SVC_SECRET))
+        svc_token = svc.json()["access_token"]
+        other = ("other", "other-secret-0123456789")
+        assert (await introspect(client, bff))["active"] is True  # its own client
+        assert (await introspect(client, bff, ("notes", notes["client_secret"])))["active"] is True  # its audience
+        assert await introspect(client, bff, other) == {"active": False}  # another confidential client
+        assert await introspect(client, bff, ("svc", SVC_SECRET)) == {"active": False}
+        assert (await introspect(client, svc_token, ("svc", SVC_SECRET)))["active"] is True
+        assert await introspect(client, svc_token, ("bff", BFF_SECRET)) == {"active": False}
+        assert (await introspect(client, svc_token, ("notes", notes["client_secret"])))["active"] is True
