@@ -20,15 +20,18 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bff.auth_client import AuthClient
+from bff.backchannel import LogoutTokens
 from bff.client_tokens import ClientTokens
 from bff.credentials import Credentials
 from bff.csrf import CSRFMiddleware
 from bff.endpoints import STATIC, Endpoints, cookie
 from bff.errors import BFFError, LoginRequired, NotFound, UpstreamTimeout, UpstreamUnavailable
 from bff.forward_auth import ForwardAuth
+from bff.logout import Logout
 from bff.metrics import ACCESS, Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
+from bff.session_index import SessionIndex
 from bff.session_watch import SessionWatch
 from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings
@@ -94,7 +97,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     )
     proxy = Proxy(settings.routes, settings.upstream_timeout)
     credentials = Credentials(manager, refresher, ClientTokens(auth, skew=settings.refresh_skew))
-    endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials)
+    index = SessionIndex(client, ttl=settings.absolute_ttl)
+    endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
+    logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
     watch = SessionWatch(manager.store)
     sockets = SocketProxy(
         routes=settings.routes,
@@ -170,7 +175,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         Route("/bff/login", endpoints.login, methods=["GET"]),
         Route("/bff/callback", endpoints.callback, methods=["GET"]),
         Route("/bff/user", endpoints.user, methods=["GET"]),
-        Route("/bff/logout", endpoints.logout, methods=["POST"]),
+        Route("/bff/logout", logout.page, methods=["GET"]),
+        Route("/bff/logout", logout.script, methods=["POST"]),
+        Route("/bff/backchannel", logout.backchannel, methods=["POST"]),
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -20,6 +20,8 @@ from bff.settings import Settings
 
 log = logging.getLogger(__name__)
 
+BROWSER_ENDPOINTS = ("authorization_endpoint", "end_session_endpoint")  # navigated to by the browser: stay public
+JWKS_REFETCH_COOLDOWN = 10.0  # seconds: an unknown kid refetches the JWKS at most this often (no fetch per bad token)
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 ID_TOKEN_LEEWAY = 60
 # OIDC Core §3.1.3.7 (7): the provider's advertised algorithm; never "none", never HMAC with a public key.
@@ -43,6 +45,7 @@ class AuthClient:
         self.http = http
         self.metadata: dict[str, Any] | None = None
         self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._keys_fetched = float("-inf")
         # RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
         self._auth = httpx.BasicAuth(quote(settings.client_id, safe=""), quote(settings.client_secret, safe=""))
 
@@ -79,7 +82,7 @@ class AuthClient:
         if (
             internal
             and back_channel
-            and key != "authorization_endpoint"
+            and key not in BROWSER_ENDPOINTS
             and isinstance(value, str)
             and value.startswith(self.settings.issuer + "/")
         ):
@@ -88,6 +91,11 @@ class AuthClient:
 
     async def authorization_endpoint(self) -> str:
         return str((await self.discover())["authorization_endpoint"])
+
+    async def end_session_endpoint(self) -> str | None:
+        """OIDC RP-Initiated Logout §2.1: where the browser goes to end its session at the provider, if anywhere."""
+        endpoint = (await self.discover()).get("end_session_endpoint")
+        return endpoint if isinstance(endpoint, str) and endpoint.startswith(("https://", "http://")) else None
 
     def _client_auth(
         self, metadata: dict[str, Any], key: str, form: dict[str, str]
@@ -196,6 +204,8 @@ class AuthClient:
         """The provider's public key ``kid`` from its JWKS, fetched once and again when an unknown kid appears."""
         if kid in self._keys:
             return self._keys[kid]
+        if time.monotonic() - self._keys_fetched < JWKS_REFETCH_COOLDOWN:
+            raise ProviderRejected("invalid_id_token", "The token is signed with an unknown key.")
         uri = (await self.discover()).get("jwks_uri")
         if not uri:
             raise AuthServerUnavailable("The discovery document has no jwks_uri.")
@@ -215,34 +225,44 @@ class AuthClient:
             if key.algorithm_name in ID_TOKEN_ALGORITHMS:
                 loaded[data.get("kid")] = key
         self._keys = loaded
+        self._keys_fetched = time.monotonic()
         if kid not in loaded:
             raise ProviderRejected("invalid_id_token", "The ID token is signed with an unknown key.")
         return loaded[kid]
 
-    async def id_claims(self, id_token: str | None, nonce: str) -> dict[str, Any]:
-        """Verify the ID token of a code exchange (OIDC Core §3.1.3.7) and return its claims: signature with the
-        provider's published key (asymmetric algorithms only), iss, aud, exp and the login's nonce."""
-        if not id_token:
-            raise ProviderRejected("invalid_id_token", "The provider sent no ID token; request the openid scope.")
+    async def verify(self, token: str, *, what: str, require: list[str], leeway: float) -> dict[str, Any]:
+        """Claims of a JWT the provider signed for us (OIDC Core §3.1.3.7): signature by a key in its JWKS
+        (asymmetric algorithms only: never "none", never HMAC), ``iss`` = the provider, ``aud`` holds our client id,
+        ``exp``; raises ProviderRejected naming ``what`` the token is."""
         try:
-            header = jwt.get_unverified_header(id_token)
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise ProviderRejected("invalid_id_token", "The ID token is not a JWT.") from exc
+            raise ProviderRejected("invalid_id_token", f"The {what} is not a JWT.") from exc
         if header.get("alg") not in ID_TOKEN_ALGORITHMS:
-            raise ProviderRejected("invalid_id_token", "The ID token's algorithm is not allowed.")
+            raise ProviderRejected("invalid_id_token", f"The {what}'s algorithm is not allowed.")
         key = await self._signing_key(header.get("kid"))
         try:
-            claims = jwt.decode(
-                id_token,
+            claims: dict[str, Any] = jwt.decode(
+                token,
                 key,
                 algorithms=[header["alg"]],
                 audience=self.settings.client_id,
                 issuer=(await self.discover())["issuer"],
-                leeway=ID_TOKEN_LEEWAY,
-                options={"require": ["iss", "sub", "aud", "exp"]},
+                leeway=leeway,
+                options={"require": require},
             )
         except jwt.PyJWTError as exc:
-            raise ProviderRejected("invalid_id_token", "The ID token is not valid.") from exc
+            raise ProviderRejected("invalid_id_token", f"The {what} is not valid.") from exc
+        return claims
+
+    async def id_claims(self, id_token: str | None, nonce: str) -> dict[str, Any]:
+        """Verify the ID token of a code exchange (OIDC Core §3.1.3.7) and return its claims: signature with the
+        provider's published key, iss, aud, exp and the login's nonce."""
+        if not id_token:
+            raise ProviderRejected("invalid_id_token", "The provider sent no ID token; request the openid scope.")
+        claims = await self.verify(
+            id_token, what="ID token", require=["iss", "sub", "aud", "exp"], leeway=ID_TOKEN_LEEWAY
+        )
         if claims.get("nonce") != nonce:
             raise ProviderRejected("invalid_id_token", "The ID token's nonce does not match the login.")
         return claims

@@ -1,6 +1,7 @@
 """CSRF defence as plain ASGI middleware.
 
-* ``/api/*``, ``/bff/user`` and ``/bff/logout`` need ``X-CSRF: 1``: a cross-site page can only send a custom header
+* ``/api/*``, ``/bff/user`` and ``POST /bff/logout`` need ``X-CSRF: 1`` (``GET /bff/logout`` is a page navigation,
+  guarded by the session's logout id instead, DESIGN §6): a cross-site page can only send a custom header
   after a CORS preflight, and
 * every CORS preflight is refused, so it never can;
 * a state-changing request whose ``Origin`` is not the BFF's own is refused.
@@ -67,4 +68,6 @@ def allowed(method: str, path: str, headers: Iterable[tuple[bytes, bytes]], orig
         return False  # CORS preflight: never granted
     if method not in SAFE_METHODS and sent_origin is not None and sent_origin.lower() != origin:
         return False  # "null" (sandboxed, file:) is foreign too
+    if method == "GET" and path == "/bff/logout":
+        return True  # a page navigation, guarded by the session's logout id instead (DESIGN §6)
     return not guarded(path) or csrf == b"1"

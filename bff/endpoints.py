@@ -22,7 +22,8 @@ from bff.login_state import LOGIN_TTL, LoginStates
 from bff.metrics import Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
-from bff.sessions import STATE_RE, Sealed, Session, SessionManager, new_state
+from bff.session_index import SessionIndex
+from bff.sessions import STATE_RE, Sealed, Session, SessionManager, logout_id, new_state
 from bff.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Endpoints:
     proxy: Proxy
     metrics: Metrics
     credentials: Credentials
+    session_index: SessionIndex  # provider sid/sub -> sessions, for back-channel logout (DESIGN §6)
 
     # --- cookies ------------------------------------------------------------------------------------------------
 
@@ -179,14 +181,20 @@ class Endpoints:
         old = self.manager.ref(cookie(request, self.settings.cookie_name))
         if old is not None:
             await self.manager.delete(old)  # a new id on every login; the old one dies (fixation)
-        secret, _ = await self.manager.create(
+        sid = claims.get("sid")  # the provider's login: its back-channel logout token names it (DESIGN §6)
+        secret, session = await self.manager.create(
             access_token=tokens.access_token,
             refresh_token=tokens.refresh_token,
             access_expires_at=tokens.expires_at,
             sub=str(claims["sub"]),
             username=str(claims.get("preferred_username") or claims["sub"]),
             scope=tokens.scope,
+            id_token=tokens.id_token,
+            sid=sid if isinstance(sid, str) else None,
         )
+        ref = self.manager.ref(secret)
+        assert ref is not None
+        await self.session_index.add(ref.key, sid=session.sid, sub=session.sub)
         self.metrics.sessions.labels("created").inc()
         response = RedirectResponse(login.return_to, 302, headers=NO_STORE)
         response.headers.append("set-cookie", self._cookie(self.settings.cookie_name, secret))
@@ -195,6 +203,7 @@ class Endpoints:
 
     async def user(self, request: Request) -> Response:
         _, session = await self.session(request)
+        secret = cookie(request, self.settings.cookie_name) or ""
         return JSONResponse(
             {
                 "sub": session.sub,
@@ -202,25 +211,10 @@ class Endpoints:
                 "scope": session.scope,
                 "expires_at": int(session.expires_at),
                 "idle_expires_at": int(self.manager.idle_expires_at(session)),
+                "logout_url": "/bff/logout?" + urlencode({"sid": logout_id(secret)}),
             },
             headers=NO_STORE,
         )
-
-    async def logout(self, request: Request) -> Response:
-        ref = self.manager.ref(cookie(request, self.settings.cookie_name))
-        if ref is not None:
-            session = await self.manager.peek(ref)
-            if session is not None:
-                if session.refresh_token:
-                    try:
-                        await self.auth.revoke(session.refresh_token)  # RFC 7009: ends the login's family
-                    except AuthServerUnavailable:
-                        log.warning("logout: the auth server could not be told to revoke the refresh token")
-                await self.manager.delete(ref)
-                self.metrics.sessions.labels("logout").inc()
-        response = Response(status_code=204, headers={**NO_STORE, "Clear-Site-Data": '"cookies"'})
-        response.headers.append("set-cookie", self.expire_cookie(self.settings.cookie_name))
-        return response
 
     # --- the proxy ------------------------------------------------------------------------------------------------
 

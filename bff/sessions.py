@@ -153,6 +153,16 @@ class _Coalescer:
                 future.set_result(value)
 
 
+async def store_call(make: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a Redis call; every way Redis reports being unavailable becomes StoreUnavailable (503)."""
+    try:
+        return await make()
+    except Exception as exc:
+        if store_down(exc) or isinstance(exc, OSError):
+            raise StoreUnavailable() from exc
+        raise
+
+
 class RedisStore:
     """The byte store on Redis (or anything speaking its protocol). Connection failures become StoreUnavailable."""
 
@@ -166,12 +176,7 @@ class RedisStore:
         self._release = client.register_script(_RELEASE)
 
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
-        try:
-            return await make()
-        except Exception as exc:
-            if store_down(exc) or isinstance(exc, OSError):
-                raise StoreUnavailable() from exc
-            raise
+        return await store_call(make)
 
     async def get_touch(self, key: str, ttl_ms: int) -> bytes | None:
         return await self._call(lambda: self._coalescer.getex(key, ttl_ms))
@@ -329,6 +334,13 @@ def _session_ref(cookie: str) -> Sealed | None:
     return Sealed(digest, f"bff:{{{digest}}}:s", derive(raw, SESSION_INFO))
 
 
+def logout_id(session_cookie: str) -> str:
+    """The ``sid`` of ``/bff/user``'s ``logout_url``: derived from the cookie secret, which only the browser and this
+    BFF know, so a cross-site page cannot guess it, and nothing needs storing."""
+    digest = hashlib.sha256(b"jwt-bff logout id|" + session_cookie.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
 def derive(secret: bytes, info: bytes) -> AESGCM:
     """An AES-GCM key for ``info`` from a high-entropy secret (HKDF-SHA256, RFC 5869)."""
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
@@ -381,6 +393,10 @@ class Session:
     access_issued_at: float = 0.0  # when the access token was obtained: its lifetime bounds the refresh skew
     # RFC 8707 route tokens (DESIGN §7): resource -> [access token, expires at, issued at], sealed like the rest
     tokens: dict[str, list[Any]] = field(default_factory=dict)
+    # DESIGN §6: the ID token, sent back as id_token_hint at logout (sealed like the tokens), and the provider's sid
+    # of this login, which its back-channel logout token names.
+    id_token: str | None = None
+    sid: str | None = None
 
 
 class SessionManager:
@@ -442,12 +458,15 @@ class SessionManager:
         sub: str,
         username: str,
         scope: str,
+        id_token: str | None = None,
+        sid: str | None = None,
     ) -> tuple[str, Session]:
         """Store a new session under a new secret (never one the browser offered: fixation-safe)."""
         now = self.clock()
         session = Session(
             access_token, refresh_token, access_expires_at, sub, username, scope, now, now + self.absolute_ttl, now
         )
+        session.id_token, session.sid = id_token, sid
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None

@@ -59,6 +59,7 @@ class Settings:
     # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: _networks("", LOOPBACK))
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
+    post_logout_url: str = "http://localhost:8000/"  # where the provider sends the browser after logout (DESIGN §6)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,13 +74,14 @@ class Settings:
             cookie_name = cookie_name[len(HOST_PREFIX) :]
         if not cookie_name.replace("-", "").replace("_", "").isalnum():
             raise SettingsError(f"BFF_COOKIE_NAME must be letters, digits, '-' and '_', got {cookie_name!r}")
+        public_url = http_url("BFF_PUBLIC_URL", env.get("BFF_PUBLIC_URL") or "http://localhost:8000")
         idle = env_int(env, "BFF_IDLE_TTL", 1800, minimum=1)
         absolute = env_int(env, "BFF_ABSOLUTE_TTL", 43200, minimum=1)
         return cls(
             client_secret=secret,
             issuer=http_url("BFF_ISSUER", env.get("BFF_ISSUER") or "http://localhost:9000"),
             client_id=env.get("BFF_CLIENT_ID") or "bff",
-            public_url=http_url("BFF_PUBLIC_URL", env.get("BFF_PUBLIC_URL") or "http://localhost:8000"),
+            public_url=public_url,
             routes=_routes(env.get("BFF_ROUTES") or '{"notes": "http://localhost:9001"}'),
             scopes=env.get("BFF_SCOPES") or "openid notes:read notes:write",
             cookie_name=cookie_name,
@@ -99,6 +101,9 @@ class Settings:
                 else None
             ),
             trusted_proxies=_networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or LOOPBACK),
+            post_logout_url=http_url(
+                "BFF_POST_LOGOUT_URL", env.get("BFF_POST_LOGOUT_URL") or f"{public_url}/", strip_slash=False
+            ),
         )
 
     @property

@@ -54,6 +54,9 @@ def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: st
         "grant_types": ["authorization_code", "refresh_token"],
         "scope": "openid notes:read notes:write",
         "audience": ["notes", "live"],
+        # DESIGN §6: back to the demo page after the provider's logout; the provider's logouts reach the BFF
+        "post_logout_redirect_uris": [f"{public_url}/"],
+        "backchannel_logout_uri": f"http://127.0.0.1:{ports.bff}/bff/backchannel",
     }
     defaults = {
         "AUTH_ISSUER": issuer,

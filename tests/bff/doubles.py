@@ -47,11 +47,30 @@ class Provider:
     revoked: list[str] = field(default_factory=list)
     id_token_override: Callable[[dict[str, Any]], str] | None = None
     post_only: bool = False  # advertise client_secret_post only
+    user: str = "alice"  # who the next login is
+    end_session: bool = True  # advertise an end_session_endpoint (RP-Initiated Logout)
 
     def id_token(self, claims: dict[str, Any]) -> str:
         if self.id_token_override is not None:
             return self.id_token_override(claims)
         return jwt.encode(claims, _SIGNING_KEY, algorithm="RS256", headers={"kid": "k1"})
+
+    def logout_token(self, key: Any = None, headers: dict[str, Any] | None = None, **claims: Any) -> str:
+        """A Back-Channel Logout token for the BFF; a claim given as None is left out."""
+        now = int(time.time())
+        body = {
+            "iss": self.issuer,
+            "aud": CLIENT_ID,
+            "iat": now,
+            "exp": now + 120,
+            "jti": secrets.token_urlsafe(12),
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+            **claims,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode(
+            body, key or _SIGNING_KEY, algorithm="RS256", headers={"kid": "k1", "typ": "logout+jwt", **(headers or {})}
+        )
 
     def app(self) -> Starlette:
         return Starlette(
@@ -78,6 +97,7 @@ class Provider:
                 "token_endpoint": base + "/token",
                 "revocation_endpoint": base + "/revoke",
                 "jwks_uri": base + "/jwks",
+                **({"end_session_endpoint": base + "/logout"} if self.end_session else {}),
                 "code_challenge_methods_supported": ["S256"],
                 "token_endpoint_auth_methods_supported": methods,
                 "revocation_endpoint_auth_methods_supported": methods,
@@ -115,16 +135,18 @@ class Provider:
             challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
             if grant is None or grant["challenge"] != challenge or grant["redirect_uri"] != form["redirect_uri"]:
                 return JSONResponse({"error": "invalid_grant"}, 400)
-            body = self._pair(secrets.token_urlsafe(8))
+            family = secrets.token_urlsafe(8)
+            body = self._pair(family)
             body["id_token"] = self.id_token(
                 {
                     "iss": self.issuer,
-                    "sub": "sub-alice",
+                    "sub": f"sub-{self.user}",
                     "aud": CLIENT_ID,
                     "exp": int(time.time()) + 300,
                     "iat": int(time.time()),
                     "nonce": grant["nonce"],
-                    "preferred_username": "alice",
+                    "preferred_username": self.user,
+                    "sid": family,
                 }
             )
             return JSONResponse(body, headers={"Cache-Control": "no-store"})

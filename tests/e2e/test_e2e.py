@@ -46,7 +46,7 @@ async def test_login_user_api_logout(stack_factory: Any) -> None:
     assert "through the BFF" not in (await browser.request("GET", "/api/notes/notes")).text
 
     logout = await browser.request("POST", "/bff/logout")
-    assert logout.status_code == 204
+    assert logout.status_code == 200
     assert logout.headers["cache-control"] == "no-store" and logout.headers["clear-site-data"] == '"cookies"'
     assert logout.headers["set-cookie"].startswith("__Host-session=; Path=/; Max-Age=0")
     for path in ("/bff/user", "/api/notes/me"):

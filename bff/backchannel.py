@@ -1,0 +1,82 @@
+"""Receiving OIDC Back-Channel Logout 1.0 logout tokens (DESIGN §6).
+
+``validate`` does what §2.6 of the spec lists, in its order: a signed (not encrypted) JWT, its signature by a key of
+the provider's JWKS with an allowed asymmetric algorithm (``alg: none`` and HMAC never), ``iss`` = the provider,
+``aud`` holding our client id, ``iat`` and ``exp`` (BCL 1.0 final requires ``exp``), ``typ`` = ``logout+jwt`` when
+present (§2.4), an ``events`` object holding the back-channel-logout member with an object value, ``sid`` and/or
+``sub``, no ``nonce`` (so an ID token can never pass as a logout token), and a ``jti`` not seen before: its hash is
+kept in Redis (``SET NX``) until the token would have expired anyway, so a replay on any replica is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from bff.auth_client import AuthClient
+from bff.errors import BadRequest, ProviderRejected
+from bff.sessions import ByteStore
+
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TYPES = ("logout+jwt", "application/logout+jwt")  # §2.4; media types are case-insensitive
+LEEWAY = 30  # seconds of clock skew for iat and exp
+MAX_AGE = 600  # seconds: a token whose exp lies further ahead is kept in the replay cache no longer than this
+MAX_TOKEN = 8192  # DESIGN §4: longer tokens are refused before any crypto
+
+
+class InvalidLogoutToken(BadRequest):
+    """§2.8: any failure is 400 ``invalid_request`` (the description is for the provider's logs)."""
+
+
+@dataclass(frozen=True)
+class LogoutRequest:
+    sid: str | None
+    sub: str | None
+
+
+class LogoutTokens:
+    def __init__(self, auth: AuthClient, store: ByteStore) -> None:
+        self.auth = auth
+        self.store = store  # the jti replay cache
+
+    async def validate(self, token: str) -> LogoutRequest:
+        if not token or len(token) > MAX_TOKEN or token.count(".") != 2:
+            raise InvalidLogoutToken("The logout_token is not a signed JWT.")  # 5 parts would be a JWE: not asked for
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidLogoutToken("The logout_token is not a JWT.") from exc
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in LOGOUT_TYPES):
+            raise InvalidLogoutToken("The logout_token's typ is not logout+jwt.")
+        try:
+            claims = await self.auth.verify(
+                token, what="logout token", require=["iss", "aud", "iat", "exp", "jti"], leeway=LEEWAY
+            )
+        except ProviderRejected as exc:
+            raise InvalidLogoutToken(exc.description) from exc
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(EVENT), dict):
+            raise InvalidLogoutToken("The logout_token has no back-channel logout event.")
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if sid is not None and not isinstance(sid, str) or sub is not None and not isinstance(sub, str):
+            raise InvalidLogoutToken("The logout_token's sid and sub must be strings.")
+        if not sid and not sub:
+            raise InvalidLogoutToken("The logout_token names neither a sid nor a sub.")
+        if "nonce" in claims:  # §2.6 (7): an ID token replayed as a logout token
+            raise InvalidLogoutToken("The logout_token has a nonce.")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti or len(jti) > 256:
+            raise InvalidLogoutToken("The logout_token's jti is malformed.")
+        await self._first_use(claims["iss"], jti, claims["exp"])
+        return LogoutRequest(sid=sid or None, sub=sub or None)
+
+    async def _first_use(self, iss: str, jti: str, exp: Any) -> None:
+        key = f"bff:{{bcl-jti:{hashlib.sha256(f'{iss} {jti}'.encode()).hexdigest()}}}"
+        ttl = min(max(float(exp) - time.time(), 0) + LEEWAY, MAX_AGE + LEEWAY) + 1
+        if not await self.store.acquire(key, "1", int(ttl * 1000)):  # SET NX: the first use anywhere wins
+            raise InvalidLogoutToken("The logout_token was used before (jti replay).")
