@@ -72,18 +72,21 @@ async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[
     seen: list[dict[str, str]] = []
     runner, chat_port = await chat_upstream(seen)
     rs_addr = stack.rs_url.removeprefix("http://")
+    gone_port = free_port()
+    gone = f"127.0.0.1:{gone_port}"  # nothing listens there
     stack.bff_env["BFF_ROUTES"] = json.dumps(
         {
+            "gone": f"http://{gone}",
             "notes": stack.rs_url,
             "chat": {"url": f"http://127.0.0.1:{chat_port}", "websocket": True, "methods": ["GET", "POST"]},
         }
     )
     edge_port = int(stack.bff_url.rsplit(":", 1)[1])
     bff_port = free_port()
-    while bff_port in (edge_port, chat_port):
+    while bff_port in (edge_port, chat_port, gone_port):
         bff_port = free_port()
     bff = process_factory(["-m", "bff", "serve"], stack.bff_env, port=bff_port, health_path="/readyz")
-    edge = Edge(edge_port, f"127.0.0.1:{bff.port}", {"notes": rs_addr, "chat": f"127.0.0.1:{chat_port}"})
+    edge = Edge(edge_port, f"127.0.0.1:{bff.port}", {"notes": rs_addr, "chat": f"127.0.0.1:{chat_port}", "gone": gone})
     try:
         edge.start()
     except FileNotFoundError as exc:
@@ -133,6 +136,8 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST"
     assert len(edge_stack.seen) == calls  # the upstream was not called
     assert refused.json()["error"] == "method_not_allowed"
+    down = await browser.request("GET", "/api/gone/x")
+    assert down.status_code == 502 and down.json()["error"] == "bad_gateway"
     unknown = await browser.request("GET", "/api/nope/x")
     assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
     dots = await browser.request("GET", "/api/notes/%2e%2e/healthz")
