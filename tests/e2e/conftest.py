@@ -93,6 +93,7 @@ class Stack:
     auth_server: ServerThread
     restart_auth: Callable[[], ServerThread]
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+    auth_env: dict[str, str] = field(default_factory=dict)  # the auth server's settings (for its CLI)
 
     def browser(self, base_url: str | None = None) -> Browser:
         client = httpx.AsyncClient(base_url=base_url or self.bff_url, timeout=30)
@@ -134,6 +135,8 @@ def auth_env(issuer: str, bff_url: str, redis_url: str, keys_dir: str, access_tt
                     "grant_types": ["authorization_code", "refresh_token"],
                     "scope": "openid notes:read notes:write",
                     "audience": ["notes"],
+                    "post_logout_redirect_uris": [f"{bff_url}/"],
+                    "backchannel_logout_uri": f"{bff_url}/bff/backchannel",
                 }
             ]
         ),
@@ -161,7 +164,8 @@ async def stack_factory(redis_url: str, server_factory: Any) -> AsyncIterator[Ca
         store = redis or redis_url
         auth_port, bff_port = free_port(), free_port()
         auth_url, bff_url = f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{bff_port}"
-        auth_settings = AuthSettings.from_env(auth_env(auth_url, bff_url, store, keys_dir, access_ttl))
+        auth_vars = auth_env(auth_url, bff_url, store, keys_dir, access_ttl)
+        auth_settings = AuthSettings.from_env(auth_vars)
         gate = TokenGate(create_auth(auth_settings))
         auth = server_factory(gate, auth_port)
 
@@ -188,7 +192,7 @@ async def stack_factory(redis_url: str, server_factory: Any) -> AsyncIterator[Ca
 
             server_factory(create_bff(BffSettings.from_env(env)), bff_port)
             wait_ready(bff_url)
-        stack = Stack(store, auth_url, rs.url, bff_url, env, gate, auth, restart_auth)
+        stack = Stack(store, auth_url, rs.url, bff_url, env, gate, auth, restart_auth, auth_env=auth_vars)
         stacks.append(stack)
         return stack
 
