@@ -30,6 +30,7 @@ class EdgeStack:
     edge: Edge
     bff: ServiceProcess
     seen: list[dict[str, str]]  # headers the "chat" upstream received, request by request
+    chat: str  # its host:port
 
     @property
     def url(self) -> str:
@@ -92,7 +93,7 @@ async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[
     except FileNotFoundError as exc:
         pytest.fail(str(exc))  # a missing tool is a failure, never a skip
     try:
-        yield EdgeStack(stack, edge, bff, seen)
+        yield EdgeStack(stack, edge, bff, seen, f"127.0.0.1:{chat_port}")
     finally:
         edge.cleanup()
         await runner.cleanup()
@@ -117,6 +118,7 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     upstream_saw = {k.lower(): v for k, v in edge_stack.seen[-1].items()}
     assert upstream_saw["authorization"].startswith("Bearer eyJ") and upstream_saw["x-auth-request-sub"]
     assert "cookie" not in upstream_saw and "x-csrf" not in upstream_saw
+    assert upstream_saw["host"] == edge_stack.chat  # as in BFF_ROUTES, as the BFF's own proxy sends it (DPoP's htu)
 
     # Refusals are the BFF's JSON errors, never a redirect and never a token.
     anonymous = await stack.browser(url).request("GET", "/api/notes/me")
