@@ -3,6 +3,10 @@
 // carries X-CSRF: 1, which a cross-site page cannot send without a CORS preflight (refused by the BFF).
 
 const $ = (id) => document.getElementById(id);
+let logoutUrl = null;  // /bff/user's logout_url: GET /bff/logout?sid=… (a page navigation, DESIGN §6)
+// Back from the provider's logout (its post_logout_redirect_uri carries our state): say so, then tidy the URL.
+const signedOut = new URLSearchParams(location.search).has("state");
+if (signedOut) history.replaceState(null, "", location.pathname);
 
 async function call(method, path, body) {
   const init = { method, headers: { "X-CSRF": "1" }, credentials: "same-origin" };
@@ -39,6 +43,7 @@ async function loadUser() {
   $("user").hidden = !loggedIn;
   $("api").hidden = !loggedIn;
   document.dispatchEvent(new CustomEvent("bff:session", { detail: { loggedIn } }));  // live.js follows it
+  logoutUrl = loggedIn ? result.data.logout_url : null;
   if (loggedIn) {
     const u = result.data;
     setStatus("in", `Logged in as ${u.username}`);
@@ -49,7 +54,7 @@ async function loadUser() {
     $("absolute").textContent = when(u.expires_at);
     await loadNotes();
   } else if (result.status === 401) {
-    setStatus("out", "Not logged in.");
+    setStatus("out", signedOut ? "Signed out — here and at the auth server." : "Not logged in.");
   } else {
     setStatus("error", `The BFF answered ${result.status}.`);
   }
@@ -97,9 +102,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("refresh-notes").addEventListener("click", loadNotes);
   $("whoami").addEventListener("click", async () => show(await call("GET", "/api/notes/me")));
   $("logout").addEventListener("click", async () => {
-    await call("POST", "/bff/logout");
-    $("output").textContent = "";
-    await loadUser();
+    // Through the provider: the BFF ends its session and sends the browser to the auth server's logout, which
+    // ends the single sign-on too and sends the browser back here. Without a logout_url (the session ended
+    // meanwhile), POST /bff/logout says where to go.
+    setStatus("loading", "Signing out…");
+    const target = logoutUrl || (await call("POST", "/bff/logout")).data.logout_url;
+    window.location.assign(target);
   });
   loadUser();
 });

@@ -271,15 +271,15 @@ class Browser:
         """Every place a response showed ``marker``: bodies, headers, redirects."""
         found = []
         for r in self.seen:
-            if marker in _no_hint(r.text):
+            if marker in no_hint(r.text):
                 found.append(f"body of {r.request.url}")
             for name, value in r.headers.items():
-                if marker in _no_hint(value):
+                if marker in no_hint(value):
                     found.append(f"header {name} of {r.request.url}")
         return found
 
 
-def _no_hint(text: str) -> str:
+def no_hint(text: str) -> str:
     """``text`` without the value of an ``id_token_hint``: the one token RP-Initiated Logout §2 sends through the
     browser, to the provider's logout (DESIGN §6). Any other token stays visible to the leak scan."""
     return re.sub(r"id_token_hint=[A-Za-z0-9_.%-]+", "id_token_hint=", text)
