@@ -24,6 +24,7 @@ from bff.backchannel import LogoutTokens
 from bff.client_tokens import ClientTokens
 from bff.credentials import Credentials
 from bff.csrf import CSRFMiddleware
+from bff.dpop import DPoPKeyError, DPoPSigner
 from bff.endpoints import STATIC, Endpoints, cookie
 from bff.errors import BFFError, LoginRequired, NotFound, UpstreamTimeout, UpstreamUnavailable
 from bff.forward_auth import ForwardAuth
@@ -34,7 +35,7 @@ from bff.refresh import Refresher
 from bff.session_index import SessionIndex
 from bff.session_watch import SessionWatch
 from bff.sessions import RedisStore, SessionManager
-from bff.settings import Settings
+from bff.settings import Settings, SettingsError
 from bff.sockets import SocketProxy
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis
@@ -80,6 +81,16 @@ def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse
     )
 
 
+def load_dpop_key(settings: Settings) -> DPoPSigner | None:
+    """The DPoP key of ``BFF_DPOP_KEY_FILE``, read at start-up: a bad file stops the start with a clear message."""
+    if settings.dpop_key_file is None:
+        return None
+    try:
+        return DPoPSigner.from_file(settings.dpop_key_file)
+    except DPoPKeyError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
     own_redis = redis is None
     client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
@@ -87,6 +98,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     manager = SessionManager(RedisStore(client), idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
     http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
     auth = AuthClient(settings, http)
+    dpop = load_dpop_key(settings)
+    auth.dpop = dpop
     refresher = Refresher(
         manager,
         auth,
@@ -96,6 +109,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         on_outcome=metrics.refresh_outcome,
     )
     proxy = Proxy(settings.routes, settings.upstream_timeout)
+    proxy.dpop = dpop
     credentials = Credentials(manager, refresher, ClientTokens(auth, skew=settings.refresh_skew))
     index = SessionIndex(client, ttl=settings.absolute_ttl)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)

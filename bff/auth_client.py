@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 import jwt
 
+from bff.dpop import DPoPSigner
 from bff.errors import AuthServerUnavailable, ProviderRejected
 from bff.settings import Settings
 
@@ -48,6 +49,7 @@ class AuthClient:
         self._keys_fetched = float("-inf")
         # RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
         self._auth = httpx.BasicAuth(quote(settings.client_id, safe=""), quote(settings.client_secret, safe=""))
+        self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: every token request carries a proof (RFC 9449)
 
     async def discover(self) -> dict[str, Any]:
         """The provider's metadata, fetched once (RFC 8414 / OIDC Discovery)."""
@@ -114,27 +116,38 @@ class AuthClient:
     async def _token_request(self, form: dict[str, str], http_timeout: float | None = None) -> dict[str, Any]:
         metadata = await self.discover()
         auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", form)
-        try:
-            response = await self.http.post(
-                metadata["token_endpoint"],
-                data=form,
-                auth=auth,
-                headers={"Accept": "application/json"},
-                timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise AuthServerUnavailable() from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        endpoint = metadata["token_endpoint"]
+        for _ in range(2):  # RFC 9449 §8: a nonce challenge is answered once, with the nonce it names
+            headers = {"Accept": "application/json"}
+            if self.dpop is not None:
+                headers["DPoP"] = self.dpop.proof("POST", endpoint)
+            try:
+                response = await self.http.post(
+                    endpoint,
+                    data=form,
+                    auth=auth,
+                    headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
+                )
+            except httpx.HTTPError as exc:
+                raise AuthServerUnavailable() from exc
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if self.dpop is None or not self.dpop.remember_nonce(endpoint, response.headers.get("DPoP-Nonce")):
+                break
+            if response.status_code != 400 or not isinstance(body, dict) or body.get("error") != "use_dpop_nonce":
+                break
         if response.status_code >= 500 or not isinstance(body, dict):
             raise AuthServerUnavailable(f"The auth server answered {response.status_code}.")
         if response.status_code != 200:
             # RFC 6749 §5.2
             raise ProviderRejected(str(body.get("error", "invalid_request")))
-        if not isinstance(body.get("access_token"), str) or str(body.get("token_type", "")).lower() != "bearer":
-            raise AuthServerUnavailable("The token response lacks a bearer access token.")
+        # With a DPoP key, only a bound token will do: a provider that ignores DPoP must not downgrade us silently.
+        expected = "dpop" if self.dpop is not None else "bearer"
+        if not isinstance(body.get("access_token"), str) or str(body.get("token_type", "")).lower() != expected:
+            raise AuthServerUnavailable(f"The token response lacks a {expected} access token.")
         return body
 
     def _token_set(

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from bff import csrf
+from bff.dpop import credential_headers
 from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
 from bff.paths import climbs
@@ -88,6 +89,7 @@ class ForwardAuth:
         self.routes = endpoints.settings.routes
         self.trusted = TrustedProxies(endpoints.settings.trusted_proxies)
         self.origin = endpoints.settings.public_origin.encode("latin-1").lower()
+        self.proxy = endpoints.proxy  # its upstream URLs and DPoP key: the answer's proof names the upstream request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a proxy's question; a refusal is raised as a :class:`BFFError` for the app's error handler."""
@@ -137,7 +139,12 @@ class ForwardAuth:
         credential = await self.credentials.for_route(route, cookie(Request(scope), self.cookie_name))
         headers = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
         if credential.token is not None:  # none routes, and optional ones without a session, get no token
-            headers.append((b"authorization", b"Bearer " + credential.token.encode("latin-1")))
+            # DESIGN §9: with a DPoP key, the proof names the request the proxy is about to make upstream
+            path = uri.split("?", 1)[0].split("#", 1)[0]
+            slash = path.find("/", len("/api/"))
+            upstream = self.proxy.routes[route.name] + (path[slash:] if slash >= 0 else "/")
+            for header, value in credential_headers(self.proxy.dpop, credential.token, method, upstream):
+                headers.append((header.lower().encode("latin-1"), value.encode("latin-1")))
         if credential.sub is not None:
             headers.append((b"x-auth-request-sub", credential.sub.encode("latin-1", "replace")))
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -1,9 +1,9 @@
 """Forwarding ``/api/{route}/{path}`` to the configured upstreams over one pooled aiohttp ClientSession.
 
 Only upstreams named in BFF_ROUTES are reachable (no open proxy). The browser's Cookie, Authorization and hop-by-hop
-headers never leave; the BFF sets ``Authorization: Bearer``. Upstream Set-Cookie never reaches the browser. Bodies
-stream both ways; small request bodies are buffered so that a request refused for an expired token can be replayed
-once after a refresh.
+headers never leave; the BFF sets ``Authorization: Bearer`` (or ``DPoP`` and a proof, ``dpop.py``). Upstream
+Set-Cookie never reaches the browser. Bodies stream both ways; small request bodies are buffered so that a request
+refused for an expired token can be replayed once after a refresh.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
+from bff.dpop import DPoPSigner, credential_headers, nonce_challenge
 from bff.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from bff.paths import climbs
 from bff.routes import Route
@@ -112,6 +113,7 @@ class Proxy:
         self.routes = {name: str(URL(route.url)).rstrip("/") for name, route in routes.items()}
         self.timeouts = {name: client_timeout(route.timeout or timeout) for name, route in routes.items()}
         self.session: aiohttp.ClientSession | None = None
+        self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: tokens go out as DPoP, each with a fresh proof
 
     async def open(self) -> None:
         """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
@@ -167,12 +169,31 @@ class Proxy:
         return Outbound(request.method, url, headers, body, self.timeouts[route.name])
 
     async def send(self, out: Outbound, access_token: str | None) -> aiohttp.ClientResponse:
-        """Send ``out`` with ``access_token`` as its bearer token, or with no Authorization at all (``None``)."""
+        """Send ``out`` with ``access_token`` (a bearer token, or with ``self.dpop`` a DPoP-bound token and a fresh
+        proof), or with no Authorization at all (``None``). An upstream's DPoP nonce challenge is answered here,
+        once, when the request can be replayed (RFC 9449 §9)."""
         assert self.session is not None, "Proxy.open() runs in the lifespan"
-        headers = out.headers
-        if access_token is not None:
-            headers = headers.copy()
+        if access_token is None:
+            return await self._request(out, out.headers)
+        if self.dpop is None:
+            headers = out.headers.copy()
             headers["Authorization"] = f"Bearer {access_token}"
+            return await self._request(out, headers)
+        url = str(out.url)
+        for _ in range(2):
+            headers = out.headers.copy()
+            headers.extend(credential_headers(self.dpop, access_token, out.method, url))
+            upstream = await self._request(out, headers)
+            nonce = upstream.headers.get("DPoP-Nonce")
+            if nonce is None or not self.dpop.remember_nonce(url, nonce) or not out.replayable:
+                return upstream
+            if not nonce_challenge(upstream.status, upstream.headers.get("WWW-Authenticate", ""), nonce):
+                return upstream
+            upstream.release()
+        return upstream
+
+    async def _request(self, out: Outbound, headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
+        assert self.session is not None, "Proxy.open() runs in the lifespan"
         try:
             return await self.session.request(
                 out.method, out.url, headers=headers, data=out.body, allow_redirects=False, timeout=out.timeout

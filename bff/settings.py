@@ -56,6 +56,7 @@ class Settings:
     auth_timeout: float = 10.0
     lock_lease: float = 5.0
     auth_internal_url: str | None = None
+    dpop_key_file: str | None = None  # DESIGN §9: a PEM EC P-256 private key; every token obtained is DPoP-bound
     # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: _networks("", LOOPBACK))
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
@@ -100,6 +101,7 @@ class Settings:
                 if env.get("BFF_AUTH_INTERNAL_URL")
                 else None
             ),
+            dpop_key_file=env.get("BFF_DPOP_KEY_FILE") or None,
             trusted_proxies=_networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or LOOPBACK),
             post_logout_url=http_url(
                 "BFF_POST_LOGOUT_URL", env.get("BFF_POST_LOGOUT_URL") or f"{public_url}/", strip_slash=False

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from bff.credentials import Credentials
+from bff.dpop import credential_headers
 from bff.endpoints import cookie
 from bff.errors import BFFError, CSRFError, NotFound, TemporarilyUnavailable, UpstreamTimeout, UpstreamUnavailable
 from bff.proxy import Proxy
@@ -122,10 +123,10 @@ class SocketProxy:
         credential = await self.credentials.for_route(route, cookie(websocket, self.cookie_name))
 
         url = self.proxy.target(scope, route)
-        url = url.with_scheme("wss" if url.scheme == "https" else "ws")
         headers = {"X-Request-ID": _header(scope, b"x-request-id") or os.urandom(16).hex()}
-        if credential.token is not None:
-            headers["Authorization"] = f"Bearer {credential.token}"
+        if credential.token is not None:  # a DPoP proof names the handshake as the HTTP GET it is
+            headers.update(credential_headers(self.proxy.dpop, credential.token, "GET", str(url)))
+        url = url.with_scheme("wss" if url.scheme == "https" else "ws")
         client = scope.get("client")
         if client:
             headers["X-Forwarded-For"] = client[0]
