@@ -18,7 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -30,6 +32,8 @@ MAX_PENDING = 4  # logins in flight per browser (tabs); a fifth drops the oldest
 TAG_CHARS = 12  # characters of the state in the cookie's name
 COOKIE_VALUE_MAX = 3800  # a browser keeps cookies up to 4096 bytes, name and attributes included
 KEY_INFO = b"jwt-bff login cookie"
+MAX_SCANNED = 32  # login cookies looked at per /bff/login: the rest of an odd Cookie header is left alone
+_TAG = re.compile(rf"[A-Za-z0-9_-]{{{TAG_CHARS}}}")
 
 
 @dataclass(frozen=True)
@@ -91,9 +95,12 @@ class LoginStates:
         expired ones, and all but the newest ``MAX_PENDING - 1``."""
         live: list[tuple[float, str]] = []
         drop: list[str] = []
-        for name, value in cookies:
-            if not name.startswith(self.prefix):
-                continue
+        ours = (
+            (name, value)
+            for name, value in cookies
+            if name.startswith(self.prefix) and _TAG.fullmatch(name[len(self.prefix) :])  # only names we could set
+        )
+        for name, value in itertools.islice(ours, MAX_SCANNED):
             login = self.open(name, value)
             if login is None:
                 drop.append(name)

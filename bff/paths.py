@@ -2,9 +2,10 @@
 
 A server or proxy behind the BFF may resolve dot segments (RFC 3986 §5.2.4) after decoding the path once or twice
 (``%2e%2e``, ``%252e%252e``), read an encoded slash as a slash (``..%2f``), read ``;`` as the start of path
-parameters (Tomcat reads ``..;`` as ``..``), read ``\\`` as ``/`` (IIS, several Java servers), or stop at a NUL. So
-the BFF decodes as far as anyone might, reads backslashes as slashes, cuts path parameters, and refuses a segment
-that is then ``.`` or ``..``, or any control character.
+parameters (Tomcat reads ``..;`` as ``..``), read ``\\`` as ``/`` (IIS, several Java servers), stop at a NUL, decode
+IIS's ``%u002e`` or an overlong UTF-8 ``%c0%ae`` as a dot. So the BFF decodes as far as anyone might, reads
+backslashes as slashes, cuts path parameters, and refuses a segment that is then ``.`` or ``..``, any control
+character, ``%uXXXX``, and anything that is not UTF-8 once decoded (overlong forms included).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from urllib.parse import unquote_to_bytes
 
 MAX_DECODES = 4  # rounds of percent-decoding; a path still encoded after them is refused
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]|%[uU][0-9a-fA-F]{4}")  # and IIS's %uXXXX
 _DOTS = re.compile(rb"[.\s]*\.[.\s]*")  # ".", "..", "...", ". .": Windows trims trailing dots and spaces
 
 
@@ -33,5 +34,9 @@ def climbs(raw_path: bytes) -> bool:
         if b"%" in path and unquote_to_bytes(path) != path:
             return True  # encoded deeper than anyone decodes it: nothing legitimate looks like this
     if _CONTROL.search(path):
+        return True
+    try:
+        path.decode("utf-8")  # strict: refuses overlong forms (%c0%ae is a dot to some old decoders)
+    except UnicodeDecodeError:
         return True
     return any(_DOTS.fullmatch(segment.split(b";", 1)[0]) for segment in path.replace(b"\\", b"/").split(b"/"))

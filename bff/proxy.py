@@ -138,7 +138,7 @@ class Proxy:
         slash = raw_path.find(b"/", len(b"/api/"))
         rest = raw_path[slash:] if slash >= 0 else b""
         if climbs(rest):
-            raise BadRequest("Dot segments are not allowed in API paths.")
+            raise BadRequest("Dot segments, control characters and broken encodings are not allowed in API paths.")
         target = base + (rest.decode("latin-1") or "/")
         query = scope.get("query_string", b"")
         return URL(target + "?" + query.decode("latin-1") if query else target, encoded=True)

@@ -117,3 +117,10 @@ async def test_a_login_started_on_one_replica_finishes_on_another(rig: Rig) -> N
 async def test_the_longest_return_to_fits_in_a_cookie(rig: Rig) -> None:
     start = await rig.browser().request("GET", "/bff/login", params={"return_to": "/" + "%" * 2047}, csrf=False)
     assert start.status_code == 302 and len(start.headers["set-cookie"]) < 4096
+
+
+async def test_only_login_cookie_names_the_bff_could_have_set_are_expired(rig: Rig) -> None:
+    odd = "__Host-bff-login-a,b c=x; __Host-bff-login-=y; __Host-bff-login-AAAAAAAAAAAA=" + "B" * 100
+    start = await rig.browser().request("GET", "/bff/login", headers={"Cookie": odd}, csrf=False)
+    expired = [c.split("=", 1)[0] for c in start.headers.get_list("set-cookie") if "Max-Age=0" in c]
+    assert expired == ["__Host-bff-login-AAAAAAAAAAAA"]  # never an odd name echoed into a Set-Cookie

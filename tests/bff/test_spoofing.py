@@ -44,6 +44,12 @@ CLIMBING = [
     "/api/open/a%0d%0aX-Injected:%201/b",
     "/api/open/.../admin",
     "/api/open/..%20/admin",
+    "/api/open/%u002e%u002e/admin",  # IIS decodes %uXXXX
+    "/api/open/%U002E./admin",
+    "/api/open/%25u002e%25u002e/admin",
+    "/api/open/%c0%ae%c0%ae/admin",  # overlong UTF-8 dots, read as dots by old decoders
+    "/api/open/%e0%80%ae./admin",
+    "/api/open/%ff/admin",  # not UTF-8 once decoded
 ]
 SPOOFED = {
     "X-Original-URL": "/admin",
