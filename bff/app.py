@@ -128,6 +128,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await proxy.open()
+        await sockets.start()
         try:
             await auth.discover()
         except BFFError as exc:
@@ -136,6 +137,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             yield
         finally:
             await watch.close()
+            await sockets.close()
             await proxy.close()
             await http.aclose()
             if own_redis:

@@ -82,6 +82,22 @@ class SocketProxy:
         self.watch = watch
         self.max_sockets = max_sockets
         self.open = 0
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """A client of its own: an upstream WebSocket holds its connection for its whole life, so sharing the HTTP
+        proxy's pool (512 connections) would cap sockets there and starve plain requests (the cap here is
+        ``BFF_MAX_WEBSOCKETS``)."""
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
@@ -131,11 +147,11 @@ class SocketProxy:
         if client:
             headers["X-Forwarded-For"] = client[0]
         protocols = [p.strip() for p in (_header(scope, b"sec-websocket-protocol") or "").split(",") if p.strip()]
-        assert self.proxy.session is not None, "Proxy.open() runs in the lifespan"
+        assert self.session is not None, "SocketProxy.start() runs in the lifespan"
         timeout = self.proxy.timeouts[route.name].sock_connect or 30.0
         try:
             async with asyncio.timeout(timeout):
-                upstream = await self.proxy.session.ws_connect(
+                upstream = await self.session.ws_connect(
                     url, headers=headers, protocols=protocols, autoclose=False, autoping=True
                 )
         except TimeoutError as exc:
