@@ -222,21 +222,34 @@ async def test_a_resource_the_auth_server_refuses(route_stack: Callable[..., Rou
         await close_clients(rs)
 
 
-async def test_route_tokens_renewing_at_once_keep_the_login(route_stack: Callable[..., RouteStack]) -> None:
-    """Each route token is a refresh with the session's one refresh token: renewing several at once must
-    serialize them, or the second use of a rotated refresh token is reuse and the login is revoked."""
-    rs = route_stack(access_ttl=2, BFF_REFRESH_SKEW="0")
+async def test_two_processes_route_tokens_renew_together_and_a_logout_closes_sockets_everywhere(
+    route_stack: Callable[..., RouteStack], process_factory: Any
+) -> None:
+    """Each route token is a refresh with the session's one refresh token: renewing several at once — here on two
+    BFF processes — must serialize them, or the second use of a rotated refresh token is reuse and the login is
+    revoked."""
+    rs = route_stack(access_ttl=2, bff_thread=False, BFF_REFRESH_SKEW="0")
+    port = int(rs.stack.bff_url.rsplit(":", 1)[1])
+    process_factory(["-m", "bff", "serve"], rs.stack.bff_env, port=port)
+    second = process_factory(["-m", "bff", "serve"], rs.stack.bff_env)
     browser = rs.browser()
     try:
         await rs.login(browser)
+        other = rs.browser(second.url)
+        other.cookies = browser.cookies
         for _ in range(2):
             paths = ["/api/orders/me", "/api/leaky/x", "/api/other/x", "/api/maybe/x"] * 5
-            responses = await asyncio.gather(*(browser.request("GET", p) for p in paths))
+            responses = await asyncio.gather(
+                *((browser if i % 2 else other).request("GET", p) for i, p in enumerate(paths))
+            )
             assert [r.status_code for r in responses] == [200] * len(paths)
             await asyncio.sleep(2.1)  # every token has expired
         assert (await browser.request("GET", "/bff/user")).status_code == 200
         # one refresh per resource and round (orders, leaky and maybe share ORDERS), never one per request
         assert rs.stack.gate.refreshes == 4
+
+        # a WebSocket held by the first process is closed with 1008 when the logout happens on the second
+        await _closed_after_logout(rs.stack.bff_url, second.url, rs, browser)
     finally:
         await close_clients(rs)
 
@@ -387,21 +400,6 @@ async def test_websocket_closed_with_1008_when_the_session_expires(route_stack: 
                 closing = await ws.receive(timeout=6)
                 assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
                 assert time.monotonic() - opened < 2 + 2.0
-    finally:
-        await close_clients(rs)
-
-
-async def test_websocket_closed_after_logout_on_another_replica(
-    route_stack: Callable[..., RouteStack], process_factory: Any
-) -> None:
-    rs = route_stack(bff_thread=False)
-    port = int(rs.stack.bff_url.rsplit(":", 1)[1])
-    first = process_factory(["-m", "bff", "serve"], rs.stack.bff_env, port=port)
-    second = process_factory(["-m", "bff", "serve"], rs.stack.bff_env)
-    browser = rs.browser()
-    try:
-        await rs.login(browser)
-        await _closed_after_logout(first.url, second.url, rs, browser)
     finally:
         await close_clients(rs)
 
