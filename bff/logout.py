@@ -116,7 +116,8 @@ class Logout:
     async def _logout_token(request: Request) -> str:
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         length = request.headers.get("content-length")
-        if content_type != FORM_TYPE or (length is not None and (not length.isdigit() or int(length) > MAX_BODY)):
+        too_long = length is not None and (not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY)
+        if content_type != FORM_TYPE or too_long:
             raise InvalidLogoutToken("Send logout_token as application/x-www-form-urlencoded (at most 16 KiB).")
         body = b""
         async for chunk in request.stream():

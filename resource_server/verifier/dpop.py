@@ -180,7 +180,8 @@ class NonceIssuer:
         if not isinstance(nonce, str) or len(nonce) > 64:
             return False
         window_text, _, mac = nonce.partition(".")
-        if not window_text.isdigit():
+        # ASCII only: str.isdigit() accepts "²", which int() refuses, and compare_digest() refuses non-ASCII text
+        if not (nonce.isascii() and window_text.isdigit()):
             return False
         window = int(window_text)
         current = int(self._clock() // self.lifetime)
@@ -222,7 +223,7 @@ class ProofVerifier:
             return cached
         try:
             header = json.loads(_unb64url(segment))
-        except (binascii.Error, ValueError) as exc:
+        except (binascii.Error, ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the stack
             raise InvalidDPoPProof("The DPoP proof is malformed.") from exc
         if not isinstance(header, dict):
             raise InvalidDPoPProof("The DPoP proof is malformed.")
@@ -272,7 +273,7 @@ class ProofVerifier:
             raise InvalidDPoPProof("The DPoP proof's signature is invalid.")
         try:
             claims = json.loads(_unb64url(payload_b64))
-        except (binascii.Error, ValueError) as exc:
+        except (binascii.Error, ValueError, RecursionError) as exc:
             raise InvalidDPoPProof("The DPoP proof is malformed.") from exc
         if not isinstance(claims, dict):
             raise InvalidDPoPProof("The DPoP proof is malformed.")

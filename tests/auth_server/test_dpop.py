@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from auth_server.app import create_app
-from resource_server.verifier.testing import DPoPKey
+from resource_server.verifier.testing import DPoPKey, b64url
 
 from .helpers import (
     BFF_SECRET,
@@ -142,6 +142,10 @@ async def test_bad_proofs_are_refused_before_the_code_is_used(dpop_client: httpx
         "a forged nonce": key.proof("POST", TOKEN_URL, nonce="1.AAAA"),
         "not a JWT": "garbage",
         "typ JWT": key.proof("POST", TOKEN_URL, nonce=nonce, headers={"typ": "JWT"}),
+        # nested deeper than the JSON parser's stack, and a nonce in Unicode digits: both were 500s
+        "a deep header": b64url('{"typ": "dpop+jwt", "alg": "ES256", "jwk": ' + "[" * 3000) + ".e30.AAAA",
+        "a Unicode-digit nonce": key.proof("POST", TOKEN_URL, nonce="\u00b2." + nonce.split(".", 1)[1]),
+        "a non-ASCII nonce": key.proof("POST", TOKEN_URL, nonce=nonce.split(".", 1)[0] + ".\u00e9"),
     }
     for name, proof in bad.items():
         response = await dpop_client.post("/oauth/token", data=data, headers={"DPoP": proof}, auth=("bff", BFF_SECRET))

@@ -173,3 +173,24 @@ def test_thumbprint_and_nonce_and_replay_cache_units() -> None:
     cache = ReplayCache(max_entries=2)
     assert not cache.seen("a", 10, 0) and cache.seen("a", 10, 5) and not cache.seen("a", 20, 11)
     assert not cache.seen("b", 30, 11) and not cache.seen("c", 30, 12) and len(cache) <= 2
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["[" * 5000, '{"typ": "dpop+jwt", "alg": "ES256", "jwk": ' + "[" * 3000],
+    ids=["deep-array", "deep-jwk"],
+)
+async def test_a_deeply_nested_proof_header_is_refused_never_a_500(header: str) -> None:
+    # JSON nested deeper than the parser's stack raised RecursionError: a 500 here and at the token endpoint.
+    issuer, key = FakeIssuer(ISSUER, AUDIENCE), DPoPKey()
+    token = issuer.dpop_token(key)
+    refused(await get(issuer.verifier(), dpop(token, f"{b64url(header)}.e30.AAAA")), "invalid_dpop_proof")
+
+
+def test_nonces_in_unicode_digits_or_letters_are_invalid_never_an_exception() -> None:
+    clock = [1000.0]
+    nonces = NonceIssuer(b"s" * 32, lifetime=60, clock=lambda: clock[0])
+    window = nonces.issue().split(".")[0]
+    # str.isdigit() takes "²" (int() does not) and hmac.compare_digest() refuses non-ASCII text: both raised
+    for nonce in ("\u00b2.abc", f"{window}.\u00e9\u00e9", f"{window}\u0661.abc", "\u0661.x"):
+        assert not nonces.valid(nonce)
