@@ -46,6 +46,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         Route("/oauth/introspect", ep.introspect, methods=["POST"]),
         Route("/oauth/logout", ep.logout.handle, methods=["GET", "POST"]),
         Route("/oauth/revocations", ep.revocations, methods=["GET"]),
+        Route("/oauth/par", ep.par.push, methods=["POST"]),
         Route("/userinfo", ep.userinfo, methods=["GET", "POST"]),
         Route("/register", ep.register_get, methods=["GET"]),
         Route("/register", ep.register_post, methods=["POST"]),

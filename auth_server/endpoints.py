@@ -34,6 +34,7 @@ from .grants import AuthorizationRequest, Grants, authenticate_client, parse_aut
 from .keys import KeyRing
 from .logout import LogoutEndpoint, Logouts
 from .metrics import Metrics
+from .par import PushedRequests
 from .settings import Settings
 from .sso import SSOStore
 from .tokens import AT_TYP, MAX_TOKEN_LENGTH, RT_TYP, TokenService
@@ -69,6 +70,7 @@ class Endpoints:
         self.sso = SSOStore(settings, redis)
         self.logouts = Logouts(self.tokens, self.sso)
         self.dpop = DPoPCheck(settings, redis, keys)
+        self.par = PushedRequests(settings, redis)
         self.grants = Grants(settings, self.tokens, redis, self.sso)
         fixed = settings.form_secret
         spare = [secrets.token_bytes(32)]  # only if the keys directory were emptied under a running server
@@ -187,6 +189,8 @@ class Endpoints:
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "sid"],
             "authorization_response_iss_parameter_supported": True,  # RFC 9207
             "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,  # RFC 9449 §5.1
+            "pushed_authorization_request_endpoint": f"{issuer}/oauth/par",  # RFC 9126 §5
+            "require_pushed_authorization_requests": False,
             "end_session_endpoint": f"{issuer}/oauth/logout",  # OIDC RP-Initiated Logout §2.1
             "backchannel_logout_supported": True,  # OIDC Back-Channel Logout §2.1
             "backchannel_logout_session_supported": True,
@@ -205,7 +209,7 @@ class Endpoints:
 
     async def authorize_get(self, request: Request) -> Response:
         try:
-            params = query_params(request)
+            params = await self.par.resolve(query_params(request))  # RFC 9126 §4: a pushed request, taken once
             auth = parse_authorization_request(self.settings, params)
             prompt = params.get("prompt", "").split()
             if "none" in prompt and len(prompt) > 1:  # OIDC Core §3.1.2.1

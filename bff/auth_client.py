@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import jwt
@@ -93,6 +93,37 @@ class AuthClient:
 
     async def authorization_endpoint(self) -> str:
         return str((await self.discover())["authorization_endpoint"])
+
+    async def authorization_url(self, params: dict[str, str]) -> str:
+        """Where to send the browser for the authorization request ``params``. When the provider advertises
+        PAR (RFC 9126), the request is pushed over the back channel first and the browser carries only
+        ``client_id`` and ``request_uri``: nothing of the request can be read or altered on its way."""
+        metadata = await self.discover()
+        endpoint = str(metadata["authorization_endpoint"])
+        par = metadata.get("pushed_authorization_request_endpoint")
+        if isinstance(par, str) and par:
+            auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", params)
+            try:
+                response = await self.http.post(par, data=form, auth=auth, headers={"Accept": "application/json"})
+                body = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise AuthServerUnavailable("The pushed authorization request failed.") from exc
+            request_uri = body.get("request_uri") if isinstance(body, dict) else None
+            if response.status_code not in (200, 201) or not isinstance(request_uri, str):
+                raise AuthServerUnavailable(f"The pushed authorization request was answered {response.status_code}.")
+            params = {"client_id": self.settings.client_id, "request_uri": request_uri}
+        return endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+
+    async def check_issuer(self, iss: str | None) -> None:
+        """RFC 9207 §2.4: an authorization response's ``iss`` must be our provider's (a mix-up attack otherwise
+        sends us another provider's code); required when the provider says it sends one."""
+        metadata = await self.discover()
+        if iss is None:
+            if metadata.get("authorization_response_iss_parameter_supported") is True:
+                raise ProviderRejected("invalid_request", "The authorization response has no iss.")
+            return
+        if iss != metadata.get("issuer"):
+            raise ProviderRejected("invalid_request", "The authorization response comes from another issuer.")
 
     async def end_session_endpoint(self) -> str | None:
         """OIDC RP-Initiated Logout §2.1: where the browser goes to end its session at the provider, if anywhere."""

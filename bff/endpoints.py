@@ -135,11 +135,10 @@ class Endpoints:
 
     async def login(self, request: Request) -> Response:
         return_to = safe_return_to(request.query_params.get("return_to"))
-        endpoint = await self.auth.authorization_endpoint()
         state, nonce, verifier = new_state(), new_state(), secrets.token_urlsafe(48)
         # The login in flight lives sealed in a cookie of its own, not in Redis: an anonymous flood costs no memory.
         login_cookie, sealed = self.logins.seal(self.logins.new(state, nonce, verifier, return_to))
-        query = urlencode(
+        location = await self.auth.authorization_url(
             {
                 "response_type": "code",
                 "client_id": self.settings.client_id,
@@ -151,7 +150,7 @@ class Endpoints:
                 "code_challenge_method": "S256",
             }
         )
-        response = RedirectResponse(endpoint + ("&" if "?" in endpoint else "?") + query, 302, headers=NO_STORE)
+        response = RedirectResponse(location, 302, headers=NO_STORE)
         for stale in self.logins.stale(all_cookies(request)):
             response.headers.append("set-cookie", self.expire_cookie(stale))
         response.headers.append("set-cookie", self._cookie(login_cookie, sealed, LOGIN_TTL))
@@ -166,6 +165,10 @@ class Endpoints:
         login = self.logins.open(login_cookie, cookie(request, login_cookie))
         if login is None or login.state != state or not await self.logins.claim(login):  # bound, then single use
             raise InvalidState()
+        try:
+            await self.auth.check_issuer(params.get("iss"))  # RFC 9207, before anything else of the answer is used
+        except ProviderRejected as exc:
+            raise LoginFailed(exc.description) from exc
         error = params.get("error")
         if error is not None:
             shown = error if _ERROR_CODE.fullmatch(error) else "an error"
