@@ -21,6 +21,7 @@ from auth_server.app import create_app
 
 from .helpers import (
     CLIENTS,
+    PASSWORD,
     SSO_COOKIE,
     USERNAME,
     authorize_params,
@@ -265,3 +266,25 @@ async def test_sessions_revoke_ends_everything_of_one_user(
     await assert_password_asked(client)
     with pytest.raises(LookupError):
         await _revoke_user(settings, "nobody")
+
+
+async def test_a_fresh_login_in_the_same_browser_keeps_every_login_under_one_logout(
+    client: httpx.AsyncClient, user: Any
+) -> None:
+    first = await password_login(client)
+    verifier, challenge = pkce()
+    page = await client.get("/oauth/authorize", params=authorize_params(challenge, prompt="login"))
+    form = form_of(page.text)
+    assert form.action is not None
+    posted = await client.post(form.action, data={**form.fields, "username": USERNAME, "password": PASSWORD})
+    second = (await exchange(client, location_params(posted)["code"], verifier)).json()
+    assert claims_of(second["id_token"])["auth_time"] >= claims_of(first["id_token"])["auth_time"]
+    # One logout with the *first* login's hint ends the re-authenticated session and both logins, even when the
+    # browser's cookies are gone (Clear-Site-Data from the client's own logout can wipe them on a shared host).
+    sso_cookie = client.cookies[SSO_COOKIE]
+    client.cookies.clear()
+    await client.get("/oauth/logout", params={"id_token_hint": first["id_token"]})
+    for tokens in (first, second):
+        assert (await refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"
+    client.cookies.set(SSO_COOKIE, sso_cookie)
+    await assert_password_asked(client)
