@@ -258,28 +258,37 @@ def verifier_cost(args: argparse.Namespace) -> None:
             row(f"in-process verify, {m.group(1)}", m.group(2))
 
 
-async def _fill_sessions(redis_url: str, n: int, access_token: str, refresh_token: str) -> None:
+async def _fill_sessions(redis_url: str, n: int, tokens: dict[str, str], logout: bool = True) -> None:
+    """n sessions as a login makes them: the record (with the ID token kept for logout's id_token_hint) and its
+    two back-channel-logout index entries (DESIGN §6); ``logout=False``: the record without either."""
     from redis import asyncio as aioredis
 
+    from bff.session_index import SessionIndex
     from bff.sessions import RedisStore, SessionManager
 
     client = aioredis.Redis.from_url(redis_url)
     manager = SessionManager(RedisStore(client), idle_ttl=1800, absolute_ttl=43200)
+    index = SessionIndex(client, ttl=43200)
+
+    async def login(i: int) -> None:
+        secret, session = await manager.create(
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            access_expires_at=time.time() + 300,
+            sub=f"user-{i:08d}",
+            username=f"user{i}",
+            scope="openid notes:read notes:write",
+            id_token=tokens.get("id_token") if logout else None,
+            sid=f"sid-{i:08d}" if logout else None,
+        )
+        ref = manager.ref(secret)
+        assert ref is not None
+        if logout:
+            await index.add(ref.key, sid=session.sid, sub=session.sub)
+
     batch = 50
     for start in range(0, n, batch):
-        await asyncio.gather(
-            *(
-                manager.create(
-                    access_token=access_token,
-                    refresh_token=refresh_token,
-                    access_expires_at=time.time() + 300,
-                    sub=f"user-{start + i:08d}",
-                    username=f"user{start + i}",
-                    scope="openid notes:read notes:write",
-                )
-                for i in range(min(batch, n - start))
-            )
-        )
+        await asyncio.gather(*(login(start + i) for i in range(min(batch, n - start))))
     await client.aclose()
 
 
@@ -298,18 +307,25 @@ def session_memory(args: argparse.Namespace) -> None:
         callback = "http://127.0.0.1:9/bff/callback"  # never called: the code is taken from the redirect
         auth_url = start_auth(procs, redis_url, ["http://127.0.0.1:9"], "memory-secret", access_ttl=300)
         tokens = code_flow_tokens(auth_url, "memory-secret", callback, USER, PASSWORD)
-    access, refresh = tokens["access_token"], tokens["refresh_token"]
-    row("token sizes (access, refresh) in bytes", f"{len(access)}, {len(refresh)}")
+    access, refresh, id_token = tokens["access_token"], tokens["refresh_token"], tokens.get("id_token", "")
+    row("token sizes (access, refresh, ID) in bytes", f"{len(access)}, {len(refresh)}, {len(id_token)}")
     per: dict[int, float] = {}
     for n in (10_000, 100_000):
         with processes() as procs:
             redis_url, port = start_redis(procs)
 
             before = _used_memory(port)
-            asyncio.run(_fill_sessions(redis_url, n, access, refresh))
+            asyncio.run(_fill_sessions(redis_url, n, tokens))
             per[n] = (_used_memory(port) - before) / n
             row(f"{n:,} sessions: bytes per session", f"{per[n]:,.0f}", "target <= 1.5 KB")
     row("100k / 10k per-session bytes (1.00 = linear)", f"{per[100_000] / per[10_000]:.2f}")
+    with processes() as procs:
+        redis_url, port = start_redis(procs)
+        before = _used_memory(port)
+        asyncio.run(_fill_sessions(redis_url, 10_000, tokens, logout=False))
+        bare = (_used_memory(port) - before) / 10_000
+    row("10,000 sessions without the ID token and logout index", f"{bare:,.0f}")
+    row("logout's share (with / without)", f"{per[10_000] / bare:.2f}")
 
 
 def parse_args() -> argparse.Namespace:
