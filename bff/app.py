@@ -123,7 +123,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         proxy=proxy,
         watch=watch,
         max_sockets=settings.max_websockets,
+        on_event=metrics.websocket_event,
     )
+    metrics.websockets_open.set_function(lambda: sockets.open)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

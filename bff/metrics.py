@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ACCESS = logging.getLogger("bff.access")
 
@@ -35,6 +35,17 @@ class Metrics:
             ["route", "kind"],
             registry=self.registry,
         )
+
+        self.websockets = Counter(
+            "bff_websockets_total",
+            "WebSocket handshakes and ends: opened, refused (by status) and session_ended (closed 1008)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.websockets_open = Gauge("bff_websockets_open", "Open WebSockets in this process", registry=self.registry)
+
+    def websocket_event(self, outcome: str) -> None:
+        self.websockets.labels(outcome).inc()
 
     def refresh_outcome(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()

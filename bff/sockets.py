@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 import aiohttp
 from starlette.responses import JSONResponse
@@ -73,6 +74,7 @@ class SocketProxy:
         proxy: Proxy,
         watch: SessionWatch,
         max_sockets: int,
+        on_event: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.routes = routes
         self.origin = origin.lower()
@@ -81,6 +83,7 @@ class SocketProxy:
         self.proxy = proxy
         self.watch = watch
         self.max_sockets = max_sockets
+        self.on_event = on_event  # "opened", the status of a refusal, "session_ended" (metrics)
         self.open = 0
         self.session: aiohttp.ClientSession | None = None
 
@@ -106,8 +109,10 @@ class SocketProxy:
             try:
                 upstream, ref_key = await self._open_upstream(websocket)
             except BFFError as exc:
+                self.on_event(str(exc.status_code))
                 await self._deny(websocket, exc)
                 return
+            self.on_event("opened")
             try:
                 await self._relay(websocket, upstream, ref_key)
             finally:
@@ -182,6 +187,7 @@ class SocketProxy:
                 self.watch.unwatch(ref_key, ended)
         if ended is not None and ended.is_set():
             # The session ended: neither side may go on speaking for it.
+            self.on_event("session_ended")
             await upstream.close(code=POLICY_VIOLATION)
             await self._close_browser(websocket, POLICY_VIOLATION, "session ended")
 

@@ -413,6 +413,10 @@ async def test_websocket_cap_answers_503(route_stack: Callable[..., RouteStack])
                 with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                     await session.ws_connect(url, origin=rs.stack.bff_url)
                 assert refused.value.status == 503
+                metrics = httpx.get(rs.stack.bff_url + "/metrics", timeout=5).text
+                assert 'bff_websockets_total{outcome="503"} 1.0' in metrics
+                assert 'bff_websockets_total{outcome="opened"} 1.0' in metrics
+                assert "bff_websockets_open 1.0" in metrics
             await asyncio.sleep(0.2)
             async with session.ws_connect(url, origin=rs.stack.bff_url) as ws:  # the slot is free again
                 await ws.send_str("x")
