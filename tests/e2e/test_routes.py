@@ -413,7 +413,8 @@ async def test_websocket_cap_answers_503(route_stack: Callable[..., RouteStack])
                 with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                     await session.ws_connect(url, origin=rs.stack.bff_url)
                 assert refused.value.status == 503
-                metrics = httpx.get(rs.stack.bff_url + "/metrics", timeout=5).text
+                async with session.get(rs.stack.bff_url + "/metrics") as response:
+                    metrics = await response.text()
                 assert 'bff_websockets_total{outcome="503"} 1.0' in metrics
                 assert 'bff_websockets_total{outcome="opened"} 1.0' in metrics
                 assert "bff_websockets_open 1.0" in metrics
