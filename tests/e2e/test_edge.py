@@ -3,6 +3,8 @@ process), the auth server, the resource server and a small WebSocket upstream, a
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,6 +15,8 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.bff.doubles import Browser
 from tests.conftest import ServiceProcess, free_port
@@ -65,11 +69,11 @@ async def chat_upstream(seen: list[dict[str, str]]) -> tuple[web.AppRunner, int]
     return runner, port
 
 
-@pytest.fixture
-async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[EdgeStack]:
+@contextlib.asynccontextmanager
+async def running_edge(stack_factory: Any, process_factory: Any, **bff_extra: str) -> AsyncIterator[EdgeStack]:
     # nginx takes the port the stack gave "the BFF" (so the auth server's redirect URI points at nginx); the BFF
     # process listens on another one, behind it.
-    stack: Stack = stack_factory(bff_thread=False, BFF_TRUSTED_PROXIES="127.0.0.1/32")
+    stack: Stack = stack_factory(bff_thread=False, BFF_TRUSTED_PROXIES="127.0.0.1/32", **bff_extra)
     seen: list[dict[str, str]] = []
     runner, chat_port = await chat_upstream(seen)
     rs_addr = stack.rs_url.removeprefix("http://")
@@ -97,6 +101,12 @@ async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[
     finally:
         edge.cleanup()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def edge_stack(stack_factory: Any, process_factory: Any) -> AsyncIterator[EdgeStack]:
+    async with running_edge(stack_factory, process_factory) as edge:
+        yield edge
 
 
 async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
@@ -234,3 +244,27 @@ async def test_bff_auth_from_an_untrusted_address_is_403_without_a_token(edge_st
             assert all("eyJ" not in value for value in answer.headers.values())
         envoy_form = await attacker.get("/bff/auth/api/notes/me", headers={"Cookie": cookie, "X-CSRF": "1"})
         assert envoy_form.status_code == 403 and "authorization" not in envoy_form.headers
+
+
+async def test_dpop_bound_tokens_through_nginx(stack_factory: Any, process_factory: Any, tmp_path: Path) -> None:
+    """DESIGN §9 at the edge: /bff/auth answers with Authorization: DPoP and a proof for the request nginx is about to
+    make (its htu is the upstream URL from BFF_ROUTES, the Host nginx sends); the resource server accepts it."""
+    key = tmp_path / "dpop.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    async with running_edge(stack_factory, process_factory, BFF_DPOP_KEY_FILE=str(key)) as edge_stack:
+        browser = edge_stack.stack.browser(edge_stack.url)
+        await edge_stack.stack.login(browser, "erin")
+        assert (await browser.request("GET", "/api/chat/headers")).status_code == 200
+        upstream_saw = {k.lower(): v for k, v in edge_stack.seen[-1].items()}
+        scheme, token = upstream_saw["authorization"].split(" ", 1)
+        assert scheme == "DPoP" and upstream_saw["dpop"].count(".") == 2
+        payload = token.split(".")[1]
+        assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["cnf"]["jkt"]  # bound
+        # The resource server takes a bound token only with a valid proof for this very request (method, URL, ath).
+        me = await browser.request("GET", "/api/notes/me")
+        assert me.status_code == 200, me.text
+        assert browser.leaked() == []
