@@ -140,7 +140,6 @@ class ForwardAuth:
         headers = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
         if credential.token is not None:  # none routes, and optional ones without a session, get no token
             # DESIGN §9: with a DPoP key, the proof names the request the proxy is about to make upstream
-            path = uri.split("?", 1)[0].split("#", 1)[0]
             slash = path.find("/", len("/api/"))
             upstream = self.proxy.routes[route.name] + (path[slash:] if slash >= 0 else "/")
             for header, value in credential_headers(self.proxy.dpop, credential.token, method, upstream):
