@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import httpx
 
@@ -26,9 +27,12 @@ RETRY_DELAYS = (0.5, 2.0)  # seconds before the second and third attempts
 
 
 class LogoutNotifier:
-    def __init__(self, settings: Settings, tokens: TokenService) -> None:
+    def __init__(
+        self, settings: Settings, tokens: TokenService, on_outcome: Callable[[str], None] = lambda outcome: None
+    ) -> None:
         self.settings = settings
         self.tokens = tokens
+        self.on_outcome = on_outcome  # "delivered", "refused" (a 4xx: final), "failed" (every attempt)
         self.http: httpx.AsyncClient | None = None
         self.tasks: set[asyncio.Task[bool]] = set()
 
@@ -60,10 +64,13 @@ class LogoutNotifier:
                 log.warning("back-channel logout to %s, attempt %d: %s", client_id, attempt + 1, type(exc).__name__)
                 continue
             if response.status_code < 300:
+                self.on_outcome("delivered")
                 return True
             log.warning("back-channel logout to %s, attempt %d: HTTP %d", client_id, attempt + 1, response.status_code)
             if response.status_code < 500:
+                self.on_outcome("refused")
                 return False
+        self.on_outcome("failed")
         return False
 
     async def drain(self, limit: float = 10.0) -> None:

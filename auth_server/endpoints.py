@@ -65,7 +65,9 @@ class Endpoints:
         self.metrics = metrics
         self.users = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
         self.tokens = TokenService(settings, keys, redis)
-        self.notifier = LogoutNotifier(settings, self.tokens)
+        self.notifier = LogoutNotifier(
+            settings, self.tokens, lambda outcome: metrics.backchannel_logouts.labels(outcome).inc()
+        )
         self.tokens.on_family_ended = self.notifier.family_ended  # back-channel logout (DESIGN §6)
         self.sso = SSOStore(settings, redis)
         self.logouts = Logouts(self.tokens, self.sso)

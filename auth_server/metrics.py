@@ -31,6 +31,12 @@ class Metrics:
             ["grant_type", "outcome"],
             registry=self.registry,
         )
+        self.backchannel_logouts = Counter(
+            "auth_backchannel_logouts_total",
+            "Back-channel logout deliveries by outcome (delivered, refused by the client, failed after retries)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.login_failures = Counter(
             "auth_login_failures_total",
             "Failed logins (wrong credentials or throttled)",

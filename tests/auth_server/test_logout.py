@@ -245,6 +245,13 @@ async def test_delivery_is_retried_after_a_server_error(
     receiver.status = 200
     got = await receiver.wait(3)
     assert len(got) == 3 and len({claims_of(t)["jti"] for t in got}) == 1  # the same token, retried
+    delivered = 'auth_backchannel_logouts_total{outcome="delivered"} 1.0'
+    for _ in range(100):
+        metrics = (await client.get("/metrics")).text
+        if delivered in metrics:
+            break
+        await asyncio.sleep(0.02)
+    assert delivered in metrics, [line for line in metrics.splitlines() if "backchannel" in line]
 
 
 async def test_sessions_revoke_ends_everything_of_one_user(
