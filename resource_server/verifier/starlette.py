@@ -42,7 +42,15 @@ from .errors import (
 )
 from .verifier import MAX_TOKEN_LENGTH, AccessTokenClaims, TokenVerifier, scopes_of
 
-__all__ = ["BearerAuthMiddleware", "challenge", "error_response", "get_claims", "request_url", "requires_scope"]
+__all__ = [
+    "BearerAuthMiddleware",
+    "challenge",
+    "challenge_schemes",
+    "error_response",
+    "get_claims",
+    "request_url",
+    "requires_scope",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -145,6 +153,16 @@ def _dpop_proof(scope: Scope) -> str | None:
     return values[0].decode("latin-1") if values else None
 
 
+async def verify_credentials(verifier: TokenVerifier, scope: Scope, found: tuple[str, str]) -> AccessTokenClaims:
+    """The claims of the request's ``(scheme, token)``: a bearer token, or a DPoP one with the request's proof."""
+    scheme, token = found
+    if scheme != "DPoP":
+        return await verifier.verify(token)
+    scope[SCHEME_SCOPE_KEY] = "DPoP"
+    url = request_url(scope)
+    return await verifier.verify(token, scheme="DPoP", proof=_dpop_proof(scope), method=scope["method"], url=url)
+
+
 def request_url(scope: Scope) -> str:
     """The URL this request was sent to, as a client signs it in ``htu``: scheme, Host, path (RFC 9449 §4.3 (9))."""
     host = next((value for name, value in scope["headers"] if name == b"host"), None)
@@ -236,26 +254,23 @@ class BearerAuthMiddleware:
                 if scope["path"] not in self.public_paths:
                     raise MissingToken()
                 scope["auth"] = None
-            elif found[0] == "DPoP":
-                scope[SCHEME_SCOPE_KEY] = "DPoP"
-                scope["auth"] = await self.verifier.verify(
-                    found[1], scheme="DPoP", proof=_dpop_proof(scope), method=scope["method"], url=request_url(scope)
-                )
             else:
-                scope["auth"] = await self.verifier.verify(found[1])
+                scope["auth"] = await verify_credentials(self.verifier, scope, found)
         except VerifierError as exc:
             if self.on_error is not None:
                 self.on_error(exc)
-            await _send_error(send, exc, self.realm, self._schemes(exc, found), self.verifier.proofs.algs_text)
+            schemes = challenge_schemes(exc, found[0] if found else None, mode)
+            await _send_error(send, exc, self.realm, schemes, self.verifier.proofs.algs_text)
             return
         await self.app(scope, receive, send)
 
-    def _schemes(self, error: VerifierError, found: tuple[str, str] | None) -> tuple[str, ...]:
-        """Which challenge answers ``error`` (RFC 9449 §7.1): DPoP for a DPoP request or a DPoP-only server, else
-        Bearer (a client without a token is told of the scheme every client knows)."""
-        if isinstance(error, InvalidDPoPProof) or (found is not None and found[0] == "DPoP"):
-            return ("DPoP",)
-        return ("DPoP",) if self.verifier.dpop == "required" else ("Bearer",)
+
+def challenge_schemes(error: VerifierError, scheme: str | None, mode: str) -> tuple[str, ...]:
+    """Which challenge answers ``error`` (RFC 9449 §7.1): DPoP for a DPoP request (``scheme``) or a DPoP-only server
+    (``mode``), else Bearer (a client without a token is told of the scheme every client knows)."""
+    if isinstance(error, InvalidDPoPProof) or scheme == "DPoP" or mode == "required":
+        return ("DPoP",)
+    return ("Bearer",)
 
 
 def get_claims(request: Request) -> AccessTokenClaims:

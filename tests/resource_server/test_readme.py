@@ -31,3 +31,13 @@ def test_the_readme_usage_example_builds_an_app() -> None:
     namespace: dict[str, Any] = {"__name__": "readme_usage"}
     exec(compile(block.replace("    ...", "    return None"), "README.md", "exec"), namespace)
     assert namespace["verifier"].audience == "orders"
+
+
+async def test_the_readme_fastapi_example_and_its_test_pass() -> None:
+    blocks = readme_blocks()
+    app_block = next(b for b in blocks if "from fastapi import" in b)
+    test_block = next(b for b in blocks if "async def test_fastapi_" in b)
+    namespace: dict[str, Any] = {"__name__": "readme_fastapi"}
+    exec(compile(app_block, "README.md", "exec"), namespace)  # the app, as printed
+    exec(compile(test_block, "README.md", "exec"), namespace)  # its test, in the same module
+    await namespace["test_fastapi_orders_need_a_valid_token_with_the_scope"]()
