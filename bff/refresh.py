@@ -187,6 +187,11 @@ class Refresher:
             if token is not None and token[0] != stale and not self.due(current, resource):
                 self.on_outcome("skipped")  # another replica refreshed between our read and our lock
                 return current
+            if not current.refresh_token and resource is not None:
+                # A provider that issued no refresh token gives no per-resource tokens either; the login's own token
+                # is still good for its own routes, so the session stays.
+                self.on_outcome("no_resource_token")
+                raise AuthServerUnavailable("The provider issued no refresh token: no token for this route's resource.")
             if not current.refresh_token:
                 await self.manager.delete(ref)
                 self.on_outcome("no_refresh_token")

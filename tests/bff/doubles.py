@@ -50,6 +50,8 @@ class Provider:
     post_only: bool = False  # advertise client_secret_post only
     user: str = "alice"  # who the next login is
     end_session: bool = True  # advertise an end_session_endpoint (RP-Initiated Logout)
+    no_refresh: bool = False  # issue no refresh token at login
+    resources: list[str | None] = field(default_factory=list)  # the RFC 8707 resource of each refresh grant
 
     def id_token(self, claims: dict[str, Any]) -> str:
         if self.id_token_override is not None:
@@ -138,6 +140,8 @@ class Provider:
                 return JSONResponse({"error": "invalid_grant"}, 400)
             family = secrets.token_urlsafe(8)
             body = self._pair(family)
+            if self.no_refresh:
+                del body["refresh_token"]
             body["id_token"] = self.id_token(
                 {
                     "iss": self.issuer,
@@ -152,6 +156,8 @@ class Provider:
             )
             return JSONResponse(body, headers={"Cache-Control": "no-store"})
         self.refreshes += 1
+        resource = form.get("resource")
+        self.resources.append(None if resource is None else str(resource))
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.down:
