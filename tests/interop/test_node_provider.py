@@ -80,15 +80,32 @@ def node_provider(bff_port: int) -> Iterator[NodeProvider]:
     log.unlink(missing_ok=True)
 
 
+def echo_app() -> Any:
+    """An upstream that shows which bearer token it got (by hash: node-oidc-provider's are opaque)."""
+    import hashlib
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def echo(request: Request) -> JSONResponse:
+        token = request.headers.get("authorization", "")
+        return JSONResponse({"token": hashlib.sha256(token.encode()).hexdigest()[:16], "bearer": token[:7]})
+
+    return Starlette(routes=[Route("/{path:path}", echo)])
+
+
 @pytest.fixture
 def bff_url(node_provider: NodeProvider, bff_port: int, redis_url: str, server_factory: Any) -> str:
+    upstream = server_factory(echo_app())
     env = {
         "BFF_ISSUER": node_provider.issuer,
         "BFF_CLIENT_ID": "bff",
         "BFF_CLIENT_SECRET": SECRET,
         "BFF_PUBLIC_URL": f"http://127.0.0.1:{bff_port}",
         "BFF_SCOPES": "openid profile",
-        "BFF_ROUTES": json.dumps({"notes": "http://127.0.0.1:9"}),
+        "BFF_ROUTES": json.dumps({"echo": upstream.url}),
         "REDIS_URL": redis_url,
     }
     return str(server_factory(create_app(Settings.from_env(env)), bff_port).url)
@@ -170,6 +187,24 @@ async def test_login_and_the_bffs_logout_end_the_providers_session(bff_url: str,
 
         await person.login()  # the provider's session ended too: its login form comes again
         assert person.forms_filled == 2
+    finally:
+        await person.close()
+
+
+async def test_access_tokens_are_refreshed_with_the_provider(bff_url: str, node_provider: NodeProvider) -> None:
+    person = Person(bff_url)
+    try:
+        await person.login()
+        first = await person.bff.request("GET", "/api/echo/x")
+        assert first.status_code == 200 and first.json()["bearer"] == "Bearer ", first.text
+        await asyncio.sleep(1.2)  # past half of the 2 s access token life: the next call refreshes
+        second = await person.bff.request("GET", "/api/echo/x")
+        assert second.status_code == 200, second.text
+        assert second.json()["token"] != first.json()["token"]  # a new access token from node-oidc-provider
+        await asyncio.sleep(1.2)  # and again, with the rotated refresh token
+        third = await person.bff.request("GET", "/api/echo/x")
+        assert third.status_code == 200 and third.json()["token"] not in (first.json()["token"], second.json()["token"])
+        assert (await person.user()).status_code == 200
     finally:
         await person.close()
 

@@ -22,6 +22,9 @@ const configuration = {
   ],
   claims: { openid: ['sub'], profile: ['preferred_username'] },
   cookies: { keys: ['interop-test-cookie-key-0123456789'] },
+  // Short access tokens, so a test sees the BFF refresh them (rotating refresh tokens, as node-oidc-provider may).
+  ttl: { AccessToken: 2, IdToken: 300, RefreshToken: 3600, Session: 3600, Grant: 3600, Interaction: 600 },
+  rotateRefreshToken: true,
   features: {
     devInteractions: { enabled: true },
     backchannelLogout: { enabled: true },
