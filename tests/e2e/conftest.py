@@ -53,7 +53,7 @@ class TokenGate:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        refresh = parse_qs(body.decode()).get("grant_type") == ["refresh_token"]
+        refresh = parse_qs(body.decode("latin-1")).get("grant_type") == ["refresh_token"]
         if refresh:
             self.refreshes += 1
             if self.delay:

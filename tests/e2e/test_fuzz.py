@@ -1,0 +1,190 @@
+"""Malformed input thrown at every endpoint of the three services, on real sockets: never a 500, never a traceback
+(issue #10: "make finding these our own habit").
+
+A seeded generator (reproducible: the failing case is printed) mixes known troublemakers — NUL, lone surrogates,
+Unicode digits, overlong UTF-8, dot segments, deep JSON, huge values — into paths, query parameters, headers, cookies,
+tokens and bodies (form, JSON, garbage), with and without a live session. 502/503/504 are allowed (an upstream or the
+auth server may legitimately be refused something), 500 never. ``FUZZ_SEED`` and ``FUZZ_CASES`` change the run."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.anyio
+
+CASES = int(os.environ.get("FUZZ_CASES", "300"))  # random cases, after the corpus of ~820
+SEED = int(os.environ.get("FUZZ_SEED", "10"))
+BFF_PATHS = [
+    "/bff/login",
+    "/bff/callback",
+    "/bff/user",
+    "/bff/logout",
+    "/bff/auth",
+    "/bff/backchannel",
+    "/api/notes/notes",
+    "/api/notes/me",
+    "/api/notes/%2e%2e/x",
+    "/api/nope/x",
+    "/",
+    "/readyz",
+]
+AUTH_PATHS = [
+    "/oauth/authorize",
+    "/oauth/token",
+    "/oauth/revoke",
+    "/oauth/introspect",
+    "/oauth/logout",
+    "/oauth/revocations",
+    "/userinfo",
+    "/register",
+    "/users",
+    "/.well-known/openid-configuration",
+]
+RS_PATHS = ["/me", "/notes", "/notes/x", "/ping"]
+FIELDS = ["state", "code", "return_to", "sid", "since", "token", "client_id", "redirect_uri", "max_age", "prompt",
+          "grant_type", "refresh_token", "code_verifier", "username", "password", "form_token", "id_token_hint",
+          "response_type", "code_challenge", "scope", "nonce", "resource", "logout_token", "text"]  # fmt: skip
+FORM = b"application/x-www-form-urlencoded"
+HEADERS = ["Content-Type", "Origin", "X-CSRF", "Authorization", "Cookie", "X-Original-URI", "X-Original-Method",
+           "DPoP", "X-Request-ID", "Accept", "Content-Encoding", "X-Forwarded-For", "Upgrade"]  # fmt: skip
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).rstrip(b"=").decode()
+
+
+ATOMS = [
+    "", "\x00", "%00", "%ff", "%c0%ae", "%u002e", "..", "%2e%2e", "%252e", "..;", "\\", "\u00e9", "\ud800", "\u00b2",
+    "\u0661", "[" * 4000, '{"a":' * 600, "a" * 5000, "=", "&", ";", ",", '"', "<script>", "-1", "1e999", "NaN",
+    "null", "true", "0x10", "e30.e30.e30", _b64("[" * 3000) + ".e30.AAAA", "Bearer x", "Basic " + _b64("bff:x"),
+    "DPoP " + _b64('{"typ":"dpop+jwt","jwk":' + "[" * 2000) + ".e30.A", "\u00b2." + "A" * 43, "A" * 43,
+]  # fmt: skip
+
+
+# Whole JSON values (bodies, or field values): deep nesting, lone surrogates, Unicode digits, NUL, huge, odd numbers.
+TROUBLE = ["[" * 3000, '{"a":' * 1500, '"\\ud800"', '"a\\udfffb"', '"\u00b2"', '"\u0661\u0662"', '"\\u0000"',
+           '"' + "a" * 3000 + '"', "1e999", '"%c0%ae%u002e..%2f..;"']  # fmt: skip
+DEEP_JWT = _b64("[" * 3000) + ".e30.AAAA"
+HEADER_TROUBLE = [
+    {"Authorization": "Bearer " + DEEP_JWT},
+    {"Authorization": "Bearer e30." + _b64('{"a":' * 1500) + ".AAAA"},
+    {"Authorization": "DPoP " + DEEP_JWT, "DPoP": _b64('{"typ": "dpop+jwt", "jwk": ' + "[" * 2000) + ".e30.A"},
+    {"Authorization": "Basic " + _b64("bff:\ud800")},
+    {"Cookie": "__Host-session=" + "\u00e9" * 43 + "; __Host-bff-login-AAAAAAAAAAAA=" + "\u00b2" * 300},
+    {"X-Original-URI": "/api/notes/%u002e%u002e/x", "X-Original-Method": "\u00e9"},
+    {"Content-Length": "\u00b2", "DPoP-Nonce": "\u0661"},
+]
+JSON_PATHS = {"/users", "/notes", "/api/notes/notes", "/bff/backchannel"}
+
+
+class Fuzzer:
+    def __init__(self, rng: random.Random, session: str, urls: dict[str, str]) -> None:
+        self.rng = rng
+        self.session = session
+        self.urls = urls
+
+    def atom(self) -> str:
+        return "".join(self.rng.choice(ATOMS) for _ in range(self.rng.randint(1, 3)))
+
+    @staticmethod
+    def url_safe(text: str) -> str:
+        # Percent-encode what no client would send raw (httpx refuses it), keeping the troublemakers' bytes.
+        return "".join(
+            c if 32 < ord(c) < 127 else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass")) for c in text
+        )
+
+    def corpus(self) -> Iterator[tuple[str, str, dict[str, bytes], bytes | None]]:
+        """Every endpoint, POSTed each known troublemaker as a whole JSON body and in every field of a form (and of a
+        JSON object where JSON is expected), and queried with it in every field."""
+        for service, paths in (("bff", BFF_PATHS), ("auth", AUTH_PATHS), ("rs", RS_PATHS)):
+            headers = {"X-CSRF": b"1", "Cookie": self.session.encode()} if service == "bff" else {}
+            for path in paths:
+                for atom in TROUBLE:
+                    url = self.urls[service] + self.url_safe(path)
+                    bodies = [(atom, b"application/json"), ("&".join(f"{k}={atom}" for k in FIELDS), FORM)]
+                    if path in JSON_PATHS:
+                        bodies.append(("{" + ", ".join(f'"{k}": {atom}' for k in FIELDS) + "}", b"application/json"))
+                    for body, content_type in bodies:
+                        yield (
+                            "POST",
+                            url,
+                            {**headers, "Content-Type": content_type},
+                            body.encode("utf-8", "surrogatepass"),
+                        )
+                    query = "&".join(f"{k}={atom.strip(chr(34))}" for k in FIELDS)
+                    yield "GET", self.url_safe(url + "?" + query), headers, None
+                for extra in HEADER_TROUBLE:
+                    raw = {k: v.encode("utf-8", "surrogatepass") for k, v in extra.items()}
+                    yield "GET", self.urls[service] + self.url_safe(path), {**headers, **raw}, None
+
+    def case(self) -> tuple[str, str, dict[str, bytes], bytes | None]:
+        rng = self.rng
+        service = rng.choice(["bff", "bff", "auth", "rs"])
+        path = rng.choice({"bff": BFF_PATHS, "auth": AUTH_PATHS, "rs": RS_PATHS}[service])
+        query = "&".join(f"{rng.choice(FIELDS)}={self.atom()}" for _ in range(rng.randint(0, 4)))
+        headers: dict[str, str] = {}
+        if service == "bff" and rng.random() < 0.7:
+            headers.update({"X-CSRF": "1", "Cookie": self.session})
+        for name in rng.sample(HEADERS, rng.randint(0, 3)):
+            headers[name] = self.atom()[:3000]
+        method = rng.choice(["GET", "GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+        body = None
+        if method not in ("GET", "HEAD"):
+            kind = rng.choice(["form", "json", "raw"])
+            fields = {rng.choice(FIELDS): self.atom() for _ in range(rng.randint(0, 4))}
+            if kind == "form":
+                text = "&".join(f"{k}={v}" for k, v in fields.items())
+            elif kind == "json":  # string values escaped as JSON does ("\ud800"), or raw ones (deep, NaN)
+                values = [json.dumps(v) if rng.random() < 0.6 else v for v in fields.values()]
+                text = "{" + ", ".join(f'"{k}": {v}' for k, v in zip(fields, values, strict=True)) + "}"
+                text = text if rng.random() < 0.8 else self.atom() + text
+            else:
+                text = self.atom()
+            body = text.encode("utf-8", "surrogatepass")
+            if rng.random() < 0.85:
+                headers["Content-Type"] = {
+                    "form": "application/x-www-form-urlencoded",
+                    "json": "application/json",
+                    "raw": rng.choice(["text/plain", "multipart/form-data; boundary=x", "application/json"]),
+                }[kind]
+        url = self.urls[service] + self.url_safe(path + ("?" + query if query else ""))
+        raw = {k: v.encode("utf-8", "surrogatepass") for k, v in headers.items()}
+        return method, url, raw, body
+
+
+async def test_malformed_input_everywhere_is_never_a_500(stack_factory: Any) -> None:
+    stack: Stack = stack_factory()
+    browser = stack.browser()
+    await stack.login(browser)
+    session = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    fuzzer = Fuzzer(random.Random(SEED), session, {"bff": stack.bff_url, "auth": stack.auth_url, "rs": stack.rs_url})
+    sent, statuses = 0, set()
+    cases = itertools.chain(fuzzer.corpus(), (fuzzer.case() for _ in range(CASES)))
+    async with httpx.AsyncClient(timeout=15) as client:
+        for method, url, headers, body in cases:
+            try:
+                response = await client.request(method, url, headers=headers, content=body)
+            except (httpx.LocalProtocolError, httpx.InvalidURL, UnicodeEncodeError):
+                continue  # refused by the client library before anything was sent
+            except httpx.RemoteProtocolError:
+                continue  # the server refused the bytes themselves (h11): not an answer to judge
+            sent += 1
+            statuses.add(response.status_code)
+            broken = response.status_code in (500, 501) or response.status_code >= 505 or "Traceback" in response.text
+            assert not broken, (method, url[:300], {k: v[:80] for k, v in headers.items()}, body and body[:200],
+                                response.status_code, response.text[:300])  # fmt: skip
+        assert sent > CASES and {200, 400, 401, 403, 404, 405} <= statuses, (sent, statuses)
+        for url in (stack.bff_url, stack.auth_url, stack.rs_url):
+            metrics = (await client.get(url + "/metrics")).text
+            assert 'status="500"' not in metrics, url
