@@ -124,7 +124,7 @@ def measure_edge(args: argparse.Namespace) -> None:
         start_bff(procs, stack, bff_port)
         bff_pid = procs[-1].proc.pid
         # as the official image runs it: a worker per core
-        edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream}, workers="auto")
+        edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream, "live": upstream}, workers="auto")
         conf = edge.dir / "edge.conf"
         anchor = "        location /api/notes/ {"
         conf.write_text(conf.read_text().replace(anchor, NGINX_ALONE + anchor, 1))

@@ -40,21 +40,26 @@ _ROUTE_LOCATION = re.compile(r"^ +location /api/notes/ \{.*?^ +\}\n", re.M | re.
 
 
 def render(port: int, bff: str, routes: Mapping[str, str]) -> str:
-    """The template with its variables filled in; ``routes`` maps route names to ``host:port``. The template's
-    ``notes`` upstream and location are repeated for every other route, as the template tells ops to do."""
+    """The template with its variables filled in; ``routes`` maps route names to ``host:port`` and must cover the
+    template's own (``notes``, ``live``). The ``notes`` upstream and location are repeated for every other route, as
+    the template tells ops to do."""
     text = TEMPLATE.read_text()
     upstream, location = _ROUTE_UPSTREAM.search(text), _ROUTE_LOCATION.search(text)
     assert upstream and location, "the template's notes route blocks moved"
 
     def per_route(block: str) -> str:
-        return "".join(block.replace("notes", n).replace("NOTES", n.upper()) for n in routes if n != "notes")
+        extra = [n for n in routes if f"location /api/{n}/ " not in text]
+        return "".join(block.replace("notes", n).replace("NOTES", n.upper()) for n in extra)
 
     extra_upstreams, extra_locations = per_route(upstream.group(0)), per_route(location.group(0))
     text = text[: location.end()] + extra_locations + text[location.end() :]
     text = text[: upstream.end()] + extra_upstreams + text[upstream.end() :]
     variables = {"EDGE_PORT": f"127.0.0.1:{port}", "BFF_ADDR": bff}
     variables.update({f"{name.upper()}_ADDR": addr for name, addr in routes.items()})
-    return string.Template(text).safe_substitute(variables)
+    rendered = string.Template(text).safe_substitute(variables)
+    left = re.findall(r"\$\{(\w+)\}", rendered)
+    assert not left, f"the template's routes need addresses too: {left}"
+    return rendered
 
 
 class Edge:

@@ -123,10 +123,14 @@ def test_nginx_runs_as_the_edge_under_its_profile_in_front_of_the_stack(with_edg
     template = (REPO / "deploy" / "nginx" / "templates" / "edge.conf.template").read_text()
     assert set(re.findall(r"\$\{(\w+)\}", template)) == set(edge["environment"])  # every variable filled, no extra
     assert edge["environment"]["BFF_ADDR"] == "bff:8000"
+    # every route the BFF serves is routed by the edge too, to the same upstream
     routes = json.loads(services["bff"]["environment"]["BFF_ROUTES"])
-    assert "http://" + edge["environment"]["NOTES_ADDR"] == routes["notes"]["url"]
+    for name, route in routes.items():
+        url = route["url"] if isinstance(route, dict) else route
+        assert f"location /api/{name}/ " in template, name
+        assert "http://" + edge["environment"][f"{name.upper()}_ADDR"] == url, name
     assert [p["published"] for p in edge["ports"]] == [edge["environment"]["EDGE_PORT"]] == ["8080"]
-    assert set(edge["depends_on"]) == {"bff", "resource-server"}
+    assert set(edge["depends_on"]) == {"bff", "resource-server", "live-api"}
 
 
 def test_only_the_edge_may_ask_bff_auth(with_edge: dict[str, Any]) -> None:

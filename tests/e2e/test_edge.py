@@ -91,7 +91,11 @@ async def running_edge(stack_factory: Any, process_factory: Any, **bff_extra: st
     while bff_port in (edge_port, chat_port, gone_port):
         bff_port = free_port()
     bff = process_factory(["-m", "bff", "serve"], stack.bff_env, port=bff_port, health_path="/readyz")
-    edge = Edge(edge_port, f"127.0.0.1:{bff.port}", {"notes": rs_addr, "chat": f"127.0.0.1:{chat_port}", "gone": gone})
+    edge = Edge(
+        edge_port,
+        f"127.0.0.1:{bff.port}",
+        {"notes": rs_addr, "live": rs_addr, "chat": f"127.0.0.1:{chat_port}", "gone": gone},
+    )
     try:
         edge.start()
     except FileNotFoundError as exc:
