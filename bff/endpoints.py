@@ -151,7 +151,7 @@ class Endpoints:
             }
         )
         response = RedirectResponse(location, 302, headers=NO_STORE)
-        for stale in self.logins.stale(all_cookies(request)):
+        for stale in self.logins.stale(all_cookies(request), sealed):
             response.headers.append("set-cookie", self.expire_cookie(stale))
         response.headers.append("set-cookie", self._cookie(login_cookie, sealed, LOGIN_TTL))
         return response

@@ -31,6 +31,7 @@ LOGIN_TTL = 600  # seconds an authorization request may stay in flight (DESIGN Â
 MAX_PENDING = 4  # logins in flight per browser (tabs); a fifth drops the oldest
 TAG_CHARS = 12  # characters of the state in the cookie's name
 COOKIE_VALUE_MAX = 3800  # a browser keeps cookies up to 4096 bytes, name and attributes included
+COOKIE_BUDGET = 6144  # bytes of login cookies per browser: the Cookie header stays within proxies' 8 KiB lines
 KEY_INFO = b"jwt-bff login cookie"
 MAX_SCANNED = 32  # login cookies looked at per /bff/login: the rest of an odd Cookie header is left alone
 _TAG = re.compile(rf"[A-Za-z0-9_-]{{{TAG_CHARS}}}")
@@ -90,10 +91,11 @@ class LoginStates:
     def new(self, state: str, nonce: str, verifier: str, return_to: str) -> Login:
         return Login(state, nonce, verifier, return_to, self.clock() + LOGIN_TTL)
 
-    def stale(self, cookies: Iterable[tuple[str, str]]) -> list[str]:
-        """Names of this browser's login cookies to drop before it starts one more login: the unreadable or
-        expired ones, and all but the newest ``MAX_PENDING - 1``."""
-        live: list[tuple[float, str]] = []
+    def stale(self, cookies: Iterable[tuple[str, str]], new_value: str = "") -> list[str]:
+        """Names of this browser's login cookies to drop before it starts one more login (whose cookie value is
+        ``new_value``): the unreadable or expired ones, all but the newest ``MAX_PENDING - 1``, and the oldest while
+        they and the new one would exceed ``COOKIE_BUDGET`` bytes (long ``return_to``s)."""
+        live: list[tuple[float, str, int]] = []
         drop: list[str] = []
         ours = (
             (name, value)
@@ -105,9 +107,14 @@ class LoginStates:
             if login is None:
                 drop.append(name)
             else:
-                live.append((login.expires_at, name))
+                live.append((login.expires_at, name, len(name) + len(value)))
         live.sort(reverse=True)
-        return drop + [name for _, name in live[MAX_PENDING - 1 :]]
+        used = len(self.prefix) + TAG_CHARS + len(new_value)
+        for index, (_, name, size) in enumerate(live):
+            used += size
+            if index >= MAX_PENDING - 1 or used > COOKIE_BUDGET:
+                drop.append(name)
+        return drop
 
     async def claim(self, login: Login) -> bool:
         """Single use: True the first time a callback presents this login, False after (SET NX, until the login

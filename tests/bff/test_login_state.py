@@ -124,3 +124,16 @@ async def test_only_login_cookie_names_the_bff_could_have_set_are_expired(rig: R
     start = await rig.browser().request("GET", "/bff/login", headers={"Cookie": odd}, csrf=False)
     expired = [c.split("=", 1)[0] for c in start.headers.get_list("set-cookie") if "Max-Age=0" in c]
     assert expired == ["__Host-bff-login-AAAAAAAAAAAA"]  # never an odd name echoed into a Set-Cookie
+
+
+async def test_long_return_tos_keep_the_login_cookies_within_their_budget(rig: Rig) -> None:
+    from bff.login_state import COOKIE_BUDGET
+
+    browser = rig.browser()
+    for i in range(2 * MAX_PENDING):
+        start = await browser.request("GET", "/bff/login", params={"return_to": f"/{i}" + "%" * 2000}, csrf=False)
+        assert start.status_code == 302
+        kept = _login_cookies(browser)
+        assert sum(len(k) + len(v) for k, v in kept.items()) <= COOKIE_BUDGET and len(kept) >= 1
+    newest = await _callback(rig, start)
+    assert (await browser.request("GET", newest, csrf=False)).status_code == 302  # the newest login always works
