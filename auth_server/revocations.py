@@ -23,6 +23,8 @@ STREAM = "auth:revocations"
 LEEWAY_MARGIN = 60  # seconds beyond the access-token life: verifiers accept tokens up to their leeway past exp
 PAGE = 1000  # entries per answer; a verifier asks again while `more` is true
 CURSOR = re.compile(r"^(0|[0-9]{1,20}-[0-9]{1,20})$")
+MAX_ID_PART = 2**64 - 1  # a stream id is two unsigned 64-bit numbers
+LAST_ID = f"{MAX_ID_PART}-{MAX_ID_PART}"
 
 
 class Revocation(TypedDict):
@@ -41,8 +43,10 @@ class RevocationFeed:
 
     async def since(self, cursor: str) -> tuple[list[Revocation], str, bool]:
         """Entries after ``cursor`` ("0": all), the new cursor, and whether more are waiting."""
-        if not CURSOR.fullmatch(cursor):
-            raise InvalidRequest("The cursor is malformed.")
+        if not CURSOR.fullmatch(cursor) or any(int(part) > MAX_ID_PART for part in cursor.split("-")):
+            raise InvalidRequest("The cursor is malformed.")  # Redis refuses stream ids past 64 bits (a 500)
+        if cursor == LAST_ID:  # nothing can come after it, and Redis refuses "(" before it as a range start
+            return [], cursor, False
         now_ms = int(time.time() * 1000)
         rows = await self.redis.xrange(STREAM, min=f"({cursor}" if cursor != "0" else "-", count=PAGE)
         entries: list[Revocation] = []

@@ -282,14 +282,15 @@ class AuthClient:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise ProviderRejected("invalid_id_token", f"The {what} is not a JWT.") from exc
-        if header.get("alg") not in ID_TOKEN_ALGORITHMS:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ID_TOKEN_ALGORITHMS:  # a list or object is unhashable: not a 500
             raise ProviderRejected("invalid_id_token", f"The {what}'s algorithm is not allowed.")
         key = await self._signing_key(header.get("kid"))
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
-                algorithms=[header["alg"]],
+                algorithms=[alg],
                 audience=self.settings.client_id,
                 issuer=(await self.discover())["issuer"],
                 leeway=leeway,

@@ -1,0 +1,30 @@
+"""Found attacking the whole stack on loopback as an outsider: each case failed (a 500, or worse) before its fix."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from tests.bff.conftest import Rig
+
+pytestmark = pytest.mark.anyio
+
+
+def _with_header(token: str, header: object) -> str:
+    """``token`` with its JOSE header replaced by ``header`` (the signature no longer matches, which is the point:
+    the header must be refused before anything is verified)."""
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return encoded + token[token.index(".") :]
+
+
+@pytest.mark.parametrize("alg", [["RS256"], {"RS256": True}, 256, None], ids=["list", "object", "number", "null"])
+async def test_a_logout_token_whose_alg_is_not_a_string_is_400_not_500(rig: Rig, alg: object) -> None:
+    browser = await rig.logged_in()
+    sid = list(rig.provider.families)[-1]
+    token = _with_header(rig.provider.logout_token(sid=sid), {"alg": alg, "kid": "k1", "typ": "logout+jwt"})
+    response = await rig.browser().request("POST", "/bff/backchannel", csrf=False, data={"logout_token": token})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert (await browser.request("GET", "/bff/user")).status_code == 200  # nothing ended
