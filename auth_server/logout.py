@@ -100,19 +100,23 @@ class LogoutEndpoint:
         if len(state) > MAX_STATE:
             return ep.error_page("The state parameter is too long.")
         fields = {"client_id": client_id, "post_logout_redirect_uri": redirect_uri, "state": state}
+        browser = ep.sso.browser_id(request)
+        current = await ep.sso.get(browser, touch=False) if browser else None
+        if hint is not None and current is not None and current.sub != hint["sub"]:
+            # §2: the OP MUST ask when the hint is not of the user logged in here. Anyone holds an ID token of their
+            # own, and a cross-site GET with it would otherwise end this browser's SSO session without a word.
+            hint = None
         if hint is None:
             token = params.get("form_token", "")
             if request.method != "POST" or not ep.guard.check(request, "logout", token, fields):
                 return self._confirm_page(request, fields, 400 if token else 200)
 
-        browser = ep.sso.browser_id(request)
         ending: set[str] = set()
         if hint is not None:
             born_of = await ep.sso.of_family(hint["sid"])
             if born_of is not None:
                 ending.add(born_of)
-            current = await ep.sso.get(browser, touch=False) if browser else None
-            if current is not None and current.sub == hint["sub"]:
+            if current is not None:  # the same user (checked above)
                 ending.add(current.id)
         elif browser is not None:
             ending.add(browser)

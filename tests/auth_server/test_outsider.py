@@ -7,7 +7,17 @@ from typing import Any
 import httpx
 import pytest
 
-from .helpers import BFF_SECRET, tokens_for
+from .helpers import (
+    BFF_SECRET,
+    SSO_COOKIE,
+    authorize_params,
+    exchange,
+    location_params,
+    login,
+    pkce,
+    refresh,
+    tokens_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -36,3 +46,27 @@ async def test_the_last_possible_cursor_reads_nothing_and_the_feed_still_works(
     await client.post("/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=("bff", BFF_SECRET))
     assert len((await client.get("/oauth/revocations", params={"since": f"{U64 - 1}-0"})).json()["revocations"]) == 0
     assert len((await client.get("/oauth/revocations")).json()["revocations"]) == 1
+
+
+async def test_a_cross_site_logout_with_someone_elses_id_token_asks_and_keeps_the_browsers_sso(
+    client: httpx.AsyncClient, user: Any
+) -> None:
+    # The attacker's own ID token, from a login of their own (in their own browser: the client's cookies are reset).
+    created = await client.post("/users", json={"username": "mallory", "password": "mallory-password-1"})
+    assert created.status_code == 201, created.text
+    verifier, challenge = pkce()
+    got = location_params(await login(client, authorize_params(challenge), "mallory", "mallory-password-1"))
+    mallory = (await exchange(client, got["code"], verifier)).json()
+    # The victim's browser, signed in at the auth server as the victim.
+    client.cookies.clear()
+    victim = await tokens_for(client)
+    sso = client.cookies.get(SSO_COOKIE)
+    assert sso is not None
+    # A cross-site page sends that browser to the logout endpoint with the attacker's hint (RP-Initiated Logout §2:
+    # a hint that is not of the user logged in here must be confirmed).
+    response = await client.get("/oauth/logout", params={"id_token_hint": mallory["id_token"]})
+    assert response.status_code == 200 and 'name="form_token"' in response.text, response.text
+    assert client.cookies.get(SSO_COOKIE) == sso
+    again = await client.get("/oauth/authorize", params=authorize_params(pkce()[1]))
+    assert "code" in location_params(again)  # the victim's SSO session still signs them in
+    assert (await refresh(client, victim["refresh_token"])).status_code == 200
