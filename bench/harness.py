@@ -266,11 +266,20 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, headers: Mapping[str, str], seconds: int = 5, connections: int = 32, threads: int = 1) -> WrkResult:
+def wrk(
+    url: str,
+    headers: Mapping[str, str],
+    seconds: int = 5,
+    connections: int = 32,
+    threads: int = 1,
+    script: tuple[str, ...] = (),
+) -> WrkResult:
+    """``script``: a wrk Lua script and its arguments (e.g. one that sends a fresh header per request)."""
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    tail = ["-s", script[0], url, "--", *script[1:]] if script else [url]
+    out = subprocess.run([*args, *tail], capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]

@@ -342,7 +342,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--sockets", type=int, default=1000, help="concurrent WebSockets in the routes section")
     parser.add_argument(
-        "--only", default="", help="comma-separated section names: proxy,storm,verify,memory,edge,routes"
+        "--only", default="", help="comma-separated section names: proxy,storm,verify,memory,edge,routes,dpop"
     )
     return parser.parse_args()
 
@@ -352,6 +352,16 @@ def edge_throughput(args: argparse.Namespace) -> None:
     from bench.edge import measure_edge
 
     measure_edge(args)
+
+
+def dpop_section(args: argparse.Namespace) -> None:
+    """Section 9: what DPoP costs the BFF's proxy and the verifier (bench/dpop.py)."""
+    from bench.dpop import bff_with_and_without, verifier_with_dpop_and_revocations
+
+    print("\n9. DPoP (bench/dpop.py)", flush=True)
+    args.rounds = getattr(args, "rounds", 2)
+    bff_with_and_without(args)
+    verifier_with_dpop_and_revocations(args)
 
 
 def routes_section(args: argparse.Namespace) -> None:
@@ -365,6 +375,7 @@ SECTIONS = {
     "memory": session_memory,
     "edge": edge_throughput,
     "routes": routes_section,
+    "dpop": dpop_section,
 }
 
 

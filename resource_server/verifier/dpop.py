@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -94,9 +95,12 @@ def _normalize_percent(match: re.Match[str]) -> str:
     return char if char in _UNRESERVED else match.group(0).upper()  # RFC 3986 §6.2.2.1-6.2.2.2
 
 
+@functools.lru_cache(maxsize=1024)  # a server sees few URLs many times: parse each once
 def normalize_htu(uri: str) -> str | None:
     """``uri`` without query and fragment, normalized as RFC 9449 §4.3 (9) asks (RFC 3986 §6.2.2 and §6.2.3: case
     of scheme and host, percent-encoding, default port, empty path); None if it is not an absolute http(s) URI."""
+    if len(uri) > MAX_PROOF_LENGTH:
+        return None
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -147,11 +151,15 @@ class ReplayCache:
         known = self._until.get(jti)
         if known is not None and known > now:
             return True
-        if len(self._until) >= self.max_entries:
-            self._until = {k: v for k, v in self._until.items() if v > now}
-            while len(self._until) >= self.max_entries:
-                del self._until[next(iter(self._until))]
-        self._until[jti] = until
+        # Entries arrive roughly in expiry order: drop expired ones from the front, then (full) the oldest —
+        # amortized O(1) per proof, never a scan of the whole cache.
+        entries = self._until
+        while entries:
+            oldest = next(iter(entries))
+            if entries[oldest] > now and len(entries) < self.max_entries:
+                break
+            del entries[oldest]
+        entries[jti] = until
         return False
 
     def __len__(self) -> int:
