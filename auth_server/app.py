@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             yield
         finally:
             await ep.notifier.drain(limit=5.0)  # back-channel logouts under way get a last chance
+            await ep.tokens.durable.aclose()
             if own_redis:
                 await client.aclose()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from servicekit.durable import WaitPolicy
 from servicekit.settings import SettingsError, env_flag, env_int, http_url
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
@@ -121,6 +122,9 @@ class Settings:
     issuer: str = "http://localhost:9000"
     redis_url: str = "redis://localhost:6379/0"
     redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
+    redis_wait: WaitPolicy = (
+        WaitPolicy()
+    )  # REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT: durable writes (servicekit.durable)
     keys_dir: Path = Path("keys")
     signing_alg: str = "RS256"
     access_ttl: int = 300
@@ -158,6 +162,7 @@ class Settings:
             issuer=http_url("AUTH_ISSUER", env.get("AUTH_ISSUER") or "http://localhost:9000", plain=True),
             redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
             redis_cluster=env_flag(env, "REDIS_CLUSTER"),
+            redis_wait=WaitPolicy.from_env(env),
             keys_dir=Path(env.get("AUTH_KEYS_DIR") or "keys"),
             signing_alg=alg,
             access_ttl=access_ttl,

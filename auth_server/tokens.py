@@ -20,6 +20,8 @@ from typing import Any
 
 import jwt
 
+from servicekit.durable import Durable
+
 from . import retry_grace
 from .errors import TokenRejected
 from .keys import KeyRing
@@ -55,6 +57,14 @@ if prev[1] == ARGV[1] and tonumber(ARGV[7]) - tonumber(prev[2]) < tonumber(ARGV[
 end
 redis.call('DEL', KEYS[1])
 return 'reuse'
+"""
+
+
+# KEYS[1] family; ARGV: its expiry (unix time), then field, value, field, value… One script: a family never lives
+# without its expiry, and it can be followed by WAIT on the same connection (a MULTI block could not).
+_START = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
 """
 
 
@@ -108,7 +118,10 @@ class TokenService:
         self.settings = settings
         self.keys = keys
         self.redis = redis
-        self._rotate = redis.register_script(_ROTATE)
+        # Starting, rotating and revoking a family wait for the replicas (if any): what the client was told survives
+        # a failover (a lost rotation would make the client's new refresh token "missing", a lost revocation would
+        # undo a logout).
+        self.durable = Durable(redis, settings.redis_wait)
         # Told (sid, sub, client_id) whenever a family ends here: revocation or reuse (back-channel logout, §6).
         self.on_family_ended: Callable[[str, str, str], None] = lambda sid, sub, client_id: None
         self.revocations = RevocationFeed(redis, settings.access_ttl)
@@ -273,23 +286,20 @@ class TokenService:
         )
         jti = secrets.token_urlsafe(16)
         key = family_key(family.sid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "sub": sub,
-                    "username": username,
-                    "client_id": client_id,
-                    "scope": scope,
-                    "auth_time": auth_time,
-                    "abs": family.absolute,
-                    "jti": jti,
-                    **({"res": resource} if resource is not None else {}),
-                    **({"jkt": jkt} if jkt is not None else {}),
-                },
-            )
-            pipe.expireat(key, min(now + self.settings.refresh_ttl, family.absolute))
-            await pipe.execute()
+        fields = {
+            "sub": sub,
+            "username": username,
+            "client_id": client_id,
+            "scope": scope,
+            "auth_time": auth_time,
+            "abs": family.absolute,
+            "jti": jti,
+            **({"res": resource} if resource is not None else {}),
+            **({"jkt": jkt} if jkt is not None else {}),
+        }
+        expiry = min(now + self.settings.refresh_ttl, family.absolute)
+        flat = [item for pair in fields.items() for item in pair]
+        await self.durable.write(key, lambda pipe: pipe.eval(_START, 1, key, expiry, *flat))
         return family, self._refresh_token(family, jti, now)
 
     async def rotate(
@@ -314,9 +324,9 @@ class TokenService:
             answer = issue(family, self._refresh_token(family, new_jti, now))
             sealed = retry_grace.seal(token, sid, jti, answer, request)
         grace_ms, now_ms = self.settings.refresh_retry_grace * 1000, int(time.time() * 1000)
-        result = await self._rotate(
-            keys=[family_key(sid)], args=[jti, new_jti, self.settings.refresh_ttl, now, sealed, grace_ms, now_ms]
-        )
+        args = [jti, new_jti, self.settings.refresh_ttl, now, sealed, grace_ms, now_ms]
+        key = family_key(sid)
+        (result,) = await self.durable.write(key, lambda pipe: pipe.eval(_ROTATE, 1, key, *args))
         if isinstance(result, list):  # a retry within the grace: the answer of the rotation it missed
             log.info("refresh retry within the grace in family %s", sid)
             kept, asked = retry_grace.open_sealed(token, sid, jti, result[1])
@@ -339,10 +349,13 @@ class TokenService:
 
     async def revoke_family(self, sid: str) -> bool:
         """End the login ``sid``; True if it was alive. Its end is announced (``login_ended``)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(family_key(sid), ["sub", "client_id"])
-            pipe.delete(family_key(sid))
-            (sub, client_id), deleted = await pipe.execute()
+        key = family_key(sid)
+
+        def queue(pipe: Any) -> None:
+            pipe.hmget(key, ["sub", "client_id"])
+            pipe.delete(key)
+
+        (sub, client_id), deleted = await self.durable.write(key, queue)
         if deleted and sub is not None and client_id is not None:
             text = [v.decode() if isinstance(v, bytes) else v for v in (sub, client_id)]
             await self.login_ended(sid, text[0], text[1])

@@ -37,6 +37,7 @@ from bff.session_watch import SessionWatch
 from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings, SettingsError
 from bff.sockets import SocketProxy
+from servicekit.durable import Durable
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis
 
@@ -95,7 +96,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     own_redis = redis is None
     client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
     metrics = Metrics()
-    manager = SessionManager(RedisStore(client), idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
+    store = RedisStore(client, Durable(client, settings.redis_wait))
+    manager = SessionManager(store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
     http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
     auth = AuthClient(settings, http)
     dpop = load_dpop_key(settings)
@@ -142,6 +144,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             await sockets.close()
             await proxy.close()
             await http.aclose()
+            await store.durable.aclose()
             if own_redis:
                 await client.aclose()
 

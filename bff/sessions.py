@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bff.errors import SessionGone, StoreUnavailable
+from servicekit.durable import Durable, WaitPolicy
 from servicekit.redis import store_down
 
 SESSION_INFO = b"jwt-bff session"
@@ -166,8 +167,11 @@ async def store_call(make: Callable[[], Awaitable[Any]]) -> Any:
 class RedisStore:
     """The byte store on Redis (or anything speaking its protocol). Connection failures become StoreUnavailable."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, durable: Durable | None = None) -> None:
         self.client = client
+        # Session creation, saves and deletes wait for the replicas when there are any (servicekit.durable): an
+        # acknowledged login, refresh or logout survives a failover. Without a policy: never wait.
+        self.durable = durable or Durable(client, WaitPolicy(replicas=0))
         # fakeredis (the embedded store of `bff stack`) sets GETEX expiries up to a second short; a GET + PEXPIRE
         # pipeline is still one round trip and exact there.
         getex = not type(client).__module__.startswith("fakeredis")
@@ -185,10 +189,11 @@ class RedisStore:
         return await self._call(lambda: self.client.get(key))
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
-        await self._call(lambda: self.client.set(key, value, px=ttl_ms))
+        await self._call(lambda: self.durable.write(key, lambda pipe: pipe.set(key, value, px=ttl_ms)))
 
     async def replace(self, key: str, value: bytes, ttl_ms: int) -> bool:
-        return bool(await self._call(lambda: self.client.set(key, value, px=ttl_ms, xx=True)))
+        done = await self._call(lambda: self.durable.write(key, lambda pipe: pipe.set(key, value, px=ttl_ms, xx=True)))
+        return bool(done[0])
 
     async def expire(self, key: str, ttl_ms: int) -> None:
         await self._call(lambda: self.client.pexpire(key, ttl_ms))
@@ -197,7 +202,7 @@ class RedisStore:
         return await self._call(lambda: self.client.getdel(key))
 
     async def delete(self, key: str) -> None:
-        await self._call(lambda: self.client.delete(key))
+        await self._call(lambda: self.durable.write(key, lambda pipe: pipe.delete(key)))
 
     async def acquire(self, key: str, token: str, lease_ms: int) -> bool:
         return bool(await self._call(lambda: self.client.set(key, token, nx=True, px=lease_ms)))

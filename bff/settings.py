@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bff.routes import RouteError, RouteTable, parse_routes
+from servicekit.durable import WaitPolicy
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
 HOST_PREFIX = "__Host-"
@@ -52,6 +53,9 @@ class Settings:
     refresh_skew: int = 30
     redis_url: str = "redis://localhost:6379/0"
     redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
+    redis_wait: WaitPolicy = (
+        WaitPolicy()
+    )  # REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT: durable writes (servicekit.durable)
     upstream_timeout: float = 30.0
     auth_timeout: float = 10.0
     lock_lease: float = 5.0
@@ -92,6 +96,7 @@ class Settings:
             refresh_skew=env_int(env, "BFF_REFRESH_SKEW", 30),
             redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
             redis_cluster=env_flag(env, "REDIS_CLUSTER", False),
+            redis_wait=WaitPolicy.from_env(env),
             upstream_timeout=env_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0, positive=True),
             auth_timeout=env_float(env, "BFF_AUTH_TIMEOUT", 10.0, positive=True),
             lock_lease=env_float(env, "BFF_LOCK_LEASE", 5.0, positive=True),

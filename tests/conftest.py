@@ -318,9 +318,12 @@ def _free_cluster_port() -> int:
 
 @dataclass
 class RedisCluster:
-    """A real 3-master Redis Cluster on loopback (no replicas), with append-only files."""
+    """A real 3-master Redis Cluster on loopback, with append-only files; ``replicas=1`` adds a replica per master
+    (six nodes) for failover tests."""
 
     nodes: list[RedisServer] = field(default_factory=list)
+    replicas: int = 0
+    node_timeout: int = 2000  # ms: a master unreachable this long is failed, and its replica promoted
 
     @property
     def url(self) -> str:
@@ -331,7 +334,7 @@ class RedisCluster:
         exe = shutil.which("redis-server")
         if exe is None or shutil.which("redis-cli") is None:
             pytest.fail("redis-server/redis-cli are not installed: the cluster tests cannot run")
-        for _ in range(3):
+        for _ in range(3 * (1 + self.replicas)):
             node = RedisServer(
                 port=_free_cluster_port(),
                 extra=(
@@ -340,9 +343,11 @@ class RedisCluster:
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
+                    str(self.node_timeout),
                     "--appendfsync",
                     "everysec",
+                    "--repl-diskless-sync-delay",  # a replica syncs at once, not after 5 s
+                    "0",
                 ),
             )
             self.nodes.append(node.start())
@@ -353,7 +358,7 @@ class RedisCluster:
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
@@ -368,7 +373,7 @@ class RedisCluster:
             info = subprocess.run(
                 ["redis-cli", "-p", str(self.nodes[0].port), "CLUSTER", "INFO"], capture_output=True, text=True
             ).stdout
-            if "cluster_state:ok" in info:
+            if "cluster_state:ok" in info and self._replicas_linked():
                 return self
             if time.monotonic() > deadline:
                 self.cleanup()
@@ -378,6 +383,55 @@ class RedisCluster:
     def flushall(self) -> None:
         for node in self.nodes:
             node.flushall()
+
+    def _replicas_linked(self) -> bool:
+        """Every replica says its link to its master is up (WAIT counts only such replicas)."""
+        linked = 0
+        for node in self.nodes:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(node.port), "INFO", "replication"], capture_output=True, text=True
+            ).stdout
+            linked += "role:slave" in info and "master_link_status:up" in info
+        return linked == 3 * self.replicas
+
+    def roles(self) -> dict[int, str]:
+        """Port → "master" or "slave", as each live node says of itself."""
+        out = {}
+        for node in self.nodes:
+            if node.proc is not None:
+                role = subprocess.run(
+                    ["redis-cli", "-p", str(node.port), "ROLE"], capture_output=True, text=True, timeout=5
+                ).stdout.split()
+                if role:
+                    out[node.port] = role[0]
+        return out
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        for node in self.nodes:
+            if node is not master and node.proc is not None:
+                info = subprocess.run(
+                    ["redis-cli", "-p", str(node.port), "INFO", "replication"], capture_output=True, text=True
+                ).stdout
+                if f"master_port:{master.port}" in info:
+                    return node
+        raise AssertionError(f"no replica of {master.port}")
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [
+                subprocess.run(
+                    ["redis-cli", "-p", str(n.port), "CLUSTER", "INFO"], capture_output=True, text=True
+                ).stdout
+                for n in self.nodes
+                if n.proc is not None
+            ]
+            if all("cluster_state:ok" in s for s in states):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the cluster did not reach state ok: {states}")
+            time.sleep(0.1)
 
     def cleanup(self) -> None:
         for node in self.nodes:
@@ -392,6 +446,14 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture
+def redis_cluster_with_replicas() -> Iterator[RedisCluster]:
+    """A fresh 3-master, 3-replica cluster per test (a failover test leaves it changed), fast node timeout."""
+    cluster = RedisCluster(replicas=1, node_timeout=1000).start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
 def redis_cluster_url(redis_cluster: RedisCluster) -> str:
     redis_cluster.flushall()
     return redis_cluster.url
@@ -400,13 +462,14 @@ def redis_cluster_url(redis_cluster: RedisCluster) -> str:
 # --- Redis Sentinel -------------------------------------------------------------------------------------------
 
 SENTINEL_MASTER = "mymaster"
+_QUICK_SYNC = ("--repl-diskless-sync-delay", "0")  # a replica syncs at once, not after 5 s
 
 
 @dataclass
 class RedisSentinel:
     """A master, a replica and three sentinels (quorum 2) on loopback, tuned to fail over within a few seconds."""
 
-    master: RedisServer = field(default_factory=RedisServer)
+    master: RedisServer = field(default_factory=lambda: RedisServer(extra=_QUICK_SYNC))
     replica: RedisServer | None = None
     sentinels: list[RedisServer] = field(default_factory=list)
 
@@ -418,7 +481,7 @@ class RedisSentinel:
 
     def start(self) -> RedisSentinel:
         self.master.start()
-        self.replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(self.master.port))).start()
+        self.replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(self.master.port), *_QUICK_SYNC)).start()
         for _ in range(3):
             node = RedisServer()
             conf = node.dir / "sentinel.conf"

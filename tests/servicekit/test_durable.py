@@ -1,0 +1,84 @@
+"""Durable writes: WAIT for the replicas on the write's own connection, only when there are replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+
+import pytest
+import redis.asyncio as aioredis
+
+from servicekit.durable import Durable, NotReplicated, WaitPolicy
+from servicekit.redis import store_down
+from servicekit.settings import SettingsError
+from tests.conftest import RedisServer
+
+pytestmark = pytest.mark.anyio
+QUICK_SYNC = ("--repl-diskless-sync-delay", "0")
+
+
+def test_the_wait_policy_settings() -> None:
+    assert WaitPolicy.from_env({}) == WaitPolicy(None, 1000)
+    assert WaitPolicy.from_env({"REDIS_WAIT_REPLICAS": "AUTO", "REDIS_WAIT_TIMEOUT": "250"}) == WaitPolicy(None, 250)
+    assert WaitPolicy.from_env({"REDIS_WAIT_REPLICAS": "2"}).replicas == 2
+    assert WaitPolicy.from_env({"REDIS_WAIT_REPLICAS": "0"}).replicas == 0
+    for bad in ({"REDIS_WAIT_REPLICAS": "-1"}, {"REDIS_WAIT_REPLICAS": "all"}, {"REDIS_WAIT_TIMEOUT": "5000"}):
+        with pytest.raises(SettingsError):
+            WaitPolicy.from_env(bad)
+
+
+def _waits(port: int) -> int:
+    """How many WAIT commands the server has run."""
+    stats = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True)
+    for line in stats.stdout.splitlines():
+        if line.startswith("cmdstat_wait:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_without_replicas_auto_never_waits(redis_server: RedisServer, redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    durable = Durable(client)
+    try:
+        assert await durable.write("k", lambda pipe: pipe.set("k", "v")) == [True]
+        assert await client.get("k") == b"v"
+        assert _waits(redis_server.port) == 0
+        with pytest.raises(NotReplicated):  # a number of replicas that is not there: refused, not acknowledged
+            await Durable(client, WaitPolicy(1, 100)).write("k", lambda pipe: pipe.set("k", "w"))
+    finally:
+        await durable.aclose()
+        await client.aclose()
+
+
+async def test_with_a_replica_the_write_is_on_it_when_acknowledged() -> None:
+    master = RedisServer(extra=QUICK_SYNC).start()
+    replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(master.port), *QUICK_SYNC)).start()
+    client = aioredis.Redis.from_url(master.url)
+    on_replica = aioredis.Redis.from_url(replica.url)
+    durable = Durable(client, WaitPolicy(None, 300))
+    try:
+        for _ in range(500):  # until the replica has linked up
+            if (await client.execute_command("ROLE"))[2]:
+                break
+            await asyncio.sleep(0.02)
+        for i in range(20):
+            await durable.write(f"k{i}", lambda pipe, i=i: pipe.set(f"k{i}", str(i)))
+            assert await on_replica.get(f"k{i}") == str(i).encode()  # there the moment the write is acknowledged
+        assert _waits(master.port) == 20
+
+        assert replica.proc is not None
+        os.kill(replica.proc.pid, signal.SIGSTOP)  # the replica stalls: nothing can be made durable
+        try:
+            with pytest.raises(NotReplicated) as refused:
+                await durable.write("late", lambda pipe: pipe.set("late", "x"))
+            assert store_down(refused.value)  # a 503 in every service
+        finally:
+            os.kill(replica.proc.pid, signal.SIGCONT)
+    finally:
+        await durable.aclose()
+        await client.aclose()
+        await on_replica.aclose()
+        replica.cleanup()
+        master.cleanup()
