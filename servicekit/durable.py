@@ -8,9 +8,10 @@ share the connection), and answers only when the replicas have them. Fewer repli
 a ``ConnectionError``: the request gets 503 and is not acknowledged (the write itself may have landed, which is
 safe: an unacknowledged session is never handed out, and a saved refresh is found by the next request).
 
-``REDIS_WAIT_REPLICAS`` (``WaitPolicy``): ``auto`` (the default) waits for every replica the master has connected
-now (asked with ``ROLE`` at most once a second per master), so a Redis without replicas pays nothing and never
-blocks; a number waits for that many, and answers 503 while fewer are connected; ``0`` never waits.
+``REDIS_WAIT_REPLICAS`` (``WaitPolicy``): ``auto`` (the default) waits for every replica the master has online
+(connected and done syncing: ``INFO replication``, asked at most once a second per master), so a Redis without
+replicas pays nothing and never blocks; a number waits for that many, and answers 503 while fewer are online; ``0``
+never waits.
 
 On a Redis Cluster a write that waits goes to the master of the key's slot through a plain client of that node (a
 cluster pipeline cannot carry ``WAIT``, which has no key); a ``MOVED``/``ASK`` or a dead node there (a slot moved, a
@@ -38,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .redis import REDIS_TIMEOUT
 from .settings import SettingsError, env_int
 
-ROLE_TTL = 1.0  # seconds a master's replica count is trusted (ROLE is cheap; a stale count costs one 503 at most)
+REPLICAS_TTL = 1.0  # seconds a master's replica count is trusted (INFO is cheap; a stale count costs one 503 at most)
 
 
 class NotReplicated(RedisConnectionError):
@@ -73,7 +74,7 @@ class Durable:
 
     def __init__(self, client: Any, policy: WaitPolicy | None = None) -> None:
         self.client = client
-        # fakeredis (`bff stack`'s embedded store) has no replicas, and no ROLE to ask
+        # fakeredis (`bff stack`'s embedded store) has no replicas to wait for
         embedded = type(client).__module__.startswith("fakeredis")
         self.policy = WaitPolicy(replicas=0) if embedded else policy or WaitPolicy()
         self.cluster = hasattr(client, "get_node_from_key")
@@ -111,14 +112,18 @@ class Durable:
         if known is not None and known[1] > now:
             return known[0]
         if node is None:
-            role = await self.client.execute_command("ROLE")
+            info = await self.client.info("replication")
         else:
-            role = await self.client.execute_command("ROLE", target_nodes=node)
-        kind = role[0].decode() if isinstance(role[0], bytes) else role[0]
-        if kind != "master":  # a demoted master (failover): not where writes go any more
-            raise RedisConnectionError(f"the Redis node written to is a {kind} now")
-        count = len(role[2])
-        self._replicas[name] = (count, now + ROLE_TTL)
+            info = await self.client.info("replication", target_nodes=node)
+        if info.get("role") != "master":  # a demoted master (failover): not where writes go any more
+            raise RedisConnectionError(f"the Redis node written to is a {info.get('role')} now")
+        # Only replicas done with their initial sync acknowledge: one still loading would make every write wait out
+        # its timeout (a 503) for as long as the sync takes.
+        count = sum(
+            1 for name, value in info.items() if name.startswith("slave") and isinstance(value, dict)
+            and value.get("state") == "online"
+        )  # fmt: skip
+        self._replicas[name] = (count, now + REPLICAS_TTL)
         return count
 
     async def write(self, key: str, queue: Queue) -> list[Any]:
