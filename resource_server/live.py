@@ -1,9 +1,9 @@
 """A small live endpoint of the sample API, for the demo page's WebSocket panel (DESIGN §7).
 
-``/ws/echo``: the handshake's bearer token is verified like any request's (the BFF sends the route's token; a
-browser can never reach this directly with one). A refused token closes the handshake with 1008, which the client
-sees as 403. Once open, the socket greets with the token's ``sub`` and ``aud``, sends the time every few seconds and
-echoes every text message.
+``/ws/echo``: the handshake's token (bearer, or DPoP with its proof) is verified like any request's (the BFF sends
+the route's token; a browser can never reach this directly with one). A refused token closes the handshake with
+1008, which the client sees as 403. Once open, the socket greets with the token's ``sub`` and ``aud``, sends the time
+every few seconds and echoes every text message.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .verifier import TokenVerifier, VerifierError
 from .verifier.errors import MissingToken
+from .verifier.starlette import _header_token, verify_credentials
 
 TICK = 5.0  # seconds between two time messages
 MAX_ECHO = 2000  # characters echoed back at most
@@ -25,11 +26,11 @@ POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1
 
 def live_routes(verifier: TokenVerifier) -> list[BaseRoute]:
     async def echo(websocket: WebSocket) -> None:
-        scheme, _, token = (websocket.headers.get("authorization") or "").partition(" ")
         try:
-            if scheme.lower() != "bearer" or not token:
+            found = _header_token(websocket.scope, verifier.dpop != "off")  # Bearer, or DPoP with its proof
+            if found is None:
                 raise MissingToken()
-            claims = await verifier.verify(token.strip())
+            claims = await verify_credentials(verifier, websocket.scope, found)
         except VerifierError:
             await websocket.close(POLICY_VIOLATION)  # before accept: the handshake is refused (403)
             return

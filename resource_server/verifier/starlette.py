@@ -159,8 +159,8 @@ async def verify_credentials(verifier: TokenVerifier, scope: Scope, found: tuple
     if scheme != "DPoP":
         return await verifier.verify(token)
     scope[SCHEME_SCOPE_KEY] = "DPoP"
-    url = request_url(scope)
-    return await verifier.verify(token, scheme="DPoP", proof=_dpop_proof(scope), method=scope["method"], url=url)
+    url, method = request_url(scope), scope.get("method", "GET")  # a WebSocket handshake is a GET (RFC 6455 §4.1)
+    return await verifier.verify(token, scheme="DPoP", proof=_dpop_proof(scope), method=method, url=url)
 
 
 def request_url(scope: Scope) -> str:
@@ -173,7 +173,9 @@ def request_url(scope: Scope) -> str:
         authority = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1").split("?", 1)[0] if raw_path else scope.get("root_path", "") + scope["path"]
-    return f"{scope.get('scheme', 'http')}://{authority}{path}"
+    scheme = scope.get("scheme", "http")
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)  # a handshake is signed as the HTTP request it is
+    return f"{scheme}://{authority}{path}"
 
 
 def _is_form(scope: Scope) -> bool:

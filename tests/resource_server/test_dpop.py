@@ -3,6 +3,7 @@ every check of §4.3 has a test that tries to break it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -194,3 +195,46 @@ def test_nonces_in_unicode_digits_or_letters_are_invalid_never_an_exception() ->
     # str.isdigit() takes "²" (int() does not) and hmac.compare_digest() refuses non-ASCII text: both raised
     for nonce in ("\u00b2.abc", f"{window}.\u00e9\u00e9", f"{window}\u0661.abc", "\u0661.x"):
         assert not nonces.valid(nonce)
+
+
+async def handshake(app: Any, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """One WebSocket handshake to ``/ws/echo`` as uvicorn presents it; what the app sent (accept + hello, or close)."""
+    sent: list[dict[str, Any]] = []
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    inbox.put_nowait({"type": "websocket.connect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] in ("websocket.send", "websocket.close"):
+            inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/ws/echo",
+        "raw_path": b"/ws/echo",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("rs.test", 80),
+        "client": ("127.0.0.1", 5000),
+        "subprotocols": [],
+        "headers": [(b"host", b"rs.test"), *((k.lower().encode(), v.encode()) for k, v in headers.items())],
+    }
+    await asyncio.wait_for(app(scope, inbox.get, send), 5)
+    return sent
+
+
+async def test_a_websocket_handshake_takes_a_dpop_token_with_its_proof() -> None:
+    from resource_server.app import create_app
+    from resource_server.settings import Settings
+
+    issuer, key = FakeIssuer(ISSUER, AUDIENCE), DPoPKey()
+    token = issuer.dpop_token(key, sub="ann")
+    settings = Settings.from_env({"RS_ISSUER": ISSUER, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    app = create_app(settings, verifier=issuer.verifier())
+    headers = {"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", "http://rs.test/ws/echo", token)}
+    opened = await handshake(app, headers)  # signed as the HTTP GET a handshake is
+    assert opened[0]["type"] == "websocket.accept" and '"sub":"ann"' in opened[1]["text"].replace(" ", "")
+    for refused in ({"Authorization": f"Bearer {token}"}, headers):  # as a bearer token; the proof replayed
+        assert (await handshake(app, refused))[0] == {"type": "websocket.close", "code": 1008, "reason": ""}
