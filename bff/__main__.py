@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     stack.add_argument("--auth-port", type=int, default=9000)
     stack.add_argument("--resource-port", type=int, default=9001)
     stack.add_argument("--live-port", type=int, default=9002, help="the second sample API (audience live)")
+    stack.add_argument("--access-log", action="store_true", help="a log line per request (off: the stack is quiet)")
     HttpLimits.add_arguments(stack)
     args = parser.parse_args(argv)
     if args.command == "stack":

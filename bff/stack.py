@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -109,6 +110,11 @@ def build_apps(env: Mapping[str, str], redis: Any | None) -> dict[str, Any]:
     }
 
 
+def _without_credentials(url: str) -> str:
+    """``REDIS_URL`` as printed: no password."""
+    return re.sub(r"//[^@/]*@", "//", url)
+
+
 async def _wait_ready(urls: list[str]) -> None:
     async with httpx.AsyncClient(timeout=2.0) as client:
         deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
@@ -167,24 +173,21 @@ async def run_stack(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
 
-    tasks = [asyncio.create_task(server.serve(), name=f"stack-{name}") for name, server in servers.items()]
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    port_of = {"auth": ports.auth, "resource": ports.resource, "bff": ports.bff, "live": ports.live}
+    tasks: list[asyncio.Task[None]] = []
     try:
-        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-        await _wait_ready(
-            [
-                f"http://{local}:{ports.auth}/readyz",
-                f"http://{local}:{ports.resource}/readyz",
-                f"http://{local}:{ports.bff}/readyz",
-                f"http://{local}:{ports.live}/readyz",
-            ]
-        )
+        # The auth server first: the others fetch its discovery document and keys as they start, and would warn.
+        for group in (["auth"], ["resource", "live", "bff"]):
+            tasks += [asyncio.create_task(servers[name].serve(), name=f"stack-{name}") for name in group]
+            await _wait_ready([f"http://{local}:{port_of[name]}/readyz" for name in group])
         created = await create_demo_user(f"http://{local}:{ports.auth}")
-        store = "an embedded in-memory store (nothing persists)" if embedded else env["REDIS_URL"]
+        public = env["BFF_PUBLIC_URL"].rsplit(":", 1)[0]  # one host name in everything printed
+        store = "an embedded in-memory store (nothing persists)" if embedded else _without_credentials(env["REDIS_URL"])
         print(
             f"\njwt-bff stack is up on {store}.\n"
             f"  auth server      {env['AUTH_ISSUER']}\n"
-            f"  resource server  http://{local}:{ports.resource} (audience notes), "
-            f"http://{local}:{ports.live} (audience live)\n"
+            f"  resource server  {public}:{ports.resource} (audience notes), {public}:{ports.live} (audience live)\n"
             f"  BFF              {env['BFF_PUBLIC_URL']}\n"
             f"Demo user: {DEMO_USERNAME} / {DEMO_PASSWORD}{'' if created else ' (already there)'}\n\n"
             f"Open {env['BFF_PUBLIC_URL']}/ in your browser. Ctrl-C stops.\n",
@@ -197,8 +200,11 @@ async def run_stack(
             if task in tasks and task.exception() is not None:
                 raise RuntimeError(f"{task.get_name()} stopped") from task.exception()
     finally:
-        for server in servers.values():
-            server.should_exit = True
+        # The auth server last, as it came first: the others poll it until they stop.
+        for name, server in servers.items():
+            server.should_exit = name != "auth"
+        await asyncio.gather(*(t for t in tasks if t.get_name() != "stack-auth"), return_exceptions=True)
+        servers["auth"].should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         if redis is not None:
             await redis.aclose()
@@ -214,6 +220,13 @@ def main(args: argparse.Namespace | None = None) -> None:
         live=getattr(args, "live_port", None) or 9002,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Quiet by default: no line per request (the stack's own readiness polls included) unless --access-log, and
+    # never one per back-channel call (httpx logs each request at INFO).
+    access = logging.INFO if getattr(args, "access_log", False) else logging.WARNING
+    for name in ("auth_server.access", "resource_server.access", "bff.access"):
+        logging.getLogger(name).setLevel(access)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     env = stack_environment(ports, os.environ)
     try:
         limits = HttpLimits.from_arguments(args or argparse.Namespace(), env)

@@ -1,7 +1,9 @@
-"""`bff stack`, the README's "run it" command, as a process: three services up, the demo user made, URL printed."""
+"""`bff stack`, the README's "run it" command, as a process: three services up, the demo user made, the URLs
+printed once, with one host name, and no log line per request."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -37,3 +39,18 @@ def test_bff_stack_command_runs_all_three_services_with_the_demo_user(process_fa
     assert httpx.get(f"http://127.0.0.1:{live_port}/readyz").status_code == 200
     anonymous = httpx.get(f"http://127.0.0.1:{stack.port}/bff/user", headers={"X-CSRF": "1"})
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "login_required"
+
+    # Quiet: nothing before the banner but a few start-up lines (no line per readiness poll, no warning of a service
+    # that started before the auth server), and no line per request after it (the requests above included).
+    time.sleep(2.5)  # the resource servers poll the revocation feed every 2 s: those calls must not log either
+    before, banner_and_after = stack.output().split("jwt-bff stack is up", 1)
+    assert len(before.strip().splitlines()) <= 3, before
+    assert "WARNING" not in before and "ERROR" not in before, before
+    for noise in ("access", "HTTP Request", "/readyz"):
+        assert noise not in stack.output(), stack.output()
+    # One host name in what it prints: the public one, for every service.
+    banner = banner_and_after.split("Ctrl-C stops.", 1)[0]
+    urls = re.findall(r"http://([^/:\s]+):(\d+)", banner)
+    assert {host for host, _ in urls} == {"localhost"}, banner
+    assert {int(port) for _, port in urls} == {auth_port, resource_port, live_port, stack.port}
+    assert banner_and_after.split("Ctrl-C stops.", 1)[1].strip() == ""
