@@ -274,6 +274,10 @@ class Grants:
         status, *_ = await self._redeem(keys=[key, f"{key}:used"], args=[USED_CODE_TTL, raw])
         if status not in (b"ok", "ok"):  # a concurrent redemption took it between our read and now
             await self._replayed(key)
+        if record.get("sso") and await self.sso.get(record["sso"], touch=False) is None:
+            # DESIGN §6: the browser's sign-in ended (a logout) between the code and its redemption; a login born of
+            # it now would outlive the logout.
+            raise InvalidGrant("The sign-in this code came from has ended.")
         family, refresh_token = await self.tokens.start_family(
             sub=record["sub"],
             username=record["username"],

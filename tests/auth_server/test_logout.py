@@ -295,3 +295,12 @@ async def test_a_fresh_login_in_the_same_browser_keeps_every_login_under_one_log
         assert (await refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"
     client.cookies.set(SSO_COOKIE, sso_cookie)
     await assert_password_asked(client)
+
+
+async def test_a_code_from_a_sign_in_that_ended_meanwhile_is_refused(client: httpx.AsyncClient, user: Any) -> None:
+    verifier, challenge = pkce()
+    code = (await get_code(client, challenge))["code"]
+    page = await client.get("/oauth/logout", params={"client_id": "bff"})
+    await client.post("/oauth/logout", data=form_of(page.text).fields)  # confirmed: the SSO session ends
+    refused = await exchange(client, code, verifier)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
