@@ -166,8 +166,9 @@ def _cookies(response: httpx.Response) -> dict[str, str]:
     return jar
 
 
-def login(bff_url: str, username: str, password: str) -> str:
-    """Log in through the BFF like a browser; returns the `Cookie` header value of the session."""
+def login(bff_url: str, username: str, password: str, callback_seconds: list[float] | None = None) -> str:
+    """Log in through the BFF like a browser; returns the `Cookie` header value of the session. The time the
+    callback took (code exchange, refresh family and session written) is appended to ``callback_seconds``."""
     jar: dict[str, str] = {}
     with httpx.Client(follow_redirects=False, timeout=10) as client:
 
@@ -187,7 +188,10 @@ def login(bff_url: str, username: str, password: str) -> str:
         r = client.post(action, data={**parser.fields, "username": username, "password": password})
         if r.status_code != 302:
             raise RuntimeError(f"login failed: {r.status_code} {r.text[:300]}")
+        started = time.perf_counter()
         r = get(r.headers["location"], True)
+        if callback_seconds is not None:
+            callback_seconds.append(time.perf_counter() - started)
         if r.status_code != 302:
             raise RuntimeError(f"callback failed: {r.status_code} {r.text[:300]}")
         session = {k: v for k, v in jar.items() if "session" in k and v}
