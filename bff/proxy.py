@@ -66,7 +66,9 @@ SPOOFABLE = frozenset(
         b"x-method-override",
     }
 )
-DROP_REQUEST = HOP_BY_HOP | SPOOFABLE | {b"cookie", b"authorization", b"host", b"x-csrf", b"expect"}
+# The credential headers are the BFF's (RFC 9449 §7.1: Authorization and DPoP go together): a browser's own DPoP
+# header would reach the upstream beside the BFF's proof (two proofs are refused) or beside a bearer token.
+DROP_REQUEST = HOP_BY_HOP | SPOOFABLE | {b"cookie", b"authorization", b"dpop", b"host", b"x-csrf", b"expect"}
 DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2"}
 REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024

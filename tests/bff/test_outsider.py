@@ -28,3 +28,13 @@ async def test_a_logout_token_whose_alg_is_not_a_string_is_400_not_500(rig: Rig,
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
     assert (await browser.request("GET", "/bff/user")).status_code == 200  # nothing ended
+
+
+async def test_the_browsers_own_dpop_header_never_reaches_the_upstream(rig: Rig) -> None:
+    # The BFF owns the credential headers: a browser's DPoP proof beside the BFF's (or beside a bearer token) is
+    # refused by a DPoP resource server ("one proof"), or worse, read by a lax one.
+    browser = await rig.logged_in()
+    response = await browser.request("GET", "/api/notes/x", headers={"DPoP": "eyJ.browser.proof"})
+    assert response.status_code == 200, response.text
+    sent = response.json()["headers"]
+    assert "dpop" not in sent and sent["authorization"] == "Bearer <valid, redacted>"
