@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from servicekit.durable import WaitPolicy
+from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_int, http_url
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
@@ -160,7 +161,7 @@ class Settings:
         family_ttl = env_int(env, "AUTH_FAMILY_TTL", 2_592_000, minimum=1)
         settings = cls(
             issuer=http_url("AUTH_ISSUER", env.get("AUTH_ISSUER") or "http://localhost:9000", plain=True),
-            redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
+            redis_url=redis_url_setting(env),
             redis_cluster=env_flag(env, "REDIS_CLUSTER"),
             redis_wait=WaitPolicy.from_env(env),
             keys_dir=Path(env.get("AUTH_KEYS_DIR") or "keys"),

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from bff.routes import RouteError, RouteTable, parse_routes
 from servicekit.durable import WaitPolicy
+from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
 HOST_PREFIX = "__Host-"
@@ -94,7 +95,7 @@ class Settings:
             idle_ttl=min(idle, absolute),
             absolute_ttl=absolute,
             refresh_skew=env_int(env, "BFF_REFRESH_SKEW", 30),
-            redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
+            redis_url=redis_url_setting(env),
             redis_cluster=env_flag(env, "REDIS_CLUSTER", False),
             redis_wait=WaitPolicy.from_env(env),
             upstream_timeout=env_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0, positive=True),

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
 from .verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
@@ -62,7 +63,7 @@ class Settings:
             jwks_cooldown=env_float(env, "RS_JWKS_COOLDOWN", cls.jwks_cooldown),
             max_notes=max_notes,
             verify_cache_size=env_int(env, "RS_VERIFY_CACHE_SIZE", cls.verify_cache_size),
-            redis_url=env.get("REDIS_URL") or cls.redis_url,
+            redis_url=redis_url_setting(env),
             redis_cluster=env_flag(env, "REDIS_CLUSTER"),
             revocation_poll=env_float(env, "RS_REVOCATION_POLL", cls.revocation_poll),
             dpop=dpop,

@@ -10,7 +10,7 @@ the master's).
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -20,6 +20,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .settings import SettingsError
 
 REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer in this time is down (a quick 503), not slow
 
@@ -113,6 +115,20 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
             "REDIS_URL: a Sentinel URL is redis+sentinel://host1:26379,host2:26379/<master name>[/<db>]"
         )
     return sentinels, unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0, user, password
+
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+def redis_url_setting(env: Mapping[str, str]) -> str:
+    """``REDIS_URL`` from the environment, checked at start-up (a malformed Sentinel URL names the variable)."""
+    url = (env.get("REDIS_URL") or DEFAULT_URL).strip()
+    if url.startswith(SENTINEL_SCHEME):
+        try:
+            parse_sentinel_url(url)
+        except RedisURLError as exc:
+            raise SettingsError(str(exc)) from None
+    return url
 
 
 def open_redis(url: str, cluster: bool = False) -> Any:

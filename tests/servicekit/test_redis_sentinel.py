@@ -38,6 +38,19 @@ def test_the_sentinel_url_form() -> None:
             parse_sentinel_url(bad)
 
 
+def test_a_malformed_sentinel_url_stops_every_service_at_start_up() -> None:
+    from auth_server.settings import Settings as AuthSettings
+    from bff.settings import Settings as BffSettings
+    from resource_server.settings import Settings as RsSettings
+    from servicekit.settings import SettingsError
+
+    env = {"REDIS_URL": "redis+sentinel://h1:26379", "BFF_CLIENT_SECRET": "x" * 16}
+    for settings in (AuthSettings, BffSettings, RsSettings):
+        with pytest.raises(SettingsError, match="REDIS_URL"):
+            settings.from_env(env)
+    assert BffSettings.from_env({**env, "REDIS_URL": "redis+sentinel://h1/m"}).redis_url == "redis+sentinel://h1/m"
+
+
 def test_all_three_services_run_on_sentinel(redis_sentinel: RedisSentinel, tmp_path: Any, server_factory: Any) -> None:
     from auth_server.app import create_app as auth_app
     from auth_server.settings import Settings as AuthSettings
