@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,19 +41,7 @@ from bench.run import PASSWORD, USER, fmt, start_auth, start_bff, start_rs  # no
 
 
 def start_replica(procs: list[Proc], master_port: int) -> None:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="jwt-bff-bench-replica-")
-    procs.append(
-        Proc(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-            + ["--replicaof", "127.0.0.1", str(master_port)]
-        )
-    )
-    import redis  # the replica is online when the master says so
-
+    start_redis(procs, "--replicaof", "127.0.0.1", str(master_port))
     master = redis.Redis(port=master_port)
     deadline = time.monotonic() + 20
     while master.info("replication").get("slave0", {}).get("state") != "online":

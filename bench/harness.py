@@ -76,14 +76,18 @@ def processes() -> Iterator[list[Proc]]:
             proc.stop()
 
 
-def start_redis(procs: list[Proc]) -> tuple[str, int]:
+def start_redis(procs: list[Proc], *extra: str) -> tuple[str, int]:
+    """A private redis-server (``extra``: more options, e.g. ``--replicaof host port``); its URL and port."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise SystemExit("redis-server is not installed")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="jwt-bff-bench-redis-")
     procs.append(
-        Proc([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir])
+        Proc(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+            + list(extra)
+        )
     )
     deadline = time.monotonic() + 10
     while True:
