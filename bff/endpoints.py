@@ -197,7 +197,9 @@ class Endpoints:
         )
         ref = self.manager.ref(secret)
         assert ref is not None
-        await self.session_index.add(ref.key, sid=session.sid, sub=session.sub)
+        if not await self.session_index.add(ref.key, sid=session.sid, sub=session.sub):
+            await self.manager.delete(ref)  # the provider ended this login while we completed it (back channel)
+            raise LoginFailed("The provider ended this login already; log in again.")
         self.metrics.sessions.labels("created").inc()
         response = RedirectResponse(login.return_to, 302, headers=NO_STORE)
         response.headers.append("set-cookie", self._cookie(self.settings.cookie_name, secret))

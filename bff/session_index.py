@@ -20,6 +20,23 @@ from typing import Any
 
 from bff.sessions import store_call
 
+ENDED_TTL = 900  # seconds a provider login that ended stays refused: longer than any login can be in flight
+
+# KEYS[1] the sid set, KEYS[2] its "ended" marker (one hash tag: one slot); ARGV[1] record key, ARGV[2] set ttl.
+_ADD = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+# KEYS[1] a sid or sub set, KEYS[2] its "ended" marker; ARGV[1] marker ttl (0: none). Returns the set's members.
+_TAKE = """
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+if ARGV[1] ~= '0' then redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[1])) end
+return members
+"""
+
 
 def _key(kind: str, value: str) -> str:
     return f"bff:{{bcl-{kind}:{hashlib.sha256(value.encode()).hexdigest()}}}"
@@ -29,24 +46,34 @@ class SessionIndex:
     def __init__(self, client: Any, *, ttl: int) -> None:
         self.client = client
         self.ttl = ttl
+        self._add = client.register_script(_ADD)
+        self._take = client.register_script(_TAKE)
 
-    async def add(self, record: str, *, sid: str | None, sub: str) -> None:
-        keys = [_key("sub", sub)] + ([_key("sid", sid)] if sid else [])
+    async def add(self, record: str, *, sid: str | None, sub: str) -> bool:
+        """Index a new session. False (nothing indexed) when its provider login ``sid`` already ended: a logout
+        token that arrived while this login was being completed must still win."""
+        if sid:
+            key = _key("sid", sid)
+            if not await store_call(lambda: self._add(keys=[key, f"{key}:ended"], args=[record, self.ttl])):
+                return False
 
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.sadd(key, record)
-                    pipe.expire(key, self.ttl)
+                pipe.sadd(_key("sub", sub), record)
+                pipe.expire(_key("sub", sub), self.ttl)
                 await pipe.execute()
 
         await store_call(run)
+        return True
 
     async def end(self, *, sid: str | None, sub: str | None) -> int:
         """Delete every session of provider login ``sid`` — or, with no ``sid``, of user ``sub``. Returns how many
-        records were deleted. The next request of any of them, on any replica, finds no record: 401."""
+        records were deleted. The next request of any of them, on any replica, finds no record: 401. A provider
+        login that ended stays marked for ``ENDED_TTL``, so a session of it still being created is refused (``add``);
+        a user (``sub``) is not marked: a sub-only token ends the sessions there are, not the user's next login."""
         key = _key("sid", sid) if sid else _key("sub", sub or "")
-        members = await store_call(lambda: self.client.smembers(key))
+        marker = ENDED_TTL if sid else 0
+        members = await store_call(lambda: self._take(keys=[key, f"{key}:ended"], args=[marker]))
         records = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
         if not records:
             return 0
@@ -55,9 +82,8 @@ class SessionIndex:
             async with self.client.pipeline(transaction=False) as pipe:
                 for record in records:
                     pipe.delete(record)
-                pipe.srem(key, *records)
                 results = await pipe.execute()
-            return sum(int(r) for r in results[:-1])
+            return sum(int(r) for r in results)
 
         ended: int = await store_call(run)
         return ended

@@ -50,6 +50,7 @@ class Provider:
     post_only: bool = False  # advertise client_secret_post only
     user: str = "alice"  # who the next login is
     end_session: bool = True  # advertise an end_session_endpoint (RP-Initiated Logout)
+    next_sid: str | None = None  # the sid (family) of the next login, when a test must know it in advance
     no_refresh: bool = False  # issue no refresh token at login
     resources: list[str | None] = field(default_factory=list)  # the RFC 8707 resource of each refresh grant
 
@@ -138,7 +139,7 @@ class Provider:
             challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
             if grant is None or grant["challenge"] != challenge or grant["redirect_uri"] != form["redirect_uri"]:
                 return JSONResponse({"error": "invalid_grant"}, 400)
-            family = secrets.token_urlsafe(8)
+            family, self.next_sid = self.next_sid or secrets.token_urlsafe(8), None
             body = self._pair(family)
             if self.no_refresh:
                 del body["refresh_token"]

@@ -138,6 +138,18 @@ async def test_a_sub_only_logout_token_ends_every_session_of_that_user(rig: Rig)
     assert await alive(bob)
 
 
+async def test_a_logout_token_that_beats_the_login_to_the_bff_still_wins(rig: Rig) -> None:
+    # The provider ends a login while the BFF is still completing it (the token arrives before the session is
+    # indexed): the login must not leave a session behind.
+    rig.provider.next_sid = "sid-ended-early"
+    assert (await backchannel(rig, rig.provider.logout_token(sid="sid-ended-early"))).status_code == 200
+    browser = rig.browser()
+    callback = await browser.login(rig.provider_client)
+    assert callback.status_code == 400 and callback.json()["error"] == "login_failed"
+    assert "__Host-session" not in browser.cookies and not await alive(browser)
+    assert await alive(await rig.logged_in())  # another provider login is not affected
+
+
 async def test_a_logout_token_matching_nothing_is_still_200(rig: Rig) -> None:
     response = await backchannel(rig, rig.provider.logout_token(sid="no-such-login"))
     assert response.status_code == 200
