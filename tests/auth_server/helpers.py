@@ -157,6 +157,13 @@ async def tokens_for(client: httpx.AsyncClient) -> dict[str, Any]:
     return dict(response.json())
 
 
+async def password_login(client: httpx.AsyncClient) -> dict[str, Any]:
+    """A whole login of the ``bff`` client with the password: the token response."""
+    verifier, challenge = pkce()
+    code = (await get_code(client, challenge))["code"]
+    return dict((await exchange(client, code, verifier)).json())
+
+
 async def refresh(client: httpx.AsyncClient, token: str, **extra: str) -> httpx.Response:
     return await client.post(
         "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token, **extra}, auth=("bff", BFF_SECRET)

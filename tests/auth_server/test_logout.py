@@ -31,6 +31,7 @@ from .helpers import (
     get_code,
     location_params,
     make_settings,
+    password_login,
     pkce,
     refresh,
     serve_in_process,
@@ -82,12 +83,6 @@ async def client(redis_url: str, keys_dir: Path, receiver: Receiver) -> AsyncIte
     app = create_app(make_settings(redis_url, keys_dir, AUTH_CLIENTS=logout_clients(receiver)))
     async with serve_in_process(app) as c:
         yield c
-
-
-async def password_login(client: httpx.AsyncClient, **overrides: str) -> dict[str, Any]:
-    verifier, challenge = pkce()
-    code = (await get_code(client, challenge, **overrides))["code"]
-    return dict((await exchange(client, code, verifier, **overrides)).json())
 
 
 async def sso_login(client: httpx.AsyncClient, client_id: str, redirect_uri: str, secret: str) -> dict[str, Any]:

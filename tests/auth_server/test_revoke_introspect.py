@@ -17,10 +17,8 @@ from .helpers import (
     PASSWORD,
     SVC_SECRET,
     USERNAME,
-    exchange,
-    get_code,
     make_settings,
-    pkce,
+    password_login,
     refresh,
     serve_in_process,
 )
@@ -28,10 +26,7 @@ from .helpers import (
 pytestmark = pytest.mark.anyio
 
 
-async def tokens_for(client: httpx.AsyncClient) -> dict[str, Any]:
-    verifier, challenge = pkce()
-    got = await get_code(client, challenge)
-    return dict((await exchange(client, got["code"], verifier)).json())
+tokens_for = password_login
 
 
 async def introspect(client: httpx.AsyncClient, token: str, auth: tuple[str, str] = ("bff", BFF_SECRET)) -> Any:

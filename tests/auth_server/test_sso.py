@@ -14,18 +14,12 @@ from .helpers import (
     authorize_params,
     claims_of,
     exchange,
-    get_code,
     location_params,
+    password_login,
     pkce,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def password_login(client: httpx.AsyncClient) -> dict[str, Any]:
-    verifier, challenge = pkce()
-    code = (await get_code(client, challenge))["code"]
-    return dict((await exchange(client, code, verifier)).json())
 
 
 async def sso_code(client: httpx.AsyncClient, **overrides: str) -> httpx.Response:
