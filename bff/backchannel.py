@@ -77,6 +77,7 @@ class LogoutTokens:
 
     async def _first_use(self, iss: str, jti: str, exp: Any) -> None:
         key = f"bff:{{bcl-jti:{hashlib.sha256(f'{iss} {jti}'.encode()).hexdigest()}}}"
-        ttl = min(max(float(exp) - time.time(), 0) + LEEWAY, MAX_AGE + LEEWAY) + 1
+        # int arithmetic: a signed exp of 10**400 is valid JSON and a valid NumericDate, but no float
+        ttl = min(max(int(exp) - int(time.time()), 0) + LEEWAY, MAX_AGE + LEEWAY) + 1
         if not await self.store.acquire(key, "1", int(ttl * 1000)):  # SET NX: the first use anywhere wins
             raise InvalidLogoutToken("The logout_token was used before (jti replay).")

@@ -150,6 +150,13 @@ async def test_a_logout_token_that_beats_the_login_to_the_bff_still_wins(rig: Ri
     assert await alive(await rig.logged_in())  # another provider login is not affected
 
 
+async def test_a_logout_token_with_an_enormous_exp_is_no_500(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    token = rig.provider.logout_token(sid=provider_sids(rig)[0], exp=10**400)
+    assert (await backchannel(rig, token)).status_code == 200
+    assert not await alive(browser)
+
+
 async def test_a_logout_token_matching_nothing_is_still_200(rig: Rig) -> None:
     response = await backchannel(rig, rig.provider.logout_token(sid="no-such-login"))
     assert response.status_code == 200
