@@ -299,3 +299,31 @@ async def test_a_code_from_a_sign_in_that_ended_meanwhile_is_refused(client: htt
     await client.post("/oauth/logout", data=form_of(page.text).fields)  # confirmed: the SSO session ends
     refused = await exchange(client, code, verifier)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"id_token_hint": "x" * 9000},
+        {"id_token_hint": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."},
+        {"id_token_hint": "a.b.c", "client_id": "nobody"},
+        {"state": "s" * 2000},
+        {"client_id": "bff", "post_logout_redirect_uri": "javascript:alert(1)"},
+        {"client_id": "\x00"},
+    ],
+)
+async def test_garbage_at_the_logout_endpoint_is_never_a_500(
+    client: httpx.AsyncClient, user: Any, params: dict[str, str]
+) -> None:
+    tokens = await password_login(client)
+    for response in (
+        await client.get("/oauth/logout", params=params),
+        await client.post("/oauth/logout", data=params),
+        await client.post("/oauth/logout", json=params),
+    ):
+        assert response.status_code in (200, 400), response.text
+        assert "location" not in response.headers
+    assert (await refresh(client, tokens["refresh_token"])).status_code == 200  # nothing was logged out
+    for hint in (tokens["access_token"], tokens["refresh_token"]):  # tokens of other types are no hint
+        page = await client.get("/oauth/logout", params={"id_token_hint": hint})
+        assert page.status_code == 200 and "Sign out?" in page.text
