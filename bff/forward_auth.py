@@ -31,6 +31,7 @@ from bff.dpop import credential_headers
 from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
 from bff.paths import climbs
+from bff.routes import API_PREFIX
 from bff.settings import IPNetwork
 
 PATH = "/bff/auth"
@@ -134,7 +135,9 @@ class ForwardAuth:
             # page cannot forge Sec-WebSocket-Key (a forbidden header name in Fetch). So: our own Origin or nothing.
             if not any(n == b"origin" and v.lower() == self.origin for n, v in scope["headers"]):
                 raise CSRFError("A WebSocket handshake needs the BFF's own Origin.")
-        elif not csrf.allowed(method, path, scope["headers"], self.origin):
+        elif not csrf.allowed(method, API_PREFIX + name, scope["headers"], self.origin):
+            # Judged on the route as read (decoded), never on the raw URI: "/%61pi/notes/" is /api/notes/ to nginx
+            # and to us, but not "/api/…" as spelled, and would pass as an unguarded path without X-CSRF.
             raise CSRFError()
         credential = await self.credentials.for_route(route, cookie(Request(scope), self.cookie_name))
         headers = [(b"cache-control", b"no-store"), (b"content-length", b"0")]

@@ -38,3 +38,20 @@ async def test_the_browsers_own_dpop_header_never_reaches_the_upstream(rig: Rig)
     assert response.status_code == 200, response.text
     sent = response.json()["headers"]
     assert "dpop" not in sent and sent["authorization"] == "Bearer <valid, redacted>"
+
+
+@pytest.mark.parametrize("uri", ["/%61pi/notes/me", "/ap%69/notes/me", "/%61%70%69/notes/me", "/api%2Fnotes/me"])
+async def test_forward_auth_judges_csrf_on_the_route_however_the_api_prefix_is_spelled(rig: Rig, uri: str) -> None:
+    # nginx matches `location /api/notes/` on the decoded URI, so a top-level navigation to /%61pi/notes/me reaches
+    # the upstream: the BFF's answer must still demand X-CSRF, as for /api/notes/me.
+    browser = await rig.logged_in()
+    for method in ("GET", "POST"):
+        response = await browser.request(
+            "GET", "/bff/auth", csrf=False, headers={"X-Original-URI": uri, "X-Original-Method": method}
+        )
+        assert response.status_code in (403, 404), (method, response.status_code)
+        assert "authorization" not in response.headers
+    allowed = await browser.request(
+        "GET", "/bff/auth", csrf=False, headers={"X-Original-URI": uri, "X-Original-Method": "GET", "X-CSRF": "1"}
+    )
+    assert allowed.status_code in (200, 404)  # with the header, as /api/notes/me (or not a route at all)

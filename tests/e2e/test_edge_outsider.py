@@ -1,5 +1,6 @@
 """Found attacking the nginx edge (DESIGN §8) as an outsider: what the BFF's own proxy keeps from an upstream, nginx
-passed on — a browser's method override turned a POST the route allows into a DELETE it does not."""
+passed on — a browser's method override turned a POST the route allows into a DELETE it does not; and /api/
+spelled with a percent-encoded letter reached an upstream without X-CSRF."""
 
 from __future__ import annotations
 
@@ -44,3 +45,11 @@ async def test_nginx_passes_no_spoofable_header_to_an_upstream(stack_factory: An
         passed = {name: saw[name.lower()] for name in SPOOFED if name.lower() in saw and name != "X-Forwarded-For"}
         assert passed == {}
         assert saw["x-forwarded-for"] == "127.0.0.1"  # nginx's own view of the client, not the browser's list
+
+        # nginx routes /%61pi/chat/ to location /api/chat/ (it matches the decoded URI): a cross-site top-level
+        # navigation there, with the cookie and without X-CSRF, must be refused as /api/chat/ is.
+        calls = len(edge.seen)
+        for spelled in ("/%61pi/chat/headers", "/ap%69/chat/headers"):
+            response = await browser.request("GET", spelled, csrf=False)
+            assert response.status_code == 403 and response.json()["error"] == "csrf", (spelled, response.text)
+        assert len(edge.seen) == calls  # the upstream was never called
