@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from servicekit.client_gone import client_gone_handlers
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis, store_down_handlers
 
@@ -109,6 +110,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             404: not_found,
             405: not_found,
             **store_down_handlers(store_unavailable),
+            **client_gone_handlers(),
             Exception: server_error,
         },
     )

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -37,6 +37,7 @@ from bff.session_watch import SessionWatch
 from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings, SettingsError
 from bff.sockets import SocketProxy
+from servicekit.client_gone import client_gone, client_gone_handlers
 from servicekit.durable import Durable
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis
@@ -166,6 +167,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             # A proxied answer reads its upstream body here; it raises only before its status is out (a body
             # broken off), so the error can still be answered.
             await response(scope, receive, send)
+        except ClientDisconnect as exc:  # the browser went away mid-body: nobody to answer, no server error
+            await (await client_gone(request, exc))(scope, receive, send)
         except BFFError as exc:
             if isinstance(exc, UpstreamUnavailable | UpstreamTimeout):
                 metrics.upstream_errors.labels(route, exc.error).inc()
@@ -219,7 +222,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             Middleware(PrefixRoute, prefix="/api/", endpoint=api, websocket=sockets),
         ],
         # Every Redis failure is a StoreUnavailable (a BFFError) already: RedisStore._call translates them all.
-        exception_handlers={BFFError: bff_error, Exception: server_error},
+        exception_handlers={BFFError: bff_error, **client_gone_handlers(), Exception: server_error},
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from servicekit.client_gone import client_gone_handlers
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis, store_down_handlers
 
@@ -304,6 +305,7 @@ def create_app(
             ApiError: api_error,
             HTTPException: http_error,
             **store_down_handlers(store_unavailable),
+            **client_gone_handlers(),
             Exception: server_error,
         },
         lifespan=lifespan,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.vanishing_client import assert_quiet, post_and_vanish
 
 from .helpers import (
     BFF_SECRET,
@@ -70,3 +73,15 @@ async def test_a_cross_site_logout_with_someone_elses_id_token_asks_and_keeps_th
     again = await client.get("/oauth/authorize", params=authorize_params(pkce()[1]))
     assert "code" in location_params(again)  # the victim's SSO session still signs them in
     assert (await refresh(client, victim["refresh_token"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/oauth/token", "/oauth/par", "/oauth/authorize", "/oauth/logout", "/register", "/users"]
+)
+async def test_a_client_gone_mid_body_is_no_server_error(
+    app: Any, client: httpx.AsyncClient, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        status = await post_and_vanish(app, path, [(b"content-type", b"application/x-www-form-urlencoded")])
+    assert status == 499
+    assert_quiet(caplog)

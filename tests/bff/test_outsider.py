@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import pytest
 
 from tests.bff.conftest import Rig
+from tests.vanishing_client import assert_quiet, post_and_vanish
 
 pytestmark = pytest.mark.anyio
 
@@ -55,3 +57,16 @@ async def test_forward_auth_judges_csrf_on_the_route_however_the_api_prefix_is_s
         "GET", "/bff/auth", csrf=False, headers={"X-Original-URI": uri, "X-Original-Method": "GET", "X-CSRF": "1"}
     )
     assert allowed.status_code in (200, 404)  # with the header, as /api/notes/me (or not a route at all)
+
+
+async def test_a_browser_gone_mid_body_is_no_server_error(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    browser = await rig.logged_in()
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items()).encode()
+    headers = [(b"cookie", cookie), (b"x-csrf", b"1"), (b"content-type", b"text/plain")]
+    with caplog.at_level(logging.INFO):
+        assert await post_and_vanish(rig.app, "/api/notes/notes", headers) == 499
+        assert await post_and_vanish(
+            rig.app, "/bff/backchannel", [(b"content-type", b"application/x-www-form-urlencoded")]
+        ) in (400, 499)
+    assert_quiet(caplog)
+    assert (await browser.request("GET", "/api/notes/x")).status_code == 200  # the session is untouched
