@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import re
 import struct
 import time
@@ -72,8 +71,16 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_FROM_URLSAFE = str.maketrans("-_", "+/")
+
+
 def _unb64url(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    # binascii directly (the base64 module's wrappers cost more than the decoding); excess padding is ignored
+    return binascii.a2b_base64(segment.translate(_FROM_URLSAFE) + "==")
+
+
+def _json_object(segment: str) -> Any:
+    return json.loads(_unb64url(segment).decode("utf-8"))  # str: json skips its encoding detection
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -85,6 +92,7 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
+@functools.lru_cache(maxsize=256)  # a client sends one token many times
 def access_token_hash(token: str) -> str:
     """``ath``: the base64url SHA-256 of the access token's ASCII text (RFC 9449 §4.2)."""
     return _b64url(hashlib.sha256(token.encode("ascii", "replace")).digest())
@@ -145,22 +153,29 @@ class ReplayCache:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._until: dict[str, float] = {}
+        self._next_prune = 0.0
 
     def seen(self, jti: str, until: float, now: float) -> bool:
         """True if ``jti`` was already used; otherwise remember it until ``until``."""
         known = self._until.get(jti)
         if known is not None and known > now:
             return True
-        # Entries arrive roughly in expiry order: drop expired ones from the front, then (full) the oldest —
-        # amortized O(1) per proof, never a scan of the whole cache.
+        # Entries arrive roughly in expiry order: drop expired ones from the front (at most once a second), then
+        # (full) the oldest — amortized O(1) per proof, never a scan of the whole cache.
+        entries = self._until
+        if now >= self._next_prune or len(entries) >= self.max_entries:
+            self._next_prune = now + 1.0
+            self._prune(now)
+        entries[jti] = until
+        return False
+
+    def _prune(self, now: float) -> None:
         entries = self._until
         while entries:
             oldest = next(iter(entries))
             if entries[oldest] > now and len(entries) < self.max_entries:
                 break
             del entries[oldest]
-        entries[jti] = until
-        return False
 
     def __len__(self) -> int:
         return len(self._until)
@@ -230,7 +245,7 @@ class ProofVerifier:
         if cached is not None:
             return cached
         try:
-            header = json.loads(_unb64url(segment))
+            header = _json_object(segment)
         except (binascii.Error, ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the stack
             raise InvalidDPoPProof("The DPoP proof is malformed.") from exc
         if not isinstance(header, dict):
@@ -280,7 +295,7 @@ class ProofVerifier:
         if not SUPPORTED_ALGORITHMS[header.alg].verify(header.key.key, signing_input, signature):
             raise InvalidDPoPProof("The DPoP proof's signature is invalid.")
         try:
-            claims = json.loads(_unb64url(payload_b64))
+            claims = _json_object(payload_b64)
         except (binascii.Error, ValueError, RecursionError) as exc:
             raise InvalidDPoPProof("The DPoP proof is malformed.") from exc
         if not isinstance(claims, dict):
@@ -310,7 +325,3 @@ class ProofVerifier:
         if self.replay is not None and self.replay.seen(jti, iat + self.window + self.leeway, now):
             raise InvalidDPoPProof("The DPoP proof was already used.")
         return DPoPProof(header.jkt, jti, float(iat), nonce if isinstance(nonce, str) else None)
-
-
-def random_jti() -> str:
-    return _b64url(os.urandom(12))
