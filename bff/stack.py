@@ -27,6 +27,7 @@ import uvicorn
 
 from servicekit.http import HttpLimits, http_protocol
 from servicekit.settings import SettingsError
+from servicekit.websocket import WebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ async def run_stack(
                 host=host,
                 port=port,
                 log_level="warning",
-                ws="websockets-sansio",  # the BFF and the live API take WebSockets
+                ws=WebSocketProtocol,  # the BFF and the live API take WebSockets (servicekit.websocket)
                 timeout_graceful_shutdown=10,
                 http=protocol,
             )

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import uvicorn
 
 from .http import HttpLimits, http_protocol
+from .websocket import WebSocketProtocol
 
 GRACEFUL_SHUTDOWN = 25  # seconds for in-flight requests after SIGTERM (Kubernetes waits 30 before SIGKILL)
 
@@ -41,4 +42,5 @@ def run_server(
         lifespan=lifespan,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         http=http_protocol(limits or HttpLimits.from_env()),
+        ws=WebSocketProtocol,  # uvicorn's sans-I/O websockets, without an ERROR line per refused handshake
     )

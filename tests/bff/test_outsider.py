@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+from typing import Any
 
 import pytest
+import websockets
 
 from tests.bff.conftest import Rig
+from tests.bff.doubles import Provider
 from tests.vanishing_client import assert_quiet, post_and_vanish
 
 pytestmark = pytest.mark.anyio
@@ -70,3 +74,21 @@ async def test_a_browser_gone_mid_body_is_no_server_error(rig: Rig, caplog: pyte
         ) in (400, 499)
     assert_quiet(caplog)
     assert (await browser.request("GET", "/api/notes/x")).status_code == 200  # the session is untouched
+
+
+async def test_a_refused_websocket_handshake_logs_no_error(
+    rig_env: tuple[Provider, str, dict[str, str]], process_factory: Any
+) -> None:
+    # `bff serve` as shipped: uvicorn's sans-I/O WebSocket protocol logged an ERROR line for every handshake the BFF
+    # refused (a foreign Origin: anyone can send one), though the refusal went out as it should.
+    _, upstream, env = rig_env
+    env = {**env, "BFF_ROUTES": json.dumps({"notes": {"url": upstream, "websocket": True}})}
+    bff = process_factory(["-m", "bff", "serve"], env, health_path="/healthz")
+    for origin in ("https://evil.example", None):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(bff.url.replace("http", "ws") + "/api/notes/ws", origin=origin):
+                pass
+        assert refused.value.response.status_code == 403
+    await asyncio.sleep(0.3)  # the log line, if any, follows the answer
+    errors = [line for line in bff.output().splitlines() if '"level": "error"' in line or "ERROR" in line]
+    assert errors == []
