@@ -104,6 +104,14 @@ def _normalize_percent(match: re.Match[str]) -> str:
 
 
 @functools.lru_cache(maxsize=1024)  # a server sees few URLs many times: parse each once
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def normalize_htu(uri: str) -> str | None:
     """``uri`` without query and fragment, normalized as RFC 9449 §4.3 (9) asks (RFC 3986 §6.2.2 and §6.2.3: case
     of scheme and host, percent-encoding, default port, empty path); None if it is not an absolute http(s) URI."""
@@ -302,7 +310,8 @@ class ProofVerifier:
             raise InvalidDPoPProof("The DPoP proof is malformed.")
 
         jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH or not _utf8(jti):
+            # a lone surrogate ("\ud800" in the JSON) cannot be encoded: a replay cache keyed by its bytes would fail
             raise InvalidDPoPProof("The DPoP proof has no valid jti.")
         if claims.get("htm") != method:  # RFC 9110 §9.1: methods are case-sensitive
             raise InvalidDPoPProof("The DPoP proof is for another HTTP method.")
@@ -320,7 +329,12 @@ class ProofVerifier:
             raise UseDPoPNonce(self.nonces.issue())
         if access_token is not None:
             ath = claims.get("ath")
-            if not isinstance(ath, str) or not hmac.compare_digest(ath, access_token_hash(access_token)):
+            # ASCII first: hmac.compare_digest() raises on non-ASCII text
+            if (
+                not isinstance(ath, str)
+                or not ath.isascii()
+                or not hmac.compare_digest(ath, access_token_hash(access_token))
+            ):
                 raise InvalidDPoPProof("The DPoP proof is not for this access token (ath).")
         if self.replay is not None and self.replay.seen(jti, iat + self.window + self.leeway, now):
             raise InvalidDPoPProof("The DPoP proof was already used.")

@@ -146,6 +146,7 @@ async def test_bad_proofs_are_refused_before_the_code_is_used(dpop_client: httpx
         "a deep header": b64url('{"typ": "dpop+jwt", "alg": "ES256", "jwk": ' + "[" * 3000) + ".e30.AAAA",
         "a Unicode-digit nonce": key.proof("POST", TOKEN_URL, nonce="\u00b2." + nonce.split(".", 1)[1]),
         "a non-ASCII nonce": key.proof("POST", TOKEN_URL, nonce=nonce.split(".", 1)[0] + ".\u00e9"),
+        "a lone-surrogate jti": key.proof("POST", TOKEN_URL, nonce=nonce, jti="\ud800"),  # was a 500 (replay marker)
     }
     for name, proof in bad.items():
         response = await dpop_client.post("/oauth/token", data=data, headers={"DPoP": proof}, auth=("bff", BFF_SECRET))

@@ -238,3 +238,16 @@ async def test_a_websocket_handshake_takes_a_dpop_token_with_its_proof() -> None
     assert opened[0]["type"] == "websocket.accept" and '"sub":"ann"' in opened[1]["text"].replace(" ", "")
     for refused in ({"Authorization": f"Bearer {token}"}, headers):  # as a bearer token; the proof replayed
         assert (await handshake(app, refused))[0] == {"type": "websocket.close", "code": 1008, "reason": ""}
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"jti": "\ud800"}, {"jti": "a\udfffb"}, {"ath": "\u00e9" * 43}],
+    ids=["lone-surrogate-jti", "lone-low-surrogate-jti", "non-ascii-ath"],
+)
+async def test_a_signed_proof_with_an_unencodable_jti_or_non_ascii_ath_is_refused(claims: dict[str, str]) -> None:
+    # Any client signs its own proofs: a jti of "\ud800" broke the auth server's replay marker (encode) and a
+    # non-ASCII ath made hmac.compare_digest() raise — both 500s.
+    issuer, key = FakeIssuer(ISSUER, AUDIENCE), DPoPKey()
+    token = issuer.dpop_token(key)
+    refused(await get(issuer.verifier(), dpop(token, key.proof("GET", URL, token, **claims))), "invalid_dpop_proof")
