@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
     logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
     watch = SessionWatch(manager.store)
+    proxy.watch = watch  # a stream (SSE, a download) stops when its session ends, as a WebSocket closes
     sockets = SocketProxy(
         routes=settings.routes,
         origin=settings.public_origin,

@@ -239,7 +239,8 @@ class Endpoints:
             upstream.release()
             credential = await self.credentials.renew(route, credential)
             upstream = await self.proxy.send(out, credential.token)
-        return self.proxy.response(upstream, out.headers["X-Request-ID"])
+        session = credential.ref.key if credential.ref is not None else None
+        return self.proxy.response(upstream, out.headers["X-Request-ID"], session)
 
     # --- the page and operations ------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ refused for an expired token can be replayed once after a refresh.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -24,6 +25,7 @@ from bff.dpop import DPoPSigner, credential_headers, nonce_challenge
 from bff.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from bff.paths import climbs
 from bff.routes import Route
+from bff.session_watch import SessionWatch
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
 HOP_BY_HOP = frozenset(
@@ -116,6 +118,7 @@ class Proxy:
         self.timeouts = {name: client_timeout(route.timeout or timeout) for name, route in routes.items()}
         self.session: aiohttp.ClientSession | None = None
         self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: tokens go out as DPoP, each with a fresh proof
+        self.watch: SessionWatch | None = None  # the end of a session stops the streams sent for it
 
     async def open(self) -> None:
         """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
@@ -205,8 +208,9 @@ class Proxy:
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable() from exc
 
-    @staticmethod
-    def response(upstream: aiohttp.ClientResponse, request_id: str) -> Response:
+    def response(self, upstream: aiohttp.ClientResponse, request_id: str, session: str | None = None) -> Response:
+        """The browser's answer; ``session``: the record key of the session the request was sent for, whose end
+        (logout, back-channel logout, expiry) stops a stream still running for it, as it closes a WebSocket."""
         kept = _filter(upstream.raw_headers, DROP_RESPONSE)
         if not any(name == b"x-request-id" for name, _ in kept):
             kept.append((b"x-request-id", request_id.encode("latin-1")))
@@ -216,7 +220,10 @@ class Proxy:
             # Small bodies of known length go out in one message: less work per request than a stream.
             return _Buffered(upstream, kept)
 
-        return _Streamed(upstream, kept)
+        streamed = _Streamed(upstream, kept)
+        if session is not None and self.watch is not None:
+            streamed.follow(self.watch, session)
+        return streamed
 
 
 class _Buffered(Response):
@@ -246,14 +253,42 @@ class _Streamed(_Buffered):
     is already out: the answer is left unfinished, so the server closes the connection and the browser sees a
     truncated body as an error. A clean end would pass the truncated body off as whole."""
 
+    watch: SessionWatch | None = None
+    session = ""
+
+    def follow(self, watch: SessionWatch, session: str) -> None:
+        self.watch, self.session = watch, session
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ended = self.watch.watch(self.session) if self.watch is not None else None
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            while chunk := await self.upstream.content.read(CHUNK):
+            while chunk := await self._next(ended):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("upstream broke off a streamed answer: %s", type(exc).__name__)
             return
         finally:
+            if self.watch is not None and ended is not None:
+                self.watch.unwatch(self.session, ended)
             self.upstream.release()
+        # A clean end, also when the session ended: an EventSource then reconnects, and is refused (401).
         await send({"type": "http.response.body", "body": b""})
+
+    async def _next(self, ended: asyncio.Event | None) -> bytes:
+        """The next chunk of the upstream's body; empty at its end, or as soon as the session has ended (a stream
+        must not go on speaking for a user who logged out, DESIGN §7)."""
+        if ended is None:
+            return await self.upstream.content.read(CHUNK)
+        if ended.is_set():
+            return b""
+        read = asyncio.ensure_future(self.upstream.content.read(CHUNK))
+        waiting = asyncio.ensure_future(ended.wait())
+        try:
+            await asyncio.wait((read, waiting), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not read.done():
+            read.cancel()
+            return b""
+        return read.result()

@@ -6,12 +6,17 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import websockets
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
-from tests.bff.conftest import Rig
+from tests.bff.conftest import Rig, running
 from tests.bff.doubles import Provider
 from tests.vanishing_client import assert_quiet, post_and_vanish
 
@@ -92,3 +97,73 @@ async def test_a_refused_websocket_handshake_logs_no_error(
     await asyncio.sleep(0.3)  # the log line, if any, follows the answer
     errors = [line for line in bff.output().splitlines() if '"level": "error"' in line or "ERROR" in line]
     assert errors == []
+
+
+def _ticking_stream() -> Starlette:
+    """An upstream event stream that never ends by itself."""
+
+    async def events(request: Request) -> StreamingResponse:
+        async def ticks() -> AsyncIterator[bytes]:
+            n = 0
+            while True:
+                n += 1
+                yield f"data: {n}\n\n".encode()
+                await asyncio.sleep(0.05)
+
+        return StreamingResponse(ticks(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/events", events)])
+
+
+async def test_an_event_stream_stops_when_its_session_ends(
+    rig_env: tuple[Provider, str, dict[str, str]], server_factory: Any
+) -> None:
+    # A WebSocket closes on logout (DESIGN §7); an event stream opened before the logout went on speaking for the
+    # user who had logged out, for as long as the upstream kept sending.
+    provider, upstream, env = rig_env
+    stream = server_factory(_ticking_stream())
+    env = {**env, "BFF_ROUTES": json.dumps({"notes": upstream, "live": stream.url})}
+    async with running(provider, upstream, env) as rig:
+        browser = await rig.logged_in()
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items()).encode()
+        chunks: list[bytes] = []
+        finished, flowing = asyncio.Event(), asyncio.Event()
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "https",
+            "path": "/api/live/events",
+            "raw_path": b"/api/live/events",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"bff.test"), (b"cookie", cookie), (b"x-csrf", b"1")],
+            "client": ("127.0.0.1", 4711),
+            "server": ("bff.test", 443),
+        }
+
+        async def receive() -> dict[str, Any]:
+            await finished.wait()  # the browser stays until the stream ends
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if len(chunks) >= 3:
+                    flowing.set()
+                if not message.get("more_body", False):
+                    finished.set()
+
+        task = asyncio.create_task(rig.app(scope, receive, send))
+        try:
+            await asyncio.wait_for(flowing.wait(), 3)
+            assert b"data: 1" in b"".join(chunks)
+            assert (await browser.request("POST", "/bff/logout")).status_code == 200
+            await asyncio.wait_for(finished.wait(), 3)  # within the watch interval, not when the upstream stops
+        finally:
+            finished.set()
+            task.cancel()
+        assert chunks[-1] == b""  # a clean end: an EventSource reconnects, and is refused
+        again = await browser.request("GET", "/api/live/events")
+        assert again.status_code == 401
