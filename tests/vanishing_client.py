@@ -9,6 +9,24 @@ from typing import Any
 import pytest
 
 
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """An ASGI HTTP scope for ``method path`` with ``headers``, from a loopback client."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 4711),
+        "server": ("127.0.0.1", 80),
+    }
+
+
 async def post_and_vanish(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> int:
     """POST ``path`` announcing 1000 bytes, send three, then disconnect; returns the status the app answered.
     Before the fix the app re-raised Starlette's ClientDisconnect (and this raises with it)."""
@@ -21,20 +39,7 @@ async def post_and_vanish(app: Any, path: str, headers: list[tuple[bytes, bytes]
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"localhost"), (b"content-length", b"1000"), *headers],
-        "client": ("127.0.0.1", 4711),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope("POST", path, [(b"host", b"localhost"), (b"content-length", b"1000"), *headers])
     await app(scope, receive, send)
     return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
 

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from tests.bff.conftest import Rig, running
 from tests.bff.doubles import Provider
-from tests.vanishing_client import assert_quiet, post_and_vanish
+from tests.vanishing_client import assert_quiet, http_scope, post_and_vanish
 
 pytestmark = pytest.mark.anyio
 
@@ -128,20 +128,7 @@ async def test_an_event_stream_stops_when_its_session_ends(
         cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items()).encode()
         chunks: list[bytes] = []
         finished, flowing = asyncio.Event(), asyncio.Event()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "https",
-            "path": "/api/live/events",
-            "raw_path": b"/api/live/events",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"bff.test"), (b"cookie", cookie), (b"x-csrf", b"1")],
-            "client": ("127.0.0.1", 4711),
-            "server": ("bff.test", 443),
-        }
+        scope = http_scope("GET", "/api/live/events", [(b"host", b"bff.test"), (b"cookie", cookie), (b"x-csrf", b"1")])
 
         async def receive() -> dict[str, Any]:
             await finished.wait()  # the browser stays until the stream ends
