@@ -114,7 +114,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     proxy = Proxy(settings.routes, settings.upstream_timeout)
     proxy.dpop = dpop
     credentials = Credentials(manager, refresher, ClientTokens(auth, skew=settings.refresh_skew))
-    index = SessionIndex(client, ttl=settings.absolute_ttl)
+    index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
     logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
     watch = SessionWatch(manager.store)

@@ -11,14 +11,20 @@ Each set is one key with its own hash tag, so every command touches one slot (Re
 names are deleted one key at a time (one slot each). A set expires ``BFF_ABSOLUTE_TTL`` after its last addition, by
 which time every session it names has expired too. Members of sessions that ended otherwise stay until then:
 deleting a record that is gone is harmless.
+
+Every write here is durable (``servicekit.durable``, as the session record's own): an index entry lost in a failover
+would let a back-channel logout miss a live session, and a lost ``ended`` marker would let a login the provider had
+just ended be completed after all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
 from bff.sessions import store_call
+from servicekit.durable import Durable, Queue, WaitPolicy
 
 ENDED_TTL = 900  # seconds a provider login that ended stays refused: longer than any login can be in flight
 
@@ -43,27 +49,25 @@ def _key(kind: str, value: str) -> str:
 
 
 class SessionIndex:
-    def __init__(self, client: Any, *, ttl: int) -> None:
-        self.client = client
+    def __init__(self, client: Any, *, ttl: int, durable: Durable | None = None) -> None:
         self.ttl = ttl
-        self._add = client.register_script(_ADD)
-        self._take = client.register_script(_TAKE)
+        self.durable = durable or Durable(client, WaitPolicy(replicas=0))  # without a policy: never wait
 
     async def add(self, record: str, *, sid: str | None, sub: str) -> bool:
         """Index a new session. False (nothing indexed) when its provider login ``sid`` already ended: a logout
         token that arrived while this login was being completed must still win."""
         if sid:
             key = _key("sid", sid)
-            if not await store_call(lambda: self._add(keys=[key, f"{key}:ended"], args=[record, self.ttl])):
+            added = await self._write(key, lambda pipe: pipe.eval(_ADD, 2, key, f"{key}:ended", record, self.ttl))
+            if not added[0]:
                 return False
+        key = _key("sub", sub)
 
-        async def run() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.sadd(_key("sub", sub), record)
-                pipe.expire(_key("sub", sub), self.ttl)
-                await pipe.execute()
+        def index_sub(pipe: Any) -> None:
+            pipe.sadd(key, record)
+            pipe.expire(key, self.ttl)
 
-        await store_call(run)
+        await self._write(key, index_sub)
         return True
 
     async def end(self, *, sid: str | None, sub: str | None) -> int:
@@ -73,17 +77,15 @@ class SessionIndex:
         a user (``sub``) is not marked: a sub-only token ends the sessions there are, not the user's next login."""
         key = _key("sid", sid) if sid else _key("sub", sub or "")
         marker = ENDED_TTL if sid else 0
-        members = await store_call(lambda: self._take(keys=[key, f"{key}:ended"], args=[marker]))
+        (members,) = await self._write(key, lambda pipe: pipe.eval(_TAKE, 2, key, f"{key}:ended", marker))
         records = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
-        if not records:
-            return 0
+        # One write per record: each is in a slot of its own (a durable write stays on one slot)
+        deleted = await asyncio.gather(*(self._delete(record) for record in records))
+        return sum(deleted)
 
-        async def run() -> int:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for record in records:
-                    pipe.delete(record)
-                results = await pipe.execute()
-            return sum(int(r) for r in results)
+    async def _delete(self, record: str) -> int:
+        (deleted,) = await self._write(record, lambda pipe: pipe.delete(record))
+        return int(deleted)
 
-        ended: int = await store_call(run)
-        return ended
+    async def _write(self, key: str, queue: Queue) -> list[Any]:
+        return list(await store_call(lambda: self.durable.write(key, queue)))

@@ -10,7 +10,9 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from bff.errors import StoreUnavailable
 from bff.session_index import SessionIndex
+from servicekit.durable import Durable, WaitPolicy
 from servicekit.redis import open_redis
 
 pytestmark = pytest.mark.anyio
@@ -53,3 +55,18 @@ async def test_an_ended_provider_login_is_refused_but_the_user_is_not(client: An
     assert await index.add("bff:{next}:s", sid="sid-new", sub="alice")  # the user's next login is fine
     ttls = [await client.ttl(key) for key in await client.keys("bff:{bcl-*")]
     assert ttls and all(0 < ttl <= 900 for ttl in ttls)
+
+
+async def test_index_writes_are_durable(redis_url: str) -> None:
+    """Its writes wait for the replicas as the session record's do: with a replica required and none there, neither
+    a login's entry nor a logout is acknowledged (503), so none is lost in a failover unseen."""
+    client = aioredis.Redis.from_url(redis_url)
+    index = SessionIndex(client, ttl=60, durable=Durable(client, WaitPolicy(1, 50)))
+    try:
+        with pytest.raises(StoreUnavailable):
+            await index.add("bff:{one}:s", sid="sid-d", sub="dora")
+        with pytest.raises(StoreUnavailable):
+            await index.end(sid="sid-d", sub=None)
+    finally:
+        await index.durable.aclose()
+        await client.aclose()
