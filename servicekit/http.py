@@ -9,7 +9,10 @@ a connection open for good (slowloris). ``LimitedHttpProtocol`` adds three bound
 - they must arrive within ``header_timeout`` seconds of the connection opening (or of the request's first byte on
   a kept-alive connection); otherwise ``408 Request Timeout`` (RFC 9110 §15.5.9) and the connection is closed;
 - beyond ``max_concurrency`` open connections or requests in flight, a request is answered ``503`` with
-  ``Retry-After`` (JSON, as every other error of ours) instead of being run.
+  ``Retry-After`` (JSON, as every other error of ours) instead of being run;
+- a request body may not fall silent for ``body_timeout`` seconds (``HTTP_BODY_TIMEOUT``, nginx's
+  ``client_body_timeout``); otherwise the connection is closed (found attacking the stack: a body announced and
+  never sent held its connection, its request and its place under the cap forever).
 
 (h11, uvicorn's other parser, bounds header size with ``h11_max_incomplete_event_size`` but has no header timeout
 either; it is also several times slower, so the services keep httptools.)
@@ -42,6 +45,7 @@ class HttpLimits:
     max_header_bytes: int = 16_384  # request line + headers; Node's default, twice nginx's one buffer of 8 KiB
     header_timeout: float = 10.0  # seconds from connection (or a request's first byte) to the end of its headers
     max_concurrency: int = 2_000  # open connections or in-flight requests per process; 0: no cap
+    body_timeout: float = 30.0  # seconds a request body may fall silent (nginx's client_body_timeout); 0: none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpLimits:
@@ -50,6 +54,7 @@ class HttpLimits:
             max_header_bytes=env_int(env, "HTTP_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024),
             header_timeout=env_float(env, "HTTP_HEADER_TIMEOUT", cls.header_timeout, positive=True),
             max_concurrency=env_int(env, "HTTP_MAX_CONCURRENCY", cls.max_concurrency),
+            body_timeout=env_float(env, "HTTP_BODY_TIMEOUT", cls.body_timeout),
         )
 
     @staticmethod
@@ -86,6 +91,7 @@ class HttpLimits:
             _given(args, "max_header_bytes", base.max_header_bytes),
             _given(args, "header_timeout", base.header_timeout),
             _given(args, "max_concurrency", base.max_concurrency),
+            base.body_timeout,
         )
         if limits.max_header_bytes < 1024 or not limits.header_timeout > 0 or limits.max_concurrency < 0:
             raise SettingsError("--max-header-bytes must be >= 1024, --header-timeout > 0, --max-concurrency >= 0")
@@ -129,6 +135,13 @@ async def _busy(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
+    """Cancel ``timer`` if set; returns None, to store in its place."""
+    if timer is not None:
+        timer.cancel()
+    return None
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the bounds of ``HttpLimits`` (see the module docstring)."""
 
@@ -139,6 +152,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._tail = b""  # the last bytes of header data seen, for an end of headers split across reads
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_seen = 0.0  # loop time of the last body bytes of the request being read
 
     # The header timer: armed when a connection opens and when a request begins, disarmed when its headers end.
 
@@ -147,9 +162,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._header_timer = self.loop.call_later(self.limits.header_timeout, self._headers_timed_out)
 
     def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._header_timer = _cancel(self._header_timer)
 
     def _headers_timed_out(self) -> None:
         self._header_timer = None
@@ -165,9 +178,38 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._body_done()
         super().connection_lost(exc)
 
+    # The body timer: armed when the headers of a request with a body end, pushed back by each read of it, disarmed
+    # when the body is complete. A client announcing a body and then sending nothing, or a byte now and then, would
+    # otherwise hold its connection and request (and its place under the concurrency cap) for good.
+
+    def _body_started(self) -> None:
+        self._body_seen = self.loop.time()
+        self._body_timer = _cancel(self._body_timer)
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_silent)
+
+    def _body_done(self) -> None:
+        self._body_timer = _cancel(self._body_timer)
+
+    def _body_silent(self) -> None:
+        self._body_timer = None
+        # Silence that is ours is no client's fault: reading paused because the app is not reading (backpressure:
+        # the BFF's upstream is slow to take an upload), or a 100-continue the app has not asked for yet.
+        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+            self._body_seen = self.loop.time()
+        quiet = self.loop.time() - self._body_seen
+        if quiet < self.limits.body_timeout:  # bytes came meanwhile: wait out the rest (no timer per read)
+            self._body_timer = self.loop.call_later(self.limits.body_timeout - quiet, self._body_silent)
+            return
+        if not self.transport.is_closing():
+            log.info("request body silent for %.0f s: connection closed", quiet)
+            self.transport.close()  # the app reads http.disconnect (servicekit.client_gone)
+
     def data_received(self, data: bytes) -> None:
+        if self._body_timer is not None:
+            self._body_seen = self.loop.time()
         if self._reading_headers:
             # Count only what belongs to the headers (a body may follow in the same read), and refuse before the
             # parser buffers more than the limit.
@@ -218,8 +260,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self.app = app
             return
         super().on_headers_complete()
+        if self.limits.body_timeout and any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers):
+            self._body_started()
 
     def on_message_complete(self) -> None:
+        self._body_done()
         super().on_message_complete()
         self._reading_headers = True  # what comes next on this connection is the next request's headers
 
