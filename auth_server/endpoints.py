@@ -29,7 +29,7 @@ from .errors import (
     TokenRejected,
     UseDPoPNonce,
 )
-from .forms import FormGuard, ascii_digits, query_params, read_body, read_form
+from .forms import FormGuard, query_params, read_body, read_form
 from .grants import AuthorizationRequest, Grants, authenticate_client, parse_authorization_request
 from .keys import KeyRing
 from .logout import LogoutEndpoint, Logouts
@@ -213,12 +213,8 @@ class Endpoints:
         try:
             params = await self.par.resolve(query_params(request))  # RFC 9126 §4: a pushed request, taken once
             auth = parse_authorization_request(self.settings, params)
-            prompt = params.get("prompt", "").split()
-            if "none" in prompt and len(prompt) > 1:  # OIDC Core §3.1.2.1
-                raise AuthorizeRedirect("invalid_request", "prompt=none stands alone.", auth.redirect_uri, auth.state)
+            prompt = params.get("prompt", "").split()  # both checked by parse_authorization_request
             max_age = params.get("max_age")
-            if max_age is not None and (not ascii_digits(max_age) or len(max_age) > 10):
-                raise AuthorizeRedirect("invalid_request", "max_age must be seconds.", auth.redirect_uri, auth.state)
             sso = await self.sso.get(self.sso.browser_id(request))
             # OIDC Core §3.1.2.1: prompt=login and an exceeded max_age (0: always) demand a fresh password.
             stale = (

@@ -35,6 +35,7 @@ from .errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from .forms import ascii_digits
 from .settings import Client, Settings
 from .sso import SSOStore
 from .tokens import MAX_TOKEN_LENGTH, Family, TokenService
@@ -148,6 +149,14 @@ def parse_authorization_request(settings: Settings, params: Mapping[str, str]) -
         resource = parse_resource(params.get("resource"), client.audience)
     except InvalidTarget as exc:
         raise fail("invalid_target", exc.description) from exc  # RFC 8707 §2: an authorization error response
+    # OIDC Core §3.1.2.1, checked here so that a pushed request (RFC 9126 §2.1) is refused at the push, as the
+    # authorization endpoint would refuse it, not accepted and then failed when the browser arrives.
+    prompt = params.get("prompt", "").split()
+    if "none" in prompt and len(prompt) > 1:
+        raise fail("invalid_request", "prompt=none stands alone.")
+    max_age = params.get("max_age")
+    if max_age is not None and (not ascii_digits(max_age) or len(max_age) > 10):
+        raise fail("invalid_request", "max_age must be seconds.")
     return AuthorizationRequest(client, redirect_uri, scope, state, nonce, challenge, resource)
 
 

@@ -85,3 +85,21 @@ async def test_a_client_gone_mid_body_is_no_server_error(
         status = await post_and_vanish(app, path, [(b"content-type", b"application/x-www-form-urlencoded")])
     assert status == 499
     assert_quiet(caplog)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"prompt": "none login"}, {"max_age": "-1"}, {"max_age": "1e3"}, {"max_age": "9" * 11}, {"max_age": "１"}],
+    ids=["prompt_none_not_alone", "negative_max_age", "max_age_float", "max_age_too_long", "max_age_unicode_digit"],
+)
+async def test_a_pushed_request_the_authorization_endpoint_would_refuse_is_refused_at_the_push(
+    client: httpx.AsyncClient, extra: dict[str, str]
+) -> None:
+    # RFC 9126 §2.1: the request is checked as /oauth/authorize checks it. These were stored (201) and failed only
+    # when the browser arrived.
+    params = {**authorize_params(pkce()[1]), **extra}
+    response = await client.post("/oauth/par", data=params, auth=("bff", BFF_SECRET))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    fine = await client.post("/oauth/par", data={**params, "prompt": "login", "max_age": "0"}, auth=("bff", BFF_SECRET))
+    assert fine.status_code == 201, fine.text
