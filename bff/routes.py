@@ -27,9 +27,9 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from bff.errors import MethodNotAllowed, NotFound
+from servicekit.settings import SettingsError, http_url
 
 TOKEN_POLICIES = ("user", "optional", "client", "none")
 FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout"})
@@ -40,10 +40,6 @@ _NAME = re.compile(r"[A-Za-z0-9._~-]{1,64}")  # one unreserved path segment (RFC
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")  # RFC 9110 §9.1 tokens, upper case as every client sends them
 _RESOURCE_MAX = 512
 API_PREFIX = "/api/"
-
-
-class RouteError(ValueError):
-    """A route of ``BFF_ROUTES`` is malformed; the message names the route and the field."""
 
 
 @dataclass(frozen=True)
@@ -114,31 +110,28 @@ class RouteTable(Mapping[str, Route]):
 
 def _url(where: str, raw: Any) -> str:
     if not isinstance(raw, str):
-        raise RouteError(f"{where}.url must be an http(s) URL string")
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise RouteError(f"{where}.url must be an http(s) URL without query or fragment, got {raw!r}")
-    return raw.rstrip("/")
+        raise SettingsError(f"{where}.url must be an http(s) URL string")
+    return http_url(f"{where}.url", raw, plain=True)
 
 
 def _route(name: str, spec: Any, var: str) -> Route:
     if not _NAME.fullmatch(name):
-        raise RouteError(f"{var}: bad route name {name[:80]!r} (1-64 letters, digits and '._~-')")
+        raise SettingsError(f"{var}: bad route name {name[:80]!r} (1-64 letters, digits and '._~-')")
     where = f"{var}[{name}]"
     if isinstance(spec, str):
         return Route(name, _url(where, spec))
     if not isinstance(spec, dict):
-        raise RouteError(f"{where} must be a URL or an object with a url")
+        raise SettingsError(f"{where} must be a URL or an object with a url")
     unknown = sorted(set(spec) - FIELDS)
     if unknown:
-        raise RouteError(f"{where} has unknown field {unknown[0]!r} (fields: {', '.join(sorted(FIELDS))})")
+        raise SettingsError(f"{where} has unknown field {unknown[0]!r} (fields: {', '.join(sorted(FIELDS))})")
     if "url" not in spec:
-        raise RouteError(f"{where}.url is required")
+        raise SettingsError(f"{where}.url is required")
     url = _url(where, spec["url"])
 
     token = spec.get("token", "user")
     if token not in TOKEN_POLICIES:
-        raise RouteError(f"{where}.token must be one of {', '.join(TOKEN_POLICIES)}, got {token!r}")
+        raise SettingsError(f"{where}.token must be one of {', '.join(TOKEN_POLICIES)}, got {token!r}")
 
     resource = spec.get("resource")
     if resource is not None:
@@ -149,18 +142,18 @@ def _route(name: str, spec: Any, var: str) -> Route:
             or "#" in resource
             or any(c.isspace() for c in resource)
         ):
-            raise RouteError(f"{where}.resource must be a resource indicator without fragment (RFC 8707 §2)")
+            raise SettingsError(f"{where}.resource must be a resource indicator without fragment (RFC 8707 §2)")
         if token == "none":
-            raise RouteError(f"{where}.resource needs a token: a 'none' route gets no token")
+            raise SettingsError(f"{where}.resource needs a token: a 'none' route gets no token")
 
     methods: frozenset[str] | None = None
     if "methods" in spec:
         raw = spec["methods"]
         if not isinstance(raw, list) or not raw or not all(isinstance(m, str) for m in raw):
-            raise RouteError(f"{where}.methods must be a non-empty list of HTTP methods")
+            raise SettingsError(f"{where}.methods must be a non-empty list of HTTP methods")
         bad = [m for m in raw if not _METHOD.fullmatch(m) or m in NEVER_PROXIED]
         if bad:
-            raise RouteError(
+            raise SettingsError(
                 f"{where}.methods: {bad[0]!r} is not a method the BFF forwards (upper case; never "
                 "TRACE, TRACK or CONNECT)"
             )
@@ -168,9 +161,9 @@ def _route(name: str, spec: Any, var: str) -> Route:
 
     websocket = spec.get("websocket", False)
     if not isinstance(websocket, bool):
-        raise RouteError(f"{where}.websocket must be true or false")
+        raise SettingsError(f"{where}.websocket must be true or false")
     if websocket and methods is not None and "GET" not in methods:
-        raise RouteError(f"{where}.methods must include GET: a WebSocket handshake is a GET")
+        raise SettingsError(f"{where}.methods must include GET: a WebSocket handshake is a GET")
 
     timeout = spec.get("timeout")
     if timeout is not None:
@@ -180,17 +173,17 @@ def _route(name: str, spec: Any, var: str) -> Route:
             or not math.isfinite(timeout)
             or not 0 < timeout <= MAX_TIMEOUT
         ):
-            raise RouteError(f"{where}.timeout must be a number of seconds in (0, {int(MAX_TIMEOUT)}]")
+            raise SettingsError(f"{where}.timeout must be a number of seconds in (0, {int(MAX_TIMEOUT)}]")
         timeout = float(timeout)
     return Route(name, url, token, resource, methods, websocket, timeout)
 
 
 def parse_routes(raw: str, var: str = "BFF_ROUTES") -> RouteTable:
-    """Parse ``BFF_ROUTES``; raises RouteError naming the route and field at fault."""
+    """Parse ``BFF_ROUTES``; raises SettingsError naming the route and field at fault."""
     try:
         data = json.loads(raw)
     except ValueError:
-        raise RouteError(f"{var} must be a JSON object of route name -> URL or route object") from None
+        raise SettingsError(f"{var} must be a JSON object of route name -> URL or route object") from None
     if not isinstance(data, dict) or not data:
-        raise RouteError(f"{var} must be a non-empty JSON object of route name -> URL or route object")
+        raise SettingsError(f"{var} must be a non-empty JSON object of route name -> URL or route object")
     return RouteTable({name: _route(name, spec, var) for name, spec in data.items()})

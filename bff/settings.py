@@ -8,19 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from bff.routes import RouteError, RouteTable, parse_routes
+from bff.routes import RouteTable, parse_routes
 from servicekit.durable import WaitPolicy
 from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
 HOST_PREFIX = "__Host-"
-
-
-def _routes(raw: str) -> RouteTable:
-    try:
-        return parse_routes(raw)
-    except RouteError as exc:
-        raise SettingsError(str(exc)) from None
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,7 +38,7 @@ class Settings:
     issuer: str = "http://localhost:9000"
     client_id: str = "bff"
     public_url: str = "http://localhost:8000"
-    routes: RouteTable = field(default_factory=lambda: _routes('{"notes": "http://localhost:9001"}'))
+    routes: RouteTable = field(default_factory=lambda: parse_routes('{"notes": "http://localhost:9001"}'))
     scopes: str = "openid notes:read notes:write"
     cookie_name: str = "__Host-session"
     cookie_secure: bool = True
@@ -88,7 +81,7 @@ class Settings:
             issuer=http_url("BFF_ISSUER", env.get("BFF_ISSUER") or "http://localhost:9000"),
             client_id=env.get("BFF_CLIENT_ID") or "bff",
             public_url=public_url,
-            routes=_routes(env.get("BFF_ROUTES") or '{"notes": "http://localhost:9001"}'),
+            routes=parse_routes(env.get("BFF_ROUTES") or '{"notes": "http://localhost:9001"}'),
             scopes=env.get("BFF_SCOPES") or "openid notes:read notes:write",
             cookie_name=cookie_name,
             cookie_secure=secure,
