@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from bff.stack import StackPorts, stack_environment
 from tests.bff.conftest import Rig, running
 from tests.bff.doubles import Provider
 from tests.vanishing_client import assert_quiet, http_scope, post_and_vanish
@@ -154,3 +155,17 @@ async def test_an_event_stream_stops_when_its_session_ends(
         assert chunks[-1] == b""  # a clean end: an EventSource reconnects, and is refused
         again = await browser.request("GET", "/api/live/events")
         assert again.status_code == 401
+
+
+async def test_bff_stack_answers_no_forward_auth_question_from_a_loopback_browser(
+    rig_env: tuple[Provider, str, dict[str, str]],
+) -> None:
+    # `bff stack` has no proxy in front, and its browsers connect over loopback, the default trusted proxies: a
+    # page's script could ask /bff/auth and read the access token in the answer's Authorization header.
+    provider, upstream, env = rig_env
+    assert stack_environment(StackPorts(), {})["BFF_TRUSTED_PROXIES"] == "none"
+    async with running(provider, upstream, {**env, "BFF_TRUSTED_PROXIES": "none"}) as rig:
+        browser = await rig.logged_in()  # the in-process browser connects from 127.0.0.1
+        asked = await browser.request("GET", "/bff/auth", headers={"X-Original-URI": "/api/notes/me"})
+        assert asked.status_code == 403 and "authorization" not in asked.headers
+        assert (await browser.request("GET", "/api/notes/me")).status_code == 200  # the BFF's own proxy still works
