@@ -71,7 +71,9 @@ SPOOFABLE = frozenset(
 # The credential headers are the BFF's (RFC 9449 §7.1: Authorization and DPoP go together): a browser's own DPoP
 # header would reach the upstream beside the BFF's proof (two proofs are refused) or beside a bearer token.
 DROP_REQUEST = HOP_BY_HOP | SPOOFABLE | {b"cookie", b"authorization", b"dpop", b"host", b"x-csrf", b"expect"}
-DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2"}
+# An upstream never sets cookies on the BFF's site, nor clears them (Clear-Site-Data "cookies" would drop the session
+# cookie and orphan the session: the user looks logged out, the session lives on until it expires).
+DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2", b"clear-site-data"}
 REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024
 UPSTREAM_POOL = 512  # pooled connections to all upstreams together

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bff.stack import StackPorts, stack_environment
@@ -169,3 +169,19 @@ async def test_bff_stack_answers_no_forward_auth_question_from_a_loopback_browse
         asked = await browser.request("GET", "/bff/auth", headers={"X-Original-URI": "/api/notes/me"})
         assert asked.status_code == 403 and "authorization" not in asked.headers
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200  # the BFF's own proxy still works
+
+
+async def test_an_upstream_cannot_clear_the_bffs_cookies(
+    rig_env: tuple[Provider, str, dict[str, str]], server_factory: Any
+) -> None:
+    async def clearing(request: Request) -> Response:
+        return Response("{}", headers={"Clear-Site-Data": '"cookies", "storage"', "Set-Cookie": "x=1"})
+
+    provider, upstream, env = rig_env
+    evil = server_factory(Starlette(routes=[Route("/clear", clearing)]))
+    env = {**env, "BFF_ROUTES": json.dumps({"notes": upstream, "evil": evil.url})}
+    async with running(provider, upstream, env) as rig:
+        browser = await rig.logged_in()
+        response = await browser.request("GET", "/api/evil/clear")
+        assert response.status_code == 200
+        assert "clear-site-data" not in response.headers and "set-cookie" not in response.headers

@@ -57,7 +57,9 @@ async def chat_upstream(seen: list[dict[str, str]]) -> tuple[web.AppRunner, int]
 
     async def headers(request: web.Request) -> web.Response:
         seen.append(dict(request.headers))
-        return web.json_response({"ok": True}, headers={"Set-Cookie": "upstream=evil; Path=/"})
+        return web.json_response(
+            {"ok": True}, headers={"Set-Cookie": "upstream=evil; Path=/", "Clear-Site-Data": '"*"'}
+        )
 
     app = web.Application()
     app.router.add_get("/ws", ws)

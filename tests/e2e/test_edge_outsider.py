@@ -41,6 +41,7 @@ async def test_nginx_passes_no_spoofable_header_to_an_upstream(stack_factory: An
         # chat allows GET and POST only: the override must not make this POST a DELETE behind the edge
         response = await browser.request("POST", "/api/chat/headers", headers=SPOOFED, json={})
         assert response.status_code == 200, response.text
+        assert "clear-site-data" not in response.headers and "set-cookie" not in response.headers
         saw = {k.lower(): v for k, v in edge.seen[-1].items()}
         passed = {name: saw[name.lower()] for name in SPOOFED if name.lower() in saw and name != "X-Forwarded-For"}
         assert passed == {}
