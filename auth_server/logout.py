@@ -52,8 +52,7 @@ class Logouts:
         sessions = families = 0
         for sso_id in ssos:
             sessions += await self.sso.get(sso_id, touch=False) is not None
-            for sid in await self.sso.end(sso_id):
-                families += await self.tokens.revoke_family(sid)
+            families += await self.end_sso(sso_id)
         for sid in sids:
             families += await self.tokens.revoke_family(sid)
         await self.sso.forget_user(sub)
