@@ -35,32 +35,17 @@ from bench.harness import (  # noqa: E402
     wrk,
 )
 from bench.run import PASSWORD, USER, fmt, row, rows, start_auth, start_bff  # noqa: E402
-from tests.edge import NGINX, Edge  # noqa: E402
+from tests.edge import NGINX, Edge, main_conf  # noqa: E402
 
 BIG = 1024 * 1024
-STATIC = """
-pid {dir}/static.pid;
-error_log {dir}/static-error.log warn;
-{user}
-worker_processes auto;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    default_type application/octet-stream;
+STATIC = """    default_type application/octet-stream;
     sendfile on;
     keepalive_requests 100000;
     server {{
         listen 127.0.0.1:{port};
         root {dir}/www;
         location = /healthz {{ return 200 'ok'; }}
-    }}
-}}
-"""
+    }}"""
 # nginx alone: a route of the same server that skips auth_request and sends a fixed token instead.
 NGINX_ALONE = """        location /api/alone/ {
             auth_request off;
@@ -103,8 +88,8 @@ def static_upstream(procs: list[Proc]) -> str:
     (workdir / "www" / "small.json").write_text('{"id": 1, "text": "a small answer, as most API calls get"}\n')
     (workdir / "www" / "big.bin").write_bytes(secrets.token_bytes(BIG))
     port = free_port()
-    user = "user root root;" if os.geteuid() == 0 else ""
-    (workdir / "static.conf").write_text(STATIC.format(dir=workdir, port=port, user=user))
+    static = STATIC.format(dir=workdir, port=port)
+    (workdir / "static.conf").write_text(main_conf(workdir, static, name="static", workers="auto"))
     args = [NGINX, "-p", str(workdir), "-e", str(workdir / "static-error.log"), "-c", str(workdir / "static.conf")]
     procs.append(Proc([*args, "-g", "daemon off;"], health=f"http://127.0.0.1:{port}/healthz"))
     return f"127.0.0.1:{port}"

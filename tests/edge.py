@@ -20,8 +20,8 @@ NGINX = "/usr/sbin/nginx"
 
 # What the official image's /etc/nginx/nginx.conf gives the rendered file around it, with private paths.
 MAIN = """
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}-error.log warn;
 {user}
 worker_processes {workers};
 events {{ worker_connections 4096; }}
@@ -32,9 +32,19 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    include {dir}/edge.conf;
+{http}
 }}
 """
+
+
+def main_conf(directory: Path, http: str, *, name: str = "nginx", workers: str = "1") -> str:
+    """An nginx main configuration keeping its pid, error log (``{name}-error.log``) and temp files in
+    ``directory``, around the directives ``http`` of its http block (also bench/edge.py's static upstream)."""
+    # Run as whoever we are: root's workers would otherwise drop to `nobody`, who cannot use this private dir.
+    user = "user root root;" if os.geteuid() == 0 else ""
+    return MAIN.format(dir=directory, name=name, user=user, workers=workers, http=http)
+
+
 _ROUTE_UPSTREAM = re.compile(r"^upstream api_notes \{.*?^\}\n", re.M | re.S)
 _ROUTE_LOCATION = re.compile(r"^ +location /api/notes/ \{.*?^ +\}\n", re.M | re.S)
 
@@ -69,9 +79,7 @@ class Edge:
         self.port = port
         self.dir = Path(tempfile.mkdtemp(prefix="jwt-bff-nginx-"))
         (self.dir / "edge.conf").write_text(render(port, bff, routes))
-        # Run as whoever we are: root's workers would otherwise drop to `nobody`, who cannot use this private dir.
-        user = "user root root;" if os.geteuid() == 0 else ""
-        (self.dir / "nginx.conf").write_text(MAIN.format(dir=self.dir, user=user, workers=workers))
+        (self.dir / "nginx.conf").write_text(main_conf(self.dir, f"    include {self.dir}/edge.conf;", workers=workers))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,14 +88,14 @@ class Edge:
 
     @property
     def error_log(self) -> str:
-        path = self.dir / "error.log"
+        path = self.dir / "nginx-error.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def command(self, *extra: str) -> list[str]:
         if not os.access(NGINX, os.X_OK):
             raise FileNotFoundError(f"{NGINX} is missing: apt-get install nginx (.ci/run does)")
         conf = str(self.dir / "nginx.conf")
-        return [NGINX, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", conf, *extra]
+        return [NGINX, "-p", str(self.dir), "-e", str(self.dir / "nginx-error.log"), "-c", conf, *extra]
 
     def check(self) -> None:
         """``nginx -t``: the configuration parses and every directive is accepted."""
