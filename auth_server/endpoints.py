@@ -72,11 +72,11 @@ class Endpoints:
         self.sso = SSOStore(settings, redis)
         self.logouts = Logouts(self.tokens, self.sso)
         self.dpop = DPoPCheck(settings, redis, keys)
-        self.par = PushedRequests(settings, redis)
         self.grants = Grants(settings, self.tokens, redis, self.sso)
         fixed = settings.form_secret
         spare = [secrets.token_bytes(32)]  # only if the keys directory were emptied under a running server
         form_secrets = (lambda: [fixed]) if fixed else (lambda: keys.derived_secrets(b"form-token") or spare)
+        self.par = PushedRequests(settings, redis, form_secrets)  # its own key, derived from the form's secret
         self.guard = FormGuard(form_secrets, secure=settings.issuer.startswith("https://"))
         self.jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
         self.logout = LogoutEndpoint(self)
