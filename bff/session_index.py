@@ -36,11 +36,10 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
 # KEYS[1] a sid or sub set, KEYS[2] its "ended" marker; ARGV[1] marker ttl (0: none). Returns the set's members.
-_TAKE = """
-local members = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
+# The set is left as it is: its members go only once their records are deleted (see SessionIndex.end).
+_MARK = """
 if ARGV[1] ~= '0' then redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[1])) end
-return members
+return redis.call('SMEMBERS', KEYS[1])
 """
 
 
@@ -77,10 +76,15 @@ class SessionIndex:
         a user (``sub``) is not marked: a sub-only token ends the sessions there are, not the user's next login."""
         key = _key("sid", sid) if sid else _key("sub", sub or "")
         marker = ENDED_TTL if sid else 0
-        (members,) = await self._write(key, lambda pipe: pipe.eval(_TAKE, 2, key, f"{key}:ended", marker))
+        (members,) = await self._write(key, lambda pipe: pipe.eval(_MARK, 2, key, f"{key}:ended", marker))
         records = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
-        # One write per record: each is in a slot of its own (a durable write stays on one slot)
+        if not records:
+            return 0
+        # One write per record: each is in a slot of its own (a durable write stays on one slot). Only then are they
+        # dropped from the set, and only they (a login indexed meanwhile stays): a logout that fails half-way (503,
+        # even one whose writes landed but were not replicated in time) leaves the index whole for the retry.
         deleted = await asyncio.gather(*(self._delete(record) for record in records))
+        await self._write(key, lambda pipe: pipe.srem(key, *records))
         return sum(deleted)
 
     async def _delete(self, record: str) -> int:
