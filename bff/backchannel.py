@@ -10,6 +10,7 @@ kept in Redis (``SET NX``) until the token would have expired anyway, so a repla
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import jwt
 
 from bff.auth_client import AuthClient
-from bff.errors import BadRequest, ProviderRejected
+from bff.errors import BadRequest, ProviderRejected, StoreUnavailable
 from bff.sessions import ByteStore
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -36,6 +37,7 @@ class InvalidLogoutToken(BadRequest):
 class LogoutRequest:
     sid: str | None
     sub: str | None
+    jti_key: str = ""  # where its jti is marked used (``LogoutTokens.unmark`` when the logout could not be done)
 
 
 class LogoutTokens:
@@ -72,12 +74,19 @@ class LogoutTokens:
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise InvalidLogoutToken("The logout_token's jti is malformed.")
-        await self._first_use(claims["iss"], jti, claims["exp"])
-        return LogoutRequest(sid=sid or None, sub=sub or None)
+        key = await self._first_use(claims["iss"], jti, claims["exp"])
+        return LogoutRequest(sid=sid or None, sub=sub or None, jti_key=key)
 
-    async def _first_use(self, iss: str, jti: str, exp: Any) -> None:
+    async def unmark(self, found: LogoutRequest) -> None:
+        """Forget that ``found``'s jti was used: its logout failed (503), and the provider's retry of the same token
+        (§2.8: it may retry) must be heard, not refused as a replay. Best effort: the store may be down."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.release(found.jti_key, "1")
+
+    async def _first_use(self, iss: str, jti: str, exp: Any) -> str:
         key = f"bff:{{bcl-jti:{hashlib.sha256(f'{iss} {jti}'.encode()).hexdigest()}}}"
         # int arithmetic: a signed exp of 10**400 is valid JSON and a valid NumericDate, but no float
         ttl = min(max(int(exp) - int(time.time()), 0) + LEEWAY, MAX_AGE + LEEWAY) + 1
         if not await self.store.acquire(key, "1", int(ttl * 1000)):  # SET NX: the first use anywhere wins
             raise InvalidLogoutToken("The logout_token was used before (jti replay).")
+        return key

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from bff.auth_client import AuthClient
 from bff.backchannel import InvalidLogoutToken, LogoutTokens
 from bff.endpoints import cookie
-from bff.errors import AuthServerUnavailable, BadRequest
+from bff.errors import AuthServerUnavailable, BadRequest, StoreUnavailable
 from bff.metrics import Metrics
 from bff.session_index import SessionIndex
 from bff.sessions import SessionManager, logout_id, new_state
@@ -106,7 +106,11 @@ class Logout:
     async def backchannel(self, request: Request) -> Response:
         token = await self._logout_token(request)
         found = await self.tokens.validate(token)
-        ended = await self.index.end(sid=found.sid, sub=found.sub)
+        try:
+            ended = await self.index.end(sid=found.sid, sub=found.sub)
+        except StoreUnavailable:  # 503, and the provider may retry the same token: its jti must not count as used
+            await self.tokens.unmark(found)
+            raise
         if ended:
             self.metrics.sessions.labels("backchannel_logout").inc(ended)
         log.info("back-channel logout: %d session(s) ended", ended)

@@ -12,6 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from servicekit.durable import Durable, WaitPolicy
 from tests.bff.conftest import PUBLIC_URL, Rig, running
 from tests.bff.doubles import Browser, Provider
 
@@ -240,6 +241,26 @@ async def test_the_back_channel_refuses_a_replayed_jti(rig: Rig) -> None:
     response = await backchannel(rig, replay)
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
     assert await alive(second)
+
+
+async def test_a_logout_token_refused_with_503_is_heard_when_the_provider_retries_it(rig: Rig) -> None:
+    """Back-Channel Logout §2.8: a provider may retry; the auth server's notifier retries a 5xx with the same token.
+    A logout that could not be made durable (503) must not leave the token's jti marked used, or the retry would be
+    refused as a replay (400, final) and the session would live on."""
+    browser = await rig.logged_in()
+    logout = next(r.endpoint.__self__ for r in rig.app.routes if getattr(r, "path", "") == "/bff/backchannel")
+    working = logout.index.durable
+    token = rig.provider.logout_token(sid=provider_sids(rig)[0])
+    logout.index.durable = Durable(working.client, WaitPolicy(1, 50))  # a replica required that is not there
+    try:
+        assert (await backchannel(rig, token)).status_code == 503
+    finally:
+        await logout.index.durable.aclose()
+        logout.index.durable = working
+    assert await alive(browser)
+    assert (await backchannel(rig, token)).status_code == 200  # the same token, retried
+    assert not await alive(browser)
+    assert (await backchannel(rig, token)).status_code == 400  # done once: now it is a replay
 
 
 @pytest.mark.parametrize(
