@@ -66,7 +66,7 @@ async def _add_user(settings: Settings, username: str, password: str) -> str:
 
     redis = open_redis(settings.redis_url, settings.redis_cluster)
     try:
-        store = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
+        store = UserStore(redis)
         user = await store.create(username, password)
         return user.sub
     finally:
@@ -87,7 +87,7 @@ async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
 
     redis = open_redis(settings.redis_url, settings.redis_cluster)
     try:
-        store = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
+        store = UserStore(redis)
         user = await store.find(username)
         if user is None:
             raise LookupError(username)

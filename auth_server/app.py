@@ -19,7 +19,7 @@ from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis, store_down_handlers
 
 from .endpoints import Endpoints, oauth_error_response
-from .errors import OAuthError, SignUpError, StoreUnavailable
+from .errors import OAuthError, SignUpError, SignUpThrottled, StoreUnavailable
 from .keys import KeyRing
 from .metrics import ACCESS, Metrics
 from .settings import Settings
@@ -74,10 +74,13 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
 
     async def signup_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignUpError)
+        headers = {"Cache-Control": "no-store"}
+        if isinstance(exc, SignUpThrottled):
+            headers["Retry-After"] = str(exc.retry_after)  # RFC 6585 §4
         return JSONResponse(
             {"error": exc.error, "error_description": exc.description, "field": exc.field},
             status_code=exc.status_code,
-            headers={"Cache-Control": "no-store"},
+            headers=headers,
         )
 
     async def store_unavailable(request: Request, exc: Exception) -> Response:

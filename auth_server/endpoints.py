@@ -15,6 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from servicekit.proxies import TrustedProxies
+
 from .backchannel import LogoutNotifier
 from .dpop import DPOP_ALGORITHMS, DPoPCheck
 from .errors import (
@@ -26,6 +28,7 @@ from .errors import (
     LoginThrottled,
     OAuthError,
     SignUpError,
+    SignUpThrottled,
     TokenRejected,
     UseDPoPNonce,
 )
@@ -37,6 +40,7 @@ from .metrics import Metrics
 from .par import PushedRequests
 from .settings import Settings
 from .sso import SSOStore
+from .throttle import LoginThrottle, SignUpLimit
 from .tokens import AT_TYP, MAX_TOKEN_LENGTH, RT_TYP, TokenService
 from .users import User, UserStore
 
@@ -63,7 +67,16 @@ class Endpoints:
         self.redis = redis
         self.keys = keys
         self.metrics = metrics
-        self.users = UserStore(redis, max_failures=settings.login_max_failures, window=settings.login_window)
+        throttle = LoginThrottle(
+            redis,
+            max_failures=settings.login_max_failures,
+            per_address=settings.login_max_failures_per_address,
+            per_account=settings.login_max_failures_per_account,
+            window=settings.login_window,
+        )
+        self.users = UserStore(redis, throttle)
+        self.signups = SignUpLimit(redis, limit=settings.signup_max_per_address, window=settings.signup_window)
+        self.proxies = TrustedProxies(settings.trusted_proxies)
         self.tokens = TokenService(settings, keys, redis)
         self.notifier = LogoutNotifier(
             settings, self.tokens, lambda outcome: metrics.backchannel_logouts.labels(outcome).inc()
@@ -207,6 +220,11 @@ class Endpoints:
             self.keys.jwks(), headers={"Cache-Control": f"public, max-age={self.settings.jwks_max_age}"}
         )
 
+    def client_address(self, request: Request) -> str:
+        """The client's address: the peer's, or from X-Forwarded-For when the peer is in AUTH_TRUSTED_PROXIES."""
+        peer = request.client.host if request.client else None
+        return self.proxies.client_address(peer, request.scope["headers"])
+
     # --- authorization endpoint ---------------------------------------------------------------------------
 
     async def authorize_get(self, request: Request) -> Response:
@@ -262,7 +280,7 @@ class Endpoints:
                 request, auth, 400, username=username[:64], error="Enter your username and password."
             )
         try:
-            user = await self.users.authenticate(username, password)
+            user = await self.users.authenticate(username, password, self.client_address(request))
         except LoginThrottled as exc:
             self.metrics.login_failures.labels("throttled").inc()
             return self.login_page(
@@ -300,6 +318,7 @@ class Endpoints:
         error: str = "",
         username: str = "",
         created: str = "",
+        headers: dict[str, str] | None = None,
     ) -> HTMLResponse:
         cookie, new = self.guard.cookie_for(request)
         token = self.guard.token("register", cookie, {})
@@ -313,6 +332,7 @@ class Endpoints:
             username=username,
             created=created,
             action=f"{self.settings.issuer}/register",
+            headers=headers,
         )
 
     async def register_get(self, request: Request) -> Response:
@@ -320,7 +340,14 @@ class Endpoints:
             params = query_params(request)
         except InvalidRequest as exc:
             return self.error_page(exc.description)
-        return self.register_page(request, next_url=self._safe_next(params.get("next", "")))
+        next_url = self._safe_next(params.get("next", ""))
+        try:
+            await self.signups.check(self.client_address(request))
+        except SignUpThrottled as exc:
+            return self.register_page(
+                request, 429, next_url=next_url, error=exc.description, headers={"Retry-After": str(exc.retry_after)}
+            )
+        return self.register_page(request, next_url=next_url)
 
     async def register_post(self, request: Request) -> Response:
         try:
@@ -338,10 +365,17 @@ class Endpoints:
                 error="This form has expired. Please try again.",
             )
         try:
-            user = await self.users.create(username, form.get("password"))
+            address = self.client_address(request)
+            user = await self.users.create(username, form.get("password"), admit=lambda: self.signups.count(address))
         except SignUpError as exc:
+            retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, SignUpThrottled) else None
             return self.register_page(
-                request, exc.status_code, next_url=next_url, username=username[:64], error=exc.description
+                request,
+                exc.status_code,
+                next_url=next_url,
+                username=username[:64],
+                error=exc.description,
+                headers=retry,
             )
         if next_url:
             return RedirectResponse(f"{self.settings.issuer}{next_url}", status_code=303, headers=NO_STORE)
@@ -358,7 +392,10 @@ class Endpoints:
             raise InvalidRequest("The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise InvalidRequest("The request body must be a JSON object.")
-        user = await self.users.create(data.get("username"), data.get("password"))
+        address = self.client_address(request)
+        user = await self.users.create(
+            data.get("username"), data.get("password"), admit=lambda: self.signups.count(address)
+        )
         return JSONResponse({"sub": user.sub, "username": user.username}, status_code=201, headers=NO_STORE)
 
     # --- token, revocation, introspection -----------------------------------------------------------------

@@ -18,7 +18,8 @@
      │    │    └── UseDPoPNonce      400 use_dpop_nonce, with a DPoP-Nonce header (RFC 9449 §8)
      │    └── StoreUnavailable       503 temporarily_unavailable (Redis down)
      ├── SignUpError                 400 with the field at fault
-     │    └── UsernameTaken          409
+     │    ├── UsernameTaken          409
+     │    └── SignUpThrottled        429 with Retry-After (too many sign-ups from one address)
      ├── KeyFileError                a key file cannot be read, or no key can be made (start-up fails)
      ├── TokenRejected               one of our own tokens failed a check (callers map it to their RFC's error)
      ├── LoginThrottled              429 with Retry-After
@@ -135,6 +136,15 @@ class UsernameTaken(SignUpError):
 
     def __init__(self) -> None:
         super().__init__("username", "This username is taken.")
+
+
+class SignUpThrottled(SignUpError):
+    status_code = 429
+    error = "too_many_requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("", "Too many sign-ups from this address. Please try again later.")
+        self.retry_after = max(1, retry_after)
 
 
 class KeyFileError(AuthServerError):

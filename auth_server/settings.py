@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from servicekit.durable import WaitPolicy
+from servicekit.proxies import IPNetwork, networks
 from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_int, http_url
 
@@ -138,6 +139,11 @@ class Settings:
     clients: tuple[Client, ...] = ()
     login_max_failures: int = 10
     login_window: int = 900
+    login_max_failures_per_address: int = 100  # across accounts: password spraying from one address
+    login_max_failures_per_account: int = 100  # across addresses: the backstop (NIST SP 800-63B §5.2.2)
+    signup_max_per_address: int = 20
+    signup_window: int = 3600
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # peers whose X-Forwarded-For names the client (servicekit.proxies)
     jwks_max_age: int = 300
     key_activation_delay: int = 300
     max_body: int = 65_536
@@ -176,6 +182,11 @@ class Settings:
             clients=parse_clients(env.get("AUTH_CLIENTS") or "[]"),
             login_max_failures=env_int(env, "AUTH_LOGIN_MAX_FAILURES", 10, minimum=1),
             login_window=env_int(env, "AUTH_LOGIN_WINDOW", 900, minimum=1),
+            login_max_failures_per_address=env_int(env, "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, minimum=1),
+            login_max_failures_per_account=env_int(env, "AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", 100, minimum=1),
+            signup_max_per_address=env_int(env, "AUTH_SIGNUP_MAX_PER_ADDRESS", 20, minimum=1),
+            signup_window=env_int(env, "AUTH_SIGNUP_WINDOW", 3600, minimum=1),
+            trusted_proxies=networks("AUTH_TRUSTED_PROXIES", env.get("AUTH_TRUSTED_PROXIES") or ""),
             jwks_max_age=jwks_max_age,
             key_activation_delay=env_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
             max_body=env_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),

@@ -1,7 +1,7 @@
-"""Users in Redis: username → {sub, username, argon2id hash}; sign-up, password checks and login throttling.
+"""Users in Redis: username → {sub, username, argon2id hash}; sign-up and password checks.
 
-Keys: ``auth:user:<lower-cased username>`` (JSON record: sub, username, hash) and
-``auth:fail:<lower-cased username>`` (login attempts since the last success, over the throttling window).
+Keys: ``auth:user:<lower-cased username>`` (JSON record: sub, username, hash). Logins are throttled by
+``auth_server.throttle`` (per account and address), around the password check.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,8 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .errors import LoginThrottled, SignUpError, UsernameTaken
+from .errors import SignUpError, UsernameTaken
+from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,9 @@ def validate_password(password: Any) -> str:
 
 
 class UserStore:
-    def __init__(self, redis: Any, *, max_failures: int, window: int) -> None:
+    def __init__(self, redis: Any, throttle: LoginThrottle | None = None) -> None:
         self.redis = redis
-        self.max_failures = max_failures
-        self.window = window
+        self.throttle = throttle  # None: no throttling (the command line's own use)
         self._dummy_hash: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -69,9 +69,12 @@ class UserStore:
     def _key(username: str) -> str:
         return f"auth:user:{username.lower()}"
 
-    async def create(self, username: Any, password: Any) -> User:
+    async def create(self, username: Any, password: Any, *, admit: Callable[[], Awaitable[None]] | None = None) -> User:
+        """``admit``: the sign-up limit, counted once the input is well-formed (before any hashing)."""
         username = validate_username(username)
         password = validate_password(password)
+        if admit is not None:
+            await admit()
         key = self._key(username)
         if await self.redis.exists(key):
             raise UsernameTaken()
@@ -106,20 +109,26 @@ class UserStore:
             self._dummy_hash = str(await self._argon2(HASHER.hash, secrets.token_urlsafe(16)))
         return self._dummy_hash
 
-    async def authenticate(self, username: str, password: str) -> User | None:
+    async def authenticate(self, username: str, password: str, address: str = "") -> User | None:
         """The user, or None for a wrong username or password (same work either way: no user enumeration).
 
-        Attempts are counted before the password is checked (one atomic INCR), so parallel guesses cannot slip
-        past the limit; a successful login clears the count (OWASP Authentication Cheat Sheet).
-        """
-        fail_key = f"auth:fail:{username.lower()[:64]}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(fail_key)
-            pipe.expire(fail_key, self.window, nx=True)
-            attempts, _ = await pipe.execute()
-        if int(attempts) > self.max_failures:
-            ttl = await self.redis.ttl(fail_key)
-            raise LoginThrottled(ttl if ttl > 0 else self.window)
+        ``address``: the client's, for the throttle; :class:`LoginThrottled` when a limit is reached. Only failures
+        count, and attempts in flight are held within the limits, so parallel guesses cannot slip past them; a
+        successful login clears the account's counts (OWASP Authentication Cheat Sheet)."""
+        if self.throttle is None:
+            return await self._check(username, password)
+        counters = self.throttle.counters(username, address)
+        await self.throttle.admit(counters)
+        user = None
+        try:
+            user = await self._check(username, password)
+        finally:
+            # A cancelled check (client gone) counts as a failure: dropping the connection must not be a free guess.
+            with anyio.CancelScope(shield=True):
+                await self.throttle.settle(counters, failed=user is None)
+        return user
+
+    async def _check(self, username: str, password: str) -> User | None:
         raw = await self.redis.get(self._key(username)) if USERNAME.fullmatch(username) else None
         record = json.loads(raw) if raw is not None else None
         hashed = record["hash"] if record else await self._dummy()
@@ -130,5 +139,4 @@ class UserStore:
             ok = False
         if not ok or record is None:
             return None
-        await self.redis.delete(fail_key)
         return User(sub=record["sub"], username=record["username"])

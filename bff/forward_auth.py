@@ -19,8 +19,6 @@ The common case costs one Redis command (the session's GETEX), as a proxied requ
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -32,35 +30,10 @@ from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
 from bff.paths import climbs
 from bff.routes import API_PREFIX
-from bff.settings import IPNetwork
+from servicekit.proxies import TrustedProxies
 
 PATH = "/bff/auth"
 URI_LIMIT = 8192  # longer original URIs are refused (nginx's own default limit is 8 KiB per header line)
-_TRUST_CACHE = 1024  # peer address -> trusted, for the few addresses proxies connect from
-
-
-class TrustedProxies:
-    """Membership of a peer address in the configured networks, remembered per address."""
-
-    def __init__(self, networks: Iterable[IPNetwork]) -> None:
-        self.networks = tuple(networks)
-        self._known: dict[str, bool] = {}
-
-    def __contains__(self, host: object) -> bool:
-        if not isinstance(host, str):
-            return False
-        known = self._known.get(host)
-        if known is None:
-            try:
-                address = ipaddress.ip_address(host.split("%", 1)[0])  # an IPv6 zone id is not part of the address
-            except ValueError:
-                known = False  # a Unix socket path or a name: not an address we were told to trust
-            else:
-                mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
-                known = any((mapped or address) in net for net in self.networks)
-            if len(self._known) < _TRUST_CACHE:
-                self._known[host] = known
-        return known
 
 
 def api_route(uri: str) -> tuple[str, str]:

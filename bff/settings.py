@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,28 +9,11 @@ from urllib.parse import urlsplit
 
 from bff.routes import RouteTable, parse_routes
 from servicekit.durable import WaitPolicy
+from servicekit.proxies import LOOPBACK, IPNetwork, networks
 from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
 HOST_PREFIX = "__Host-"
-
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-LOOPBACK = "127.0.0.0/8,::1/128"
-
-
-def _networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
-    if raw.strip().lower() == "none":  # nobody: /bff/auth is 403 for every peer (no forward auth in front)
-        return ()
-    networks = []
-    for part in raw.split(","):
-        if not part.strip():
-            continue
-        try:
-            networks.append(ipaddress.ip_network(part.strip()))  # strict: 10.0.0.1/8 is a typo, not a network
-        except ValueError:
-            raise SettingsError(f"{name} must be comma-separated CIDRs, got {part.strip()!r}") from None
-    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -58,7 +40,7 @@ class Settings:
     auth_internal_url: str | None = None
     dpop_key_file: str | None = None  # DESIGN §9: a PEM EC P-256 private key; every token obtained is DPoP-bound
     # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes
-    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: _networks("", LOOPBACK))
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: networks("", LOOPBACK))
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
     post_logout_url: str = "http://localhost:8000/"  # where the provider sends the browser after logout (DESIGN §6)
 
@@ -103,7 +85,7 @@ class Settings:
                 else None
             ),
             dpop_key_file=env.get("BFF_DPOP_KEY_FILE") or None,
-            trusted_proxies=_networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or LOOPBACK),
+            trusted_proxies=networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or LOOPBACK),
             post_logout_url=http_url(
                 "BFF_POST_LOGOUT_URL", env.get("BFF_POST_LOGOUT_URL") or f"{public_url}/", strip_slash=False
             ),
