@@ -17,6 +17,8 @@ import re
 import time
 from typing import Any, TypedDict
 
+from servicekit.durable import Durable, WaitPolicy
+
 from .errors import InvalidRequest
 
 STREAM = "auth:revocations"
@@ -33,13 +35,16 @@ class Revocation(TypedDict):
 
 
 class RevocationFeed:
-    def __init__(self, redis: Any, access_ttl: int) -> None:
+    def __init__(self, redis: Any, access_ttl: int, durable: Durable | None = None) -> None:
         self.redis = redis
         self.retention = access_ttl + LEEWAY_MARGIN
+        # An entry lost in a failover would leave the login's access tokens good at every verifier until they
+        # expire: it waits for the replicas, as the revocation of the family itself does (servicekit.durable).
+        self.durable = durable or Durable(redis, WaitPolicy(replicas=0))
 
     async def publish(self, sid: str) -> None:
         oldest = int((time.time() - self.retention) * 1000)
-        await self.redis.xadd(STREAM, {"sid": sid}, minid=oldest, approximate=False)
+        await self.durable.write(STREAM, lambda pipe: pipe.xadd(STREAM, {"sid": sid}, minid=oldest, approximate=False))
 
     async def since(self, cursor: str) -> tuple[list[Revocation], str, bool]:
         """Entries after ``cursor`` ("0": all), the new cursor, and whether more are waiting."""

@@ -124,7 +124,7 @@ class TokenService:
         self.durable = Durable(redis, settings.redis_wait)
         # Told (sid, sub, client_id) whenever a family ends here: revocation or reuse (back-channel logout, §6).
         self.on_family_ended: Callable[[str, str, str], None] = lambda sid, sub, client_id: None
-        self.revocations = RevocationFeed(redis, settings.access_ttl)
+        self.revocations = RevocationFeed(redis, settings.access_ttl, self.durable)
 
     # --- signing ------------------------------------------------------------------------------------------
 
@@ -365,5 +365,5 @@ class TokenService:
         """The one place every end of a login reaches (its family already gone: revocation, logout, reuse, a replayed
         code): the revocation feed learns its ``sid``, so resource servers refuse its access tokens (DESIGN §9), and
         the family's clients hear of it (``on_family_ended``: back-channel logout, DESIGN §6)."""
+        self.on_family_ended(sid, sub, client_id)  # first: only schedules, and must not wait on the feed's write
         await self.revocations.publish(sid)
-        self.on_family_ended(sid, sub, client_id)
