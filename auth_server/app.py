@@ -117,5 +117,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             Exception: server_error,
         },
     )
+    # Starlette's trailing-slash redirect is absolute and built from the Host header: a forged Host became the
+    # Location (issue #10). A path is served as spelled, or is 404.
+    app.router.redirect_slashes = False
     app.state.endpoints = ep
     return app

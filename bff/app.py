@@ -226,6 +226,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         exception_handlers={BFFError: bff_error, **client_gone_handlers(), Exception: server_error},
         lifespan=lifespan,
     )
+    # Starlette's trailing-slash redirect is absolute and built from the Host header: a forged Host became the
+    # Location (issue #10; auth_server.app). A path is served as spelled, or is 404.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.metrics = metrics
     return app

@@ -73,7 +73,9 @@ SPOOFABLE = frozenset(
 DROP_REQUEST = HOP_BY_HOP | SPOOFABLE | {b"cookie", b"authorization", b"dpop", b"host", b"x-csrf", b"expect"}
 # An upstream never sets cookies on the BFF's site, nor clears them (Clear-Site-Data "cookies" would drop the session
 # cookie and orphan the session: the user looks logged out, the session lives on until it expires).
-DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2", b"clear-site-data"}
+# Date and Server are the BFF's own server's (uvicorn writes both on every answer, RFC 9110 §6.6.1, §10.2.4): the
+# upstream's beside them made two of each.
+DROP_RESPONSE = HOP_BY_HOP | {b"set-cookie", b"set-cookie2", b"clear-site-data", b"date", b"server"}
 REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are buffered, hence replayable after a refresh
 CHUNK = 64 * 1024
 UPSTREAM_POOL = 512  # pooled connections to all upstreams together

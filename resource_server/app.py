@@ -283,7 +283,7 @@ def create_app(
         Route("/notes/{note_id}", delete_note, methods=["DELETE"]),
         *live_routes(verifier),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(
@@ -310,3 +310,5 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # it built an absolute Location from the Host header (auth_server.app)
+    return app

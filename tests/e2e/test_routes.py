@@ -424,3 +424,41 @@ async def test_websocket_cap_answers_503(route_stack: Callable[..., RouteStack])
                 assert (await ws.receive(timeout=5)).data == "echo:x"
     finally:
         await close_clients(rs)
+
+
+# --- answer headers ---------------------------------------------------------------------------------------------
+
+
+async def test_every_answer_has_one_date_and_one_server_header(route_stack: Callable[..., RouteStack]) -> None:
+    """An upstream's Date and Server were passed on beside the BFF's own server's: two of each (issue #10 item 9a)."""
+    rs = route_stack()
+    browser = rs.browser()
+
+    def once(headers: Any, where: str) -> None:
+        for name in ("date", "server"):
+            assert len(headers.getall(name, [])) == 1, (where, name, list(headers.items()))
+
+    try:
+        await rs.login(browser)
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        auth = {"X-CSRF": "1", "Cookie": cookie}
+        async with aiohttp.ClientSession(rs.stack.bff_url) as session:
+            for path in ("/api/orders/notes", "/api/leaky/x", "/api/public/x", "/api/orders/../x", "/bff/user"):
+                async with session.get(path, headers=auth) as response:
+                    once(response.headers, path)
+            rs.echo.release.set()  # the event stream ends at once
+            async with session.get("/api/maybe/events", headers=auth) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                once(response.headers, "stream")
+            forward = {**auth, "X-Original-URI": "/api/orders/notes", "X-Original-Method": "GET"}
+            async with session.get("/bff/auth", headers=forward) as response:  # loopback: a trusted proxy
+                assert response.status == 200
+                once(response.headers, "/bff/auth")
+            ws = await session.ws_connect("/api/chat/ws/room", headers={"Cookie": cookie, "Origin": rs.stack.bff_url})
+            try:
+                assert ws._response is not None
+                once(ws._response.headers, "websocket handshake")
+            finally:
+                await ws.close()
+    finally:
+        await close_clients(rs)
