@@ -102,7 +102,7 @@ async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
         notifier = LogoutNotifier(settings, tokens)
         tokens.on_family_ended = notifier.family_ended
         try:
-            return await Logouts(tokens, SSOStore(settings, redis)).revoke_user(user.sub)
+            return await Logouts(tokens, SSOStore(settings, redis, tokens.durable)).revoke_user(user.sub)
         finally:
             await notifier.drain(limit=10.0)  # every client hears of it before the command returns
     finally:

@@ -82,7 +82,7 @@ class Endpoints:
             settings, self.tokens, lambda outcome: metrics.backchannel_logouts.labels(outcome).inc()
         )
         self.tokens.on_family_ended = self.notifier.family_ended  # back-channel logout (DESIGN §6)
-        self.sso = SSOStore(settings, redis)
+        self.sso = SSOStore(settings, redis, self.tokens.durable)
         self.logouts = Logouts(self.tokens, self.sso)
         self.dpop = DPoPCheck(settings, redis, keys)
         self.grants = Grants(settings, self.tokens, redis, self.sso)

@@ -41,9 +41,11 @@ class Logouts:
 
     async def end_sso(self, sso_id: str) -> int:
         """End SSO session ``sso_id`` and the families born of it; returns how many families were alive."""
+        await self.sso.end(sso_id)
         ended = 0
-        for sid in await self.sso.end(sso_id):
+        for sid in await self.sso.families(sso_id):
             ended += await self.tokens.revoke_family(sid)
+        await self.sso.forget_families(sso_id)
         return ended
 
     async def revoke_user(self, sub: str) -> tuple[int, int]:

@@ -23,6 +23,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from servicekit.durable import Durable, WaitPolicy
+
 from .settings import Settings
 
 
@@ -44,9 +46,12 @@ class SSOSession:
 
 
 class SSOStore:
-    def __init__(self, settings: Settings, redis: Any) -> None:
+    def __init__(self, settings: Settings, redis: Any, durable: Durable | None = None) -> None:
         self.settings = settings
         self.redis = redis
+        # Its end waits for the replicas (servicekit.durable), as the families' do: a logout lost in a failover
+        # would bring the browser's SSO session back, and the next login would skip the password.
+        self.durable = durable or Durable(redis, WaitPolicy(replicas=0))
         secure = settings.issuer.startswith("https://")
         # __Host- cookies must be Secure; a plain-http issuer (development) gets a plain name.
         self.cookie_name = "__Host-auth-sso" if secure else "auth-sso"
@@ -127,11 +132,14 @@ class SSOStore:
     async def families(self, sso_id: str) -> list[str]:
         return sorted(_text(s) for s in await self.redis.smembers(f"{sso_key(sso_id)}:fams"))
 
-    async def end(self, sso_id: str) -> list[str]:
-        """End the SSO session; returns the family sids born of it (the caller ends them)."""
-        sids = await self.families(sso_id)
-        await self.redis.delete(sso_key(sso_id), f"{sso_key(sso_id)}:fams")
-        return sids
+    async def end(self, sso_id: str) -> None:
+        """End the SSO session (no login joins it any more). Its families stay listed until ``forget_families``:
+        ``Logouts.end_sso`` ends them in between, so a logout failing half-way (a 503) finds them when retried."""
+        key = sso_key(sso_id)
+        await self.durable.write(key, lambda pipe: pipe.delete(key))
+
+    async def forget_families(self, sso_id: str) -> None:
+        await self.redis.delete(f"{sso_key(sso_id)}:fams")
 
     async def of_user(self, sub: str) -> tuple[list[str], list[str]]:
         """(SSO ids, family sids) ever recorded for the user and not yet expired from the indexes."""

@@ -12,12 +12,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from auth_server.app import create_app
+from servicekit.durable import Durable, WaitPolicy
+from tests.conftest import free_port
 
 from .helpers import (
     CLIENTS,
@@ -135,6 +138,33 @@ async def test_logout_with_a_hint_ends_the_sso_session_and_every_login_born_of_i
         ("bff", claims_of(bff["id_token"])["sid"]),
         ("other", claims_of(other["id_token"])["sid"]),
     ]
+
+
+async def test_a_logout_answered_503_half_way_ends_every_login_when_retried(
+    redis_url: str, keys_dir: Path, receiver: Receiver
+) -> None:
+    """The SSO session's list of its logins is dropped only after they are ended: a logout that failed half-way
+    (here Redis unreachable for the families' revocation: 503) ends them all when the user or RP tries again."""
+    app = create_app(make_settings(redis_url, keys_dir, AUTH_CLIENTS=logout_clients(receiver)))
+    async with serve_in_process(app) as client:
+        assert (await client.post("/users", json={"username": USERNAME, "password": PASSWORD})).status_code == 201
+        bff = await password_login(client)
+        other = await sso_login(client, "other", "http://other.test/cb", "other-secret-0123456789")
+        tokens = app.state.endpoints.tokens
+        working = tokens.durable
+        unreachable = aioredis.Redis(port=free_port(), retry_on_error=[], retry=None)
+        tokens.durable = Durable(unreachable, WaitPolicy(replicas=0))
+        params = {"id_token_hint": bff["id_token"]}
+        try:
+            assert (await client.get("/oauth/logout", params=params)).status_code == 503
+        finally:
+            tokens.durable = working
+            await unreachable.aclose()
+        assert (await client.get("/oauth/logout", params=params)).status_code == 200  # retried: signed out
+        for login, auth in ((bff, ("bff", "bff-secret-0123456789")), (other, ("other", "other-secret-0123456789"))):
+            body = {"grant_type": "refresh_token", "refresh_token": login["refresh_token"]}
+            assert (await client.post("/oauth/token", data=body, auth=auth)).json()["error"] == "invalid_grant"
+        await assert_password_asked(client)
 
 
 async def test_a_logout_token_is_what_back_channel_logout_says(
