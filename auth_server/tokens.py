@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 
-from servicekit.durable import Durable
+from servicekit.durable import Durable, NotReplicated
 
 from . import retry_grace
 from .errors import TokenRejected
@@ -355,10 +355,19 @@ class TokenService:
             pipe.hmget(key, ["sub", "client_id"])
             pipe.delete(key)
 
-        (sub, client_id), deleted = await self.durable.write(key, queue)
+        unconfirmed: NotReplicated | None = None
+        try:
+            results = await self.durable.write(key, queue)
+        except NotReplicated as exc:
+            # The master deleted it, only the replicas are late: the end is announced all the same (the request
+            # still gets its 503), for a retry would find nothing to delete and so announce nothing.
+            results, unconfirmed = exc.results, exc
+        (sub, client_id), deleted = results
         if deleted and sub is not None and client_id is not None:
             text = [v.decode() if isinstance(v, bytes) else v for v in (sub, client_id)]
             await self.login_ended(sid, text[0], text[1])
+        if unconfirmed is not None:
+            raise unconfirmed
         return bool(deleted)
 
     async def login_ended(self, sid: str, sub: str, client_id: str) -> None:

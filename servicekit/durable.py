@@ -43,7 +43,14 @@ REPLICAS_TTL = 1.0  # seconds a master's replica count is trusted (INFO is cheap
 
 
 class NotReplicated(RedisConnectionError):
-    """Fewer replicas than required acknowledged a write in time: not durable, so not acknowledged (503)."""
+    """Fewer replicas than required acknowledged a write in time: not durable, so not acknowledged (503).
+
+    The master did run the commands: ``results`` holds their answers, for a caller whose write has consequences
+    that must follow even so (a deletion whose retry would find nothing left to delete)."""
+
+    def __init__(self, message: str, results: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.results = results or []
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,9 @@ class Durable:
         acked = results.pop()
         if acked < required:
             self._replicas.pop(None if node is None else (node.host, node.port), None)  # ask again next time
-            raise NotReplicated(f"{acked} of {required} replicas acknowledged within {self.policy.timeout_ms} ms")
+            raise NotReplicated(
+                f"{acked} of {required} replicas acknowledged within {self.policy.timeout_ms} ms", results
+            )
         return results
 
     def _relearn_layout(self) -> None:

@@ -260,6 +260,32 @@ async def test_the_end_of_a_family_is_sent_on_the_back_channel(
     assert claims_of(token)["sid"] == sid and claims_of(token)["sub"] == user["sub"]
 
 
+async def test_a_revocation_answered_503_for_late_replicas_is_still_announced(
+    redis_url: str, keys_dir: Path, receiver: Receiver
+) -> None:
+    """A revocation whose deletion reached the master but not the replicas in time is a 503 (not durable), yet the
+    family is gone: its end must reach the feed and the back channel now, for a retry would find nothing to end."""
+    app = create_app(make_settings(redis_url, keys_dir, AUTH_CLIENTS=logout_clients(receiver)))
+    async with serve_in_process(app) as client:
+        assert (await client.post("/users", json={"username": USERNAME, "password": PASSWORD})).status_code == 201
+        login = await password_login(client)
+        sid = claims_of(login["id_token"])["sid"]
+        tokens = app.state.endpoints.tokens
+        working = tokens.durable
+        tokens.durable = Durable(working.client, WaitPolicy(1, 50))  # a replica required that is not there
+        try:
+            body = {"token": login["refresh_token"]}
+            late = await client.post("/oauth/revoke", data=body, auth=("bff", "bff-secret-0123456789"))
+            assert late.status_code == 503
+        finally:
+            await tokens.durable.aclose()
+            tokens.durable = working
+        [token] = await receiver.wait(1)
+        assert claims_of(token)["sid"] == sid
+        feed = (await client.get("/oauth/revocations")).json()["revocations"]
+        assert sid in [entry["sid"] for entry in feed]
+
+
 async def test_delivery_is_retried_after_a_server_error(
     client: httpx.AsyncClient, user: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
