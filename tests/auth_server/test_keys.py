@@ -66,6 +66,8 @@ async def test_rotation_publishes_first_then_signs_and_keeps_old_tokens_verifiab
         key_set = KeySet.import_key_set(jwks)
         assert jose_jwt.decode(await cc_token(client), key_set).header["kid"] == old_kid  # ... but signs later
     # Once the activation delay has passed, the new key signs; the old one stays published for its tokens.
+    # (rotate dates a key made in the old key's second one second later, so that names sort by age: wait for it.)
+    await asyncio.sleep(max(0.0, new.created - time.time()))
     app = create_app(make_settings(redis_url, keys_dir, AUTH_KEY_ACTIVATION_DELAY="0"))
     async with serve_in_process(app) as client:
         new_token = await cc_token(client)
