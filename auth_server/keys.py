@@ -14,7 +14,6 @@ import base64
 import functools
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -28,6 +27,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from resource_server.verifier.dpop import jwk_thumbprint
 
 from .errors import KeyFileError
 
@@ -68,13 +69,6 @@ def public_jwk(key: PrivateKey) -> dict[str, Any]:
     return jwk
 
 
-def thumbprint(jwk: dict[str, Any]) -> str:
-    """RFC 7638: SHA-256 over the required members, sorted, without whitespace."""
-    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
-    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
-    return _b64(hashlib.sha256(canonical.encode()).digest())
-
-
 def generate(alg: str) -> PrivateKey:
     if alg == "RS256":
         return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
@@ -107,7 +101,7 @@ def write_key(keys_dir: Path, alg: str, now: int | None = None) -> SigningKey:
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = generate(alg)
     created = int(time.time()) if now is None else now
-    kid = thumbprint(public_jwk(private))
+    kid = jwk_thumbprint(public_jwk(private))
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -138,7 +132,7 @@ def read_keys(keys_dir: Path) -> list[SigningKey]:
             raise KeyFileError(f"cannot read key file {path}: {exc}") from exc
         alg = alg_of(private)
         assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
-        keys.append(SigningKey(thumbprint(public_jwk(private)), alg, int(match.group(1)), private, path))
+        keys.append(SigningKey(jwk_thumbprint(public_jwk(private)), alg, int(match.group(1)), private, path))
     keys.sort(key=lambda k: (k.created, k.kid))
     return keys
 

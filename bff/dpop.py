@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from resource_server.verifier.dpop import jwk_thumbprint
+
 __all__ = ["DPoPKeyError", "DPoPSigner", "credential_headers"]
 
 MAX_NONCES = 1024  # origins whose latest nonce is kept
@@ -60,9 +62,7 @@ class DPoPSigner:
             "x": _b64url(numbers.x.to_bytes(32, "big")),
             "y": _b64url(numbers.y.to_bytes(32, "big")),
         }
-        # RFC 7638: the thumbprint over the required members in lexicographic order (what cnf.jkt will hold)
-        canonical = json.dumps({k: self.jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
-        self.jkt = _b64url(hashlib.sha256(canonical.encode()).digest())
+        self.jkt = jwk_thumbprint(self.jwk)  # RFC 7638, what a bound token's cnf.jkt holds
         header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}
         self._header = _b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
         self._key = private_key
