@@ -253,8 +253,14 @@ async def test_password_hashing_does_not_block_the_event_loop(client: httpx.Asyn
         await asyncio.gather(ticker(), logins())
     finally:
         gc.enable()
-    # Six argon2id checks run in worker threads: the loop keeps ticking instead of stalling for a whole hash.
-    assert max(gaps) < one_hash * 0.75, (max(gaps), one_hash)
+    # Six argon2id checks run in worker threads: the loop keeps ticking instead of stalling for a whole hash. On the
+    # loop they would stall it for at least six hashes in all (each check costs a hash). A loaded machine can preempt
+    # the loop thread for a hash's length now and then (one 23 ms gap against a 17 ms hash was seen at load 7), so the
+    # bound is the stalled time in all, measured against the same machine's hash cost: under half of what blocking
+    # checks would cost, and no single stall as long as two hashes.
+    stalls = [gap for gap in gaps if gap > one_hash / 2]
+    assert sum(stalls) < 3 * one_hash, (stalls, one_hash)
+    assert max(gaps) < 2 * one_hash, (max(gaps), one_hash)
 
 
 async def test_replicas_sharing_the_keys_accept_each_others_forms(
