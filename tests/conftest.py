@@ -28,10 +28,41 @@ import uvicorn
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out on its own (to ``connect`` and to ``bind`` on port 0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_FLOOR = 10000  # above the well-known and registered ports a machine's own services tend to use
+_PORT_CEILING = max(_PORT_FLOOR + 5000, _ephemeral_floor())
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free port below the kernel's ephemeral range.
+
+    A port taken with ``bind(0)`` comes from the ephemeral range, and between closing it here and the server binding
+    it, any outgoing connection on the machine (ours, or another test run's) may get it as its local port: a server
+    then failed with EADDRINUSE under load. Ports below that range are never given out by the kernel on its own.
+    """
+    import random
+
+    for _ in range(200):
+        port = random.randrange(_PORT_FLOOR, _PORT_CEILING)  # noqa: S311
+        if _bindable(port):
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
@@ -299,19 +330,12 @@ def anyio_backend() -> str:
 
 
 def _free_cluster_port() -> int:
-    """A port p with p and p+10000 (the cluster bus) both free."""
+    """A port p with p and p+10000 (the cluster bus) both free, both below the ephemeral range (see free_port)."""
     import random
 
     for _ in range(200):
-        port = random.randint(20000, 50000)  # noqa: S311
-        ok = True
-        for p in (port, port + 10000):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-        if ok:
+        port = random.randrange(_PORT_FLOOR, max(_PORT_FLOOR + 1000, _PORT_CEILING - 10000))  # noqa: S311
+        if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
 
