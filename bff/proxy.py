@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -265,34 +266,37 @@ class _Streamed(_Buffered):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ended = self.watch.watch(self.session) if self.watch is not None else None
+        waiting = asyncio.ensure_future(ended.wait()) if ended is not None else None  # one for the whole stream
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            while chunk := await self._next(ended):
+            while chunk := await self._next(waiting):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("upstream broke off a streamed answer: %s", type(exc).__name__)
             return
         finally:
+            if waiting is not None:
+                waiting.cancel()
             if self.watch is not None and ended is not None:
                 self.watch.unwatch(self.session, ended)
             self.upstream.release()
         # A clean end, also when the session ended: an EventSource then reconnects, and is refused (401).
         await send({"type": "http.response.body", "body": b""})
 
-    async def _next(self, ended: asyncio.Event | None) -> bytes:
-        """The next chunk of the upstream's body; empty at its end, or as soon as the session has ended (a stream
-        must not go on speaking for a user who logged out, DESIGN §7)."""
+    async def _next(self, ended: asyncio.Future[Any] | None) -> bytes:
+        """The next chunk of the upstream's body; empty at its end, or as soon as the session has ended (``ended``
+        done: a stream must not go on speaking for a user who logged out, DESIGN §7)."""
         if ended is None:
             return await self.upstream.content.read(CHUNK)
-        if ended.is_set():
+        if ended.done():
             return b""
         read = asyncio.ensure_future(self.upstream.content.read(CHUNK))
-        waiting = asyncio.ensure_future(ended.wait())
         try:
-            await asyncio.wait((read, waiting), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting.cancel()
-        if not read.done():
+            await asyncio.wait((read, ended), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the browser went away (the answer is cancelled): no read may outlive it
             read.cancel()
-            return b""
-        return read.result()
+            raise
+        if read.done():
+            return read.result()
+        read.cancel()
+        return b""
