@@ -20,6 +20,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from tests.processes import terminate
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -44,13 +46,7 @@ class Proc:
         return Path(self.log.name).read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 15)
         Path(self.log.name).unlink(missing_ok=True)
 
 

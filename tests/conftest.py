@@ -25,6 +25,8 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.processes import terminate
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -136,13 +138,7 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)  # SIGTERM: redis flushes the append-only file and exits
         self.proc = None
 
     def flushall(self) -> None:
@@ -289,13 +285,7 @@ class ServiceProcess:
         return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def cleanup(self) -> None:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.processes import terminate
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "deploy" / "nginx" / "templates" / "edge.conf.template"
 NGINX = "/usr/sbin/nginx"
@@ -123,13 +125,7 @@ class Edge:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: fast shutdown of master and workers
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)  # SIGTERM: fast shutdown of master and workers
         self.proc = None
 
     def cleanup(self) -> None:
