@@ -159,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"ended {ended} SSO session(s) and {logins} login(s) of {args.username}")
         return 0
+    try:
+        settings.check_client_secrets()  # only serving needs them strong: the maintenance commands never use them
+    except SettingsError as exc:
+        print(f"auth-server: {exc}", file=sys.stderr)
+        return 2
     return _serve(settings, args.host, args.port, limits)
 
 

@@ -366,6 +366,7 @@ class Endpoints:
             )
         try:
             address = self.client_address(request)
+            await self.signups.check(address)  # used up: no more probing for taken names either
             user = await self.users.create(username, form.get("password"), admit=lambda: self.signups.count(address))
         except SignUpError as exc:
             retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, SignUpThrottled) else None
@@ -393,6 +394,7 @@ class Endpoints:
         if not isinstance(data, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         address = self.client_address(request)
+        await self.signups.check(address)  # used up: no more probing for taken names either
         user = await self.users.create(
             data.get("username"), data.get("password"), admit=lambda: self.signups.count(address)
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from servicekit.client_secret import require_strong
 from servicekit.durable import WaitPolicy
 from servicekit.proxies import IPNetwork, networks
 from servicekit.redis import redis_url_setting
@@ -143,6 +144,7 @@ class Settings:
     login_max_failures_per_account: int = 100  # across addresses: the backstop (NIST SP 800-63B §5.2.2)
     signup_max_per_address: int = 20
     signup_window: int = 3600
+    allow_dev_secret: bool = False  # AUTH_ALLOW_DEV_SECRET: `auth-server serve` may start with weak client secrets
     trusted_proxies: tuple[IPNetwork, ...] = ()  # peers whose X-Forwarded-For names the client (servicekit.proxies)
     jwks_max_age: int = 300
     key_activation_delay: int = 300
@@ -186,6 +188,7 @@ class Settings:
             login_max_failures_per_account=env_int(env, "AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", 100, minimum=1),
             signup_max_per_address=env_int(env, "AUTH_SIGNUP_MAX_PER_ADDRESS", 20, minimum=1),
             signup_window=env_int(env, "AUTH_SIGNUP_WINDOW", 3600, minimum=1),
+            allow_dev_secret=env_flag(env, "AUTH_ALLOW_DEV_SECRET"),
             trusted_proxies=networks("AUTH_TRUSTED_PROXIES", env.get("AUTH_TRUSTED_PROXIES") or ""),
             jwks_max_age=jwks_max_age,
             key_activation_delay=env_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
@@ -197,6 +200,17 @@ class Settings:
         if settings.code_ttl > 600:
             raise SettingsError("AUTH_CODE_TTL must be at most 600 seconds (RFC 6749 §4.1.2)")
         return settings
+
+    def check_client_secrets(self) -> None:
+        """Refuse to serve a client whose secret is weak (servicekit.client_secret), unless AUTH_ALLOW_DEV_SECRET."""
+        for client in self.clients:
+            if client.client_secret is not None:
+                require_strong(
+                    f"AUTH_CLIENTS: client {client.client_id!r} client_secret",
+                    client.client_secret,
+                    allow_dev=self.allow_dev_secret,
+                    flag="AUTH_ALLOW_DEV_SECRET",
+                )
 
     def client(self, client_id: str) -> Client | None:
         for client in self.clients:

@@ -141,8 +141,9 @@ class LoginThrottle:
 class SignUpLimit:
     """At most ``limit`` sign-up attempts per address per ``window`` (fixed window, one key per address).
 
-    Counted: attempts with a well-formed username and password, which cost an argon2id hash or tell whether a name
-    is taken; malformed ones are refused before any work, uncounted."""
+    Counted: attempts that would create an account (well-formed, the name free), each costing an argon2id hash;
+    malformed ones and taken names cost no hash and are not counted — the login helper of a test or a client that
+    signs up "once more" just in case gets its 409 — but once the limit is used up every attempt is 429."""
 
     def __init__(self, redis: Any, *, limit: int, window: int) -> None:
         self.redis = redis

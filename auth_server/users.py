@@ -70,14 +70,14 @@ class UserStore:
         return f"auth:user:{username.lower()}"
 
     async def create(self, username: Any, password: Any, *, admit: Callable[[], Awaitable[None]] | None = None) -> User:
-        """``admit``: the sign-up limit, counted once the input is well-formed (before any hashing)."""
+        """``admit``: the sign-up limit, counted for an attempt that would create an account (before its hash)."""
         username = validate_username(username)
         password = validate_password(password)
-        if admit is not None:
-            await admit()
         key = self._key(username)
         if await self.redis.exists(key):
             raise UsernameTaken()
+        if admit is not None:
+            await admit()
         hashed = await self._argon2(HASHER.hash, password)
         user = User(sub=secrets.token_urlsafe(16), username=username)
         record = json.dumps({"sub": user.sub, "username": username, "hash": hashed})

@@ -28,9 +28,9 @@ def main() -> None:
         redis_url, redis_port = start_redis(procs)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        auth_url = start_auth(procs, redis_url, [url], "profile-secret", access_ttl=3600)
+        auth_url = start_auth(procs, redis_url, [url], "profile-secret-0123456789", access_ttl=3600)
         rs_url = start_rs(procs, redis_url, auth_url)
-        stack = Stack(redis_url, redis_port, auth_url, rs_url, [url], "profile-secret")
+        stack = Stack(redis_url, redis_port, auth_url, rs_url, [url], "profile-secret-0123456789")
         start_bff(procs, stack, port)
         bff_pid = procs[-1].proc.pid
         cookie = login(url, USER, PASSWORD)

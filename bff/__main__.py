@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     from bff.settings import Settings, SettingsError
 
     try:
-        Settings.from_env()  # fail fast, naming the variable
+        Settings.from_env().check_client_secret()  # fail fast, naming the variable
         limits = HttpLimits.from_arguments(args)
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bff.routes import RouteTable, parse_routes
+from servicekit.client_secret import require_strong
 from servicekit.durable import WaitPolicy
 from servicekit.proxies import LOOPBACK, IPNetwork, networks
 from servicekit.redis import redis_url_setting
@@ -43,6 +44,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: networks("", LOOPBACK))
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
     post_logout_url: str = "http://localhost:8000/"  # where the provider sends the browser after logout (DESIGN §6)
+    allow_dev_secret: bool = False  # BFF_ALLOW_DEV_SECRET: `bff serve` may start with a weak client secret
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +91,13 @@ class Settings:
             post_logout_url=http_url(
                 "BFF_POST_LOGOUT_URL", env.get("BFF_POST_LOGOUT_URL") or f"{public_url}/", strip_slash=False
             ),
+            allow_dev_secret=env_flag(env, "BFF_ALLOW_DEV_SECRET"),
+        )
+
+    def check_client_secret(self) -> None:
+        """Refuse a weak BFF_CLIENT_SECRET (servicekit.client_secret) before serving, unless BFF_ALLOW_DEV_SECRET."""
+        require_strong(
+            "BFF_CLIENT_SECRET", self.client_secret, allow_dev=self.allow_dev_secret, flag="BFF_ALLOW_DEV_SECRET"
         )
 
     @property

@@ -142,8 +142,11 @@ async def test_sign_ups_are_limited_per_address(served: Any) -> None:
     at = await served(AUTH_SIGNUP_MAX_PER_ADDRESS="3")
     async with at("203.0.113.66") as flood, at("198.51.100.7") as other:
         form = form_of((await flood.get("/register")).text)  # fetched while still allowed
-        # Malformed attempts cost no hash and are not counted.
+        # Malformed attempts and taken names cost no hash and are not counted.
         assert (await flood.post("/users", json={"username": "x", "password": "short"})).status_code == 400
+        assert (await sign_up(other, "taken")).status_code == 201
+        for _ in range(4):
+            assert (await sign_up(flood, "taken")).status_code == 409
         for i in range(3):
             assert (await sign_up(flood, f"bulk{i}")).status_code == 201
         refused = await sign_up(flood, "bulk3")
@@ -151,7 +154,7 @@ async def test_sign_ups_are_limited_per_address(served: Any) -> None:
         assert refused.headers["content-type"] == "application/json"
         assert refused.json()["error"] == "too_many_requests"
         assert 0 < int(refused.headers["retry-after"]) <= 3600
-        assert (await sign_up(flood, "bulk0")).status_code == 429  # no probing for taken names either
+        assert (await sign_up(flood, "bulk0")).status_code == 429  # used up: no probing for taken names either
         page = await flood.get("/register")
         assert page.status_code == 429 and "Retry-After" in page.headers
         assert "Too many sign-ups" in page.text

