@@ -106,7 +106,7 @@ def measure_edge(args: argparse.Namespace) -> None:
         auth_url = start_auth(procs, redis_url, [bff_url], secret, access_ttl=3600)
         upstream = static_upstream(procs)
         stack = Stack(redis_url, redis_port, auth_url, "http://" + upstream, [bff_url], secret)
-        start_bff(procs, stack, bff_port)
+        start_bff(procs, stack, bff_port, BFF_TRUSTED_PROXIES="127.0.0.1/32")  # nginx asks /bff/auth from here
         bff_pid = procs[-1].proc.pid
         # as the official image runs it: a worker per core
         edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream, "live": upstream}, workers="auto")

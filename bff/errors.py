@@ -70,6 +70,8 @@ class UntrustedPeer(BFFError):
     status_code = 403
     error = "forbidden"
     description = "Forward auth answers only the proxies in BFF_TRUSTED_PROXIES."
+    # what an operator trying forward auth first sees: it is off until they name their proxies (DESIGN §8, opt-in)
+    off = "Forward auth is off: set BFF_TRUSTED_PROXIES to the addresses of the proxies that ask /bff/auth."
 
 
 class NotFound(BFFError):

@@ -6,7 +6,10 @@ The proxy asks about a request it holds; the answer is about that *original* req
 * its URI from ``X-Original-URI`` (nginx), ``X-Forwarded-Uri`` (Traefik) or the path after ``/bff/auth`` (Envoy's
   ``path_prefix``), its method from ``X-Original-Method`` / ``X-Forwarded-Method`` or the request's own (Envoy);
 * believed only from a peer in ``BFF_TRUSTED_PROXIES``: anyone else gets 403, so a forged ``X-Original-URI`` sent
-  straight to the BFF learns nothing, least of all a token;
+  straight to the BFF learns nothing, least of all a token. The list is empty by default — forward auth is opt-in —
+  because the usual same-host reverse proxy (nginx, Caddy, Apache forwarding every path to localhost:8000) makes a
+  browser's own call to ``/bff/auth`` arrive from loopback, and the answer's ``Authorization`` would hand the access
+  token to any script on the page;
 * the route is the URI's ``/api/{route}/…``, refused as the proxy refuses it (unknown 404, dot segments 400), and
   its policy (DESIGN §7) applies as on ``/api/*``: methods (405), which token (user, optional, client, none);
 * CSRF is judged on the original method with the original request's headers (the proxies copy them);
@@ -69,7 +72,7 @@ class ForwardAuth:
         """Answer a proxy's question; a refusal is raised as a :class:`BFFError` for the app's error handler."""
         client = scope.get("client")
         if client is None or client[0] not in self.trusted:
-            raise UntrustedPeer()
+            raise UntrustedPeer(None if self.trusted.networks else UntrustedPeer.off)
         uris: set[bytes] = set()
         methods: set[bytes] = set()
         upgrade = None

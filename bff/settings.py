@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from bff.routes import RouteTable, parse_routes
 from servicekit.client_secret import require_strong
 from servicekit.durable import WaitPolicy
-from servicekit.proxies import LOOPBACK, IPNetwork, networks
+from servicekit.proxies import IPNetwork, networks
 from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
 
@@ -40,8 +40,10 @@ class Settings:
     lock_lease: float = 5.0
     auth_internal_url: str | None = None
     dpop_key_file: str | None = None  # DESIGN §9: a PEM EC P-256 private key; every token obtained is DPoP-bound
-    # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes
-    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=lambda: networks("", LOOPBACK))
+    # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes. None by default (forward
+    # auth is opt-in): a same-host reverse proxy that forwards every path would make a browser's /bff/auth call come
+    # from loopback, and its answer's Authorization header would hand the access token to the page's scripts.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
     post_logout_url: str = "http://localhost:8000/"  # where the provider sends the browser after logout (DESIGN §6)
     allow_dev_secret: bool = False  # BFF_ALLOW_DEV_SECRET: `bff serve` may start with a weak client secret
@@ -87,7 +89,7 @@ class Settings:
                 else None
             ),
             dpop_key_file=env.get("BFF_DPOP_KEY_FILE") or None,
-            trusted_proxies=networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or LOOPBACK),
+            trusted_proxies=networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or "none"),
             post_logout_url=http_url(
                 "BFF_POST_LOGOUT_URL", env.get("BFF_POST_LOGOUT_URL") or f"{public_url}/", strip_slash=False
             ),

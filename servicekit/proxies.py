@@ -16,14 +16,13 @@ from servicekit.settings import SettingsError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-LOOPBACK = "127.0.0.0/8,::1/128"
 _TRUST_CACHE = 1024  # peer address -> trusted, for the few addresses proxies connect from
 _XFF_LIMIT = 64  # entries of X-Forwarded-For looked at, right to left: a longer chain is not a real one
 
 
 def networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
     """Comma-separated CIDRs (a bare address is a /32 or /128); a typo fails start-up naming ``name``.
-    ``none``: no peer at all (a default that trusts loopback can be turned off)."""
+    ``none``: no peer at all (said explicitly, as ``bff stack`` does)."""
     if raw.strip().lower() == "none":
         return ()
     found = []

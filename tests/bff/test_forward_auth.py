@@ -18,6 +18,16 @@ from tests.bff.doubles import Browser, Provider
 
 pytestmark = pytest.mark.anyio
 
+# The in-process client connects as 127.0.0.1 (httpx.ASGITransport): here it plays the proxy that asks /bff/auth,
+# which must be listed — no peer is trusted by default (forward auth is opt-in).
+PROXY = "127.0.0.1/32"
+
+
+@pytest.fixture
+def rig_env(rig_env: tuple[Provider, str, dict[str, str]]) -> tuple[Provider, str, dict[str, str]]:
+    provider, upstream, env = rig_env
+    return provider, upstream, {**env, "BFF_TRUSTED_PROXIES": PROXY}
+
 
 async def ask(browser: Browser, uri: str, method: str = "GET", **headers: str) -> httpx.Response:
     """What nginx's auth_request sends: the browser's headers plus the original URI and method."""
@@ -241,7 +251,9 @@ async def test_trusted_proxies_setting(rig: Rig) -> None:
 
 
 def test_trusted_proxies_membership() -> None:
-    trusted = TrustedProxies(Settings.from_env({"BFF_CLIENT_SECRET": "x" * 16}).trusted_proxies)
+    assert Settings.from_env({"BFF_CLIENT_SECRET": "x" * 16}).trusted_proxies == ()  # opt-in: nobody by default
+    env = {"BFF_CLIENT_SECRET": "x" * 16, "BFF_TRUSTED_PROXIES": "127.0.0.0/8, ::1/128"}
+    trusted = TrustedProxies(Settings.from_env(env).trusted_proxies)
     assert "127.0.0.1" in trusted and "127.9.9.9" in trusted and "::1" in trusted
     assert "::ffff:127.0.0.1" in trusted  # IPv4 peer on a dual-stack socket
     for peer in ("10.0.0.1", "::2", "localhost", "/run/bff.sock", "", None, "127.0.0.1.evil"):

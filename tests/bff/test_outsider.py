@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from starlette.applications import Starlette
@@ -18,7 +19,7 @@ from starlette.routing import Route
 
 from bff.stack import StackPorts, stack_environment
 from tests.bff.conftest import Rig, running
-from tests.bff.doubles import Provider
+from tests.bff.doubles import Browser, Provider
 from tests.vanishing_client import assert_quiet, http_scope, post_and_vanish
 
 pytestmark = pytest.mark.anyio
@@ -52,6 +53,7 @@ async def test_the_browsers_own_dpop_header_never_reaches_the_upstream(rig: Rig)
     assert "dpop" not in sent and sent["authorization"] == "Bearer <valid, redacted>"
 
 
+@pytest.mark.bff_env(BFF_TRUSTED_PROXIES="127.0.0.1/32")  # the in-process client's address plays the proxy
 @pytest.mark.parametrize("uri", ["/%61pi/notes/me", "/ap%69/notes/me", "/%61%70%69/notes/me", "/api%2Fnotes/me"])
 async def test_forward_auth_judges_csrf_on_the_route_however_the_api_prefix_is_spelled(rig: Rig, uri: str) -> None:
     # nginx matches `location /api/notes/` on the decoded URI, so a top-level navigation to /%61pi/notes/me reaches
@@ -62,6 +64,7 @@ async def test_forward_auth_judges_csrf_on_the_route_however_the_api_prefix_is_s
             "GET", "/bff/auth", csrf=False, headers={"X-Original-URI": uri, "X-Original-Method": method}
         )
         assert response.status_code in (403, 404), (method, response.status_code)
+        assert response.json()["error"] != "forbidden"  # refused by the CSRF rule, not for the peer
         assert "authorization" not in response.headers
     allowed = await browser.request(
         "GET", "/bff/auth", csrf=False, headers={"X-Original-URI": uri, "X-Original-Method": "GET", "X-CSRF": "1"}
@@ -160,14 +163,47 @@ async def test_an_event_stream_stops_when_its_session_ends(
 async def test_bff_stack_answers_no_forward_auth_question_from_a_loopback_browser(
     rig_env: tuple[Provider, str, dict[str, str]],
 ) -> None:
-    # `bff stack` has no proxy in front, and its browsers connect over loopback, the default trusted proxies: a
-    # page's script could ask /bff/auth and read the access token in the answer's Authorization header.
+    # `bff stack` has no proxy in front, and its browsers connect over loopback: were loopback trusted, a page's
+    # script could ask /bff/auth and read the access token in the answer's Authorization header. It says so itself
+    # (not only through the default), so a changed default cannot reopen it.
     provider, upstream, env = rig_env
     assert stack_environment(StackPorts(), {})["BFF_TRUSTED_PROXIES"] == "none"
     async with running(provider, upstream, {**env, "BFF_TRUSTED_PROXIES": "none"}) as rig:
         browser = await rig.logged_in()  # the in-process browser connects from 127.0.0.1
         asked = await browser.request("GET", "/bff/auth", headers={"X-Original-URI": "/api/notes/me"})
         assert asked.status_code == 403 and "authorization" not in asked.headers
+        assert (await browser.request("GET", "/api/notes/me")).status_code == 200  # the BFF's own proxy still works
+
+
+async def test_by_default_forward_auth_trusts_no_peer_not_even_loopback(
+    rig_env: tuple[Provider, str, dict[str, str]],
+) -> None:
+    # A generic reverse proxy on the same host (nginx, Caddy, Apache) forwarding every path to localhost:8000 makes a
+    # browser's own /bff/auth call arrive from loopback with the page's cookie, X-CSRF and a forged X-Original-URI:
+    # a loopback default answered 200 with the access token in Authorization, readable by any script on the page.
+    provider, upstream, env = rig_env
+    assert "BFF_TRUSTED_PROXIES" not in env  # the defaults, as `bff serve` starts with them
+    async with running(provider, upstream, env) as rig:
+        assert rig.settings.trusted_proxies == ()
+        browser = await rig.logged_in()  # the in-process browser connects from 127.0.0.1
+        for client in ("127.0.0.1", "::1"):
+            transport = httpx.ASGITransport(app=rig.app, client=(client, 4711))
+            page = Browser(httpx.AsyncClient(transport=transport, base_url=rig.settings.public_url))
+            page.cookies = dict(browser.cookies)
+            try:
+                for method, url, headers in (
+                    ("GET", "/bff/auth", {"X-Original-URI": "/api/notes/x", "Origin": rig.settings.public_url}),
+                    ("GET", "/bff/auth", {"X-Forwarded-Uri": "/api/notes/x", "X-Forwarded-Method": "GET"}),
+                    ("POST", "/bff/auth/api/notes/x", {}),  # Envoy's path_prefix form
+                ):
+                    answer = await page.request(method, url, headers=headers)  # X-CSRF: 1 added
+                    assert answer.status_code == 403, (client, url, answer.text)
+                    assert answer.json()["error"] == "forbidden"
+                    assert "BFF_TRUSTED_PROXIES" in answer.json()["error_description"]  # says how to turn it on
+                    assert "authorization" not in answer.headers and "dpop" not in answer.headers
+                assert page.leaked() == []
+            finally:
+                await page.client.aclose()
         assert (await browser.request("GET", "/api/notes/me")).status_code == 200  # the BFF's own proxy still works
 
 

@@ -73,7 +73,12 @@ def dpop_stack(stack_factory: Any, server_factory: Any, tmp_path: Path) -> tuple
     )
     rs = server_factory(recorder)
     wait_ready(rs.url)
-    env = {**stack.bff_env, "BFF_DPOP_KEY_FILE": str(key_file(tmp_path)), "BFF_ROUTES": json.dumps({"notes": rs.url})}
+    env = {
+        **stack.bff_env,
+        "BFF_DPOP_KEY_FILE": str(key_file(tmp_path)),
+        "BFF_ROUTES": json.dumps({"notes": rs.url}),
+        "BFF_TRUSTED_PROXIES": "127.0.0.1/32",  # the test client asks /bff/auth as the proxy would (opt-in)
+    }
     urls = []
     for port in (int(stack.bff_url.rsplit(":", 1)[1]), free_port()):
         server_factory(create_bff(BffSettings.from_env(env)), port)
