@@ -10,6 +10,12 @@ from typing import Any
 def terminate(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
     if proc is not None and proc.poll() is None:
         proc.terminate()
+        reap(proc, timeout)
+
+
+def reap(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
+    """Wait for a process already sent SIGTERM (several stopping at once); SIGKILL it after ``timeout`` seconds."""
+    if proc is not None:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
