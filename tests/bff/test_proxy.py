@@ -90,7 +90,7 @@ async def test_connect_failure_is_502_and_timeout_504(rig_env: Any) -> None:
         browser = await rig.logged_in()
         gone = await browser.request("GET", "/api/gone/x")
         assert gone.status_code == 502 and gone.json()["error"] == "bad_gateway"
-        slow = await browser.request("GET", "/api/notes/slow", params={"s": "2"})
+        slow = await browser.request("GET", "/api/notes/slow", params={"s": "1"})  # 1 s: > 3 timeouts
         assert slow.status_code == 504 and slow.json()["error"] == "gateway_timeout"
         metrics = (await browser.request("GET", "/metrics", csrf=False)).text
         assert 'bff_upstream_errors_total{kind="bad_gateway",route="gone"} 1.0' in metrics
