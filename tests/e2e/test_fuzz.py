@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import CLIENT_SECRET, Stack
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +46,7 @@ AUTH_PATHS = [
     "/oauth/introspect",
     "/oauth/logout",
     "/oauth/revocations",
+    "/oauth/par",
     "/userinfo",
     "/register",
     "/users",
@@ -54,7 +55,8 @@ AUTH_PATHS = [
 RS_PATHS = ["/me", "/notes", "/notes/x", "/ping"]
 FIELDS = ["state", "code", "return_to", "sid", "since", "token", "client_id", "redirect_uri", "max_age", "prompt",
           "grant_type", "refresh_token", "code_verifier", "username", "password", "form_token", "id_token_hint",
-          "response_type", "code_challenge", "scope", "nonce", "resource", "logout_token", "text"]  # fmt: skip
+          "response_type", "code_challenge", "scope", "nonce", "resource", "logout_token", "text", "request_uri",
+          "post_logout_redirect_uri", "code_challenge_method"]  # fmt: skip
 FORM = b"application/x-www-form-urlencoded"
 HEADERS = ["Content-Type", "Origin", "X-CSRF", "Authorization", "Cookie", "X-Original-URI", "X-Original-Method",
            "DPoP", "X-Request-ID", "Accept", "Content-Encoding", "X-Forwarded-For", "Upgrade"]  # fmt: skip
@@ -69,6 +71,7 @@ ATOMS = [
     "\u0661", "[" * 4000, '{"a":' * 600, "a" * 5000, "=", "&", ";", ",", '"', "<script>", "-1", "1e999", "NaN",
     "null", "true", "0x10", "e30.e30.e30", _b64("[" * 3000) + ".e30.AAAA", "Bearer x", "Basic " + _b64("bff:x"),
     "DPoP " + _b64('{"typ":"dpop+jwt","jwk":' + "[" * 2000) + ".e30.A", "\u00b2." + "A" * 43, "A" * 43,
+    "urn:ietf:params:oauth:request_uri:", "urn:ietf:params:oauth:request_uri:A%00",
 ]  # fmt: skip
 
 
@@ -128,6 +131,21 @@ class Fuzzer:
                     raw = {k: v.encode("utf-8", "surrogatepass") for k, v in extra.items()}
                     yield "GET", self.urls[service] + self.url_safe(path), {**headers, **raw}, None
 
+    def pushed(self) -> Iterator[tuple[str, str, dict[str, bytes], bytes | None]]:
+        """PAR (RFC 9126), authenticated, so the pushed request itself is parsed: a valid request with one field at
+        a time made a troublemaker; and the authorization endpoint given each troublemaker as its request_uri."""
+        auth = {"Authorization": b"Basic " + base64.b64encode(f"bff:{CLIENT_SECRET}".encode()), "Content-Type": FORM}
+        valid = {"response_type": "code", "client_id": "bff", "redirect_uri": self.urls["bff"] + "/bff/callback",
+                 "scope": "openid", "state": "s", "code_challenge": "A" * 43, "code_challenge_method": "S256",
+                 "prompt": "login", "max_age": "0", "nonce": "n", "resource": "notes"}  # fmt: skip
+        yield "POST", self.urls["auth"] + "/oauth/par", auth, "&".join(f"{k}={v}" for k, v in valid.items()).encode()
+        for field, atom in itertools.product(valid, [*TROUBLE, *ATOMS]):
+            body = "&".join(f"{k}={atom if k == field else v}" for k, v in valid.items())
+            yield "POST", self.urls["auth"] + "/oauth/par", auth, self.url_safe(body).encode()
+        for atom in ATOMS:
+            query = "client_id=bff&request_uri=" + atom
+            yield "GET", self.url_safe(self.urls["auth"] + "/oauth/authorize?" + query), {}, None
+
     def case(self) -> tuple[str, str, dict[str, bytes], bytes | None]:
         rng = self.rng
         service = rng.choice(["bff", "bff", "auth", "rs"])
@@ -170,7 +188,7 @@ async def test_malformed_input_everywhere_is_never_a_500(stack_factory: Any) -> 
     session = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
     fuzzer = Fuzzer(random.Random(SEED), session, {"bff": stack.bff_url, "auth": stack.auth_url, "rs": stack.rs_url})
     sent, statuses = 0, set()
-    cases = itertools.chain(fuzzer.corpus(), (fuzzer.case() for _ in range(CASES)))
+    cases = itertools.chain(fuzzer.corpus(), fuzzer.pushed(), (fuzzer.case() for _ in range(CASES)))
     async with httpx.AsyncClient(timeout=15) as client:
         for method, url, headers, body in cases:
             try:
@@ -184,7 +202,7 @@ async def test_malformed_input_everywhere_is_never_a_500(stack_factory: Any) -> 
             broken = response.status_code in (500, 501) or response.status_code >= 505 or "Traceback" in response.text
             assert not broken, (method, url[:300], {k: v[:80] for k, v in headers.items()}, body and body[:200],
                                 response.status_code, response.text[:300])  # fmt: skip
-        assert sent > CASES and {200, 400, 401, 403, 404, 405} <= statuses, (sent, statuses)
+        assert sent > CASES and {200, 201, 400, 401, 403, 404, 405} <= statuses, (sent, statuses)
         for url in (stack.bff_url, stack.auth_url, stack.rs_url):
             metrics = (await client.get(url + "/metrics")).text
             assert 'status="500"' not in metrics, url
