@@ -113,8 +113,15 @@ class Settings:
 
     @property
     def public_origin(self) -> str:
+        """The browser's spelling of our origin (RFC 6454 §6.2), which ``Origin`` headers are compared with: scheme
+        and host in lower case, no user info, no default port (``https://app.example:443`` is sent as
+        ``https://app.example``, and a literal comparison would refuse every POST and WebSocket of the site)."""
         parts = urlsplit(self.public_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+        port = parts.port
+        default = {"http": 80, "https": 443}.get(scheme)
+        return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
     @property
     def login_cookie_name(self) -> str:
