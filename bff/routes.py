@@ -22,6 +22,7 @@ endpoint alike: :meth:`RouteTable.lookup` (404) and :meth:`Route.check_method` (
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,8 @@ from typing import Any
 
 from bff.errors import MethodNotAllowed, NotFound
 from servicekit.settings import SettingsError, http_url
+
+log = logging.getLogger(__name__)
 
 TOKEN_POLICIES = ("user", "optional", "client", "none")
 FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout"})
@@ -106,6 +109,15 @@ class RouteTable(Mapping[str, Route]):
         if route is None:
             raise NotFound(f"No upstream named {name[:64]!r}.")
         return route
+
+    def sharing_the_login_token(self) -> list[str]:
+        """User-token routes without ``resource`` while others have one: they get the login's access token, whose
+        ``aud`` is every audience of the client (the scoped routes' resources included), so their upstreams could
+        replay it at the scoped routes' — the one-token-per-route promise (DESIGN §7) does not hold for them."""
+        user = [r for r in self._routes.values() if r.user_token]
+        if not any(r.resource for r in user):
+            return []  # no route is scoped: one shared token is the configuration's plain meaning
+        return sorted(r.name for r in user if r.resource is None)
 
 
 def _url(where: str, raw: Any) -> str:
@@ -186,4 +198,13 @@ def parse_routes(raw: str, var: str = "BFF_ROUTES") -> RouteTable:
         raise SettingsError(f"{var} must be a JSON object of route name -> URL or route object") from None
     if not isinstance(data, dict) or not data:
         raise SettingsError(f"{var} must be a non-empty JSON object of route name -> URL or route object")
-    return RouteTable({name: _route(name, spec, var) for name, spec in data.items()})
+    table = RouteTable({name: _route(name, spec, var) for name, spec in data.items()})
+    shared = table.sharing_the_login_token()
+    if shared:
+        log.warning(
+            "%s: route(s) %s have no resource while others do: they get the login's token, valid at every audience "
+            "of the client, which their upstreams could replay at the scoped routes; give them a resource",
+            var,
+            ", ".join(shared),
+        )
+    return table

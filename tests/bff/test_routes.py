@@ -79,3 +79,24 @@ def test_bad_routes_fail_naming_route_and_field(routes: Any, message: str) -> No
     raw = routes if isinstance(routes, str) else json.dumps(routes)
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({"BFF_CLIENT_SECRET": "x", "BFF_ROUTES": raw})
+
+
+def test_a_route_without_resource_beside_scoped_ones_is_named_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    # DESIGN §7's own example: "notes" (short form) gets the login's token, whose aud holds every audience of the
+    # client — the scoped "orders" resource included — so the notes upstream could replay it at orders.
+    raw = {
+        "notes": "http://notes:9001",
+        "catalog": {"url": "http://catalog:8080", "token": "optional"},
+        "orders": {"url": "http://orders:8080", "resource": "https://orders.example"},
+        "reports": {"url": "http://reports:8080", "token": "client"},
+        "status": {"url": "http://status:8080", "token": "none"},
+    }
+    with caplog.at_level("WARNING", logger="bff.routes"):
+        table = parse_routes(json.dumps(raw))
+    assert table.sharing_the_login_token() == ["catalog", "notes"]
+    assert "catalog, notes" in caplog.text
+    caplog.clear()
+    unscoped = {"notes": "http://notes:9001", "live": "http://live:9002"}  # one shared token: nothing to say
+    with caplog.at_level("WARNING", logger="bff.routes"):
+        assert parse_routes(json.dumps(unscoped)).sharing_the_login_token() == []
+    assert caplog.text == ""
