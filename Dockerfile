@@ -11,6 +11,8 @@ COPY pyproject.toml README.md ./
 COPY auth_server ./auth_server
 COPY resource_server ./resource_server
 COPY bff ./bff
+COPY servicekit ./servicekit
+COPY jwt_bff_verifier ./jwt_bff_verifier
 RUN pip install . \
  && useradd --system --uid 10001 --no-create-home --home-dir /app jwtbff \
  && mkdir -p /keys && chown jwtbff /keys

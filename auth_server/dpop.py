@@ -3,7 +3,7 @@
 A token request with a ``DPoP`` proof gets access tokens bound to the proof's key (``cnf.jkt``, ``token_type:
 DPoP``, §5); a public client's refresh tokens are bound too (§5: a confidential client's are already bound to its
 credentials), and each refresh with one must bring a proof by the same key. The proof checks themselves are the
-verifier library's (``resource_server.verifier.dpop``, importable alone, the same code a resource server runs);
+verifier library's (``jwt_bff_verifier.dpop``, importable alone, the same code a resource server runs);
 this module adds what only an auth server does:
 
 - ``jti`` replay detection across replicas: ``SET auth:dpop:{<sha256(jkt, jti)>} NX`` for the proof window (one key
@@ -22,10 +22,10 @@ from typing import Any
 
 from starlette.requests import Request
 
-from resource_server.verifier.dpop import DEFAULT_DPOP_ALGORITHMS, NonceIssuer, ProofVerifier
-from resource_server.verifier.errors import InvalidDPoPProof as ProofRefused
-from resource_server.verifier.errors import UseDPoPNonce as NonceWanted
-from resource_server.verifier.starlette import request_url
+from jwt_bff_verifier.dpop import DEFAULT_DPOP_ALGORITHMS, NonceIssuer, ProofVerifier
+from jwt_bff_verifier.errors import InvalidDPoPProof as ProofRefused
+from jwt_bff_verifier.errors import UseDPoPNonce as NonceWanted
+from jwt_bff_verifier.starlette import request_url
 
 from .errors import InvalidDPoPProof, UseDPoPNonce
 from .keys import KeyRing

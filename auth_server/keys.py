@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from resource_server.verifier.dpop import jwk_thumbprint
+from jwt_bff_verifier.dpop import jwk_thumbprint
 
 from .errors import KeyFileError
 

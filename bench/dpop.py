@@ -45,7 +45,7 @@ from bench.harness import (  # noqa: E402
 )
 from bench.verifier import jwks_server  # noqa: E402
 from bff.dpop import DPoPSigner  # noqa: E402
-from resource_server.verifier.testing import FakeIssuer  # noqa: E402
+from jwt_bff_verifier.testing import FakeIssuer  # noqa: E402
 
 USER, PASSWORD = "bench-user", "bench-password-1"
 # An upstream that checks nothing and answers {} at once: behind it, what is measured is the BFF's own cost.

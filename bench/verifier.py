@@ -29,7 +29,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Proc, free_port, processes, service, start_redis, wait_http, wrk  # noqa: E402
-from resource_server.verifier.testing import FakeIssuer  # noqa: E402
+from jwt_bff_verifier.testing import FakeIssuer  # noqa: E402
 
 
 @contextmanager

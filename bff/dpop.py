@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from resource_server.verifier.dpop import jwk_thumbprint
+from jwt_bff_verifier.dpop import jwk_thumbprint
 
 __all__ = ["DPoPKeyError", "DPoPSigner", "credential_headers"]
 

@@ -24,16 +24,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from jwt_bff_verifier import TokenVerifier, VerifierError
+from jwt_bff_verifier.dpop import NonceIssuer
+from jwt_bff_verifier.starlette import BearerAuthMiddleware, get_claims, requires_scope
+from jwt_bff_verifier.verifier import DPoPMode
 from servicekit.client_gone import client_gone_handlers
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis, store_down_handlers
 
 from .live import live_routes
 from .settings import Settings
-from .verifier import TokenVerifier, VerifierError
-from .verifier.dpop import NonceIssuer
-from .verifier.starlette import BearerAuthMiddleware, get_claims, requires_scope
-from .verifier.verifier import DPoPMode
 
 log = logging.getLogger(__name__)
 ACCESS = logging.getLogger("resource_server.access")

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .verifier import TokenVerifier, VerifierError
-from .verifier.errors import MissingToken
-from .verifier.starlette import _header_token, verify_credentials
+from jwt_bff_verifier import TokenVerifier, VerifierError
+from jwt_bff_verifier.errors import MissingToken
+from jwt_bff_verifier.starlette import _header_token, verify_credentials
 
 TICK = 5.0  # seconds between two time messages
 MAX_ECHO = 2000  # characters echoed back at most

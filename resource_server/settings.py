@@ -6,10 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jwt_bff_verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
 from servicekit.redis import redis_url_setting
 from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
-
-from .verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
 
 
 @dataclass(frozen=True)

@@ -2,5 +2,5 @@
 settings parsing and the uvicorn runner.
 
 Internal to this distribution: ``auth_server``, ``resource_server`` and ``bff`` import it; the verifier library
-(``resource_server.verifier``) never does, so a resource team can lift it out alone.
+(``jwt_bff_verifier``) never does, so a resource team can lift it out alone.
 """

@@ -150,6 +150,10 @@ def test_image_runs_as_a_non_root_user_and_serves_three_commands() -> None:
     pyproject = (REPO / "pyproject.toml").read_text()
     for script in ("auth-server", "resource-server", "bff"):
         assert re.search(rf'^{script} = "', pyproject, re.M), script
+    # `pip install .` in the image installs what was copied: every package the distribution holds must be there
+    (include,) = re.findall(r"^include = \[(.*)\]$", pyproject, re.M)
+    for package in re.findall(r'"(\w+)\*"', include):
+        assert f"COPY {package} ./{package}\n" in dockerfile, package
 
 
 def test_nginx_runs_as_the_edge_under_its_profile_in_front_of_the_stack(with_edge: dict[str, Any]) -> None:

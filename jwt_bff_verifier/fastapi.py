@@ -13,7 +13,7 @@
 same status, JSON body and ``WWW-Authenticate`` challenge as ``BearerAuthMiddleware``, DPoP and revocation
 included). The dependency verifies the ``Authorization`` header (``Bearer``, or ``DPoP`` with its proof) once per
 request; behind ``BearerAuthMiddleware`` it takes the middleware's claims instead. FastAPI is an optional extra:
-``pip install 'jwt-bff[fastapi]'``; nothing else in the library imports it.
+``pip install 'jwt-bff-verifier[fastapi]'``; nothing else in the library imports it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Importable alone: it depends on PyJWT, cryptography and httpx (and Starlette for ``.starlette``), never on the
 rest of jwt-bff. ``TokenVerifier`` checks tokens against the issuer's JWKS, cached by ``kid``;
-``resource_server.verifier.starlette`` has the ASGI middleware and ``requires_scope``;
-``resource_server.verifier.testing`` mints tokens for your own tests.
+``jwt_bff_verifier.starlette`` has the ASGI middleware and ``requires_scope``;
+``jwt_bff_verifier.testing`` mints tokens for your own tests.
 """
 
 from .errors import (

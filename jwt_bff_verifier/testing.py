@@ -2,7 +2,7 @@
 
 ::
 
-    from resource_server.verifier.testing import FakeIssuer
+    from jwt_bff_verifier.testing import FakeIssuer
 
     issuer = FakeIssuer(audience="notes")                 # RS256 by default; FakeIssuer(alg="ES256"/"EdDSA")
     verifier = issuer.verifier()                           # a TokenVerifier that already holds the JWKS

@@ -123,7 +123,7 @@ class TokenVerifier:
     Build it once per app (it holds the key cache, the verified-token cache and an HTTP client) and
     ``await verifier.aclose()`` at shutdown, or use it as an async context manager. ``await verifier.start()`` loads
     the keys eagerly; otherwise the first token loads them. Pass ``keys=`` (a ``JWKSCache`` built with ``jwks=``, as
-    ``resource_server.verifier.testing`` does) to verify with no network. ``cache_size=0`` disables the
+    ``jwt_bff_verifier.testing`` does) to verify with no network. ``cache_size=0`` disables the
     verified-token cache (then every call checks the signature).
 
     ``revocations=True`` refuses tokens of ended logins (DESIGN §9): a background task polls
