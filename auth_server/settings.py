@@ -1,4 +1,5 @@
-"""Auth server settings, read once from the environment (DESIGN §4)."""
+"""Auth server settings, read once from the environment (DESIGN §4), declared in ``SETTINGS`` (servicekit.settings):
+the single source for reading them, ``auth-server config`` and docs/reference/settings.md."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from servicekit.client_secret import require_strong
-from servicekit.durable import WaitPolicy
+from servicekit.durable import WAIT_SETTINGS, WaitPolicy
+from servicekit.http import HTTP_SETTINGS
 from servicekit.proxies import IPNetwork, networks
-from servicekit.redis import redis_url_setting
-from servicekit.settings import SettingsError, env_flag, env_int, http_url
+from servicekit.redis import REDIS_SETTINGS
+from servicekit.settings import Declarations, Setting, SettingsError, combine, flag, integer, url
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -120,6 +122,132 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
     return tuple(clients)
 
 
+def _path(label: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _signing_alg(label: str, raw: str) -> str:
+    if raw not in SIGNING_ALGS:
+        raise SettingsError(f"{label} must be one of {', '.join(SIGNING_ALGS)}, got {raw!r}")
+    return raw
+
+
+def _form_secret(label: str, raw: str) -> bytes:
+    if len(raw) < 16:
+        raise SettingsError(f"{label} must be at least 16 characters")
+    return raw.encode()
+
+
+def _code_ttl(label: str, raw: str) -> int:
+    ttl: int = integer(minimum=1)(label, raw)
+    if ttl > 600:
+        raise SettingsError(f"{label} must be at most 600 seconds (RFC 6749 §4.1.2)")
+    return ttl
+
+
+def _clients(label: str, raw: str) -> tuple[Client, ...]:
+    return parse_clients(raw, label)
+
+
+def _clients_shown(raw: str) -> str:
+    """AUTH_CLIENTS as `config` prints it: each client_secret masked."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "<redacted>"
+    if isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict) and "client_secret" in item:
+                item["client_secret"] = "<redacted>"
+    return json.dumps(data)
+
+
+def _trusted_proxies(label: str, raw: str) -> tuple[IPNetwork, ...]:
+    return networks(label, raw)
+
+
+def _ttl(name: str, default: int, help: str, minimum: int = 1) -> Setting:
+    return Setting(name, str(default), help, integer(minimum=minimum), kind="integer")
+
+
+OWN = (
+    Setting(
+        "AUTH_ISSUER",
+        "http://localhost:9000",
+        "The issuer URL: the iss of every token, and where browsers reach the server.",
+        url(plain=True),
+    ),
+    Setting("AUTH_KEYS_DIR", "keys", "Directory of the signing keys (PEM files; created with a key if empty).", _path),
+    Setting("AUTH_SIGNING_ALG", "RS256", "Algorithm of new signing keys: RS256, ES256 or EdDSA.", _signing_alg),
+    _ttl("AUTH_ACCESS_TTL", 300, "Seconds an access token lives."),
+    _ttl("AUTH_REFRESH_TTL", 1_209_600, "Seconds a refresh token lives unused."),
+    _ttl("AUTH_FAMILY_TTL", 2_592_000, "Seconds a refresh-token family (a login) lives at most."),
+    _ttl("AUTH_ID_TOKEN_TTL", 300, "Seconds an ID token lives."),
+    Setting("AUTH_CODE_TTL", "60", "Seconds an authorization code lives (at most 600).", _code_ttl, kind="integer"),
+    _ttl("AUTH_REFRESH_RETRY_GRACE", 10, "Seconds a just-rotated refresh token may be retried by the same client.", 0),
+    Setting(
+        "AUTH_DPOP_NONCE",
+        "true",
+        "DPoP proofs at the token endpoint must carry the server's nonce (RFC 9449 §8).",
+        flag,
+        kind="boolean",
+    ),
+    Setting(
+        "AUTH_CLIENTS",
+        "[]",
+        "The registered clients, a JSON list (client_id, client_secret, redirect_uris, grant_types, scope, "
+        "audience, post_logout_redirect_uris, backchannel_logout_uri); [[clients]] tables in a file.",
+        _clients,
+        secret=True,
+        kind="tables",
+        show=_clients_shown,
+    ),
+    _ttl("AUTH_LOGIN_MAX_FAILURES", 10, "Failed logins per account and address in AUTH_LOGIN_WINDOW before 429."),
+    _ttl("AUTH_LOGIN_WINDOW", 900, "Seconds over which failed logins are counted."),
+    _ttl("AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, "Failed logins from one address, across accounts, before 429."),
+    _ttl("AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", 100, "Failed logins of one account, across addresses, before 429."),
+    _ttl("AUTH_SIGNUP_MAX_PER_ADDRESS", 20, "New accounts per address in AUTH_SIGNUP_WINDOW."),
+    _ttl("AUTH_SIGNUP_WINDOW", 3600, "Seconds over which sign-ups are counted."),
+    Setting(
+        "AUTH_ALLOW_DEV_SECRET",
+        "false",
+        "Serve even with weak client secrets in AUTH_CLIENTS (development only; a WARNING says so).",
+        flag,
+        kind="boolean",
+    ),
+    Setting(
+        "AUTH_TRUSTED_PROXIES",
+        "",
+        "CIDRs of the proxies whose X-Forwarded-For names the client (throttling by address).",
+        _trusted_proxies,
+        kind="list",
+        default_doc="none",
+    ),
+    _ttl("AUTH_JWKS_MAX_AGE", 300, "Cache-Control max-age of the JWKS (seconds).", 0),
+    Setting(
+        "AUTH_KEY_ACTIVATION_DELAY",
+        None,
+        "Seconds a rotated key is published before it signs (caches of the JWKS catch up).",
+        integer(),
+        kind="integer",
+        default_doc="AUTH_JWKS_MAX_AGE",
+    ),
+    _ttl("AUTH_MAX_BODY", 65_536, "Largest request body in bytes (at least 1024).", 1024),
+    Setting(
+        "AUTH_FORM_SECRET",
+        None,
+        "Keys the login form's token (HMAC), at least 16 characters; unset: derived from the signing keys.",
+        _form_secret,
+        secret=True,
+    ),
+    _ttl("AUTH_SSO_IDLE_TTL", 28_800, "Seconds a browser SSO session lives without use."),
+    _ttl("AUTH_SSO_TTL", 86_400, "Seconds a browser SSO session lives at most."),
+)
+SETTINGS = Declarations(
+    "auth-server", "AUTH_", combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS), config_var="AUTH_CONFIG"
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     issuer: str = "http://localhost:9000"
@@ -156,50 +284,40 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        alg = env.get("AUTH_SIGNING_ALG") or "RS256"
-        if alg not in SIGNING_ALGS:
-            raise SettingsError(f"AUTH_SIGNING_ALG must be one of {', '.join(SIGNING_ALGS)}, got {alg!r}")
-        form_secret = env.get("AUTH_FORM_SECRET")
-        if form_secret is not None and form_secret != "" and len(form_secret) < 16:
-            raise SettingsError("AUTH_FORM_SECRET must be at least 16 characters")
-        jwks_max_age = env_int(env, "AUTH_JWKS_MAX_AGE", 300, minimum=0)
-        access_ttl = env_int(env, "AUTH_ACCESS_TTL", 300, minimum=1)
-        refresh_ttl = env_int(env, "AUTH_REFRESH_TTL", 1_209_600, minimum=1)
-        family_ttl = env_int(env, "AUTH_FAMILY_TTL", 2_592_000, minimum=1)
-        settings = cls(
-            issuer=http_url("AUTH_ISSUER", env.get("AUTH_ISSUER") or "http://localhost:9000", plain=True),
-            redis_url=redis_url_setting(env),
-            redis_cluster=env_flag(env, "REDIS_CLUSTER"),
-            redis_wait=WaitPolicy.from_env(env),
-            keys_dir=Path(env.get("AUTH_KEYS_DIR") or "keys"),
-            signing_alg=alg,
-            access_ttl=access_ttl,
-            refresh_ttl=refresh_ttl,
-            family_ttl=family_ttl,
-            id_token_ttl=env_int(env, "AUTH_ID_TOKEN_TTL", 300, minimum=1),
-            code_ttl=env_int(env, "AUTH_CODE_TTL", 60, minimum=1),
-            refresh_retry_grace=env_int(env, "AUTH_REFRESH_RETRY_GRACE", 10, minimum=0),
-            dpop_nonce=env_flag(env, "AUTH_DPOP_NONCE", True),
-            clients=parse_clients(env.get("AUTH_CLIENTS") or "[]"),
-            login_max_failures=env_int(env, "AUTH_LOGIN_MAX_FAILURES", 10, minimum=1),
-            login_window=env_int(env, "AUTH_LOGIN_WINDOW", 900, minimum=1),
-            login_max_failures_per_address=env_int(env, "AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, minimum=1),
-            login_max_failures_per_account=env_int(env, "AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", 100, minimum=1),
-            signup_max_per_address=env_int(env, "AUTH_SIGNUP_MAX_PER_ADDRESS", 20, minimum=1),
-            signup_window=env_int(env, "AUTH_SIGNUP_WINDOW", 3600, minimum=1),
-            allow_dev_secret=env_flag(env, "AUTH_ALLOW_DEV_SECRET"),
-            trusted_proxies=networks("AUTH_TRUSTED_PROXIES", env.get("AUTH_TRUSTED_PROXIES") or ""),
-            jwks_max_age=jwks_max_age,
-            key_activation_delay=env_int(env, "AUTH_KEY_ACTIVATION_DELAY", jwks_max_age, minimum=0),
-            max_body=env_int(env, "AUTH_MAX_BODY", 65_536, minimum=1024),
-            form_secret=form_secret.encode() if form_secret else None,
-            sso_idle_ttl=env_int(env, "AUTH_SSO_IDLE_TTL", 28_800, minimum=1),
-            sso_ttl=env_int(env, "AUTH_SSO_TTL", 86_400, minimum=1),
+        """The settings from ``env`` (default ``os.environ``), over the TOML file ``AUTH_CONFIG`` names, if any."""
+        v = SETTINGS.read(os.environ if env is None else env)
+        return cls(
+            issuer=v["issuer"],
+            redis_url=v["redis_url"],
+            redis_cluster=v["redis_cluster"],
+            redis_wait=WaitPolicy(v["redis_wait_replicas"], v["redis_wait_timeout"]),
+            keys_dir=v["keys_dir"],
+            signing_alg=v["signing_alg"],
+            access_ttl=v["access_ttl"],
+            refresh_ttl=v["refresh_ttl"],
+            family_ttl=v["family_ttl"],
+            id_token_ttl=v["id_token_ttl"],
+            code_ttl=v["code_ttl"],
+            refresh_retry_grace=v["refresh_retry_grace"],
+            dpop_nonce=v["dpop_nonce"],
+            clients=v["clients"],
+            login_max_failures=v["login_max_failures"],
+            login_window=v["login_window"],
+            login_max_failures_per_address=v["login_max_failures_per_address"],
+            login_max_failures_per_account=v["login_max_failures_per_account"],
+            signup_max_per_address=v["signup_max_per_address"],
+            signup_window=v["signup_window"],
+            allow_dev_secret=v["allow_dev_secret"],
+            trusted_proxies=v["trusted_proxies"],
+            jwks_max_age=v["jwks_max_age"],
+            key_activation_delay=(
+                v["jwks_max_age"] if v["key_activation_delay"] is None else v["key_activation_delay"]
+            ),
+            max_body=v["max_body"],
+            form_secret=v["form_secret"],
+            sso_idle_ttl=v["sso_idle_ttl"],
+            sso_ttl=v["sso_ttl"],
         )
-        if settings.code_ttl > 600:
-            raise SettingsError("AUTH_CODE_TTL must be at most 600 seconds (RFC 6749 §4.1.2)")
-        return settings
 
     def check_client_secrets(self) -> None:
         """Refuse to serve a client whose secret is weak (servicekit.client_secret), unless AUTH_ALLOW_DEV_SECRET."""

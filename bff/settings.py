@@ -1,4 +1,8 @@
-"""BFF settings, read once from the environment (DESIGN §4)."""
+"""BFF settings, read once from the environment and the TOML file ``BFF_CONFIG`` names (DESIGN §4, §11).
+
+``SETTINGS`` declares each one (servicekit.settings): the single source for reading them, the file's keys,
+``bff config`` and docs/reference/settings.md.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,137 @@ from urllib.parse import urlsplit
 
 from bff.routes import RouteTable, parse_routes
 from servicekit.client_secret import require_strong
-from servicekit.durable import WaitPolicy
+from servicekit.durable import WAIT_SETTINGS, WaitPolicy
+from servicekit.http import HTTP_SETTINGS
 from servicekit.proxies import IPNetwork, networks
-from servicekit.redis import redis_url_setting
-from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
+from servicekit.redis import REDIS_SETTINGS
+from servicekit.settings import (
+    Declarations,
+    Setting,
+    SettingsError,
+    combine,
+    flag,
+    integer,
+    number,
+    stripped,
+    url,
+)
 
 HOST_PREFIX = "__Host-"
+
+
+def _cookie_name(label: str, raw: str) -> str:
+    if not raw.replace("-", "").replace("_", "").isalnum():
+        raise SettingsError(f"{label} must be letters, digits, '-' and '_', got {raw!r}")
+    return raw
+
+
+def _routes(label: str, raw: str) -> RouteTable:
+    return parse_routes(raw, label)
+
+
+def _trusted_proxies(label: str, raw: str) -> tuple[IPNetwork, ...]:
+    return networks(label, raw)
+
+
+OWN = (
+    Setting(
+        "BFF_CLIENT_SECRET",
+        None,
+        "The BFF's client secret at the provider (at least 16 characters; see BFF_ALLOW_DEV_SECRET).",
+        secret=True,
+        required=True,
+    ),
+    Setting("BFF_ISSUER", "http://localhost:9000", "The provider's issuer URL (its discovery document).", url()),
+    Setting("BFF_CLIENT_ID", "bff", "The BFF's client id at the provider."),
+    Setting(
+        "BFF_PUBLIC_URL",
+        "http://localhost:8000",
+        "The BFF's URL as browsers see it: its origin and {public_url}/bff/callback, the redirect URI.",
+        url(),
+    ),
+    Setting(
+        "BFF_ROUTES",
+        '{"notes": "http://localhost:9001"}',
+        "Route name -> upstream URL or route object (url, token, resource, methods, websocket, timeout, ...); "
+        "in the file, one [routes.<name>] table each.",
+        _routes,
+        kind="table",
+    ),
+    Setting(
+        "BFF_SCOPES",
+        "openid notes:read notes:write",
+        "Scopes asked for at login (space-separated).",
+        kind="list",
+        sep=" ",
+    ),
+    Setting(
+        "BFF_COOKIE_NAME",
+        "__Host-session",
+        "The session cookie's name (the __Host- prefix is dropped when BFF_COOKIE_SECURE is false).",
+        _cookie_name,
+    ),
+    Setting(
+        "BFF_COOKIE_SECURE", "true", "Secure cookies (false only for plain-http development).", flag, kind="boolean"
+    ),
+    Setting(
+        "BFF_IDLE_TTL",
+        "1800",
+        "Seconds a session lives without use (at most BFF_ABSOLUTE_TTL).",
+        integer(minimum=1),
+        kind="integer",
+    ),
+    Setting("BFF_ABSOLUTE_TTL", "43200", "Seconds a session lives at most.", integer(minimum=1), kind="integer"),
+    Setting("BFF_REFRESH_SKEW", "30", "Seconds before expiry an access token is refreshed.", integer(), kind="integer"),
+    Setting(
+        "BFF_UPSTREAM_TIMEOUT",
+        "30",
+        "Seconds to connect to an upstream and between its reads (a route's timeout overrides it).",
+        number(positive=True),
+        kind="number",
+    ),
+    Setting("BFF_AUTH_TIMEOUT", "10", "Seconds for a call to the provider.", number(positive=True), kind="number"),
+    Setting("BFF_LOCK_LEASE", "5", "Seconds a refresh lock is held at most.", number(positive=True), kind="number"),
+    Setting("BFF_MAX_WEBSOCKETS", "1000", "Open WebSockets per process; more get 503.", integer(), kind="integer"),
+    Setting(
+        "BFF_AUTH_INTERNAL_URL",
+        None,
+        "Where the BFF itself reaches the provider (token, JWKS, PAR, revocation), when not at BFF_ISSUER.",
+        url(),
+        default_doc="BFF_ISSUER",
+    ),
+    Setting(
+        "BFF_DPOP_KEY_FILE",
+        None,
+        "A PEM EC P-256 private key: every token the BFF obtains is DPoP-bound to it (RFC 9449).",
+        stripped,
+        default_doc="none: Bearer tokens",
+    ),
+    Setting(
+        "BFF_TRUSTED_PROXIES",
+        "none",
+        "CIDRs of the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes (forward auth), or none.",
+        _trusted_proxies,
+        kind="list",
+    ),
+    Setting(
+        "BFF_POST_LOGOUT_URL",
+        None,
+        "Where the provider sends the browser after logout.",
+        url(strip_slash=False),
+        default_doc="BFF_PUBLIC_URL + /",
+    ),
+    Setting(
+        "BFF_ALLOW_DEV_SECRET",
+        "false",
+        "Start even with a weak BFF_CLIENT_SECRET (development only; a WARNING says so).",
+        flag,
+        kind="boolean",
+    ),
+)
+SETTINGS = Declarations(
+    "bff", "BFF_", combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS), config_var="BFF_CONFIG"
+)
 
 
 @dataclass(frozen=True)
@@ -50,50 +179,37 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        secret = env.get("BFF_CLIENT_SECRET", "")
-        if not secret:
-            raise SettingsError("BFF_CLIENT_SECRET is required")
-        secure = env_flag(env, "BFF_COOKIE_SECURE", True)
-        cookie_name = env.get("BFF_COOKIE_NAME") or "__Host-session"
+        """The settings from ``env`` (default ``os.environ``), over the TOML file ``BFF_CONFIG`` names, if any."""
+        v = SETTINGS.read(os.environ if env is None else env)
+        secure = v["cookie_secure"]
+        cookie_name = v["cookie_name"]
         if not secure and cookie_name.startswith(HOST_PREFIX):
             # Browsers refuse a __Host- cookie without Secure, so plain-http development drops the prefix.
             cookie_name = cookie_name[len(HOST_PREFIX) :]
-        if not cookie_name.replace("-", "").replace("_", "").isalnum():
-            raise SettingsError(f"BFF_COOKIE_NAME must be letters, digits, '-' and '_', got {cookie_name!r}")
-        public_url = http_url("BFF_PUBLIC_URL", env.get("BFF_PUBLIC_URL") or "http://localhost:8000")
-        idle = env_int(env, "BFF_IDLE_TTL", 1800, minimum=1)
-        absolute = env_int(env, "BFF_ABSOLUTE_TTL", 43200, minimum=1)
         return cls(
-            client_secret=secret,
-            issuer=http_url("BFF_ISSUER", env.get("BFF_ISSUER") or "http://localhost:9000"),
-            client_id=env.get("BFF_CLIENT_ID") or "bff",
-            public_url=public_url,
-            routes=parse_routes(env.get("BFF_ROUTES") or '{"notes": "http://localhost:9001"}'),
-            scopes=env.get("BFF_SCOPES") or "openid notes:read notes:write",
+            client_secret=v["client_secret"],
+            issuer=v["issuer"],
+            client_id=v["client_id"],
+            public_url=v["public_url"],
+            routes=v["routes"],
+            scopes=v["scopes"],
             cookie_name=cookie_name,
             cookie_secure=secure,
-            idle_ttl=min(idle, absolute),
-            absolute_ttl=absolute,
-            refresh_skew=env_int(env, "BFF_REFRESH_SKEW", 30),
-            redis_url=redis_url_setting(env),
-            redis_cluster=env_flag(env, "REDIS_CLUSTER", False),
-            redis_wait=WaitPolicy.from_env(env),
-            upstream_timeout=env_float(env, "BFF_UPSTREAM_TIMEOUT", 30.0, positive=True),
-            auth_timeout=env_float(env, "BFF_AUTH_TIMEOUT", 10.0, positive=True),
-            lock_lease=env_float(env, "BFF_LOCK_LEASE", 5.0, positive=True),
-            max_websockets=env_int(env, "BFF_MAX_WEBSOCKETS", 1000),
-            auth_internal_url=(
-                http_url("BFF_AUTH_INTERNAL_URL", env["BFF_AUTH_INTERNAL_URL"])
-                if env.get("BFF_AUTH_INTERNAL_URL")
-                else None
-            ),
-            dpop_key_file=env.get("BFF_DPOP_KEY_FILE") or None,
-            trusted_proxies=networks("BFF_TRUSTED_PROXIES", env.get("BFF_TRUSTED_PROXIES") or "none"),
-            post_logout_url=http_url(
-                "BFF_POST_LOGOUT_URL", env.get("BFF_POST_LOGOUT_URL") or f"{public_url}/", strip_slash=False
-            ),
-            allow_dev_secret=env_flag(env, "BFF_ALLOW_DEV_SECRET"),
+            idle_ttl=min(v["idle_ttl"], v["absolute_ttl"]),
+            absolute_ttl=v["absolute_ttl"],
+            refresh_skew=v["refresh_skew"],
+            redis_url=v["redis_url"],
+            redis_cluster=v["redis_cluster"],
+            redis_wait=WaitPolicy(v["redis_wait_replicas"], v["redis_wait_timeout"]),
+            upstream_timeout=v["upstream_timeout"],
+            auth_timeout=v["auth_timeout"],
+            lock_lease=v["lock_lease"],
+            max_websockets=v["max_websockets"],
+            auth_internal_url=v["auth_internal_url"],
+            dpop_key_file=v["dpop_key_file"],
+            trusted_proxies=v["trusted_proxies"],
+            post_logout_url=v["post_logout_url"] or f"{v['public_url']}/",
+            allow_dev_secret=v["allow_dev_secret"],
         )
 
     def check_client_secret(self) -> None:

@@ -1,4 +1,6 @@
-"""Resource server settings, read once from the environment (DESIGN §4)."""
+"""Resource server settings, read once from the environment (DESIGN §4), declared in ``SETTINGS``
+(servicekit.settings): the single source for reading them, ``resource-server config`` and
+docs/reference/settings.md."""
 
 from __future__ import annotations
 
@@ -7,8 +9,103 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jwt_bff_verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
-from servicekit.redis import redis_url_setting
-from servicekit.settings import SettingsError, env_flag, env_float, env_int, http_url
+from servicekit.http import HTTP_SETTINGS
+from servicekit.redis import REDIS_SETTINGS
+from servicekit.settings import Declarations, Setting, SettingsError, choice, combine, integer, number, url
+
+
+def _audience(label: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingsError(f"{label} must not be empty")
+    return raw.strip()
+
+
+def _algorithms(label: str, raw: str) -> tuple[str, ...]:
+    algorithms = tuple(a.strip() for a in raw.split(","))
+    bad = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
+    if bad or not algorithms:
+        raise SettingsError(
+            f"{label}: unsupported {bad} (never none or HS*); choose from {sorted(SUPPORTED_ALGORITHMS)}"
+        )
+    return algorithms
+
+
+def _nonce_secret(label: str, raw: str) -> bytes:
+    if len(raw) < 16:
+        raise SettingsError(f"{label} must be at least 16 characters")
+    return raw.encode()
+
+
+def _max_notes(label: str, raw: str) -> int:
+    value: int = integer()(label, raw)
+    if value < 1:
+        raise SettingsError(f"{label} must be at least 1")
+    return value
+
+
+OWN = (
+    Setting(
+        "RS_ISSUER",
+        "http://localhost:9000",
+        "The issuer whose tokens are accepted (compared exactly with iss).",
+        url(strip_slash=False),
+    ),
+    Setting("RS_AUDIENCE", "notes", "This API's audience: a token's aud must hold it.", _audience),
+    Setting(
+        "RS_JWKS_URL",
+        None,
+        "Where the signing keys are fetched.",
+        url(strip_slash=False),
+        default_doc="discovered from the issuer's metadata",
+    ),
+    Setting(
+        "RS_ALGORITHMS",
+        ",".join(DEFAULT_ALGORITHMS),
+        "Accepted signature algorithms (never none or HS*).",
+        _algorithms,
+        kind="list",
+    ),
+    Setting("RS_LEEWAY", "30", "Seconds of clock skew allowed on exp, nbf and iat.", integer(), kind="integer"),
+    Setting(
+        "RS_JWKS_COOLDOWN", "30", "Seconds between refetches of the JWKS for an unknown kid.", number(), kind="number"
+    ),
+    Setting("RS_MAX_NOTES", "500", "Notes one user may keep (the sample API).", _max_notes, kind="integer"),
+    Setting(
+        "RS_VERIFY_CACHE_SIZE",
+        "4096",
+        "Verified tokens remembered, so a token seen again skips the crypto; 0 disables.",
+        integer(),
+        kind="integer",
+    ),
+    Setting(
+        "RS_REVOCATION_POLL",
+        "2",
+        "Seconds between polls of the revocation feed; 0 turns it off.",
+        number(),
+        kind="number",
+    ),
+    Setting(
+        "RS_REVOCATIONS_URL",
+        None,
+        "The revocation feed to poll.",
+        url(strip_slash=False),
+        default_doc="{issuer}/oauth/revocations",
+    ),
+    Setting(
+        "RS_DPOP",
+        "allowed",
+        "DPoP-bound tokens (RFC 9449): off, allowed or required.",
+        choice("off", "allowed", "required"),
+    ),
+    Setting(
+        "RS_DPOP_NONCE_SECRET",
+        None,
+        "Set (at least 16 characters): DPoP proofs must carry a nonce the API issued.",
+        _nonce_secret,
+        secret=True,
+    ),
+)
+SETTINGS = Declarations("resource-server", "RS_", combine(OWN, REDIS_SETTINGS, HTTP_SETTINGS), config_var="RS_CONFIG")
 
 
 @dataclass(frozen=True)
@@ -30,46 +127,21 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        issuer = http_url("RS_ISSUER", env.get("RS_ISSUER") or cls.issuer, strip_slash=False)
-        audience = (env.get("RS_AUDIENCE") or cls.audience).strip()
-        if not audience:
-            raise SettingsError("RS_AUDIENCE must not be empty")
-        jwks_url = env.get("RS_JWKS_URL") or None
-        if jwks_url is not None:
-            jwks_url = http_url("RS_JWKS_URL", jwks_url, strip_slash=False)
-        algorithms = tuple(a.strip() for a in (env.get("RS_ALGORITHMS") or ",".join(DEFAULT_ALGORITHMS)).split(","))
-        bad = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
-        if bad or not algorithms:
-            raise SettingsError(
-                f"RS_ALGORITHMS: unsupported {bad} (never none or HS*); choose from {sorted(SUPPORTED_ALGORITHMS)}"
-            )
-        dpop = (env.get("RS_DPOP") or cls.dpop).strip().lower()
-        if dpop not in ("off", "allowed", "required"):
-            raise SettingsError(f"RS_DPOP must be off, allowed or required, got {dpop!r}")
-        nonce_secret = env.get("RS_DPOP_NONCE_SECRET") or ""
-        if nonce_secret and len(nonce_secret) < 16:
-            raise SettingsError("RS_DPOP_NONCE_SECRET must be at least 16 characters")
-        max_notes = env_int(env, "RS_MAX_NOTES", cls.max_notes)
-        if max_notes < 1:
-            raise SettingsError("RS_MAX_NOTES must be at least 1")
+        """The settings from ``env`` (default ``os.environ``), over the TOML file ``RS_CONFIG`` names, if any."""
+        v = SETTINGS.read(os.environ if env is None else env)
         return cls(
-            issuer=issuer,
-            audience=audience,
-            jwks_url=jwks_url,
-            algorithms=algorithms,
-            leeway=env_int(env, "RS_LEEWAY", cls.leeway),
-            jwks_cooldown=env_float(env, "RS_JWKS_COOLDOWN", cls.jwks_cooldown),
-            max_notes=max_notes,
-            verify_cache_size=env_int(env, "RS_VERIFY_CACHE_SIZE", cls.verify_cache_size),
-            redis_url=redis_url_setting(env),
-            redis_cluster=env_flag(env, "REDIS_CLUSTER"),
-            revocation_poll=env_float(env, "RS_REVOCATION_POLL", cls.revocation_poll),
-            dpop=dpop,
-            dpop_nonce_secret=nonce_secret.encode() if nonce_secret else None,
-            revocations_url=(
-                http_url("RS_REVOCATIONS_URL", env["RS_REVOCATIONS_URL"], strip_slash=False)
-                if env.get("RS_REVOCATIONS_URL")
-                else None
-            ),
+            issuer=v["issuer"],
+            audience=v["audience"],
+            jwks_url=v["jwks_url"],
+            algorithms=v["algorithms"],
+            leeway=v["leeway"],
+            jwks_cooldown=v["jwks_cooldown"],
+            max_notes=v["max_notes"],
+            verify_cache_size=v["verify_cache_size"],
+            redis_url=v["redis_url"],
+            redis_cluster=v["redis_cluster"],
+            revocation_poll=v["revocation_poll"],
+            dpop=v["dpop"],
+            dpop_nonce_secret=v["dpop_nonce_secret"],
+            revocations_url=v["revocations_url"],
         )

@@ -37,7 +37,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .redis import REDIS_TIMEOUT
-from .settings import SettingsError, env_int
+from .settings import Declarations, Setting, SettingsError, integer
 
 REPLICAS_TTL = 1.0  # seconds a master's replica count is trusted (INFO is cheap; a stale count costs one 503 at most)
 
@@ -60,17 +60,43 @@ class WaitPolicy:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WaitPolicy:
-        raw = (env.get("REDIS_WAIT_REPLICAS") or "auto").strip().lower()
-        if raw == "auto":
-            replicas = None
-        elif raw.isdigit():
-            replicas = int(raw)
-        else:
-            raise SettingsError(f"REDIS_WAIT_REPLICAS must be auto or a number of replicas, got {raw!r}")
-        timeout = env_int(env, "REDIS_WAIT_TIMEOUT", cls.timeout_ms, minimum=1)
-        if timeout >= REDIS_TIMEOUT * 1000:
-            raise SettingsError(f"REDIS_WAIT_TIMEOUT must be below {int(REDIS_TIMEOUT * 1000)} ms, got {timeout}")
-        return cls(replicas, timeout)
+        values = WAIT.read(env)
+        return cls(values["redis_wait_replicas"], values["redis_wait_timeout"])
+
+
+def _replicas(label: str, raw: str) -> int | None:
+    value = raw.strip().lower()
+    if value == "auto":
+        return None
+    if value.isdigit():
+        return int(value)
+    raise SettingsError(f"{label} must be auto or a number of replicas, got {value!r}")
+
+
+def _wait_timeout(label: str, raw: str) -> int:
+    timeout: int = integer(minimum=1)(label, raw)
+    if timeout >= REDIS_TIMEOUT * 1000:
+        raise SettingsError(f"{label} must be below {int(REDIS_TIMEOUT * 1000)} ms, got {timeout}")
+    return timeout
+
+
+WAIT_SETTINGS = (
+    Setting(
+        "REDIS_WAIT_REPLICAS",
+        "auto",
+        "Replicas that must acknowledge a durable write (WAIT) before it counts: auto (every replica connected "
+        "now) or a number.",
+        _replicas,
+    ),
+    Setting(
+        "REDIS_WAIT_TIMEOUT",
+        str(WaitPolicy.timeout_ms),
+        "Milliseconds a durable write waits for its replicas (below the 2000 ms Redis timeout).",
+        _wait_timeout,
+        kind="integer",
+    ),
+)
+WAIT = Declarations("redis", "", WAIT_SETTINGS)
 
 
 Queue = Callable[[Any], None]  # adds commands to a pipeline (scripts with EVAL: every pipeline kind takes it)

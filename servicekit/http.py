@@ -33,11 +33,45 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .settings import SettingsError, env_float, env_int
+from .settings import Declarations, Setting, SettingsError, integer, number
 
 log = logging.getLogger(__name__)
 
 _END_OF_HEADERS = b"\r\n\r\n"
+
+
+HTTP_SETTINGS = (
+    Setting(
+        "HTTP_MAX_HEADER_BYTES",
+        "16384",
+        "Request line + headers above this many bytes get 431 (also --max-header-bytes).",
+        integer(minimum=1024),
+        kind="integer",
+    ),
+    Setting(
+        "HTTP_HEADER_TIMEOUT",
+        "10",
+        "Seconds a client has to send its headers, else 408 and closed (also --header-timeout).",
+        number(positive=True),
+        kind="number",
+    ),
+    Setting(
+        "HTTP_MAX_CONCURRENCY",
+        "2000",
+        "Connections or requests in flight per process beyond which requests get 503; 0: no cap "
+        "(also --max-concurrency).",
+        integer(),
+        kind="integer",
+    ),
+    Setting(
+        "HTTP_BODY_TIMEOUT",
+        "30",
+        "Seconds a request body may fall silent before the connection is closed; 0: no limit.",
+        number(),
+        kind="number",
+    ),
+)
+HTTP = Declarations("http", "", HTTP_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -49,12 +83,12 @@ class HttpLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpLimits:
-        env = os.environ if env is None else env
+        values = HTTP.read(os.environ if env is None else env)
         return cls(
-            max_header_bytes=env_int(env, "HTTP_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024),
-            header_timeout=env_float(env, "HTTP_HEADER_TIMEOUT", cls.header_timeout, positive=True),
-            max_concurrency=env_int(env, "HTTP_MAX_CONCURRENCY", cls.max_concurrency),
-            body_timeout=env_float(env, "HTTP_BODY_TIMEOUT", cls.body_timeout),
+            max_header_bytes=values["http_max_header_bytes"],
+            header_timeout=values["http_header_timeout"],
+            max_concurrency=values["http_max_concurrency"],
+            body_timeout=values["http_body_timeout"],
         )
 
     @staticmethod

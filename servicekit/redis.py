@@ -21,7 +21,7 @@ from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .settings import SettingsError
+from .settings import Setting, SettingsError, flag
 
 REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer in this time is down (a quick 503), not slow
 
@@ -120,15 +120,38 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
 DEFAULT_URL = "redis://localhost:6379/0"
 
 
-def redis_url_setting(env: Mapping[str, str]) -> str:
-    """``REDIS_URL`` from the environment, checked at start-up (a malformed Sentinel URL names the variable)."""
-    url = (env.get("REDIS_URL") or DEFAULT_URL).strip()
+def redis_url(label: str, raw: str) -> str:
+    """A ``REDIS_URL``, checked at start-up (a malformed Sentinel URL names the variable)."""
+    url = raw.strip()
     if url.startswith(SENTINEL_SCHEME):
         try:
             parse_sentinel_url(url)
         except RedisURLError as exc:
-            raise SettingsError(str(exc)) from None
+            raise SettingsError(str(exc).replace("REDIS_URL", label, 1)) from None
     return url
+
+
+def redis_url_setting(env: Mapping[str, str]) -> str:
+    """``REDIS_URL`` from the environment, checked at start-up (a malformed Sentinel URL names the variable)."""
+    return redis_url("REDIS_URL", env.get("REDIS_URL") or DEFAULT_URL)
+
+
+REDIS_SETTINGS = (
+    Setting(
+        "REDIS_URL",
+        DEFAULT_URL,
+        "Redis: redis://host:port/db, several comma-separated node URLs (a Cluster), or "
+        "redis+sentinel://host:26379,.../<master>[/<db>]. A password in it is masked by `config`.",
+        redis_url,
+    ),
+    Setting(
+        "REDIS_CLUSTER",
+        "false",
+        "REDIS_URL is a seed node of a Redis Cluster (several URLs imply it).",
+        flag,
+        kind="boolean",
+    ),
+)
 
 
 def open_redis(url: str, cluster: bool = False) -> Any:

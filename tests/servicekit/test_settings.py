@@ -1,0 +1,169 @@
+"""Settings declared once (servicekit.settings): environment over TOML file over default, <NAME>_FILE secrets,
+errors that name the setting, and declarations that agree with each service's dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from auth_server.settings import SETTINGS as AUTH
+from auth_server.settings import Settings as AuthSettings
+from bff.settings import SETTINGS as BFF
+from bff.settings import Settings as BffSettings
+from resource_server.settings import SETTINGS as RS
+from resource_server.settings import Settings as RsSettings
+from servicekit.settings import Declarations, SettingsError
+
+SECRET = "a-long-client-secret-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("declarations", "cls", "env"),
+    [(BFF, BffSettings, {"BFF_CLIENT_SECRET": SECRET}), (AUTH, AuthSettings, {}), (RS, RsSettings, {})],
+)
+def test_declared_defaults_are_the_dataclass_defaults(declarations: Declarations, cls: type, env: dict) -> None:
+    """The dataclass keeps defaults for tests that build settings directly; they must be the declared ones."""
+    read = cls.from_env(env)
+    keys = {declarations.key(s) for s in declarations.settings}
+    checked = 0
+    for f in dataclasses.fields(cls):
+        if f.name not in keys or f.default is dataclasses.MISSING or f.name in ("routes", "post_logout_url"):
+            continue
+        assert getattr(read, f.name) == f.default, f.name
+        checked += 1
+    assert checked >= 8
+
+
+def test_every_declaration_has_a_description_and_a_known_kind() -> None:
+    for declarations in (BFF, AUTH, RS):
+        for s in declarations.settings:
+            assert s.help.strip() and s.help.rstrip().endswith((".", ")")), s.name
+            assert s.name.isupper() and s.name.replace("_", "").isalnum(), s.name
+
+
+def write(tmp_path: Path, name: str, content: str) -> str:
+    path = tmp_path / name
+    path.write_text(content)
+    return str(path)
+
+
+def test_the_file_gives_settings_and_the_environment_wins(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "bff.toml",
+        f'''
+issuer = "https://id.example"
+client_id = "from-file"
+client_secret = "{SECRET}"
+idle_ttl = 600
+cookie_secure = false
+scopes = ["openid", "orders"]
+trusted_proxies = ["10.0.0.0/8"]
+
+[routes.orders]
+url = "http://orders:8080"
+token = "user"
+methods = ["GET", "POST"]
+
+[routes.status]
+url = "http://status:8080"
+token = "none"
+''',
+    )
+    s = BffSettings.from_env({"BFF_CONFIG": config, "BFF_CLIENT_ID": "from-env", "BFF_IDLE_TTL": ""})
+    assert (s.issuer, s.client_id, s.client_secret, s.idle_ttl, s.cookie_secure) == (
+        "https://id.example",
+        "from-env",
+        SECRET,
+        600,
+        False,
+    )
+    assert s.scopes == "openid orders" and len(s.trusted_proxies) == 1
+    assert s.routes["orders"].methods == frozenset({"GET", "POST"}) and s.routes["status"].token == "none"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "issuer = 'http://x'\nclient_secrett = 'x'\n",
+            "unknown setting 'client_secrett'; did you mean 'client_secret'?",
+        ),
+        ("idle_ttl = 'soon'\n", "idle_ttl must be an integer, got 'soon'"),
+        ("idle_ttl = 0\n", "idle_ttl must be >= 1"),
+        ("cookie_secure = 'yes'\n", "cookie_secure must be true or false"),
+        ("issuer = \n", "not valid TOML"),
+        ("[routes.orders]\nurl = 'ftp://x'\n", "routes[orders].url must be an http(s) URL"),
+        ("[routes.orders]\nurl = 'http://x'\ntypo = 1\n", "unknown field 'typo'"),
+        ("client_secret = 12345\n", "client_secret must be a string, got a int"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path: Path, content: str, message: str) -> None:
+    config = write(tmp_path, "bad.toml", content)
+    env = (
+        {"BFF_CONFIG": config, "BFF_CLIENT_SECRET": SECRET}
+        if "client_secret" not in content
+        else {"BFF_CONFIG": config}
+    )
+    with pytest.raises(SettingsError) as caught:
+        BffSettings.from_env(env)
+    assert message in str(caught.value) and config in str(caught.value)
+    assert "12345" not in str(caught.value)
+
+
+def test_a_missing_config_file_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BFF_CONFIG: cannot read"):
+        BffSettings.from_env({"BFF_CONFIG": str(tmp_path / "absent.toml"), "BFF_CLIENT_SECRET": SECRET})
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    secret_file = write(tmp_path, "client_secret", SECRET + "\n")
+    s = BffSettings.from_env({"BFF_CLIENT_SECRET_FILE": secret_file})
+    assert s.client_secret == SECRET
+    config = write(tmp_path, "bff.toml", f'client_secret_file = "{secret_file}"\n')
+    assert BffSettings.from_env({"BFF_CONFIG": config}).client_secret == SECRET
+    # the environment's secret (either way) wins over the file's
+    assert BffSettings.from_env({"BFF_CONFIG": config, "BFF_CLIENT_SECRET": "x" * 20}).client_secret == "x" * 20
+    form = write(tmp_path, "form", "f" * 20 + "\r\n")
+    assert AuthSettings.from_env({"AUTH_FORM_SECRET_FILE": form}).form_secret == b"f" * 20
+    assert RsSettings.from_env({"RS_DPOP_NONCE_SECRET_FILE": form}).dpop_nonce_secret == b"f" * 20
+
+
+def test_secret_file_errors_name_the_setting(tmp_path: Path) -> None:
+    secret_file = write(tmp_path, "client_secret", SECRET)
+    with pytest.raises(SettingsError, match="BFF_CLIENT_SECRET and BFF_CLIENT_SECRET_FILE are both set"):
+        BffSettings.from_env({"BFF_CLIENT_SECRET": SECRET, "BFF_CLIENT_SECRET_FILE": secret_file})
+    absent = str(tmp_path / "nope")
+    with pytest.raises(SettingsError) as caught:
+        BffSettings.from_env({"BFF_CLIENT_SECRET_FILE": absent})
+    assert "BFF_CLIENT_SECRET" in str(caught.value) and absent in str(caught.value)
+    both = write(tmp_path, "both.toml", f'client_secret = "{SECRET}"\nclient_secret_file = "{secret_file}"\n')
+    with pytest.raises(SettingsError, match="both set"):
+        BffSettings.from_env({"BFF_CONFIG": both})
+    empty = write(tmp_path, "empty", "\n")
+    with pytest.raises(SettingsError, match="BFF_CLIENT_SECRET.*is empty"):
+        BffSettings.from_env({"BFF_CLIENT_SECRET_FILE": empty})
+
+
+def test_config_redacts_secrets_and_names_sources(tmp_path: Path) -> None:
+    secret_file = write(tmp_path, "client_secret", SECRET + "\n")
+    config = write(tmp_path, "bff.toml", 'client_id = "app"\n')
+    out = BFF.render(
+        {
+            "BFF_CONFIG": config,
+            "BFF_CLIENT_SECRET_FILE": secret_file,
+            "BFF_ISSUER": "https://id.example",
+            "REDIS_URL": "redis://:hunter2-password@redis:6379/0",
+        }
+    )
+    assert SECRET not in out and "hunter2" not in out
+    lines = {line.split(" = ")[0].strip(): line for line in out.splitlines() if " = " in line}
+    assert lines["BFF_CLIENT_SECRET"].endswith("<redacted>  # BFF_CLIENT_SECRET_FILE")
+    assert lines["BFF_CLIENT_ID"].endswith("app  # file")
+    assert lines["BFF_ISSUER"].endswith("https://id.example  # env")
+    assert lines["BFF_IDLE_TTL"].endswith("1800  # default")
+    clients = '[{"client_id": "a", "client_secret": "' + SECRET + '", "redirect_uris": ["http://a/cb"]}]'
+    out = AUTH.render({"AUTH_CLIENTS": clients})
+    assert SECRET not in out and '"client_id": "a"' in out
