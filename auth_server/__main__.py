@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 
 from servicekit.http import HttpLimits
 
 from .errors import AuthServerError, SignUpError
-from .settings import Settings, SettingsError
+from .settings import SETTINGS, Settings, SettingsError
 
 
 def _serve(settings: Settings, host: str, port: int, limits: HttpLimits) -> int:
@@ -113,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="auth-server", description="The jwt-bff OAuth 2.0 / OIDC auth server.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")
+    parser.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (AUTH_CONFIG)")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="serve HTTP (the default)")
     # Also accepted after "serve"; SUPPRESS keeps the sub-parser from overwriting values given before it.
@@ -134,10 +136,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "revoke", help="end every SSO session and login of a user, with back-channel logouts to the clients"
     )
     revoke.add_argument("username")
+    commands.add_parser(
+        "config", help="print the effective configuration (secrets redacted) and where each value came from"
+    )
     args = parser.parse_args(argv)
+    if args.config:
+        os.environ["AUTH_CONFIG"] = args.config
     try:
+        if args.command == "config":
+            print(SETTINGS.render(os.environ), end="")
+            return 0
         settings = Settings.from_env()
-        limits = HttpLimits.from_arguments(args)
+        limits = HttpLimits.from_arguments(args, SETTINGS.layer(os.environ))
     except SettingsError as exc:
         print(f"auth-server: {exc}", file=sys.stderr)
         return 2

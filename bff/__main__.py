@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging.config
+import os
 
 from servicekit.http import HttpLimits
 from servicekit.logs import log_config
@@ -21,7 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument(
         "--access-log", action="store_true", help="a JSON line per request (off by default: it costs throughput)"
     )
+    serve.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (BFF_CONFIG)")
     HttpLimits.add_arguments(serve)
+    show = commands.add_parser(
+        "config", help="print the effective configuration (secrets redacted) and where each value came from"
+    )
+    show.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (BFF_CONFIG)")
     stack = commands.add_parser("stack", help="auth server, resource server and BFF in one process")
     stack.add_argument("--host", default="127.0.0.1")
     stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
@@ -36,13 +42,24 @@ def main(argv: list[str] | None = None) -> None:
 
         stack_module.main(args)
         return
+    if args.config:  # an environment variable, so that the worker processes' factory reads the same file
+        os.environ["BFF_CONFIG"] = args.config
+    if args.command == "config":
+        from bff.settings import SETTINGS
+        from servicekit.settings import SettingsError
+
+        try:
+            print(SETTINGS.render(os.environ), end="")
+        except SettingsError as exc:
+            parser.exit(2, f"bff: {exc}\n")
+        return
     config = log_config(args.log_level, access_logger="bff.access", access=args.access_log)
     logging.config.dictConfig(config)
-    from bff.settings import Settings, SettingsError
+    from bff.settings import SETTINGS, Settings, SettingsError
 
     try:
         Settings.from_env().check_client_secret()  # fail fast, naming the variable
-        limits = HttpLimits.from_arguments(args)
+        limits = HttpLimits.from_arguments(args, SETTINGS.layer(os.environ))  # HTTP_* may come from the file
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")
     run_server(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging.config
+import os
 from collections.abc import Sequence
 
 from servicekit.http import HttpLimits
@@ -11,7 +12,7 @@ from servicekit.logs import log_config
 from servicekit.server import run_server
 
 from .app import create_app
-from .settings import Settings, SettingsError
+from .settings import SETTINGS, Settings, SettingsError
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -20,11 +21,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request (JSON lines)")
+    parser.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (RS_CONFIG)")
     HttpLimits.add_arguments(parser)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser(
+        "config", help="print the effective configuration (secrets redacted) and where each value came from"
+    )
     args = parser.parse_args(argv)
+    if args.config:
+        os.environ["RS_CONFIG"] = args.config
     try:
+        if args.command == "config":
+            print(SETTINGS.render(os.environ), end="")
+            return
         settings = Settings.from_env()
-        limits = HttpLimits.from_arguments(args)
+        limits = HttpLimits.from_arguments(args, SETTINGS.layer(os.environ))
     except SettingsError as exc:
         parser.error(str(exc))
     config = log_config(

@@ -351,7 +351,7 @@ class Declarations:
         for setting in self.settings:
             raw, source, _ = self._raw(setting, layered)
             if raw is None:
-                shown = setting.default if setting.default is not None else setting.default_doc or "(unset)"
+                shown = setting.default if setting.default is not None else f"({setting.default_doc or 'unset'})"
             elif setting.secret:
                 shown = setting.show(raw) if setting.show is not None else REDACTED
             else:
