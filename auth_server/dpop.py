@@ -11,8 +11,10 @@ this module adds what only an auth server does:
 - server nonces (§8, ``AUTH_DPOP_NONCE``): a proof without a current nonce gets ``400 use_dpop_nonce`` and a
   ``DPoP-Nonce`` header; every answer carries a fresh one. Nonces are stateless (HMAC of a time window) under a
   secret derived from the signing keys, so every replica accepts every other's;
-- the ``htu`` may be the advertised ``{issuer}/oauth/token`` or the URL the request really came in at (a client
-  inside the network calls an internal address).
+- the ``htu`` must be the advertised ``{issuer}/oauth/token`` (the endpoint's URL under ``AUTH_ISSUER``), whatever
+  address the request came in at: a client inside the network that calls an internal address still signs the public
+  name. Never the request's ``Host`` (issue #18 item 2: a proof made for another server was accepted when the
+  request carried that server's Host).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from starlette.requests import Request
 from jwt_bff_verifier.dpop import DEFAULT_DPOP_ALGORITHMS, NonceIssuer, ProofVerifier
 from jwt_bff_verifier.errors import InvalidDPoPProof as ProofRefused
 from jwt_bff_verifier.errors import UseDPoPNonce as NonceWanted
-from jwt_bff_verifier.starlette import request_url
 
 from .errors import InvalidDPoPProof, UseDPoPNonce
 from .keys import KeyRing
@@ -70,9 +71,8 @@ class DPoPCheck:
             proof = self.proofs.verify(
                 values[0],
                 method=request.method,
-                url=request_url(request.scope),
+                url=self.settings.issuer + endpoint,  # configured, never the request's Host (issue #18 item 2)
                 access_token=access_token,
-                also=(self.settings.issuer + endpoint,),
             )
         except NonceWanted as exc:
             raise UseDPoPNonce(exc.nonce) from None

@@ -45,6 +45,7 @@ class AuthClient:
         self.settings = settings
         self.http = http
         self.metadata: dict[str, Any] | None = None
+        self.public_token_endpoint = ""
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._keys_fetched = float("-inf")
         # RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
@@ -74,6 +75,9 @@ class AuthClient:
             if "authorization_endpoint" not in data or "token_endpoint" not in data:
                 raise AuthServerUnavailable("The discovery document lacks the authorization or token endpoint.")
             self.metadata = {key: self._internal(key, value) for key, value in data.items()}
+            # A DPoP proof names the advertised endpoint, whatever address we reach it at (issue #18 item 2: the
+            # auth server compares htu with its issuer's endpoints only).
+            self.public_token_endpoint = str(data["token_endpoint"])
             return data
         raise last or AuthServerUnavailable()
 
@@ -151,7 +155,7 @@ class AuthClient:
         for _ in range(2):  # RFC 9449 §8: a nonce challenge is answered once, with the nonce it names
             headers = {"Accept": "application/json"}
             if self.dpop is not None:
-                headers["DPoP"] = self.dpop.proof("POST", endpoint)
+                headers["DPoP"] = self.dpop.proof("POST", self.public_token_endpoint or endpoint)
             try:
                 response = await self.http.post(
                     endpoint,
@@ -166,7 +170,8 @@ class AuthClient:
                 body = response.json()
             except ValueError:
                 body = None
-            if self.dpop is None or not self.dpop.remember_nonce(endpoint, response.headers.get("DPoP-Nonce")):
+            nonce_of = self.public_token_endpoint or endpoint
+            if self.dpop is None or not self.dpop.remember_nonce(nonce_of, response.headers.get("DPoP-Nonce")):
                 break
             if response.status_code != 400 or not isinstance(body, dict) or body.get("error") != "use_dpop_nonce":
                 break

@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypedDict, cast
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -104,6 +105,14 @@ def _segment_json(segment: str) -> dict[str, Any]:
     return value
 
 
+def _public_base(url: str) -> str:
+    """A configured public base URL (``RS_PUBLIC_URL``): absolute http(s), no query or fragment; no trailing slash."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"public URL {url!r} must be an absolute http(s) URL without query or fragment")
+    return url.strip().rstrip("/")
+
+
 def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     """A NumericDate claim (RFC 7519 §2) as a float, None if absent; anything else is an invalid token."""
     value = claims.get(name)
@@ -134,6 +143,9 @@ class TokenVerifier:
     tokens; ``"required"`` accepts bound tokens only; ``"off"`` accepts no DPoP. In every mode a bound token (one
     with ``cnf``) is refused as a bearer token. Proofs are checked by ``self.proofs`` (``dpop.py``), with a ``jti``
     replay cache over the ``dpop_window``; ``dpop_nonces`` makes the server demand its nonces (RFC 9449 §9).
+    ``public_urls``: the base URLs clients reach this server at (``RS_PUBLIC_URL``); a proof's ``htu`` must be the
+    request's path under one of them. Without them, the request's ``Host`` is trusted only for tokens of this
+    audience alone (``_htu_candidates`` says why that is safe).
     """
 
     def __init__(
@@ -157,6 +169,7 @@ class TokenVerifier:
         dpop_algorithms: Collection[str] = DEFAULT_DPOP_ALGORITHMS,
         dpop_window: float = 60.0,
         dpop_nonces: NonceIssuer | None = None,
+        public_urls: Collection[str] = (),
     ) -> None:
         if dpop not in ("off", "allowed", "required"):
             raise ValueError("dpop must be 'off', 'allowed' or 'required'")
@@ -197,6 +210,7 @@ class TokenVerifier:
         self.revocations = revocations if isinstance(revocations, RevocationList) else None
         self._poller: asyncio.Task[None] | None = None
         self.dpop: DPoPMode = dpop
+        self.public_urls = tuple(_public_base(u) for u in public_urls)
         self.proofs = ProofVerifier(
             algorithms=dpop_algorithms, window=dpop_window, replay=ReplayCache(), nonces=dpop_nonces, clock=clock
         )
@@ -257,7 +271,8 @@ class TokenVerifier:
                 raise InvalidToken("The access token is not bound to a DPoP key.", reason="dpop")
             if proof is None:
                 raise InvalidDPoPProof("A DPoP proof is required with the DPoP scheme.")
-            checked = self.proofs.verify(proof, method=method, url=url, access_token=token)
+            url, also = self._htu_candidates(url, claims)
+            checked = self.proofs.verify(proof, method=method, url=url, access_token=token, also=also)
             if not hmac.compare_digest(checked.jkt, jkt):  # RFC 9449 §4.3 (12)
                 raise InvalidDPoPProof("The DPoP proof was made with another key than the token's.")
         elif cnf is not None:  # RFC 9449 §7.2: a bound token is never a bearer token
@@ -265,6 +280,26 @@ class TokenVerifier:
         elif self.dpop == "required":
             raise InvalidToken("A DPoP-bound access token is required.", reason="dpop")
         return claims
+
+    def _htu_candidates(self, url: str, claims: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """The URLs a proof may name for a request of ``url`` (issue #18 item 2). With ``public_urls``: this request's
+        path under each configured base URL, never the request's ``Host``. Without: the request's own URL (its
+        ``Host``), but only for a token whose ``aud`` is this verifier's audience alone — an upstream that received a
+        token and proof for itself holds a token of its own audience, which fails our audience check; a token valid
+        at several audiences could be replayed here with a forged Host, so it needs ``public_urls``."""
+        if self.public_urls:
+            split = urlsplit(url)
+            path = split.path or "/"
+            candidates = tuple(base + path for base in self.public_urls)
+            return candidates[0], candidates[1:]
+        aud = claims.get("aud")
+        if aud != self.audience and aud != [self.audience]:
+            raise InvalidToken(
+                "A DPoP proof for a token valid at several audiences needs the server's public URL "
+                "(RS_PUBLIC_URL, the verifier's public_urls).",
+                reason="dpop",
+            )
+        return url, ()
 
     async def _claims(self, token: str) -> AccessTokenClaims:
         if len(token) > MAX_TOKEN_LENGTH:  # before anything else: no hashing, decoding or crypto on huge input

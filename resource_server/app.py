@@ -151,7 +151,15 @@ def create_app(
             revocations_url=settings.revocations_url,
             dpop=cast(DPoPMode, settings.dpop),
             dpop_nonces=NonceIssuer(settings.dpop_nonce_secret) if settings.dpop_nonce_secret else None,
+            public_urls=settings.public_urls,
         )
+        if verifier.dpop != "off" and not verifier.public_urls:
+            log.warning(
+                "RS_PUBLIC_URL is not set: a DPoP proof's htu is compared with the request's Host, and only for "
+                "tokens whose aud is %r alone (a token and proof an upstream received for itself carry its own "
+                "audience, refused here); tokens valid at several audiences need RS_PUBLIC_URL",
+                settings.audience,
+            )
     state: dict[str, Any] = {"redis": redis}
 
     def store() -> aioredis.Redis:

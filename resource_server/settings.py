@@ -36,6 +36,11 @@ def _nonce_secret(label: str, raw: str) -> bytes:
     return raw.encode()
 
 
+def _public_urls(label: str, raw: str) -> tuple[str, ...]:
+    parse = url(strip_slash=True)
+    return tuple(parse(label, u.strip()) for u in raw.split(",") if u.strip())
+
+
 def _max_notes(label: str, raw: str) -> int:
     value: int = integer()(label, raw)
     if value < 1:
@@ -104,6 +109,27 @@ OWN = (
         _nonce_secret,
         secret=True,
     ),
+    Setting(
+        "RS_PUBLIC_URL",
+        None,
+        "Comma-separated base URLs clients reach this API at: a DPoP proof's htu must be the request's path under "
+        "one of them, never the Host header (issue #18). Unset: the Host is trusted only for tokens whose aud is "
+        "this audience alone.",
+        _public_urls,
+        kind="list",
+    ),
+    Setting(
+        "RS_REVOCATIONS_CLIENT_ID",
+        None,
+        "Client id sent (HTTP Basic) when the auth server lets only some clients read its revocation feed "
+        "(AUTH_REVOCATIONS_CLIENTS).",
+    ),
+    Setting(
+        "RS_REVOCATIONS_CLIENT_SECRET",
+        None,
+        "The secret of RS_REVOCATIONS_CLIENT_ID.",
+        secret=True,
+    ),
 )
 SETTINGS = Declarations("resource-server", "RS_", combine(OWN, REDIS_SETTINGS, HTTP_SETTINGS), config_var="RS_CONFIG")
 
@@ -124,11 +150,16 @@ class Settings:
     revocations_url: str | None = None  # None: {issuer}/oauth/revocations
     dpop: str = "allowed"  # RFC 9449: off | allowed | required
     dpop_nonce_secret: bytes | None = field(default=None, repr=False)  # set: DPoP proofs must carry our nonce
+    public_urls: tuple[str, ...] = ()  # RS_PUBLIC_URL: what a DPoP proof's htu may name (issue #18 item 2)
+    revocations_client_id: str | None = None  # credentials for a feed restricted by AUTH_REVOCATIONS_CLIENTS
+    revocations_client_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings from ``env`` (default ``os.environ``), over the TOML file ``RS_CONFIG`` names, if any."""
         v = SETTINGS.read(os.environ if env is None else env)
+        if (v["revocations_client_id"] is None) != (v["revocations_client_secret"] is None):
+            raise SettingsError("RS_REVOCATIONS_CLIENT_ID and RS_REVOCATIONS_CLIENT_SECRET are set together or not at all")
         return cls(
             issuer=v["issuer"],
             audience=v["audience"],
@@ -144,4 +175,7 @@ class Settings:
             dpop=v["dpop"],
             dpop_nonce_secret=v["dpop_nonce_secret"],
             revocations_url=v["revocations_url"],
+            public_urls=v["public_url"] or (),
+            revocations_client_id=v["revocations_client_id"],
+            revocations_client_secret=v["revocations_client_secret"],
         )

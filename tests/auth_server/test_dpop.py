@@ -178,3 +178,25 @@ async def test_without_nonces_and_without_dpop(redis_url: str, keys_dir: Path) -
         retry = await post_token(client, rt, other, auth=("bff", BFF_SECRET))
         assert retry.json()["refresh_token"] == first.json()["refresh_token"]
         assert claims_of(retry.json()["access_token"])["cnf"] == {"jkt": other.jkt}
+
+
+async def test_a_proof_for_another_host_is_refused_whatever_host_the_request_names(
+    dpop_client: httpx.AsyncClient,
+) -> None:
+    """Issue #18 item 2: the token endpoint compares htu with its issuer's endpoint only, never the Host header."""
+    key = DPoPKey()
+    data = await code_data(dpop_client)
+    challenge = await post_token(dpop_client, data, key, auth=("bff", BFF_SECRET))
+    nonce = challenge.headers["dpop-nonce"]
+    for host in ("other.test", "auth.internal:9000"):
+        proof = key.proof("POST", f"http://{host}/oauth/token", nonce=nonce)
+        response = await dpop_client.post(
+            "/oauth/token", data=data, headers={"DPoP": proof, "Host": host}, auth=("bff", BFF_SECRET)
+        )
+        assert response.status_code == 400 and response.json()["error"] == "invalid_dpop_proof", (host, response.text)
+    # the advertised endpoint works whatever Host the request came in with (a client on an internal address)
+    proof = key.proof("POST", TOKEN_URL, nonce=nonce)
+    ok = await dpop_client.post(
+        "/oauth/token", data=data, headers={"DPoP": proof, "Host": "auth.internal:9000"}, auth=("bff", BFF_SECRET)
+    )
+    assert ok.status_code == 200, ok.text

@@ -251,3 +251,34 @@ async def test_a_signed_proof_with_an_unencodable_jti_or_non_ascii_ath_is_refuse
     issuer, key = FakeIssuer(ISSUER, AUDIENCE), DPoPKey()
     token = issuer.dpop_token(key)
     refused(await get(issuer.verifier(), dpop(token, key.proof("GET", URL, token, **claims))), "invalid_dpop_proof")
+
+
+async def test_a_proof_for_another_server_is_refused_even_with_that_servers_host() -> None:
+    """Issue #18 item 2: an upstream that received a token (valid at two audiences) and a proof for itself replays
+    both here, with its own Host header. Without RS_PUBLIC_URL such a token is refused for DPoP; with it, only the
+    configured URL counts, never the Host."""
+    issuer, key = FakeIssuer(ISSUER, AUDIENCE), DPoPKey()
+    token = issuer.dpop_token(key, aud=[AUDIENCE, "other-api"])
+    proof_for_other = key.proof("GET", "http://other-api.test/claims", token)
+    forged_host = {**dpop(token, proof_for_other), "Host": "other-api.test"}
+    refused(await get(issuer.verifier(), forged_host), "invalid_token")  # several audiences: needs public_urls
+    configured = issuer.verifier(public_urls=["https://api.example/", "http://rs.test"])
+    refused(
+        await get(configured, {**dpop(token, key.proof("GET", "http://other-api.test/claims", token))}),
+        "invalid_dpop_proof",
+    )
+    refused(
+        await get(
+            configured,
+            {**dpop(token, key.proof("GET", "http://other-api.test/claims", token)), "Host": "other-api.test"},
+        ),
+        "invalid_dpop_proof",
+    )
+    for url in ("https://api.example/claims", URL):  # either configured base URL, the request's path under it
+        response = await get(configured, {**dpop(token, key.proof("GET", url, token)), "Host": "internal:8080"})
+        assert response.status_code == 200, (url, response.text)
+    # a token of this audience alone keeps working without the setting (its Host is trusted: nobody else holds it)
+    single = issuer.dpop_token(key)
+    assert (await get(issuer.verifier(), dpop(single, key.proof("GET", URL, single)))).status_code == 200
+    with pytest.raises(ValueError, match="public URL"):
+        issuer.verifier(public_urls=["api.example"])
