@@ -6,9 +6,11 @@
 
 ``/oauth/logout`` (GET or POST, RP-Initiated Logout §2) takes ``id_token_hint``, ``client_id``,
 ``post_logout_redirect_uri`` and ``state``. A redirect URI must match one the client registered exactly (§3), and is
-refused, never followed, otherwise. With a valid hint the logout happens at once; without one (or with one we cannot
-verify) a bare GET could be any cross-site page, so the user confirms on a CSRF-protected form first (§2: "the OP
-SHOULD ask the End-User whether to log out").
+refused, never followed, otherwise. With a valid hint the logout happens at once: the SSO session and every login
+born of it when the browser holds that session's cookie, else only the hint's own login (issue #18 item 3: an ID
+token alone must not end the user's whole sign-in). Without a hint (or with one we cannot verify) a bare GET could be
+any cross-site page, so the user confirms on a CSRF-protected form first (§2: "the OP SHOULD ask the End-User whether
+to log out"), and the confirming browser's own SSO session ends.
 """
 
 from __future__ import annotations
@@ -102,29 +104,24 @@ class LogoutEndpoint:
             return ep.error_page("The state parameter is too long.")
         fields = {"client_id": client_id, "post_logout_redirect_uri": redirect_uri, "state": state}
         browser = ep.sso.browser_id(request)
-        current = await ep.sso.get(browser, touch=False) if browser else None
-        if hint is not None and current is not None and current.sub != hint["sub"]:
-            # §2: the OP MUST ask when the hint is not of the user logged in here. Anyone holds an ID token of their
-            # own, and a cross-site GET with it would otherwise end this browser's SSO session without a word.
-            hint = None
+        born_of = await ep.sso.of_family(hint["sid"]) if hint is not None else None
+        # An ID token is no credential for the user's whole sign-in: another relying party, a log or a proxy may hold
+        # one (issue #18 item 3: a bare GET with a hint ended every login of the user). The SSO session, and every
+        # login born of it, ends only in the browser holding that session's cookie; elsewhere a hint ends what its
+        # client could end itself (RFC 7009): the one login it names. That keeps an RP's logout smooth where its
+        # Clear-Site-Data wiped our cookie (a shared registrable domain), and bounds what a leaked ID token can do.
+        # §2's MUST holds too: a hint of another user than the one signed in here never ends this browser's session.
+        own_session = hint is not None and browser is not None and born_of == browser
         if hint is None:
             token = params.get("form_token", "")
             if request.method != "POST" or not ep.guard.check(request, "logout", token, fields):
                 return self._confirm_page(request, fields, 400 if token else 200)
 
-        ending: set[str] = set()
-        if hint is not None:
-            born_of = await ep.sso.of_family(hint["sid"])
-            if born_of is not None:
-                ending.add(born_of)
-            if current is not None:  # the same user (checked above)
-                ending.add(current.id)
-        elif browser is not None:
-            ending.add(browser)
+        ending: set[str] = {browser} if browser is not None and (hint is None or own_session) else set()
         for sso_id in ending:
             await ep.logouts.end_sso(sso_id)
         if hint is not None:
-            await ep.tokens.revoke_family(hint["sid"])  # a login not born of an SSO session ends too
+            await ep.tokens.revoke_family(hint["sid"])  # the hint's own login (not born of this session, too)
         log.info("rp-initiated logout: %d SSO session(s) ended", len(ending))
 
         response: Response
@@ -134,7 +131,8 @@ class LogoutEndpoint:
             response = RedirectResponse(redirect_uri, status_code=302, headers=NO_STORE)
         else:
             response = ep.page("signed_out.html", title="Signed out")
-        ep.sso.clear_cookie(response)
+        if ending:  # a browser whose session lives on keeps its cookie
+            ep.sso.clear_cookie(response)
         return response
 
     def _confirm_page(self, request: Request, fields: dict[str, str], status: int) -> Response:

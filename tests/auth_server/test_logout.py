@@ -338,14 +338,18 @@ async def test_a_fresh_login_in_the_same_browser_keeps_every_login_under_one_log
     posted = await client.post(form.action, data={**form.fields, "username": USERNAME, "password": PASSWORD})
     second = (await exchange(client, location_params(posted)["code"], verifier)).json()
     assert claims_of(second["id_token"])["auth_time"] >= claims_of(first["id_token"])["auth_time"]
-    # One logout with the *first* login's hint ends the re-authenticated session and both logins, even when the
-    # browser's cookies are gone (Clear-Site-Data from the client's own logout can wipe them on a shared host).
+    # Without the browser's SSO cookie (Clear-Site-Data from the client's own logout can wipe it on a shared host),
+    # the *first* login's hint ends that login only (issue #18 item 3); with the cookie, one logout with it ends the
+    # re-authenticated session and every login.
     sso_cookie = client.cookies[SSO_COOKIE]
     client.cookies.clear()
     await client.get("/oauth/logout", params={"id_token_hint": first["id_token"]})
-    for tokens in (first, second):
-        assert (await refresh(client, tokens["refresh_token"])).json()["error"] == "invalid_grant"
+    assert (await refresh(client, first["refresh_token"])).json()["error"] == "invalid_grant"
+    second = (await refresh(client, second["refresh_token"])).json()
+    assert "access_token" in second
     client.cookies.set(SSO_COOKIE, sso_cookie)
+    await client.get("/oauth/logout", params={"id_token_hint": first["id_token"]})
+    assert (await refresh(client, second["refresh_token"])).json()["error"] == "invalid_grant"
     await assert_password_asked(client)
 
 
@@ -384,3 +388,28 @@ async def test_garbage_at_the_logout_endpoint_is_never_a_500(
     for hint in (tokens["access_token"], tokens["refresh_token"]):  # tokens of other types are no hint
         page = await client.get("/oauth/logout", params={"id_token_hint": hint})
         assert page.status_code == 200 and "Sign out?" in page.text
+
+
+async def test_an_id_token_alone_does_not_end_the_users_sign_in(client: httpx.AsyncClient, user: Any) -> None:
+    """Issue #18 item 3: any holder of an ID token (another RP, a log) sent GET /oauth/logout?id_token_hint=… from a
+    client without the SSO cookie and ended every login of the user. Now it ends only the login the hint names (which
+    its client could revoke itself); the user's SSO session and other logins live on."""
+    bff = await password_login(client)
+    other = await sso_login(client, "other", "http://other.test/cb", "other-secret-0123456789")
+    browser_cookies = dict(client.cookies)
+    client.cookies.clear()  # the attacker: no SSO cookie
+    response = await client.get("/oauth/logout", params={"id_token_hint": bff["id_token"]})
+    assert response.status_code == 200 and "You are signed out" in response.text
+    client.cookies.clear()
+    client.cookies.update(browser_cookies)
+    assert (await refresh(client, bff["refresh_token"])).json()["error"] == "invalid_grant"
+    body = {"grant_type": "refresh_token", "refresh_token": other["refresh_token"]}
+    kept = await client.post("/oauth/token", data=body, auth=("other", "other-secret-0123456789"))
+    assert kept.status_code == 200, kept.text  # another client's login of the same sign-in lives on
+    assert "code" in location_params(await client.get("/oauth/authorize", params=authorize_params(pkce()[1])))
+    # the same user's SSO cookie of *another* browser is not the hint's session either
+    third = await password_login(client)
+    client.cookies.delete(SSO_COOKIE)
+    await password_login(client)  # another sign-in of the same user in a second browser
+    await client.get("/oauth/logout", params={"id_token_hint": third["id_token"]})
+    assert "code" in location_params(await client.get("/oauth/authorize", params=authorize_params(pkce()[1])))
