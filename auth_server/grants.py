@@ -370,7 +370,11 @@ class Grants:
         try:
             # A retry within the grace that asks for another scope, resource or DPoP key gets its own access token.
             request = f"{scope}\x00{resource or ''}\x00{jkt or ''}"
-            return await self.tokens.rotate(claims, token, issue, request=request)
+            # Issue #18 item 6: the grace hands the live pair to whoever presents the rotated token, so only a client
+            # that proves it is the same one gets it: one that authenticated, or that proved the refresh token's DPoP
+            # key. A public client without DPoP gets reuse detection, as before the grace existed.
+            same_client = client.confidential or bound is not None
+            return await self.tokens.rotate(claims, token, issue, request=request, grace=same_client)
         except TokenRejected as exc:
             raise InvalidGrant("The refresh token is invalid, expired or revoked.") from exc
 

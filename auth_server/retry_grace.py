@@ -6,6 +6,10 @@ answer of each rotation is kept in the family for ``AUTH_REFRESH_RETRY_GRACE`` s
 presented again by the same client within that time, gets the very same pair back (the pattern of Okta's and
 Auth0's "refresh token reuse interval").
 
+Only a client that proves it is the same one gets the grace (issue #18 item 6): a confidential client (it
+authenticated) or one whose refresh token is bound to a DPoP key (it proved the key). A public client without DPoP
+cannot be told from a thief who replays its just-rotated token, so for it a retry is reuse, as before the grace.
+
 Nothing in Redis may hold a token in clear (DESIGN §4): the answer is sealed with AES-256-GCM under a key derived
 from the presented refresh token itself, which only the client holds; a copy of Redis alone opens nothing. The
 associated data binds the blob to its family and generation, so it cannot be moved to another.

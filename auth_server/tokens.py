@@ -303,14 +303,20 @@ class TokenService:
         return family, self._refresh_token(family, jti, now)
 
     async def rotate(
-        self, claims: dict[str, Any], token: str, issue: Callable[[Family, str], dict[str, Any]], *, request: str
+        self,
+        claims: dict[str, Any],
+        token: str,
+        issue: Callable[[Family, str], dict[str, Any]],
+        *,
+        request: str,
+        grace: bool = True,
     ) -> dict[str, Any]:
         """Rotate the family of the refresh token ``token`` (its ``claims`` checked): ``issue(family, new refresh
         token)`` builds the answer, which is kept sealed for the retry grace. A retry of the token rotated last,
         within the grace, gets that answer back instead — or, if it asks for another ``request`` (scope, RFC 8707
         resource), the same refresh token with an access token for what it asks now: an access token never goes to
         a resource it was not asked for. Anything else that is not current is reuse, and ends the family. Raises
-        TokenRejected."""
+        TokenRejected. ``grace=False``: no retry grace for this client (a public client without DPoP)."""
         sid, jti = claims["sid"], claims["jti"]
         now = int(time.time())
         raw = await self.redis.hgetall(family_key(sid))
@@ -323,7 +329,8 @@ class TokenService:
             new_jti = secrets.token_urlsafe(16)
             answer = issue(family, self._refresh_token(family, new_jti, now))
             sealed = retry_grace.seal(token, sid, jti, answer, request)
-        grace_ms, now_ms = self.settings.refresh_retry_grace * 1000, int(time.time() * 1000)
+        grace_ms = self.settings.refresh_retry_grace * 1000 if grace else 0
+        now_ms = int(time.time() * 1000)
         args = [jti, new_jti, self.settings.refresh_ttl, now, sealed, grace_ms, now_ms]
         key = family_key(sid)
         (result,) = await self.durable.write(key, lambda pipe: pipe.eval(_ROTATE, 1, key, *args))

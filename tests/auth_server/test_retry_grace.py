@@ -130,3 +130,64 @@ async def test_a_retry_asking_for_less_gets_the_same_refresh_token_and_only_what
     assert narrower.json()["refresh_token"] == first["refresh_token"]
     assert claims_of(narrower.json()["access_token"])["scope"] == "notes:read"
     assert claims_of(first["access_token"])["scope"] != "notes:read"
+
+
+MOBILE = {
+    "client_id": "mobile",
+    "redirect_uris": ["http://app.test/bff/callback"],
+    "grant_types": ["authorization_code", "refresh_token"],
+    "scope": "openid notes:read",
+    "audience": ["notes"],
+}
+
+
+async def test_a_public_client_without_dpop_gets_no_grace_a_thiefs_replay_is_reuse(
+    redis_url: str, keys_dir: Path
+) -> None:
+    """Issue #18 item 6: a thief of a public client's refresh token (no DPoP) replays it right after the client
+    rotated it. The grace used to hand the thief the live pair; now it is reuse, and the login ends. A public client
+    that proves its DPoP key still gets the grace."""
+    import json
+
+    from resource_server.verifier.testing import DPoPKey
+
+    from .helpers import CLIENTS, exchange, get_code, pkce
+
+    settings = make_settings(redis_url, keys_dir, AUTH_CLIENTS=json.dumps([*CLIENTS, MOBILE]), AUTH_DPOP_NONCE="0")
+    async with serve_in_process(create_app(settings)) as client:
+        assert (await client.post("/users", json={"username": USERNAME, "password": PASSWORD})).status_code == 201
+
+        async def login(headers: dict[str, str] | None = None) -> dict[str, Any]:
+            verifier, challenge = pkce()
+            code = (await get_code(client, challenge, client_id="mobile", scope="openid notes:read"))["code"]
+            data = {
+                "grant_type": "authorization_code",
+                "client_id": "mobile",
+                "code": code,
+                "redirect_uri": "http://app.test/bff/callback",
+                "code_verifier": verifier,
+            }
+            response = await client.post("/oauth/token", data=data, headers=headers)
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        def rt(token: str) -> dict[str, str]:
+            return {"grant_type": "refresh_token", "client_id": "mobile", "refresh_token": token}
+
+        tokens = await login()
+        rotated = await client.post("/oauth/token", data=rt(tokens["refresh_token"]))
+        assert rotated.status_code == 200, rotated.text
+        stolen = await client.post("/oauth/token", data=rt(tokens["refresh_token"]))  # the thief, within the grace
+        assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant", stolen.text
+        ended = await client.post("/oauth/token", data=rt(rotated.json()["refresh_token"]))
+        assert ended.json()["error"] == "invalid_grant"  # reuse ended the login
+        assert claims_of(tokens["access_token"])["sid"] in {e["sid"] for e in (await _feed(client))["revocations"]}
+
+        key = DPoPKey()
+        proof = lambda: {"DPoP": key.proof("POST", "http://auth.test/oauth/token")}  # noqa: E731
+        bound = await login(proof())
+        first = await client.post("/oauth/token", data=rt(bound["refresh_token"]), headers=proof())
+        retry = await client.post("/oauth/token", data=rt(bound["refresh_token"]), headers=proof())
+        assert retry.status_code == 200 and retry.json()["refresh_token"] == first.json()["refresh_token"]
+        thief = await client.post("/oauth/token", data=rt(bound["refresh_token"]))  # no proof by the key
+        assert thief.status_code == 400
