@@ -444,6 +444,17 @@ class Endpoints:
 
     async def revocations(self, request: Request) -> Response:
         """DESIGN §9: the sids of ended logins after ``since`` (a cursor from the previous answer; none: all)."""
+        if self.settings.revocations_clients:  # issue #18 item 8c: the feed lists ended sids; readers authenticate
+            try:
+                client = authenticate_client(self.settings, request.headers.get("authorization"), {})
+            except OAuthError:
+                self.metrics.revocation_feed_refused.labels("credentials").inc()
+                log.warning("revocation feed: a read without valid client credentials refused")
+                raise
+            if client.client_id not in self.settings.revocations_clients:
+                self.metrics.revocation_feed_refused.labels("not_listed").inc()
+                log.warning("revocation feed: client %s is not in AUTH_REVOCATIONS_CLIENTS", client.client_id)
+                raise InvalidClient("This client may not read the revocation feed (AUTH_REVOCATIONS_CLIENTS).")
         since = query_params(request).get("since") or "0"
         entries, cursor, more = await self.tokens.revocations.since(since)
         return JSONResponse({"revocations": entries, "cursor": cursor, "more": more}, headers=NO_STORE)

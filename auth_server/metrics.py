@@ -37,6 +37,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.revocation_feed_refused = Counter(
+            "auth_revocation_feed_refused_total",
+            "Revocation feed reads refused (AUTH_REVOCATIONS_CLIENTS): the reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.login_failures = Counter(
             "auth_login_failures_total",
             "Failed logins (wrong credentials or throttled)",

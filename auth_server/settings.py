@@ -242,6 +242,15 @@ OWN = (
     ),
     _ttl("AUTH_SSO_IDLE_TTL", 28_800, "Seconds a browser SSO session lives without use."),
     _ttl("AUTH_SSO_TTL", 86_400, "Seconds a browser SSO session lives at most."),
+    Setting(
+        "AUTH_REVOCATIONS_CLIENTS",
+        "",
+        "Client ids (confidential, authenticated with HTTP Basic as at the token endpoint) that alone may read "
+        "the revocation feed; empty: anyone may.",
+        lambda label, raw: tuple(raw.replace(",", " ").split()),
+        kind="list",
+        default_doc="anyone",
+    ),
 )
 SETTINGS = Declarations(
     "auth-server", "AUTH_", combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS), config_var="AUTH_CONFIG"
@@ -281,11 +290,21 @@ class Settings:
     sso_ttl: int = 86_400  # its absolute life (s)
     # Keys the stateless login-form token (HMAC). Unset: derived from the signing keys, which replicas share.
     form_secret: bytes | None = field(default=None, repr=False)
+    # AUTH_REVOCATIONS_CLIENTS: when set, only these (confidential) clients, authenticated as at the token endpoint,
+    # may read the revocation feed (issue #18 item 8c: it lists ended sids). Empty: anyone may (the default).
+    revocations_clients: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings from ``env`` (default ``os.environ``), over the TOML file ``AUTH_CONFIG`` names, if any."""
         v = SETTINGS.read(os.environ if env is None else env)
+        for client_id in v["revocations_clients"]:
+            found = next((c for c in v["clients"] if c.client_id == client_id), None)
+            if found is None or not found.confidential:
+                raise SettingsError(
+                    f"AUTH_REVOCATIONS_CLIENTS: {client_id!r} is not a confidential client of AUTH_CLIENTS "
+                    "(a reader of the feed authenticates with its client_secret)"
+                )
         return cls(
             issuer=v["issuer"],
             redis_url=v["redis_url"],
@@ -317,6 +336,7 @@ class Settings:
             form_secret=v["form_secret"],
             sso_idle_ttl=v["sso_idle_ttl"],
             sso_ttl=v["sso_ttl"],
+            revocations_clients=v["revocations_clients"],
         )
 
     def check_client_secrets(self) -> None:

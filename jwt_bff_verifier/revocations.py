@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -47,11 +48,19 @@ class RevocationList:
         interval: float = 2.0,
         http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.url = url
         self.interval = interval
+        # (client_id, client_secret), sent as HTTP Basic (RFC 6749 §2.3.1, form-encoded first): an auth server with
+        # AUTH_REVOCATIONS_CLIENTS lets only those clients read the feed (issue #18 item 8c).
+        self._auth = (
+            httpx.BasicAuth(quote(credentials[0], safe=""), quote(credentials[1], safe=""))
+            if credentials is not None
+            else None
+        )
         self._clock = clock
         self._own_client = http_client is None and url is not None
         self._http = http_client if http_client is not None or url is None else httpx.AsyncClient(timeout=5.0)
@@ -78,7 +87,9 @@ class RevocationList:
         for _ in range(MAX_PAGES):
             self.polls += 1
             try:
-                response = await self._http.get(self.url, params={"since": self._cursor})
+                response = await self._http.get(
+                    self.url, params={"since": self._cursor}, auth=self._auth or httpx.USE_CLIENT_DEFAULT
+                )
                 data = response.json() if response.status_code == 200 else None
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("revocation feed unreachable: %s", type(exc).__name__)

@@ -138,6 +138,8 @@ class TokenVerifier:
     ``revocations=True`` refuses tokens of ended logins (DESIGN §9): a background task polls
     ``revocations_url`` (default ``{issuer}/oauth/revocations``) every ``revocation_poll`` seconds, started by
     ``start()`` or the first token; pass a ``RevocationList`` instead to share or feed one yourself.
+    ``revocations_credentials`` (client_id, client_secret): sent as HTTP Basic when the auth server lets only
+    some clients read the feed (``AUTH_REVOCATIONS_CLIENTS``).
 
     ``dpop`` (RFC 9449): ``"allowed"`` (the default) accepts DPoP-bound tokens with a valid proof and plain bearer
     tokens; ``"required"`` accepts bound tokens only; ``"off"`` accepts no DPoP. In every mode a bound token (one
@@ -165,6 +167,7 @@ class TokenVerifier:
         revocations: bool | RevocationList = False,
         revocation_poll: float = 2.0,
         revocations_url: str | None = None,
+        revocations_credentials: tuple[str, str] | None = None,
         dpop: DPoPMode = "allowed",
         dpop_algorithms: Collection[str] = DEFAULT_DPOP_ALGORITHMS,
         dpop_window: float = 60.0,
@@ -206,7 +209,13 @@ class TokenVerifier:
         self._verified: dict[str, _Verified] = {}
         if revocations is True:
             url = revocations_url or f"{issuer.rstrip('/')}/oauth/revocations"
-            revocations = RevocationList(url, interval=revocation_poll, http_client=http_client, clock=clock)
+            revocations = RevocationList(
+                url,
+                interval=revocation_poll,
+                http_client=http_client,
+                clock=clock,
+                credentials=revocations_credentials,
+            )
         self.revocations = revocations if isinstance(revocations, RevocationList) else None
         self._poller: asyncio.Task[None] | None = None
         self.dpop: DPoPMode = dpop

@@ -149,6 +149,11 @@ def create_app(
             revocations=settings.revocation_poll > 0,
             revocation_poll=settings.revocation_poll or 2.0,
             revocations_url=settings.revocations_url,
+            revocations_credentials=(
+                (settings.revocations_client_id, settings.revocations_client_secret)
+                if settings.revocations_client_id and settings.revocations_client_secret
+                else None
+            ),
             dpop=cast(DPoPMode, settings.dpop),
             dpop_nonces=NonceIssuer(settings.dpop_nonce_secret) if settings.dpop_nonce_secret else None,
             public_urls=settings.public_urls,

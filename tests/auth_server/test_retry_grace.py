@@ -151,7 +151,7 @@ async def test_a_public_client_without_dpop_gets_no_grace_a_thiefs_replay_is_reu
 
     from resource_server.verifier.testing import DPoPKey
 
-    from .helpers import CLIENTS, exchange, get_code, pkce
+    from .helpers import CLIENTS, get_code, pkce
 
     settings = make_settings(redis_url, keys_dir, AUTH_CLIENTS=json.dumps([*CLIENTS, MOBILE]), AUTH_DPOP_NONCE="0")
     async with serve_in_process(create_app(settings)) as client:

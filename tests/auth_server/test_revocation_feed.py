@@ -3,6 +3,8 @@ access tokens good at every verifier until they expire."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -25,3 +27,41 @@ async def test_a_revocation_is_published_only_when_the_replicas_have_it(redis_ur
     finally:
         await durable.aclose()
         await client.aclose()
+
+
+async def test_with_revocations_clients_only_they_read_the_feed(redis_url: str, tmp_path: Any) -> None:
+    """Issue #18 item 8c: the feed lists the sids of ended logins; with AUTH_REVOCATIONS_CLIENTS only those clients,
+    authenticated as at the token endpoint, read it, and the verifier's RevocationList sends its credentials."""
+    import httpx
+
+    from auth_server.app import create_app
+    from auth_server.keys import write_key
+    from resource_server.verifier import RevocationList
+    from servicekit.settings import SettingsError
+
+    from .helpers import BFF_SECRET, SVC_SECRET, make_settings, serve_in_process
+
+    write_key(tmp_path, "ES256")
+    with pytest.raises(SettingsError, match="AUTH_REVOCATIONS_CLIENTS: 'spa'"):
+        make_settings(redis_url, tmp_path, AUTH_REVOCATIONS_CLIENTS="svc,spa")  # a public client cannot authenticate
+    settings = make_settings(redis_url, tmp_path, AUTH_SIGNING_ALG="ES256", AUTH_REVOCATIONS_CLIENTS="svc")
+    app = create_app(settings)
+    async with serve_in_process(app) as client:
+        for auth in (None, ("svc", "wrong-secret-0123456789"), ("bff", BFF_SECRET), ("nobody", "x")):
+            refused = await client.get("/oauth/revocations", auth=auth)
+            assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", (auth, refused.text)
+        ok = await client.get("/oauth/revocations", auth=("svc", SVC_SECRET))
+        assert ok.status_code == 200 and ok.json()["revocations"] == []
+        metrics = (await client.get("/metrics")).text
+        assert 'auth_revocation_feed_refused_total{reason="not_listed"} 1.0' in metrics
+        assert 'auth_revocation_feed_refused_total{reason="credentials"} 3.0' in metrics
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://auth.test")
+        try:
+            anonymous = RevocationList("http://auth.test/oauth/revocations", http_client=http)
+            assert await anonymous.poll() is False
+            reader = RevocationList(
+                "http://auth.test/oauth/revocations", http_client=http, credentials=("svc", SVC_SECRET)
+            )
+            assert await reader.poll() is True and reader.loaded
+        finally:
+            await http.aclose()
