@@ -36,7 +36,7 @@ async def test_with_revocations_clients_only_they_read_the_feed(redis_url: str, 
 
     from auth_server.app import create_app
     from auth_server.keys import write_key
-    from resource_server.verifier import RevocationList
+    from jwt_bff_verifier import RevocationList
     from servicekit.settings import SettingsError
 
     from .helpers import BFF_SECRET, SVC_SECRET, make_settings, serve_in_process
