@@ -159,7 +159,9 @@ class Settings:
         """The settings from ``env`` (default ``os.environ``), over the TOML file ``RS_CONFIG`` names, if any."""
         v = SETTINGS.read(os.environ if env is None else env)
         if (v["revocations_client_id"] is None) != (v["revocations_client_secret"] is None):
-            raise SettingsError("RS_REVOCATIONS_CLIENT_ID and RS_REVOCATIONS_CLIENT_SECRET are set together or not at all")
+            raise SettingsError(
+                "RS_REVOCATIONS_CLIENT_ID and RS_REVOCATIONS_CLIENT_SECRET are set together or not at all"
+            )
         return cls(
             issuer=v["issuer"],
             audience=v["audience"],
