@@ -113,7 +113,12 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     )
     proxy = Proxy(settings.routes, settings.upstream_timeout)
     proxy.dpop = dpop
-    credentials = Credentials(manager, refresher, ClientTokens(auth, skew=settings.refresh_skew))
+    credentials = Credentials(
+        manager,
+        refresher,
+        ClientTokens(auth, skew=settings.refresh_skew),
+        on_refused=lambda route: metrics.claims_refused.labels(route).inc(),
+    )
     index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
     logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
@@ -186,7 +191,11 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             await forward(scope, receive, send)
         except BFFError as exc:
             request = Request(scope, receive)
-            await (await bff_error(request, exc))(scope, receive, send)
+            response = await bff_error(request, exc)
+            # The proxy asking sees the status only (nginx auth_request): the error code in a header lets it answer
+            # the browser the BFF's own error (403 csrf, forbidden or insufficient_claims; deploy/nginx).
+            response.headers["X-Auth-Request-Error"] = exc.error
+            await response(scope, receive, send)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

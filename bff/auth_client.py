@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import jwt
 
-from bff.dpop import DPoPSigner
+from bff.dpop import DPoPSigner, credential_headers
 from bff.errors import AuthServerUnavailable, ProviderRejected
 from bff.settings import Settings
 
@@ -51,6 +51,7 @@ class AuthClient:
         # RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
         self._auth = httpx.BasicAuth(quote(settings.client_id, safe=""), quote(settings.client_secret, safe=""))
         self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: every token request carries a proof (RFC 9449)
+        self._userinfo_warned = False
 
     async def discover(self) -> dict[str, Any]:
         """The provider's metadata, fetched once (RFC 8414 / OIDC Discovery)."""
@@ -304,6 +305,40 @@ class AuthClient:
         except jwt.PyJWTError as exc:
             raise ProviderRejected("invalid_id_token", f"The {what} is not valid.") from exc
         return claims
+
+    async def userinfo(self, access_token: str, sub: str, wanted: tuple[str, ...]) -> dict[str, Any]:
+        """Claims of ``wanted`` the provider's userinfo endpoint (OIDC Core §5.3) has for the login's access token, or
+        nothing: when it has no such endpoint, when its ``claims_supported`` lists none of them, or when the answer is
+        unusable (a WARNING; the login goes on with the ID token's claims). OIDC Core §5.3.2: an answer about another
+        ``sub`` than the ID token's is not used."""
+        metadata = await self.discover()
+        endpoint = metadata.get("userinfo_endpoint")
+        supported = metadata.get("claims_supported")
+        if isinstance(supported, list):
+            wanted = tuple(name for name in wanted if name in supported)
+        if not wanted or not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+            return {}
+        headers = dict(credential_headers(self.dpop, access_token, "GET", endpoint))
+        headers["Accept"] = "application/json"
+        try:
+            response = await self.http.get(endpoint, headers=headers)
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            body = None
+            response = None
+        if not isinstance(body, dict) or body.get("sub") != sub:
+            status = response.status_code if response is not None else "nothing"
+            if self._userinfo_warned:  # once per process: it is the provider's setup, not this login
+                return {}
+            self._userinfo_warned = True
+            log.warning(
+                "userinfo answered %s without usable claims for this login: only the ID token's claims are kept "
+                "(BFF_USER_CLAIMS names %s)",
+                status,
+                ", ".join(wanted),
+            )
+            return {}
+        return {name: body[name] for name in wanted if name in body}
 
     async def id_claims(self, id_token: str | None, nonce: str) -> dict[str, Any]:
         """Verify the ID token of a code exchange (OIDC Core §3.1.3.7) and return its claims: signature with the

@@ -11,15 +11,19 @@ none       never read            nothing: no token, and (like every route) never
 =========  ====================  =============================================================================
 
 A route's token is only ever the one for its own resource, so a token handed to one upstream is useless at another.
+A route with ``require`` (DESIGN §11) is refused 403 ``insufficient_claims`` here, before any token is sought, when
+the session's kept claims fail it: the proxy, WebSocket handshakes and ``/bff/auth`` all ask this one place.
 The common case costs one Redis command (the session's GETEX); ``none`` routes cost none.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bff.client_tokens import ClientTokens
-from bff.errors import LoginRequired
+from bff.errors import InsufficientClaims, LoginRequired
 from bff.refresh import Refresher, access_token
 from bff.routes import Route
 from bff.sessions import Sealed, Session, SessionManager
@@ -36,13 +40,21 @@ class Credential:
 
 
 ANONYMOUS = Credential(None, None)
+log = logging.getLogger(__name__)
 
 
 class Credentials:
-    def __init__(self, manager: SessionManager, refresher: Refresher, client_tokens: ClientTokens) -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        refresher: Refresher,
+        client_tokens: ClientTokens,
+        on_refused: Callable[[str], None] = lambda route: None,
+    ) -> None:
         self.manager = manager
         self.refresher = refresher
         self.client_tokens = client_tokens
+        self.on_refused = on_refused  # a route's require refused a session (the metric)
 
     async def for_route(self, route: Route, cookie: str | None) -> Credential:
         """The credential for a request of ``route`` carrying session cookie value ``cookie``.
@@ -57,6 +69,10 @@ class Credentials:
             if route.token == "optional":
                 return ANONYMOUS
             raise LoginRequired()
+        if route.rules is not None and not route.rules.allows(session.claims):
+            self.on_refused(route.name)
+            log.info("route %s refused a session of %s: its claims fail the route's require", route.name, session.sub)
+            raise InsufficientClaims()
         if route.token == "client":
             return Credential(await self.client_tokens.token(route.resource), None, ref, session)
         try:

@@ -10,12 +10,14 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from bff.auth_client import AuthClient
+from bff.claims import keep
 from bff.credentials import Credentials
 from bff.errors import AuthServerUnavailable, BadRequest, InvalidState, LoginFailed, LoginRequired, ProviderRejected
 from bff.login_state import LOGIN_TTL, LoginStates
@@ -43,6 +45,7 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+_warned_no_refresh = False  # the WARNING about a provider that issues no refresh token is said once per process
 
 
 def cookie(request: HTTPConnection, name: str) -> str | None:
@@ -181,6 +184,12 @@ class Endpoints:
             claims = await self.auth.id_claims(tokens.id_token, login.nonce)
         except ProviderRejected as exc:
             raise LoginFailed(f"The auth server refused the login ({exc.oauth_error}).") from exc
+        kept = self._kept_claims(claims)
+        missing = tuple(name for name in self.settings.kept_claims if name not in kept)
+        if missing:
+            kept.update(keep(await self.auth.userinfo(tokens.access_token, str(claims["sub"]), missing), missing))
+        if not tokens.refresh_token:
+            self._no_refresh_token_warning()
         old = self.manager.ref(cookie(request, self.settings.cookie_name))
         if old is not None:
             await self.manager.delete(old)  # a new id on every login; the old one dies (fixation)
@@ -194,6 +203,7 @@ class Endpoints:
             scope=tokens.scope,
             id_token=tokens.id_token,
             sid=sid if isinstance(sid, str) else None,
+            claims=kept,
         )
         ref = self.manager.ref(secret)
         assert ref is not None
@@ -206,6 +216,22 @@ class Endpoints:
         response.headers.append("set-cookie", self.expire_cookie(login_cookie))
         return response
 
+    def _kept_claims(self, id_claims: dict[str, Any]) -> dict[str, Any]:
+        return keep(id_claims, self.settings.kept_claims)
+
+    def _no_refresh_token_warning(self) -> None:
+        # Once per process: it is how the provider is set up, and every login would say it again.
+        global _warned_no_refresh
+        if _warned_no_refresh:
+            return
+        _warned_no_refresh = True
+        log.warning(
+            "the provider issued no refresh token: each session ends when its access token does. Allow the "
+            "refresh_token grant for the client %r at the provider, and add offline_access to BFF_SCOPES if the "
+            "provider needs it (docs/guides/your-provider.md)",
+            self.settings.client_id,
+        )
+
     async def user(self, request: Request) -> Response:
         _, session = await self.session(request)
         secret = cookie(request, self.settings.cookie_name) or ""
@@ -214,6 +240,7 @@ class Endpoints:
                 "sub": session.sub,
                 "username": session.username,
                 "scope": session.scope,
+                "claims": session.claims,
                 "expires_at": int(session.expires_at),
                 "idle_expires_at": int(self.manager.idle_expires_at(session)),
                 "logout_url": "/bff/logout?" + urlencode({"sid": logout_id(secret)}),

@@ -8,6 +8,7 @@ BFFError                          500 server_error
  │    └── SessionGone                                        (a save found the session deleted: logout won)
  ├── CSRFError                    403 csrf
  ├── UntrustedPeer                403 forbidden            (/bff/auth asked by a peer outside BFF_TRUSTED_PROXIES)
+ ├── InsufficientClaims           403 insufficient_claims  (the session's claims fail the route's require)
  ├── NotFound                     404 not_found
  ├── MethodNotAllowed             405 method_not_allowed   (outside a route's methods; carries Allow)
  ├── UpstreamUnavailable          502 bad_gateway          (connect failure to a resource server)
@@ -72,6 +73,14 @@ class UntrustedPeer(BFFError):
     description = "Forward auth answers only the proxies in BFF_TRUSTED_PROXIES."
     # what an operator trying forward auth first sees: it is off until they name their proxies (DESIGN §8, opt-in)
     off = "Forward auth is off: set BFF_TRUSTED_PROXIES to the addresses of the proxies that ask /bff/auth."
+
+
+class InsufficientClaims(BFFError):
+    """A route's ``require`` (DESIGN §11) does not hold for the session's claims; the upstream is not called."""
+
+    status_code = 403
+    error = "insufficient_claims"
+    description = "Your account lacks what this route requires."
 
 
 class NotFound(BFFError):

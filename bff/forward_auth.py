@@ -15,7 +15,10 @@ The proxy asks about a request it holds; the answer is about that *original* req
 * CSRF is judged on the original method with the original request's headers (the proxies copy them);
 * 200 with an empty body — nginx keeps its upstream connection to the BFF alive only for auth answers without a
   body (measured: with a body every subrequest opened a new connection and throughput halved) — carrying
-  ``Authorization`` and ``X-Auth-Request-Sub``; 401 ``login_required`` as JSON, never a redirect.
+  ``Authorization`` and ``X-Auth-Request-Sub``, and of the session's kept claims (DESIGN §11) ``X-Auth-Request-User``
+  (``preferred_username``), ``-Email`` and ``-Groups`` (comma-joined) when present and header-safe (``bff.claims``);
+  401 ``login_required`` as JSON, never a redirect; 403 ``insufficient_claims`` when the route's ``require`` fails.
+  Every refusal carries its error code in ``X-Auth-Request-Error``, for the proxy to answer the browser with.
 
 The common case costs one Redis command (the session's GETEX), as a proxied request does.
 """
@@ -28,6 +31,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from bff import csrf
+from bff.claims import identity_headers
 from bff.dpop import credential_headers
 from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
@@ -125,5 +129,7 @@ class ForwardAuth:
                 headers.append((header.lower().encode("latin-1"), value.encode("latin-1")))
         if credential.sub is not None:
             headers.append((b"x-auth-request-sub", credential.sub.encode("latin-1", "replace")))
+            if credential.session is not None and credential.session.claims:
+                headers += identity_headers(credential.session.claims)  # DESIGN §11; header-safe (bff.claims)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

@@ -36,6 +36,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.claims_refused = Counter(
+            "bff_claims_refused_total",
+            "Requests refused 403 insufficient_claims by a route's require, by route (proxy, WebSocket, /bff/auth)",
+            ["route"],
+            registry=self.registry,
+        )
         self.websockets = Counter(
             "bff_websockets_total",
             "WebSocket handshakes and ends: opened, refused (by status) and session_ended (closed 1008)",

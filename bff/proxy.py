@@ -67,6 +67,11 @@ SPOOFABLE = frozenset(
         b"x-http-method-override",
         b"x-http-method",
         b"x-method-override",
+        # who the user is, as forward auth tells an upstream behind nginx (DESIGN §11): never the browser's word
+        b"x-auth-request-sub",
+        b"x-auth-request-user",
+        b"x-auth-request-email",
+        b"x-auth-request-groups",
     }
 )
 # The credential headers are the BFF's (RFC 9449 §7.1: Authorization and DPoP go together): a browser's own DPoP

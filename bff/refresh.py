@@ -105,6 +105,10 @@ class Refresher:
         ``force``: the upstream refused the current one."""
         if not force and not self.due(session, resource):
             return session
+        if not force and resource is None and not session.refresh_token and session.access_expires_at > time.time():
+            # Nothing to refresh with: the token serves until it expires, and the session ends with it (its
+            # expires_at, set at login, says when).
+            return session
         key = ref.id if resource is None else f"{ref.id} {resource}"
         future = self._inflight.get(key)
         if future is None:

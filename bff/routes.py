@@ -7,16 +7,20 @@
                  "methods": ["GET", "POST"], "timeout": 10},
      "reports": {"url": "http://reports:8080", "token": "client", "resource": "https://reports.example"},
      "status":  {"url": "http://status:8080", "token": "none"},
-     "chat":    {"url": "http://chat:8080", "websocket": true}}
+     "chat":    {"url": "http://chat:8080", "websocket": true},
+     "admin":   {"url": "http://admin:8080", "require": {"groups": ["admin"]}}}
 
 ``token`` says which credential the upstream gets: ``user`` (the default: the user's token, a session is required),
 ``optional`` (the user's token when there is a session, nothing otherwise), ``client`` (the BFF's own
 client-credentials token; a session is still required, so anonymous callers cannot borrow the app's rights, but the
 token never names the user), ``none`` (no token, no session needed). ``resource`` is an RFC 8707 resource indicator:
 the route's token is asked for with it and has exactly that ``aud``, so it is good for this upstream alone.
+``require`` (DESIGN §11, ``bff.claims``) names claims of the session that must hold one of the listed values, else
+403 ``insufficient_claims`` and the upstream is not called.
 
 Everything that decides a request before any upstream is called lives here, for ``/api/*`` and for the forward-auth
-endpoint alike: :meth:`RouteTable.lookup` (404) and :meth:`Route.check_method` (405 with ``Allow``).
+endpoint alike: :meth:`RouteTable.lookup` (404), :meth:`Route.check_method` (405 with ``Allow``) and the route's
+``rules`` (403, checked in ``bff.credentials`` once the session is read).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bff.claims import Rules, parse_rules
 from bff.errors import MethodNotAllowed, NotFound
 from servicekit.settings import SettingsError, http_url
 
 log = logging.getLogger(__name__)
 
 TOKEN_POLICIES = ("user", "optional", "client", "none")
-FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout"})
+FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout", "require"})
 NEVER_PROXIED = frozenset({"TRACE", "TRACK", "CONNECT"})  # RFC 9110 §9.3.6/§9.3.8: refused before any route
 COMMON_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")  # Allow of a route without a list
 MAX_TIMEOUT = 86_400.0
@@ -56,6 +61,7 @@ class Route:
     methods: frozenset[str] | None = None  # None: every method (but NEVER_PROXIED)
     websocket: bool = False
     timeout: float | None = None  # seconds to connect and between reads; None: BFF_UPSTREAM_TIMEOUT
+    rules: Rules | None = None  # DESIGN §11 ``require``: claims the session must hold, else 403 insufficient_claims
 
     @property
     def needs_session(self) -> bool:
@@ -118,6 +124,10 @@ class RouteTable(Mapping[str, Route]):
         if not any(r.resource for r in user):
             return []  # no route is scoped: one shared token is the configuration's plain meaning
         return sorted(r.name for r in user if r.resource is None)
+
+    def required_claims(self) -> frozenset[str]:
+        """Every claim a route's ``require`` names: kept at login whatever ``BFF_USER_CLAIMS`` says."""
+        return frozenset(name for r in self._routes.values() if r.rules is not None for name in r.rules.names)
 
 
 def _url(where: str, raw: Any) -> str:
@@ -187,7 +197,15 @@ def _route(name: str, spec: Any, var: str) -> Route:
         ):
             raise SettingsError(f"{where}.timeout must be a number of seconds in (0, {int(MAX_TIMEOUT)}]")
         timeout = float(timeout)
-    return Route(name, url, token, resource, methods, websocket, timeout)
+
+    rules = None
+    if "require" in spec:
+        rules = parse_rules(f"{where}.require", spec["require"])
+        if token in ("none", "optional"):
+            # A rule is about the signed-in user: a 'none' route reads no session, an 'optional' one serves anonymous
+            # callers, who hold no claims.
+            raise SettingsError(f"{where}.require needs a signed-in user: use token 'user' or 'client', not {token!r}")
+    return Route(name, url, token, resource, methods, websocket, timeout, rules)
 
 
 def parse_routes(raw: str, var: str = "BFF_ROUTES") -> RouteTable:

@@ -402,6 +402,8 @@ class Session:
     # of this login, which its back-channel logout token names.
     id_token: str | None = None
     sid: str | None = None
+    # DESIGN §11: the user's claims kept at login (BFF_USER_CLAIMS and those the routes' require name), never a token
+    claims: dict[str, Any] = field(default_factory=dict)
 
 
 class SessionManager:
@@ -465,13 +467,16 @@ class SessionManager:
         scope: str,
         id_token: str | None = None,
         sid: str | None = None,
+        claims: dict[str, Any] | None = None,
     ) -> tuple[str, Session]:
-        """Store a new session under a new secret (never one the browser offered: fixation-safe)."""
+        """Store a new session under a new secret (never one the browser offered: fixation-safe).
+
+        Without a refresh token the session cannot outlive its access token: it ends when that does (DESIGN §11),
+        and its ``expires_at`` says so."""
         now = self.clock()
-        session = Session(
-            access_token, refresh_token, access_expires_at, sub, username, scope, now, now + self.absolute_ttl, now
-        )
-        session.id_token, session.sid = id_token, sid
+        ends = now + self.absolute_ttl if refresh_token else min(now + self.absolute_ttl, access_expires_at)
+        session = Session(access_token, refresh_token, access_expires_at, sub, username, scope, now, ends, now)
+        session.id_token, session.sid, session.claims = id_token, sid, claims or {}
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None

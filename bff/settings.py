@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from bff.claims import parse_claim_names
 from bff.routes import RouteTable, parse_routes
 from servicekit.client_secret import require_strong
 from servicekit.durable import WAIT_SETTINGS, WaitPolicy
@@ -40,6 +41,10 @@ def _cookie_name(label: str, raw: str) -> str:
 
 def _routes(label: str, raw: str) -> RouteTable:
     return parse_routes(raw, label)
+
+
+def _claim_names(label: str, raw: str) -> tuple[str, ...]:
+    return parse_claim_names(raw, label)
 
 
 def _trusted_proxies(label: str, raw: str) -> tuple[IPNetwork, ...]:
@@ -134,6 +139,14 @@ OWN = (
         default_doc="BFF_PUBLIC_URL + /",
     ),
     Setting(
+        "BFF_USER_CLAIMS",
+        "preferred_username,name,email",
+        "Claims kept at login (ID token, else userinfo) and returned in /bff/user as claims; the claims a route's "
+        "require names are kept too. X-Auth-Request-User/-Email/-Groups of forward auth come from them.",
+        _claim_names,
+        kind="list",
+    ),
+    Setting(
         "BFF_ALLOW_DEV_SECRET",
         "false",
         "Start even with a weak BFF_CLIENT_SECRET (development only; a WARNING says so).",
@@ -176,6 +189,8 @@ class Settings:
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
     post_logout_url: str = "http://localhost:8000/"  # where the provider sends the browser after logout (DESIGN §6)
     allow_dev_secret: bool = False  # BFF_ALLOW_DEV_SECRET: `bff serve` may start with a weak client secret
+    # DESIGN §11 BFF_USER_CLAIMS: the claims kept at login and shown in /bff/user (the rules' claims are kept too)
+    user_claims: tuple[str, ...] = ("preferred_username", "name", "email")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -210,6 +225,7 @@ class Settings:
             trusted_proxies=v["trusted_proxies"],
             post_logout_url=v["post_logout_url"] or f"{v['public_url']}/",
             allow_dev_secret=v["allow_dev_secret"],
+            user_claims=v["user_claims"],
         )
 
     def check_client_secret(self) -> None:
@@ -217,6 +233,11 @@ class Settings:
         require_strong(
             "BFF_CLIENT_SECRET", self.client_secret, allow_dev=self.allow_dev_secret, flag="BFF_ALLOW_DEV_SECRET"
         )
+
+    @property
+    def kept_claims(self) -> tuple[str, ...]:
+        """The claims a login keeps: BFF_USER_CLAIMS and every claim a route's require names."""
+        return tuple(dict.fromkeys((*self.user_claims, *sorted(self.routes.required_claims()))))
 
     @property
     def back_channel_url(self) -> str:

@@ -53,6 +53,10 @@ class Provider:
     next_sid: str | None = None  # the sid (family) of the next login, when a test must know it in advance
     no_refresh: bool = False  # issue no refresh token at login
     resources: list[str | None] = field(default_factory=list)  # the RFC 8707 resource of each refresh grant
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # user -> extra ID token claims (DESIGN §11)
+    userinfo: dict[str, dict[str, Any]] | None = None  # user -> userinfo claims; None: no userinfo endpoint
+    userinfo_calls: int = 0
+    users_of: dict[str, str] = field(default_factory=dict)  # the login's access token -> user
 
     def id_token(self, claims: dict[str, Any]) -> str:
         if self.id_token_override is not None:
@@ -84,6 +88,7 @@ class Provider:
                 Route("/authorize", self.authorize),
                 Route("/token", self.token, methods=["POST"]),
                 Route("/revoke", self.revoke, methods=["POST"]),
+                Route("/userinfo", self.userinfo_endpoint),
             ]
         )
 
@@ -102,11 +107,20 @@ class Provider:
                 "revocation_endpoint": base + "/revoke",
                 "jwks_uri": base + "/jwks",
                 **({"end_session_endpoint": base + "/logout"} if self.end_session else {}),
+                **({"userinfo_endpoint": base + "/userinfo"} if self.userinfo is not None else {}),
                 "code_challenge_methods_supported": ["S256"],
                 "token_endpoint_auth_methods_supported": methods,
                 "revocation_endpoint_auth_methods_supported": methods,
             }
         )
+
+    async def userinfo_endpoint(self, request: Request) -> Response:
+        self.userinfo_calls += 1
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        user = self.users_of.get(token)
+        if self.userinfo is None or user is None or token not in self.access:
+            return JSONResponse({"error": "invalid_token"}, 401)
+        return JSONResponse({"sub": f"sub-{user}", **self.userinfo.get(user, {})})
 
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
@@ -153,8 +167,10 @@ class Provider:
                     "nonce": grant["nonce"],
                     "preferred_username": self.user,
                     "sid": family,
+                    **self.claims.get(self.user, {}),
                 }
             )
+            self.users_of[body["access_token"]] = self.user
             return JSONResponse(body, headers={"Cache-Control": "no-store"})
         self.refreshes += 1
         resource = form.get("resource")
