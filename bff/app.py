@@ -33,6 +33,7 @@ from bff.metrics import ACCESS, Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.session_index import SessionIndex
+from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
 from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings, SettingsError
@@ -124,6 +125,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
     watch = SessionWatch(manager.store)
     proxy.watch = watch  # a stream (SSE, a download) stops when its session ends, as a WebSocket closes
+    slots = SessionSlots(settings.max_sockets_per_session, on_refused=metrics.socket_cap_refused)
+    proxy.slots = slots  # a session's streams and WebSockets share its cap
     sockets = SocketProxy(
         routes=settings.routes,
         origin=settings.public_origin,
@@ -132,6 +135,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         proxy=proxy,
         watch=watch,
         max_sockets=settings.max_websockets,
+        slots=slots,
         on_event=metrics.websocket_event,
     )
     metrics.websockets_open.set_function(lambda: sockets.open)

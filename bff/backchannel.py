@@ -25,7 +25,9 @@ from bff.sessions import ByteStore
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TYPES = ("logout+jwt", "application/logout+jwt")  # §2.4; media types are case-insensitive
 LEEWAY = 30  # seconds of clock skew for iat and exp
-MAX_AGE = 600  # seconds: a token whose exp lies further ahead is kept in the replay cache no longer than this
+# seconds: the longest a logout token may live. Its jti is remembered until its exp (a replay is refused for as long as
+# the token itself would be accepted); a token that claims to live longer is refused rather than remembered forever.
+MAX_LIFETIME = 86_400
 MAX_TOKEN = 8192  # DESIGN §4: longer tokens are refused before any crypto
 
 
@@ -74,6 +76,8 @@ class LogoutTokens:
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise InvalidLogoutToken("The logout_token's jti is malformed.")
+        if int(claims["exp"]) - int(time.time()) > MAX_LIFETIME:  # int: a signed exp of 10**400 is valid JSON
+            raise InvalidLogoutToken(f"The logout_token lives longer than {MAX_LIFETIME} s (its exp).")
         key = await self._first_use(claims["iss"], jti, claims["exp"])
         return LogoutRequest(sid=sid or None, sub=sub or None, jti_key=key)
 
@@ -85,8 +89,9 @@ class LogoutTokens:
 
     async def _first_use(self, iss: str, jti: str, exp: Any) -> str:
         key = f"bff:{{bcl-jti:{hashlib.sha256(f'{iss} {jti}'.encode()).hexdigest()}}}"
-        # int arithmetic: a signed exp of 10**400 is valid JSON and a valid NumericDate, but no float
-        ttl = min(max(int(exp) - int(time.time()), 0) + LEEWAY, MAX_AGE + LEEWAY) + 1
+        # Kept until the token's exp (plus the leeway it is accepted with): for as long as it could be replayed, and
+        # no longer than MAX_LIFETIME (validate refuses tokens that live longer). Issue #18 item 8b: it was 10 min.
+        ttl = min(max(int(exp) - int(time.time()), 0), MAX_LIFETIME) + LEEWAY + 1
         if not await self.store.acquire(key, "1", int(ttl * 1000)):  # SET NX: the first use anywhere wins
             raise InvalidLogoutToken("The logout_token was used before (jti replay).")
         return key

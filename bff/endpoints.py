@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import logging
@@ -166,7 +167,7 @@ class Endpoints:
             raise InvalidState()
         login_cookie = self.logins.cookie_name(state)
         login = self.logins.open(login_cookie, cookie(request, login_cookie))
-        if login is None or login.state != state or not await self.logins.claim(login):  # bound, then single use
+        if login is None or login.state != state:  # bound to this browser
             raise InvalidState()
         try:
             await self.auth.check_issuer(params.get("iss"))  # RFC 9207, before anything else of the answer is used
@@ -184,6 +185,14 @@ class Endpoints:
             claims = await self.auth.id_claims(tokens.id_token, login.nonce)
         except ProviderRejected as exc:
             raise LoginFailed(f"The auth server refused the login ({exc.oauth_error}).") from exc
+        # Single use, marked only now that the provider has vouched for the login (a code it exchanged, an ID token
+        # with our nonce): an anonymous /bff/login + /bff/callback pair writes nothing to Redis (issue #18 item 5).
+        # A second callback of the same login never gets here with the same code (the provider refuses a code twice).
+        if not await self.logins.claim(login):
+            if tokens.refresh_token:
+                with contextlib.suppress(AuthServerUnavailable):
+                    await self.auth.revoke(tokens.refresh_token)  # RFC 7009: no family left behind
+            raise InvalidState()
         kept = self._kept_claims(claims)
         missing = tuple(name for name in self.settings.kept_claims if name not in kept)
         if missing:

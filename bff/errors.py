@@ -11,6 +11,7 @@ BFFError                          500 server_error
  ├── InsufficientClaims           403 insufficient_claims  (the session's claims fail the route's require)
  ├── NotFound                     404 not_found
  ├── MethodNotAllowed             405 method_not_allowed   (outside a route's methods; carries Allow)
+ ├── TooManySockets               429 too_many_sockets     (BFF_MAX_SOCKETS_PER_SESSION reached)
  ├── UpstreamUnavailable          502 bad_gateway          (connect failure to a resource server)
  ├── UpstreamTimeout              504 gateway_timeout
  └── TemporarilyUnavailable       503 temporarily_unavailable
@@ -97,6 +98,14 @@ class MethodNotAllowed(BFFError):
     def __init__(self, allow: str, description: str | None = None) -> None:
         super().__init__(description)
         self.headers = {"Allow": allow}  # RFC 9110 §15.5.6: a 405 lists the methods the target supports
+
+
+class TooManySockets(BFFError):
+    """One session holds ``BFF_MAX_SOCKETS_PER_SESSION`` WebSockets and streams in this process already."""
+
+    status_code = 429
+    error = "too_many_sockets"
+    description = "This session has too many open WebSockets and event streams; close one and try again."
 
 
 class UpstreamUnavailable(BFFError):

@@ -79,13 +79,15 @@ class ForwardAuth:
             raise UntrustedPeer(None if self.trusted.networks else UntrustedPeer.off)
         uris: set[bytes] = set()
         methods: set[bytes] = set()
-        upgrade = None
+        key = upgrade = None
         for name, value in scope["headers"]:
             if name in (b"x-original-uri", b"x-forwarded-uri"):
                 uris.add(value)
             elif name in (b"x-original-method", b"x-forwarded-method"):
                 methods.add(value.upper())
             elif name == b"sec-websocket-key":
+                key = value
+            elif name == b"upgrade":
                 upgrade = value
         # One answer to "which request?" or none: a browser's own X-Forwarded-Uri slipping past a proxy that sets
         # X-Original-URI (or the reverse) must not choose the route whose policy answers.
@@ -110,7 +112,11 @@ class ForwardAuth:
         if route is None:
             raise NotFound(f"No upstream named {name[:64]!r}.")
         route.check_method(method)  # DESIGN §7: 405 with Allow, and the proxy never calls the upstream
-        if route.websocket and method == "GET" and upgrade is not None:
+        # Only a real WebSocket handshake (RFC 6455 §4.1: Upgrade: websocket and a Sec-WebSocket-Key) skips X-CSRF:
+        # a GET that merely carries the key is an ordinary request (issue #18 item 7). The proxy passes the original
+        # Upgrade header on (deploy/nginx: proxy_set_header Upgrade $http_upgrade on the auth subrequest).
+        real_upgrade = key is not None and upgrade is not None and b"websocket" in upgrade.lower()
+        if route.websocket and method == "GET" and real_upgrade:
             # A WebSocket handshake: browsers cannot add X-CSRF to it, but always send Origin (RFC 6455 §4.1), and a
             # page cannot forge Sec-WebSocket-Key (a forbidden header name in Fetch). So: our own Origin or nothing.
             if not any(n == b"origin" and v.lower() == self.origin for n, v in scope["headers"]):

@@ -23,9 +23,10 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from bff.dpop import DPoPSigner, credential_headers, nonce_challenge
-from bff.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from bff.errors import BadRequest, TooManySockets, UpstreamTimeout, UpstreamUnavailable
 from bff.paths import climbs
 from bff.routes import Route
+from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
@@ -129,6 +130,7 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: tokens go out as DPoP, each with a fresh proof
         self.watch: SessionWatch | None = None  # the end of a session stops the streams sent for it
+        self.slots: SessionSlots | None = None  # BFF_MAX_SOCKETS_PER_SESSION: a session's streams count there
 
     async def open(self) -> None:
         """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
@@ -232,7 +234,7 @@ class Proxy:
 
         streamed = _Streamed(upstream, kept)
         if session is not None and self.watch is not None:
-            streamed.follow(self.watch, session)
+            streamed.follow(self.watch, session, self.slots)
         return streamed
 
 
@@ -264,12 +266,26 @@ class _Streamed(_Buffered):
     truncated body as an error. A clean end would pass the truncated body off as whole."""
 
     watch: SessionWatch | None = None
+    slots: SessionSlots | None = None
     session = ""
 
-    def follow(self, watch: SessionWatch, session: str) -> None:
-        self.watch, self.session = watch, session
+    def follow(self, watch: SessionWatch, session: str, slots: SessionSlots | None = None) -> None:
+        self.watch, self.session, self.slots = watch, session, slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A stream holds a connection for as long as the upstream sends: it counts against the session's cap, taken
+        # here (nothing is sent yet, so a refusal is still a plain 429) and given back however the stream ends.
+        slots = self.slots if self.slots is not None and self.session else None
+        if slots is not None and not slots.take(self.session, "stream"):
+            self.upstream.release()
+            raise TooManySockets()
+        try:
+            await self._stream(send)
+        finally:
+            if slots is not None:
+                slots.give(self.session)
+
+    async def _stream(self, send: Send) -> None:
         ended = self.watch.watch(self.session) if self.watch is not None else None
         waiting = asyncio.ensure_future(ended.wait()) if ended is not None else None  # one for the whole stream
         try:

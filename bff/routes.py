@@ -179,7 +179,8 @@ def _route(name: str, spec: Any, var: str) -> Route:
                 f"{where}.methods: {bad[0]!r} is not a method the BFF forwards (upper case; never "
                 "TRACE, TRACK or CONNECT)"
             )
-        methods = frozenset(raw)
+        # RFC 9110 §9.3.2: HEAD is GET without the body; wherever GET is allowed, so is HEAD (issue #18 item 8a)
+        methods = frozenset(raw) | ({"HEAD"} if "GET" in raw else set())
 
     websocket = spec.get("websocket", False)
     if not isinstance(websocket, bool):

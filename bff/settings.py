@@ -111,6 +111,14 @@ OWN = (
     Setting("BFF_LOCK_LEASE", "5", "Seconds a refresh lock is held at most.", number(positive=True), kind="number"),
     Setting("BFF_MAX_WEBSOCKETS", "1000", "Open WebSockets per process; more get 503.", integer(), kind="integer"),
     Setting(
+        "BFF_MAX_SOCKETS_PER_SESSION",
+        "16",
+        "Open WebSockets plus streamed answers (SSE, downloads) of one session per process; more get 429 "
+        "too_many_sockets for that session only.",
+        integer(minimum=1),
+        kind="integer",
+    ),
+    Setting(
         "BFF_AUTH_INTERNAL_URL",
         None,
         "Where the BFF itself reaches the provider (token, JWKS, PAR, revocation), when not at BFF_ISSUER.",
@@ -187,6 +195,7 @@ class Settings:
     # from loopback, and its answer's Authorization header would hand the access token to the page's scripts.
     trusted_proxies: tuple[IPNetwork, ...] = ()
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
+    max_sockets_per_session: int = 16  # BFF_MAX_SOCKETS_PER_SESSION: a session's sockets and streams; more get 429
     post_logout_url: str = "http://localhost:8000/"  # where the provider sends the browser after logout (DESIGN §6)
     allow_dev_secret: bool = False  # BFF_ALLOW_DEV_SECRET: `bff serve` may start with a weak client secret
     # DESIGN §11 BFF_USER_CLAIMS: the claims kept at login and shown in /bff/user (the rules' claims are kept too)
@@ -220,6 +229,7 @@ class Settings:
             auth_timeout=v["auth_timeout"],
             lock_lease=v["lock_lease"],
             max_websockets=v["max_websockets"],
+            max_sockets_per_session=v["max_sockets_per_session"],
             auth_internal_url=v["auth_internal_url"],
             dpop_key_file=v["dpop_key_file"],
             trusted_proxies=v["trusted_proxies"],

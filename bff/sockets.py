@@ -8,7 +8,9 @@ The handshake is checked before anything is opened upstream, each refusal a plai
   always sends ``Origin`` (RFC 6455 §4.1), so a foreign or missing one is 403 ``csrf`` (cross-site WebSocket
   hijacking);
 * the route's token policy, as for any ``/api`` call: no session on a ``user`` route is 401 ``login_required``;
-* at most ``BFF_MAX_WEBSOCKETS`` sockets per process, 503 beyond.
+* at most ``BFF_MAX_WEBSOCKETS`` sockets per process, 503 beyond;
+* at most ``BFF_MAX_SOCKETS_PER_SESSION`` sockets and streams of one session per process, 429 beyond
+  (``bff.session_slots``): one user cannot take every socket of a process.
 
 The upstream handshake carries the route's token as ``Authorization: Bearer`` and never the browser's cookie. Text
 and binary messages flow both ways; a close code on one side is passed to the other. When the session ends — on any
@@ -29,12 +31,21 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
-from bff.credentials import Credentials
+from bff.credentials import Credential, Credentials
 from bff.dpop import credential_headers
 from bff.endpoints import cookie
-from bff.errors import BFFError, CSRFError, NotFound, TemporarilyUnavailable, UpstreamTimeout, UpstreamUnavailable
+from bff.errors import (
+    BFFError,
+    CSRFError,
+    NotFound,
+    TemporarilyUnavailable,
+    TooManySockets,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from bff.proxy import Proxy
-from bff.routes import RouteTable
+from bff.routes import Route, RouteTable
+from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
 
 log = logging.getLogger(__name__)
@@ -74,6 +85,7 @@ class SocketProxy:
         proxy: Proxy,
         watch: SessionWatch,
         max_sockets: int,
+        slots: SessionSlots | None = None,
         on_event: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.routes = routes
@@ -83,6 +95,7 @@ class SocketProxy:
         self.proxy = proxy
         self.watch = watch
         self.max_sockets = max_sockets
+        self.slots = slots or SessionSlots(1 << 30)
         self.on_event = on_event  # "opened", the status of a refusal, "session_ended" (metrics)
         self.open = 0
         self.session: aiohttp.ClientSession | None = None
@@ -116,6 +129,8 @@ class SocketProxy:
             try:
                 await self._relay(websocket, upstream, ref_key)
             finally:
+                if ref_key is not None:
+                    self.slots.give(ref_key)
                 await upstream.close()
         finally:
             self.open -= 1
@@ -142,7 +157,17 @@ class SocketProxy:
         if self.open > self.max_sockets:
             raise TemporarilyUnavailable("Too many open WebSockets on this server; try again shortly.")
         credential = await self.credentials.for_route(route, cookie(websocket, self.cookie_name))
+        ref_key = credential.ref.key if credential.ref is not None else None
+        if ref_key is not None and not self.slots.take(ref_key, "websocket"):
+            raise TooManySockets()
+        try:
+            return await self._connect(scope, route, credential), ref_key
+        except BaseException:
+            if ref_key is not None:
+                self.slots.give(ref_key)
+            raise
 
+    async def _connect(self, scope: Scope, route: Route, credential: Credential) -> Upstream:
         url = self.proxy.target(scope, route)
         headers = {"X-Request-ID": _header(scope, b"x-request-id") or os.urandom(16).hex()}
         if credential.token is not None:  # a DPoP proof names the handshake as the HTTP GET it is
@@ -165,7 +190,7 @@ class SocketProxy:
             raise UpstreamUnavailable(f"The upstream refused the WebSocket ({exc.status}).") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable() from exc
-        return upstream, credential.ref.key if credential.ref is not None else None
+        return upstream
 
     async def _relay(self, websocket: WebSocket, upstream: Upstream, ref_key: str | None) -> None:
         await websocket.accept(subprotocol=upstream.protocol)

@@ -119,6 +119,7 @@ async def policy_rig(rig_env: tuple[Provider, str, dict[str, str]]) -> AsyncIter
         "notes": upstream,
         "chat": {"url": upstream, "websocket": True},
         "ro": {"url": upstream, "methods": ["GET", "HEAD"]},
+        "getonly": {"url": upstream, "methods": ["GET"]},
         "public": {"url": upstream, "token": "none"},
         "maybe": {"url": upstream, "token": "optional"},
     }
@@ -143,9 +144,22 @@ async def test_the_route_policy_applies(policy_rig: Rig) -> None:
     assert (await ask(browser, "/api/ro/x", "GET", **csrf)).status_code == 200
 
 
+async def test_head_is_allowed_wherever_get_is(policy_rig: Rig) -> None:
+    """Issue #18 item 8a: HEAD on a GET-only route was 405 (RFC 9110 §9.3.2: HEAD is GET without the body)."""
+    browser = await policy_rig.logged_in()
+    asked = await ask(browser, "/api/getonly/x", "HEAD", **{"X-CSRF": "1"})
+    assert asked.status_code == 200 and asked.headers["authorization"].startswith("Bearer ")
+    proxied = await browser.request("HEAD", "/api/getonly/x")
+    assert proxied.status_code == 200 and proxied.content == b"" and int(proxied.headers["content-length"]) > 0
+    refused = await browser.request("POST", "/api/getonly/x")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    for path in ("/", "/bff/user", "/healthz"):  # the BFF's own GET endpoints
+        assert (await browser.request("HEAD", path)).status_code == 200, path
+
+
 async def test_websocket_handshake_needs_our_origin_instead_of_x_csrf(policy_rig: Rig) -> None:
     browser = await policy_rig.logged_in()
-    ws = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+    ws = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13", "Upgrade": "websocket"}
     ours = await ask(browser, "/api/chat/ws", Origin=PUBLIC_URL, **ws)
     assert ours.status_code == 200 and ours.headers["authorization"].startswith("Bearer ")
     for origin in ("https://evil.example", "null"):
@@ -155,6 +169,19 @@ async def test_websocket_handshake_needs_our_origin_instead_of_x_csrf(policy_rig
     # a route without websocket: true treats a handshake as any GET: X-CSRF, which browsers cannot add to one
     assert (await ask(browser, "/api/notes/ws", Origin=PUBLIC_URL, **ws)).status_code == 403
     assert (await anonymous_handshake(policy_rig, ws)).status_code == 401
+
+
+async def test_a_websocket_key_without_an_upgrade_is_no_handshake(policy_rig: Rig) -> None:
+    """Issue #18 item 7: any GET carrying Sec-WebSocket-Key skipped the X-CSRF check, Upgrade or not. Only a real
+    handshake (Upgrade: websocket) is judged by its Origin instead."""
+    browser = await policy_rig.logged_in()
+    key = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13", "Origin": PUBLIC_URL}
+    for extra in ({}, {"Upgrade": "h2c"}, {"Upgrade": ""}):
+        refused = await ask(browser, "/api/chat/ws", **key, **extra)
+        assert refused.status_code == 403 and refused.json()["error"] == "csrf", extra
+        assert "authorization" not in refused.headers
+    assert (await ask(browser, "/api/chat/ws", **key, **{"X-CSRF": "1"})).status_code == 200  # a plain GET, guarded
+    assert (await ask(browser, "/api/chat/ws", **key, Upgrade="WebSocket")).status_code == 200  # token: any case
 
 
 async def anonymous_handshake(rig: Rig, ws: dict[str, str]) -> httpx.Response:

@@ -44,6 +44,28 @@ async def test_a_login_flood_writes_nothing_to_redis(rig: Rig) -> None:
     await redis.aclose()
 
 
+async def test_anonymous_login_and_callback_pairs_write_nothing_to_redis(rig: Rig) -> None:
+    """Issue #18 item 5: each anonymous /bff/login + /bff/callback pair (a bogus code, or an error answer) wrote a
+    single-use marker for 10 minutes before the provider was asked. Now only a login the provider vouched for (its
+    code exchanged) writes one."""
+    redis = aioredis.Redis.from_url(rig.settings.redis_url)
+    client = rig.browser()
+    await client.request("GET", "/bff/login", csrf=False)  # connections and discovery warmed up
+    keys_before = await redis.dbsize()
+    memory_before = (await redis.info("memory"))["used_memory"]
+    for i in range(LOGINS):
+        start = await client.request("GET", "/bff/login", csrf=False)
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        answer = {"code": "bogus-code"} if i % 2 else {"error": "access_denied"}
+        done = await client.request("GET", "/bff/callback", params={**answer, "state": state}, csrf=False)
+        assert done.status_code == 400 and done.json()["error"] == "login_failed", done.text
+    grown = (await redis.info("memory"))["used_memory"] - memory_before
+    print(f"Redis after {LOGINS} anonymous login + callback pairs: {grown / LOGINS:.0f} bytes per pair")
+    assert await redis.dbsize() == keys_before
+    assert grown < LOGINS * 20, f"{grown / LOGINS:.0f} bytes of Redis per pair"
+    await redis.aclose()
+
+
 async def test_the_callback_marker_is_small_and_single_use(rig: Rig) -> None:
     browser = rig.browser()
     start = await browser.request("GET", "/bff/login", csrf=False)
@@ -57,8 +79,26 @@ async def test_the_callback_marker_is_small_and_single_use(rig: Rig) -> None:
     await redis.aclose()
     replay = rig.browser()
     replay.cookies = kept
-    again = await replay.request("GET", callback, csrf=False)
+    again = await replay.request("GET", callback, csrf=False)  # the provider refuses the code a second time
+    assert again.status_code == 400 and again.json()["error"] == "login_failed"
+    assert "__Host-session" not in replay.cookies
+
+
+async def test_a_login_completes_once_even_with_a_second_code(rig: Rig) -> None:
+    """The single-use marker, now written after the exchange, still makes a login complete once: a second code for
+    the same authorization request (the provider's page opened twice) is exchanged, then refused, and its refresh
+    token revoked."""
+    browser = rig.browser()
+    start = await browser.request("GET", "/bff/login", csrf=False)
+    first, second = await _callback(rig, start), await _callback(rig, start)
+    kept = dict(browser.cookies)
+    assert (await browser.request("GET", first, csrf=False)).status_code == 302
+    revoked = len(rig.provider.revoked)
+    replay = rig.browser()
+    replay.cookies = kept
+    again = await replay.request("GET", second, csrf=False)
     assert again.status_code == 400 and again.json()["error"] == "invalid_state"
+    assert "__Host-session" not in replay.cookies and len(rig.provider.revoked) == revoked + 1
 
 
 async def test_several_tabs_log_in_at_once_and_a_browser_keeps_few_login_cookies(rig: Rig) -> None:

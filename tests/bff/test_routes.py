@@ -30,7 +30,7 @@ DESIGN_EXAMPLE = {
 def test_design_example_parses() -> None:
     routes = Settings.from_env({"BFF_CLIENT_SECRET": "x", "BFF_ROUTES": json.dumps(DESIGN_EXAMPLE)}).routes
     assert routes["notes"] == Route("notes", "http://notes:9001")  # the short form: a user route, every method
-    assert routes["orders"].resource == "https://orders.example" and routes["orders"].methods == {"GET", "POST"}
+    assert routes["orders"].resource == "https://orders.example" and routes["orders"].methods == {"GET", "HEAD", "POST"}
     assert [routes[n].token for n in ("catalog", "reports", "status")] == ["optional", "client", "none"]
     assert routes["chat"].websocket and routes["chat"].timeout == 2.5 and routes["chat"].url == "http://chat:8080"
     assert [r.needs_session for r in routes.values()] == [True, True, False, True, False, True]
@@ -46,7 +46,8 @@ def test_lookup_and_methods() -> None:
     routes["orders"].check_method("POST")
     with pytest.raises(MethodNotAllowed) as refused:
         routes["orders"].check_method("DELETE")
-    assert refused.value.status_code == 405 and refused.value.headers == {"Allow": "GET, POST"}
+    assert refused.value.status_code == 405 and refused.value.headers == {"Allow": "GET, HEAD, POST"}
+    routes["orders"].check_method("HEAD")  # RFC 9110 §9.3.2: HEAD wherever GET (issue #18 item 8a)
     routes["notes"].check_method("PATCH")  # no list: every method
 
 

@@ -151,7 +151,7 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     assert oversized.status_code in (400, 431) and "eyJ" not in oversized.text  # nginx's 8 KiB header limit
     calls = len(edge_stack.seen)
     refused = await browser.request("DELETE", "/api/chat/headers")
-    assert refused.status_code == 405 and refused.headers["allow"] == "GET, POST"
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST"
     assert len(edge_stack.seen) == calls  # the upstream was not called
     assert refused.json()["error"] == "method_not_allowed"
     down = await browser.request("GET", "/api/gone/x")

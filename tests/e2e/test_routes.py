@@ -198,7 +198,7 @@ async def test_refused_method_is_405_without_calling_the_upstream(route_stack: C
         for method in ("DELETE", "PUT", "PATCH"):
             response = await browser.request(method, "/api/leaky/x")
             assert response.status_code == 405, response.text
-            assert response.headers["allow"] == "GET, POST" and response.json()["error"] == "method_not_allowed"
+            assert response.headers["allow"] == "GET, HEAD, POST" and response.json()["error"] == "method_not_allowed"
         assert len(rs.echo.requests) == before
         assert (await browser.request("POST", "/api/leaky/x", json={})).status_code == 200
         # X-CSRF stays required on every /api call
@@ -422,6 +422,57 @@ async def test_websocket_cap_answers_503(route_stack: Callable[..., RouteStack])
             async with session.ws_connect(url, origin=rs.stack.bff_url) as ws:  # the slot is free again
                 await ws.send_str("x")
                 assert (await ws.receive(timeout=5)).data == "echo:x"
+    finally:
+        await close_clients(rs)
+
+
+async def test_one_session_cannot_take_every_socket(route_stack: Callable[..., RouteStack]) -> None:
+    """Issue #18 item 1: one session opened every WebSocket slot of a process (1000 in 0.8 s) and everyone else got
+    503. Now its own WebSockets plus streams stop at BFF_MAX_SOCKETS_PER_SESSION (429, for it alone)."""
+    rs = route_stack(BFF_MAX_SOCKETS_PER_SESSION="3")
+    hog, other = rs.browser(), rs.browser()
+    try:
+        await rs.login(hog)
+        await rs.login(other)
+        jar = {b: "; ".join(f"{k}={v}" for k, v in b.cookies.items()) for b in (hog, other)}
+        url = ws_url(rs.stack.bff_url, "/api/chat/ws/hog")
+        async with aiohttp.ClientSession() as session:
+            held = [
+                await session.ws_connect(url, headers={"Cookie": jar[hog], "Origin": rs.stack.bff_url})
+                for _ in range(2)
+            ]
+            stream = await session.get(
+                rs.stack.bff_url + "/api/maybe/events", headers={"Cookie": jar[hog], "X-CSRF": "1"}
+            )
+            assert stream.status == 200 and (await stream.content.readline()) == b"event: hello\n"
+            # the fourth of the session: a WebSocket and a stream, both 429 JSON
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url, headers={"Cookie": jar[hog], "Origin": rs.stack.bff_url})
+            assert refused.value.status == 429
+            async with session.get(
+                rs.stack.bff_url + "/api/maybe/events", headers={"Cookie": jar[hog], "X-CSRF": "1"}
+            ) as response:
+                assert response.status == 429
+                assert (await response.json())["error"] == "too_many_sockets"
+            # plain calls of that session still work, and another session is unaffected
+            assert (await hog.request("GET", "/api/leaky/x")).status_code == 200
+            async with session.ws_connect(url, headers={"Cookie": jar[other], "Origin": rs.stack.bff_url}) as ws:
+                await ws.send_str("hi")
+                assert (await ws.receive(timeout=5)).data == "echo:hi"
+            async with session.get(rs.stack.bff_url + "/metrics") as response:
+                metrics = await response.text()
+            assert 'bff_session_socket_cap_total{kind="websocket"} 1.0' in metrics
+            assert 'bff_session_socket_cap_total{kind="stream"} 1.0' in metrics
+            # a slot given back (a socket closed) is free again
+            await held.pop().close()
+            await asyncio.sleep(0.2)
+            async with session.ws_connect(url, headers={"Cookie": jar[hog], "Origin": rs.stack.bff_url}) as ws:
+                await ws.send_str("again")
+                assert (await ws.receive(timeout=5)).data == "echo:again"
+            rs.echo.release.set()
+            stream.close()
+            for ws in held:
+                await ws.close()
     finally:
         await close_clients(rs)
 
