@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from servicekit.proxies import TrustedProxies
 
 from .backchannel import LogoutNotifier
+from .devices import DeviceCookies
 from .dpop import DPOP_ALGORITHMS, DPoPCheck
 from .errors import (
     AuthorizeRedirect,
@@ -73,6 +74,7 @@ class Endpoints:
             per_address=settings.login_max_failures_per_address,
             per_account=settings.login_max_failures_per_account,
             window=settings.login_window,
+            per_device=settings.device_max_failures,
         )
         self.users = UserStore(redis, throttle)
         self.signups = SignUpLimit(redis, limit=settings.signup_max_per_address, window=settings.signup_window)
@@ -91,6 +93,12 @@ class Endpoints:
         form_secrets = (lambda: [fixed]) if fixed else (lambda: keys.derived_secrets(b"form-token") or spare)
         self.par = PushedRequests(settings, redis, form_secrets)  # its own key, derived from the form's secret
         self.guard = FormGuard(form_secrets, secure=settings.issuer.startswith("https://"))
+        fixed_device = [fixed] if fixed else None
+        self.devices = DeviceCookies(
+            (lambda: fixed_device) if fixed_device else (lambda: keys.derived_secrets(b"device-cookie") or spare),
+            secure=settings.issuer.startswith("https://"),
+            ttl=settings.device_cookie_ttl,
+        )
         self.jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
         self.logout = LogoutEndpoint(self)
 
@@ -280,7 +288,8 @@ class Endpoints:
                 request, auth, 400, username=username[:64], error="Enter your username and password."
             )
         try:
-            user = await self.users.authenticate(username, password, self.client_address(request))
+            device = self.devices.device_of(request, username)
+            user = await self.users.authenticate(username, password, self.client_address(request), device)
         except LoginThrottled as exc:
             self.metrics.login_failures.labels("throttled").inc()
             return self.login_page(
@@ -300,6 +309,7 @@ class Endpoints:
         code = await self.grants.issue_code(auth, user, auth_time=sso.auth_time, sso_id=sso.id)
         response = self.redirect(auth.redirect_uri, self._code_params(auth, code))
         self.sso.set_cookie(response, cookie)
+        self.devices.set_cookie(response, user.username)  # this browser is known now (issue #18 item 4)
         return response
 
     # --- sign-up ------------------------------------------------------------------------------------------

@@ -206,6 +206,13 @@ OWN = (
     _ttl("AUTH_LOGIN_WINDOW", 900, "Seconds over which failed logins are counted."),
     _ttl("AUTH_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, "Failed logins from one address, across accounts, before 429."),
     _ttl("AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", 100, "Failed logins of one account, across addresses, before 429."),
+    _ttl(
+        "AUTH_DEVICE_MAX_FAILURES",
+        5,
+        "Failed logins in AUTH_LOGIN_WINDOW from a browser holding the account's device cookie (OWASP device "
+        "cookies): such a browser is exempt from the per-account limit, with this budget of its own.",
+    ),
+    _ttl("AUTH_DEVICE_COOKIE_TTL", 15_552_000, "Seconds a device cookie (set at each sign-in) is honoured."),
     _ttl("AUTH_SIGNUP_MAX_PER_ADDRESS", 20, "New accounts per address in AUTH_SIGNUP_WINDOW."),
     _ttl("AUTH_SIGNUP_WINDOW", 3600, "Seconds over which sign-ups are counted."),
     Setting(
@@ -279,6 +286,8 @@ class Settings:
     login_window: int = 900
     login_max_failures_per_address: int = 100  # across accounts: password spraying from one address
     login_max_failures_per_account: int = 100  # across addresses: the backstop (NIST SP 800-63B §5.2.2)
+    device_max_failures: int = 5  # OWASP device cookies (devices.py): a known browser's own failure budget
+    device_cookie_ttl: int = 15_552_000
     signup_max_per_address: int = 20
     signup_window: int = 3600
     allow_dev_secret: bool = False  # AUTH_ALLOW_DEV_SECRET: `auth-server serve` may start with weak client secrets
@@ -324,6 +333,8 @@ class Settings:
             login_window=v["login_window"],
             login_max_failures_per_address=v["login_max_failures_per_address"],
             login_max_failures_per_account=v["login_max_failures_per_account"],
+            device_max_failures=v["device_max_failures"],
+            device_cookie_ttl=v["device_cookie_ttl"],
             signup_max_per_address=v["signup_max_per_address"],
             signup_window=v["signup_window"],
             allow_dev_secret=v["allow_dev_secret"],

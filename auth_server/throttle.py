@@ -19,6 +19,10 @@ refused. Each counter is one key, so the scripts are Redis Cluster safe; an atte
 counter (admit, settle), run concurrently. Keys expire: a window after the first failure, or ``PENDING_TTL`` while
 only attempts in flight are recorded.
 
+A browser that signed in to the account before presents a device cookie (``devices.py``): its attempts count against
+``dev`` — that cookie's own budget, ``AUTH_DEVICE_MAX_FAILURES`` (5) — and ``addr``, never ``pair`` or ``acct``, so
+guessing from elsewhere cannot lock the real user out of their own browser (OWASP device cookies, issue #18 item 4).
+
 Addresses: ``servicekit.proxies`` (``AUTH_TRUSTED_PROXIES``); an IPv6 client counts as its /64, which one host
 usually holds whole (RFC 4291 §2.5.4 interface identifiers), so rotating addresses within it buys nothing.
 """
@@ -26,6 +30,7 @@ usually holds whole (RFC 4291 §2.5.4 interface identifiers), so rotating addres
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import random
 import time
@@ -87,8 +92,18 @@ class Counter:
 
 
 class LoginThrottle:
-    def __init__(self, redis: Any, *, max_failures: int, per_address: int, per_account: int, window: int) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        max_failures: int,
+        per_address: int,
+        per_account: int,
+        window: int,
+        per_device: int = 5,
+    ) -> None:
         self.redis = redis
+        self.per_device = per_device
         self.max_failures = max_failures
         self.per_address = per_address
         self.per_account = per_account
@@ -96,9 +111,17 @@ class LoginThrottle:
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
 
-    def counters(self, username: str, address: str) -> tuple[Counter, ...]:
+    def counters(self, username: str, address: str, device: str | None = None) -> tuple[Counter, ...]:
+        """The counters of an attempt; ``device``: the id of a valid device cookie for this account (``devices.py``),
+        whose own small budget replaces the per-account and per-pair ones (OWASP device cookies, issue #18 item 4)."""
         account = username.lower()[:64]
         bucket = address_bucket(address)
+        if device is not None:
+            device_key = hashlib.sha256(f"{account}\x00{device}".encode()).hexdigest()[:32]
+            return (
+                Counter(f"{KEY_PREFIX}dev:{device_key}", self.per_device, "reset"),
+                Counter(f"{KEY_PREFIX}addr:{bucket}", self.per_address, "keep"),
+            )
         return (
             Counter(f"{KEY_PREFIX}pair:{bucket} {account}", self.max_failures, "reset"),  # no space in a bucket
             Counter(f"{KEY_PREFIX}addr:{bucket}", self.per_address, "keep"),

@@ -109,15 +109,18 @@ class UserStore:
             self._dummy_hash = str(await self._argon2(HASHER.hash, secrets.token_urlsafe(16)))
         return self._dummy_hash
 
-    async def authenticate(self, username: str, password: str, address: str = "") -> User | None:
+    async def authenticate(
+        self, username: str, password: str, address: str = "", device: str | None = None
+    ) -> User | None:
         """The user, or None for a wrong username or password (same work either way: no user enumeration).
 
-        ``address``: the client's, for the throttle; :class:`LoginThrottled` when a limit is reached. Only failures
-        count, and attempts in flight are held within the limits, so parallel guesses cannot slip past them; a
-        successful login clears the account's counts (OWASP Authentication Cheat Sheet)."""
+        ``address``: the client's, for the throttle; ``device``: a valid device cookie's id for this account
+        (``devices.py``); :class:`LoginThrottled` when a limit is reached. Only failures count, and attempts in
+        flight are held within the limits, so parallel guesses cannot slip past them; a successful login clears the
+        account's counts (OWASP Authentication Cheat Sheet)."""
         if self.throttle is None:
             return await self._check(username, password)
-        counters = self.throttle.counters(username, address)
+        counters = self.throttle.counters(username, address, device)
         await self.throttle.admit(counters)
         user = None
         try:

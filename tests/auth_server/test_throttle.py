@@ -215,3 +215,31 @@ def test_client_address_survives_any_forwarded_for() -> None:
         answer = proxies.client_address(rng.choice(["10.0.0.5", "::1", "203.0.113.9"]), [(b"x-forwarded-for", value)])
         assert ipaddress.ip_address(answer)  # an address, always
         assert address_bucket(answer) != "-"
+
+
+async def test_a_browser_that_signed_in_before_is_not_locked_out_by_guesses_from_elsewhere(served: Any) -> None:
+    """Issue #18 item 4: 100 wrong passwords from 10 addresses locked the real user out for 900 s, from anywhere.
+    The backstop stays for unknown browsers; the user's own browser, holding the device cookie of a successful
+    sign-in, signs in with the right password, and its cookie has a small failure budget of its own."""
+    at = await served(AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT="20", AUTH_DEVICE_MAX_FAILURES="3")
+    params = authorize_params(pkce()[1])
+    async with at("198.51.100.7") as user, at("198.51.100.8") as stranger:
+        assert (await sign_up(user)).status_code == 201
+        assert (await login(user, params)).status_code == 302  # the device cookie is set now
+        device = [name for name in user.cookies if name.startswith("auth-device-")]
+        assert len(device) == 1
+        for n in range(2):  # the distributed guessing: 20 failures from two addresses close the account
+            async with at(f"203.0.113.{n + 1}") as attacker:
+                for _ in range(10):
+                    assert (await login(attacker, params, USERNAME, "wrong-password")).status_code == 400
+        assert (await login(stranger, params)).status_code == 429  # an unknown browser: the backstop holds
+        assert (await login(user, params)).status_code == 302  # the user's own browser is not locked out
+        # a forged or another account's device cookie is no exemption
+        forged = {device[0]: user.cookies[device[0]][:-3] + "AAA"}
+        async with at("198.51.100.9") as other:
+            other.cookies.update(forged)
+            assert (await login(other, params)).status_code == 429
+        # the device's own budget: 3 failures, then that cookie is throttled too (a stolen cookie buys 3 guesses)
+        for _ in range(3):
+            assert (await login(user, params, USERNAME, "wrong-password")).status_code == 400
+        assert (await login(user, params)).status_code == 429

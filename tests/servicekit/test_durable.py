@@ -83,3 +83,35 @@ async def test_with_a_replica_the_write_is_on_it_when_acknowledged() -> None:
         await on_replica.aclose()
         replica.cleanup()
         master.cleanup()
+
+
+async def test_the_first_sync_window_is_open_with_auto_and_closed_by_a_number() -> None:
+    """Issue #18 (Sentinel): while the only replica is in its first sync (Redis waits repl-diskless-sync-delay, 5 s
+    by default, before starting it), ``auto`` counts no replica and acknowledges at once: the write lives on the
+    master alone. ``REDIS_WAIT_REPLICAS=1`` closes that window, at the price of a 503 for every durable write until
+    the sync is done (docs/guides/redis-ha.md says so)."""
+    master = RedisServer(extra=("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "3")).start()
+    replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(master.port))).start()
+    client = aioredis.Redis.from_url(master.url)
+    auto, one = Durable(client, WaitPolicy(None, 300)), Durable(client, WaitPolicy(1, 300))
+    try:
+        for _ in range(250):  # the replica has connected and waits for its sync to start
+            if (await client.info("replication")).get("slave0", {}).get("state") in ("wait_bgsave", "send_bulk"):
+                break
+            await asyncio.sleep(0.02)
+        state = (await client.info("replication"))["slave0"]["state"]
+        assert state != "online", state
+        assert await auto.write("a", lambda pipe: pipe.set("a", "1")) == [True]  # acknowledged: the window
+        with pytest.raises(NotReplicated):  # the number waits for the syncing replica: refused (a 503)
+            await one.write("b", lambda pipe: pipe.set("b", "1"))
+        for _ in range(500):
+            if (await client.info("replication")).get("slave0", {}).get("state") == "online":
+                break
+            await asyncio.sleep(0.02)
+        assert await one.write("c", lambda pipe: pipe.set("c", "1")) == [True]  # synced: acknowledged again
+    finally:
+        await auto.aclose()
+        await one.aclose()
+        await client.aclose()
+        replica.cleanup()
+        master.cleanup()
