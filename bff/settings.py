@@ -71,7 +71,7 @@ OWN = (
         "BFF_ROUTES",
         '{"notes": "http://localhost:9001"}',
         "Route name -> upstream URL or route object (url, token, resource, methods, websocket, timeout, ...); "
-        "in the file, one [routes.<name>] table each.",
+        "in the file, one [routes.NAME] table each.",
         _routes,
         kind="table",
     ),
