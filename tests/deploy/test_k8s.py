@@ -43,18 +43,39 @@ def test_each_service_has_a_deployment_with_probes_and_a_service() -> None:
         assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
-def test_secrets_come_from_secret_objects_never_literals() -> None:
+def test_secrets_come_from_mounted_secret_objects_never_literals() -> None:
+    """Every secret setting of the services is given as <NAME>_FILE, a key of a Secret mounted read-only (or, at
+    least, by secretKeyRef), never as a literal value."""
+    from auth_server.settings import SETTINGS as AUTH
+    from bff.settings import SETTINGS as BFF
+    from resource_server.settings import SETTINGS as RS
+
+    secret_names = {s.name for table in (BFF, AUTH, RS) for s in table.settings if s.secret}
     docs = documents()
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    given = set()
     for deployment in (d for d in docs if d["kind"] == "Deployment"):
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        spec = deployment["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
         for var in container["env"]:
-            if var["name"] in {"BFF_CLIENT_SECRET", "AUTH_CLIENTS"}:
-                ref = var["valueFrom"]["secretKeyRef"]
+            if var["name"] in secret_names:
+                ref = var["valueFrom"]["secretKeyRef"]  # a literal "value" would be a KeyError here
                 assert ref["name"] in secrets and ref["key"] in secrets[ref["name"]]["stringData"]
-        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
+                given.add(var["name"])
+            if var["name"].removesuffix("_FILE") in secret_names and var["name"].endswith("_FILE"):
+                directory, _, file_name = var["value"].rpartition("/")
+                mount = mounts[directory]
+                assert mount["readOnly"] is True
+                secret = volumes[mount["name"]]["secret"]
+                (item,) = [i for i in secret["items"] if i["path"] == file_name]
+                assert item["key"] in secrets[secret["secretName"]]["stringData"], var
+                given.add(var["name"].removesuffix("_FILE"))
+        for volume in spec.get("volumes", []):
             if "secret" in volume:
                 assert volume["secret"]["secretName"] in secrets
+    assert {"BFF_CLIENT_SECRET", "AUTH_CLIENTS"} <= given
 
 
 def test_ingress_nginx_asks_the_bff_and_never_exposes_bff_auth() -> None:

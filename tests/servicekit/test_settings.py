@@ -167,3 +167,27 @@ def test_config_redacts_secrets_and_names_sources(tmp_path: Path) -> None:
     clients = '[{"client_id": "a", "client_secret": "' + SECRET + '", "redirect_uris": ["http://a/cb"]}]'
     out = AUTH.render({"AUTH_CLIENTS": clients})
     assert SECRET not in out and '"client_id": "a"' in out
+
+
+def test_the_configuration_guide_example_loads(tmp_path: Path) -> None:
+    """docs_src/configuration/bff.toml, as docs/guides/configuration.md shows it: its secret file is replaced by the
+    environment's, which wins."""
+    example = Path(__file__).resolve().parents[2] / "docs_src" / "configuration" / "bff.toml"
+    s = BffSettings.from_env({"BFF_CONFIG": str(example), "BFF_CLIENT_SECRET": SECRET})
+    assert (s.issuer, s.client_id, s.public_url, s.client_secret) == (
+        "https://id.example.com",
+        "shop",
+        "https://shop.example.com",
+        SECRET,
+    )
+    assert s.scopes == "openid profile email offline_access" and "groups" in s.user_claims
+    assert s.redis_url == "redis://redis:6379/0"
+    assert set(s.routes) == {"orders", "admin", "status"}
+    assert s.routes["orders"].resource == "https://orders.example.com" and s.routes["status"].token == "none"
+    assert "groups" in s.routes.required_claims()
+    # without the environment's secret, the file's client_secret_file is read
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    copy = tmp_path / "bff.toml"
+    copy.write_text(example.read_text().replace("/run/secrets/bff_client_secret", str(secret)))
+    assert BffSettings.from_env({"BFF_CONFIG": str(copy)}).client_secret == SECRET
