@@ -25,6 +25,8 @@ def _serve(settings: Settings, host: str, port: int, limits: HttpLimits) -> int:
 
     config = log_config("info")
     logging.config.dictConfig(config)
+    for message in SETTINGS.unknown(os.environ):
+        logging.getLogger("auth_server.settings").warning(message)
     try:
         app = create_app(settings)
     except AuthServerError as exc:  # a bad key file or an unwritable empty keys directory

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.config.dictConfig(config)
     from bff.settings import SETTINGS, Settings, SettingsError
 
+    for message in SETTINGS.unknown(os.environ):
+        logging.getLogger("bff.settings").warning(message)
     try:
         Settings.from_env().check_client_secret()  # fail fast, naming the variable
         limits = HttpLimits.from_arguments(args, SETTINGS.layer(os.environ))  # HTTP_* may come from the file

@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.log_level, access_logger="resource_server.access", access=False if args.no_access_log else None
     )
     logging.config.dictConfig(config)
+    for message in SETTINGS.unknown(os.environ):
+        logging.getLogger("resource_server.settings").warning(message)
     run_server(create_app(settings), host=args.host, port=args.port, log_config=config, lifespan="on", limits=limits)
 
 

@@ -343,6 +343,21 @@ class Declarations:
                 out[key] = setting.parse(label, raw)
         return out
 
+    def unknown(self, env: Mapping[str, str]) -> list[str]:
+        """A sentence for each variable with the service's prefix that is no setting (a typo is otherwise silently
+        ignored: ``BFF_IDEL_TTL`` would leave the default in force)."""
+        if not self.prefix:
+            return []
+        known = set(self.by_name) | {s.file_name for s in self.settings if s.secret}
+        known |= {self.config_var} if self.config_var else set()
+        found = []
+        for name in sorted(env):
+            if name.startswith(self.prefix) and name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                found.append(f"{name} is not a setting of the {self.service}, it is ignored{hint}")
+        return found
+
     def effective(self, env: Mapping[str, str]) -> list[Effective]:
         """What ``config`` prints: each setting's text (a secret redacted), and its source."""
         layered = self.layer(env)
@@ -371,6 +386,7 @@ class Declarations:
             lines.append(f"# {self.service}: environment over defaults")
         for row in rows:
             lines.append(f"{row.setting.name:<{width}} = {row.value}  # {row.source}")
+        lines += [f"# WARNING: {message}" for message in self.unknown(env)]
         return "\n".join(lines) + "\n"
 
 

@@ -107,3 +107,18 @@ def test_ingress_nginx_asks_the_bff_and_never_exposes_bff_auth() -> None:
     (container,) = bff["spec"]["template"]["spec"]["containers"]
     env = {v["name"]: v.get("value") for v in container["env"]}
     assert env["BFF_TRUSTED_PROXIES"] and env["BFF_TRUSTED_PROXIES"] not in ("0.0.0.0/0", "::/0")
+
+
+def test_every_variable_a_deployment_sets_is_a_setting_of_its_service() -> None:
+    """No typo the service would ignore: each container's variables are settings its command declares."""
+    from auth_server.settings import SETTINGS as AUTH
+    from bff.settings import SETTINGS as BFF
+    from resource_server.settings import SETTINGS as RS
+
+    tables = {"bff": BFF, "auth-server": AUTH, "resource-server": RS}
+    for deployment in (d for d in documents() if d["kind"] == "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        table = tables[container["args"][0]]
+        known = set(table.by_name) | {s.file_name for s in table.settings if s.secret}
+        variables = {v["name"] for v in container["env"]}
+        assert variables <= known, f"{deployment['metadata']['name']}: {sorted(variables - known)} are no settings"

@@ -191,3 +191,75 @@ def test_the_configuration_guide_example_loads(tmp_path: Path) -> None:
     copy = tmp_path / "bff.toml"
     copy.write_text(example.read_text().replace("/run/secrets/bff_client_secret", str(secret)))
     assert BffSettings.from_env({"BFF_CONFIG": str(copy)}).client_secret == SECRET
+
+
+MARKER = "zz-secret-marker-0123456789"
+NEEDS = {"RS_REVOCATIONS_CLIENT_SECRET": {"RS_REVOCATIONS_CLIENT_ID": "notes"}}  # settings given together
+
+
+@pytest.mark.parametrize(
+    ("declarations", "cls", "base"),
+    [
+        (BFF, BffSettings, {"BFF_CLIENT_SECRET": SECRET}),
+        (AUTH, AuthSettings, {}),
+        (RS, RsSettings, {}),
+    ],
+    ids=["bff", "auth-server", "resource-server"],
+)
+def test_no_secret_setting_shows_in_a_repr_or_in_config(
+    declarations: Declarations, cls: type, base: dict[str, str], tmp_path: Path
+) -> None:
+    """Every setting declared secret (including ones added later): given directly or by _FILE, its value is in
+    neither the settings' repr nor the config output."""
+    secrets = [s for s in declarations.settings if s.secret]
+    assert secrets
+    for setting in secrets:
+        value = MARKER
+        if setting.kind == "tables":
+            value = f'[{{"client_id": "c", "client_secret": "{MARKER}", "redirect_uris": ["http://a/cb"]}}]'
+        path = tmp_path / setting.name
+        path.write_text(value + "\n")
+        with_it = {k: v for k, v in {**base, **NEEDS.get(setting.name, {})}.items() if k != setting.name}
+        for env in ({**with_it, setting.name: value}, {**with_it, setting.file_name: str(path)}):
+            settings = cls.from_env(env)
+            assert MARKER not in repr(settings) and MARKER not in str(settings), setting.name
+            assert MARKER not in declarations.render(env), setting.name
+
+
+def test_the_auth_servers_clients_as_tables_in_a_file(tmp_path: Path) -> None:
+    config = tmp_path / "auth.toml"
+    config.write_text(
+        f"""
+issuer = "https://id.example"
+access_ttl = 120
+
+[[clients]]
+client_id = "bff"
+client_secret = "{SECRET}"
+redirect_uris = ["https://app.example/bff/callback"]
+scope = "openid notes:read"
+audience = ["notes"]
+
+[[clients]]
+client_id = "reports"
+client_secret = "{SECRET}"
+grant_types = ["client_credentials"]
+"""
+    )
+    s = AuthSettings.from_env({"AUTH_CONFIG": str(config)})
+    assert (s.issuer, s.access_ttl) == ("https://id.example", 120)
+    assert [c.client_id for c in s.clients] == ["bff", "reports"] and s.clients[0].audience == ("notes",)
+    assert SECRET not in AUTH.render({"AUTH_CONFIG": str(config)})
+    config.write_text("[clients]\nclient_id = 'bff'\n")  # a table where an array of tables belongs
+    with pytest.raises(SettingsError, match="clients must be an array of tables"):
+        AuthSettings.from_env({"AUTH_CONFIG": str(config)})
+
+
+def test_a_misspelt_variable_is_named_with_the_likely_one() -> None:
+    env = {"BFF_CLIENT_SECRET": SECRET, "BFF_IDEL_TTL": "60", "BFF_CLIENT_SECRET_FILE_X": "", "AUTH_ISSUER": "x"}
+    assert BFF.unknown(env) == [
+        "BFF_CLIENT_SECRET_FILE_X is not a setting of the bff, it is ignored; did you mean BFF_CLIENT_SECRET_FILE?",
+        "BFF_IDEL_TTL is not a setting of the bff, it is ignored; did you mean BFF_IDLE_TTL?",
+    ]
+    assert "# WARNING: BFF_IDEL_TTL is not a setting" in BFF.render(env)
+    assert BFF.unknown({"BFF_CONFIG": "x", "BFF_CLIENT_SECRET_FILE": "y", "BFF_IDLE_TTL": "1"}) == []
