@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from servicekit.http import HttpLimits
+from servicekit.version import add_version_flag
 
 from .errors import AuthServerError, SignUpError
 from .settings import SETTINGS, Settings, SettingsError
@@ -114,6 +115,7 @@ async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="auth-server", description="The jwt-bff OAuth 2.0 / OIDC auth server.")
+    add_version_flag(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")
     parser.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (AUTH_CONFIG)")

@@ -9,10 +9,12 @@ import os
 from servicekit.http import HttpLimits
 from servicekit.logs import log_config
 from servicekit.server import run_server
+from servicekit.version import add_version_flag
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bff", description="The jwt-bff backend-for-frontend.")
+    add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the BFF")
     serve.add_argument("--host", default="127.0.0.1")

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from servicekit.http import HttpLimits
 from servicekit.logs import log_config
 from servicekit.server import run_server
+from servicekit.version import add_version_flag
 
 from .app import create_app
 from .settings import SETTINGS, Settings, SettingsError
@@ -17,6 +18,7 @@ from .settings import SETTINGS, Settings, SettingsError
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="resource-server", description="The sample notes API (JWT-protected).")
+    add_version_flag(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
