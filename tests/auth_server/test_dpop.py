@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from resource_server.verifier.testing import DPoPKey, b64url
 
 from auth_server.app import create_app
+from resource_server.verifier.testing import DPoPKey, b64url
 
 from .helpers import (
     BFF_SECRET,

@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 import pytest
-from resource_server.verifier.dpop import NonceIssuer, ReplayCache, jwk_thumbprint, normalize_htu
-from resource_server.verifier.testing import DPoPKey, FakeIssuer, KeyPair, b64url
 
 from resource_server.verifier import TokenVerifier
+from resource_server.verifier.dpop import NonceIssuer, ReplayCache, jwk_thumbprint, normalize_htu
+from resource_server.verifier.testing import DPoPKey, FakeIssuer, KeyPair, b64url
 
 from .helpers import AUDIENCE, ISSUER, client, guarded_app
 
