@@ -335,9 +335,13 @@ class Declarations:
             key = self.key(setting)
             if raw is None:
                 if setting.required:
-                    also = f" (or {setting.file_name}" + (", or a config file's " if self.config_var else "")
-                    also += f"{key})" if self.config_var else ")"
-                    raise SettingsError(f"{setting.name} is required{also if setting.secret else ''}")
+                    ways = [f"{setting.file_name}"] if setting.secret else []
+                    if layered.path:
+                        ways.append(f"{key} in {layered.path}")
+                    elif self.config_var:
+                        ways.append(f"{key} in the file {self.config_var} names")
+                    also = f" (or {', or '.join(ways)})" if ways else ""
+                    raise SettingsError(f"{setting.name} is required{also}")
                 out[key] = None if setting.default is None else setting.parse(setting.name, setting.default)
             else:
                 out[key] = setting.parse(label, raw)

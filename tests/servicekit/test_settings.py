@@ -263,3 +263,80 @@ def test_a_misspelt_variable_is_named_with_the_likely_one() -> None:
     ]
     assert "# WARNING: BFF_IDEL_TTL is not a setting" in BFF.render(env)
     assert BFF.unknown({"BFF_CONFIG": "x", "BFF_CLIENT_SECRET_FILE": "y", "BFF_IDLE_TTL": "1"}) == []
+
+
+TROUBLE = [
+    '"x"',
+    '""',
+    "-1",
+    "0",
+    "99999999999999999999999",
+    "1.5",
+    "inf",
+    "nan",
+    "true",
+    "[]",
+    "[1, 2]",
+    '["a", ""]',
+    "{}",
+    "{ a = 1 }",
+    '{ url = "http://x", token = "nope" }',
+    "{ url = 1 }",
+    "1979-05-27T07:32:00Z",
+    '"\\u0000"',
+    '"http://x/\\n"',
+]
+
+
+@pytest.mark.parametrize(("declarations", "cls"), [(BFF, BffSettings), (AUTH, AuthSettings), (RS, RsSettings)])
+def test_any_value_for_any_key_is_read_or_refused_naming_the_key(
+    declarations: Declarations, cls: type, tmp_path: Path
+) -> None:
+    """Every key of the file with every troublesome TOML value: the settings load, or a SettingsError names the key
+    and the file (or the setting); never another exception (which would be a traceback at start-up)."""
+    config = tmp_path / "c.toml"
+    base = {"BFF_CLIENT_SECRET": SECRET} if declarations is BFF else {}
+    refused = 0
+    for setting in declarations.settings:
+        key = declarations.key(setting)
+        for value in TROUBLE:
+            config.write_text(f"{key} = {value}\n")
+            env = {**base, declarations.config_var or "": str(config)}
+            if key == "client_secret":
+                env.pop("BFF_CLIENT_SECRET")
+            try:
+                cls.from_env(env)
+            except SettingsError as exc:
+                refused += 1
+                message = str(exc)
+                # the file's key and the file, or (a check across settings, after reading) the variable's name
+                assert (key in message and str(config) in message) or setting.name in message, (key, value, message)
+    assert refused > len(declarations.settings) * 5
+
+
+ENV_TROUBLE = [
+    "x",
+    " ",
+    "-1",
+    "0",
+    "1e999",
+    "nan",
+    "99999999999999999999",
+    "true",
+    "[]",
+    "{}",
+    '{"a": 1}',
+    "\x7f",
+    "a,b",
+]
+
+
+@pytest.mark.parametrize(("declarations", "cls"), [(BFF, BffSettings), (AUTH, AuthSettings), (RS, RsSettings)])
+def test_any_value_of_any_variable_is_read_or_refused_naming_it(declarations: Declarations, cls: type) -> None:
+    base = {"BFF_CLIENT_SECRET": SECRET} if declarations is BFF else {}
+    for setting in declarations.settings:
+        for value in ENV_TROUBLE:
+            try:
+                cls.from_env({**base, setting.name: value})
+            except SettingsError as exc:
+                assert setting.name in str(exc) or declarations.key(setting) in str(exc), (setting.name, value, exc)
