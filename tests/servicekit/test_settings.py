@@ -340,3 +340,19 @@ def test_any_value_of_any_variable_is_read_or_refused_naming_it(declarations: De
                 cls.from_env({**base, setting.name: value})
             except SettingsError as exc:
                 assert setting.name in str(exc) or declarations.key(setting) in str(exc), (setting.name, value, exc)
+
+
+def test_shared_settings_in_the_file_reach_the_http_limits_and_redis(tmp_path: Path) -> None:
+    """`bff serve` reads its HTTP limits through the same layers (servicekit.http), so the file's keys apply."""
+    import argparse
+
+    from servicekit.http import HttpLimits
+
+    config = write(
+        tmp_path, "bff.toml", "http_max_concurrency = 7\nhttp_header_timeout = 2.5\nredis_wait_timeout = 300\n"
+    )
+    env = {"BFF_CONFIG": config, "BFF_CLIENT_SECRET": SECRET, "HTTP_HEADER_TIMEOUT": "4"}
+    args = argparse.Namespace(max_header_bytes=None, header_timeout=None, max_concurrency=None)
+    limits = HttpLimits.from_arguments(args, BFF.layer(env))
+    assert (limits.max_concurrency, limits.header_timeout) == (7, 4.0)  # the environment wins
+    assert BffSettings.from_env(env).redis_wait.timeout_ms == 300
