@@ -196,6 +196,9 @@ class Endpoints:
             "authorization_endpoint": f"{issuer}/oauth/authorize",
             "token_endpoint": f"{issuer}/oauth/token",
             "revocation_endpoint": f"{issuer}/oauth/revoke",
+            # Our extension (DESIGN §11): where resource servers poll the sids of ended logins (DESIGN §9). A verifier
+            # polls a feed only when the issuer advertises one, never a guessed path at a foreign provider.
+            "revocation_feed_endpoint": f"{issuer}/oauth/revocations",
             "introspection_endpoint": f"{issuer}/oauth/introspect",
             "userinfo_endpoint": f"{issuer}/userinfo",
             "jwks_uri": f"{issuer}/.well-known/jwks.json",

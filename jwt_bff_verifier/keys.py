@@ -217,6 +217,7 @@ class JWKSCache:
         self._last_attempt = -math.inf
         self._static = jwks is not None and jwks_url is None
         self.loaded = False
+        self._metadata: Mapping[str, Any] | None = None
         if jwks is not None:
             self.load(jwks)
 
@@ -303,7 +304,25 @@ class JWKSCache:
             self.jwks_url = await self._discover()
         return await self._get_json(self.jwks_url)
 
+    async def issuer_metadata(self) -> Mapping[str, Any]:
+        """The issuer's metadata document (fetched once; raises ``JWKSError`` or an httpx error when it cannot be)."""
+        if self._metadata is None:
+            self._metadata = await self._find_metadata()
+        return self._metadata
+
+    async def revocation_feed(self) -> str | None:
+        """The ``revocation_feed_endpoint`` the issuer advertises (our auth server's extension), or None."""
+        feed = (await self.issuer_metadata()).get("revocation_feed_endpoint")
+        return feed if isinstance(feed, str) and feed.startswith(("https://", "http://")) else None
+
     async def _discover(self) -> str:
+        metadata = await self.issuer_metadata()
+        jwks_uri = metadata.get("jwks_uri")
+        if isinstance(jwks_uri, str) and jwks_uri.startswith(("https://", "http://")):
+            return jwks_uri
+        raise JWKSError("discovery failed: the issuer's metadata has no jwks_uri")
+
+    async def _find_metadata(self) -> Mapping[str, Any]:
         errors: list[str] = []
         for url in discovery_urls(self.issuer):
             try:
@@ -315,8 +334,5 @@ class JWKSCache:
                 # RFC 8414 §3.3 / OIDC Discovery §4.3: metadata for another issuer must not be used.
                 errors.append(f"{url}: metadata for another issuer")
                 continue
-            jwks_uri = metadata.get("jwks_uri")
-            if isinstance(jwks_uri, str) and jwks_uri.startswith(("https://", "http://")):
-                return jwks_uri
-            errors.append(f"{url}: no jwks_uri")
+            return metadata
         raise JWKSError("discovery failed: " + "; ".join(errors))

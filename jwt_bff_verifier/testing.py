@@ -151,7 +151,11 @@ class FakeIssuer:
     def metadata(self, base_url: str | None = None) -> dict[str, Any]:
         """An RFC 8414 / OIDC discovery document whose ``jwks_uri`` is under ``base_url`` (default: the issuer)."""
         base = (base_url or self.issuer).rstrip("/")
-        return {"issuer": self.issuer, "jwks_uri": f"{base}/.well-known/jwks.json"}
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "revocation_feed_endpoint": f"{base}/oauth/revocations",  # as our auth server advertises its feed
+        }
 
     def asgi_app(self, base_url: str | None = None) -> Any:
         """A Starlette app serving the discovery document and the JWKS (to test fetching and discovery)."""

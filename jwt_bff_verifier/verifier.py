@@ -136,7 +136,8 @@ class TokenVerifier:
     verified-token cache (then every call checks the signature).
 
     ``revocations=True`` refuses tokens of ended logins (DESIGN §9): a background task polls
-    ``revocations_url`` (default ``{issuer}/oauth/revocations``) every ``revocation_poll`` seconds, started by
+    ``revocations_url`` (default: the ``revocation_feed_endpoint`` of the issuer's metadata; none advertised, none
+    polled) every ``revocation_poll`` seconds, backing off while it fails, started by
     ``start()`` or the first token; pass a ``RevocationList`` instead to share or feed one yourself.
     ``revocations_credentials`` (client_id, client_secret): sent as HTTP Basic when the auth server lets only
     some clients read the feed (``AUTH_REVOCATIONS_CLIENTS``).
@@ -208,13 +209,15 @@ class TokenVerifier:
         self.cache_size = cache_size
         self._verified: dict[str, _Verified] = {}
         if revocations is True:
-            url = revocations_url or f"{issuer.rstrip('/')}/oauth/revocations"
+            # DESIGN §11: the feed named, or the one the issuer's metadata advertises (revocation_feed_endpoint);
+            # an issuer advertising none has none, and nothing is polled.
             revocations = RevocationList(
-                url,
+                revocations_url,
                 interval=revocation_poll,
                 http_client=http_client,
                 clock=clock,
                 credentials=revocations_credentials,
+                discover=self.keys.revocation_feed,
             )
         self.revocations = revocations if isinstance(revocations, RevocationList) else None
         self._poller: asyncio.Task[None] | None = None
@@ -237,7 +240,7 @@ class TokenVerifier:
 
     def start_polling(self) -> None:
         """Start the background poll of the revocation feed (idempotent; needs a running event loop)."""
-        if self.revocations is not None and self._poller is None and self.revocations.url is not None:
+        if self.revocations is not None and self._poller is None and self.revocations.remote:
             self._poller = asyncio.get_running_loop().create_task(self.revocations.run())
 
     async def aclose(self) -> None:

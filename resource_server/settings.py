@@ -92,9 +92,9 @@ OWN = (
     Setting(
         "RS_REVOCATIONS_URL",
         None,
-        "The revocation feed to poll.",
+        "The revocation feed to poll (a failing feed: one WARNING, then back-off up to 60 s).",
         url(strip_slash=False),
-        default_doc="{issuer}/oauth/revocations",
+        default_doc="the issuer metadata's revocation_feed_endpoint; none advertised: no feed is polled",
     ),
     Setting(
         "RS_DPOP",
@@ -147,7 +147,7 @@ class Settings:
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # may hold a password
     redis_cluster: bool = False  # REDIS_CLUSTER=1: REDIS_URL is a seed node of a Redis Cluster (several URLs imply it)
     revocation_poll: float = 2.0  # DESIGN §9: seconds between polls of the revocation feed; 0 turns it off
-    revocations_url: str | None = None  # None: {issuer}/oauth/revocations
+    revocations_url: str | None = None  # None: the issuer metadata's revocation_feed_endpoint, if it has one
     dpop: str = "allowed"  # RFC 9449: off | allowed | required
     dpop_nonce_secret: bytes | None = field(default=None, repr=False)  # set: DPoP proofs must carry our nonce
     public_urls: tuple[str, ...] = ()  # RS_PUBLIC_URL: what a DPoP proof's htu may name (issue #18 item 2)
