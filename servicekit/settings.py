@@ -194,6 +194,18 @@ def mask_url_passwords(value: str) -> str:
     return _URL_PASSWORD.sub(r"\1***@", value)
 
 
+MAX_FILE_BYTES = 1 << 20  # a settings or secret file larger than this is a mistake (a device, a log), not settings
+
+
+def read_small(path: str) -> bytes:
+    """A file's bytes, refusing one over MAX_FILE_BYTES (``/dev/zero`` named by mistake must not hang start-up)."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
 class Declarations:
     """A service's settings table: reads them (environment over TOML file over default) and describes them."""
 
@@ -224,12 +236,12 @@ class Declarations:
     def _from_file(self, path: str) -> dict[str, str]:
         """The file's settings as variable -> text, each checked against its declaration's type."""
         try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise SettingsError(f"{self.config_var}: cannot read {path!r}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+            data = tomllib.loads(read_small(path).decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, tomllib.TOMLDecodeError):
+                raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise SettingsError(f"{self.config_var}: cannot read {path!r}: {reason}") from None
         out: dict[str, str] = {}
         for key, value in data.items():
             if key.endswith("_file") and key[: -len("_file")] in self.by_key and self.by_key[key[:-5]].secret:
@@ -314,9 +326,8 @@ class Declarations:
             secret_file = env.path is not None and env.sources.get(setting.file_name) == "file"
             where = f"{env.path}: {key}_file" if secret_file else setting.file_name
             try:
-                with open(file_name, encoding="utf-8") as fh:
-                    content = fh.read().rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as exc:
+                content = read_small(file_name).decode("utf-8").rstrip("\r\n")
+            except (OSError, ValueError) as exc:
                 reason = getattr(exc, "strerror", None) or str(exc)
                 raise SettingsError(f"{setting.name}: cannot read {where}={file_name!r}: {reason}") from None
             if not content:

@@ -356,3 +356,15 @@ def test_shared_settings_in_the_file_reach_the_http_limits_and_redis(tmp_path: P
     limits = HttpLimits.from_arguments(args, BFF.layer(env))
     assert (limits.max_concurrency, limits.header_timeout) == (7, 4.0)  # the environment wins
     assert BffSettings.from_env(env).redis_wait.timeout_ms == 300
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/", "/proc/self/mem"])
+def test_a_device_or_directory_named_by_mistake_is_refused_quickly(path: str, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=f"BFF_CLIENT_SECRET: cannot read BFF_CLIENT_SECRET_FILE='{path}'"):
+        BffSettings.from_env({"BFF_CLIENT_SECRET_FILE": path})
+    with pytest.raises(SettingsError, match=f"BFF_CONFIG: cannot read '{path}'"):
+        BffSettings.from_env({"BFF_CONFIG": path, "BFF_CLIENT_SECRET": SECRET})
+    binary = write(tmp_path, "binary", "")
+    Path(binary).write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SettingsError, match="cannot read"):
+        BffSettings.from_env({"BFF_CLIENT_SECRET_FILE": binary})
