@@ -40,7 +40,8 @@ def declarations() -> list[tuple[str, str, Declarations]]:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", r"\|")
+    """Plain text in a Markdown table cell: no column break, no HTML tag, no emphasis."""
+    return text.replace("|", r"\|").replace("<", "&lt;").replace(">", "&gt;").replace("*", r"\*")
 
 
 def _default(setting: Setting) -> str:
@@ -54,10 +55,10 @@ def _default(setting: Setting) -> str:
 
 
 def _description(setting: Setting) -> str:
-    text = setting.help
+    text = _cell(setting.help)
     if setting.secret:
         text += f" **Secret**: never printed; also read from `{setting.file_name}`."
-    return _cell(text)
+    return text
 
 
 def render() -> str:
