@@ -1,10 +1,12 @@
-"""``bff serve`` runs the BFF; ``bff stack`` runs all three services in one process."""
+"""``bff serve`` runs the BFF; ``bff stack`` runs all three services in one process; ``bff sessions`` lists and ends
+a user's sessions (DESIGN §14)."""
 
 from __future__ import annotations
 
 import argparse
 import logging.config
 import os
+import sys
 
 from servicekit.http import HttpLimits
 from servicekit.logs import log_config
@@ -30,6 +32,15 @@ def main(argv: list[str] | None = None) -> None:
         "config", help="print the effective configuration (secrets redacted) and where each value came from"
     )
     show.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (BFF_CONFIG)")
+    sessions = commands.add_parser("sessions", help="a user's sessions at this BFF: list them, or end them")
+    sessions.add_argument(
+        "--config", metavar="FILE", help="a TOML file of settings, under the environment (BFF_CONFIG)"
+    )
+    actions = sessions.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="one JSON object per live session of SUB").add_argument("sub")
+    revoke = actions.add_parser("revoke", help="end every session of SUB (or one: --id), revoked at the provider")
+    revoke.add_argument("sub")
+    revoke.add_argument("--id", help="the session's id, as `bff sessions list` and GET /bff/sessions show it")
     stack = commands.add_parser("stack", help="auth server, resource server and BFF in one process")
     stack.add_argument("--host", default="127.0.0.1")
     stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
@@ -55,6 +66,20 @@ def main(argv: list[str] | None = None) -> None:
         except SettingsError as exc:
             parser.exit(2, f"bff: {exc}\n")
         return
+    if args.command == "sessions":
+        import asyncio
+
+        from bff.settings import Settings
+        from bff.your_sessions import command
+        from servicekit.settings import SettingsError
+
+        try:
+            status, lines = asyncio.run(command(Settings.from_env(), args.action, args.sub, getattr(args, "id", None)))
+        except SettingsError as exc:
+            parser.exit(2, f"bff: {exc}\n")
+        for line in lines:
+            print(line, file=sys.stderr if status else sys.stdout)
+        raise SystemExit(status)
     config = log_config(args.log_level, access_logger="bff.access", access=args.access_log)
     logging.config.dictConfig(config)
     from bff.settings import SETTINGS, Settings, SettingsError

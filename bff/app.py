@@ -33,11 +33,13 @@ from bff.metrics import ACCESS, Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.session_index import SessionIndex
+from bff.session_list import SessionList
 from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
 from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings, SettingsError
 from bff.sockets import SocketProxy
+from bff.your_sessions import YourSessions
 from servicekit.client_gone import client_gone, client_gone_handlers
 from servicekit.durable import Durable
 from servicekit.metrics import MetricsMiddleware
@@ -122,6 +124,18 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     )
     index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
+    # DESIGN §14: each user's list of sessions, and the API that shows and ends them
+    session_list = SessionList(client, manager, secret=settings.client_secret, durable=store.durable)
+    endpoints.session_list = session_list
+    credentials.on_use = session_list.seen  # last_seen_at: a dict lookup per request, a write every few minutes
+    your_sessions = YourSessions(
+        manager,
+        session_list,
+        auth,
+        metrics,
+        current=endpoints.session,
+        expire_cookie=lambda: endpoints.expire_cookie(settings.cookie_name),
+    )
     logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
     watch = SessionWatch(manager.store)
     proxy.watch = watch  # a stream (SSE, a download) stops when its session ends, as a WebSocket closes
@@ -152,6 +166,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             yield
         finally:
             await watch.close()
+            await session_list.close()
             await sockets.close()
             await proxy.close()
             await http.aclose()
@@ -216,6 +231,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         Route("/bff/logout", logout.page, methods=["GET"]),
         Route("/bff/logout", logout.script, methods=["POST"]),
         Route("/bff/backchannel", logout.backchannel, methods=["POST"]),
+        Route("/bff/sessions", your_sessions.listing, methods=["GET"]),
+        Route("/bff/sessions", your_sessions.end_others, methods=["DELETE"]),
+        Route("/bff/sessions/{id}", your_sessions.end_one, methods=["DELETE"]),
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

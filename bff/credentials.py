@@ -55,6 +55,8 @@ class Credentials:
         self.refresher = refresher
         self.client_tokens = client_tokens
         self.on_refused = on_refused  # a route's require refused a session (the metric)
+        # "Your sessions" (DESIGN §14): a use of a session, noted (a dict lookup; a write every few minutes at most)
+        self.on_use: Callable[[Sealed, Session], None] | None = None
 
     async def for_route(self, route: Route, cookie: str | None) -> Credential:
         """The credential for a request of ``route`` carrying session cookie value ``cookie``.
@@ -69,6 +71,8 @@ class Credentials:
             if route.token == "optional":
                 return ANONYMOUS
             raise LoginRequired()
+        if self.on_use is not None:
+            self.on_use(ref, session)
         if route.rules is not None and not route.rules.allows(session.claims):
             self.on_refused(route.name)
             log.info("route %s refused a session of %s: its claims fail the route's require", route.name, session.sub)

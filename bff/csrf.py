@@ -1,8 +1,8 @@
 """CSRF defence as plain ASGI middleware.
 
-* ``/api/*``, ``/bff/user`` and ``POST /bff/logout`` need ``X-CSRF: 1`` (``GET /bff/logout`` is a page navigation,
-  guarded by the session's logout id instead, DESIGN §6): a cross-site page can only send a custom header
-  after a CORS preflight, and
+* ``/api/*``, ``/bff/user``, ``/bff/sessions[/…]`` and ``POST /bff/logout`` need ``X-CSRF: 1`` (``GET
+  /bff/logout`` is a page navigation, guarded by the session's logout id instead, DESIGN §6): a cross-site page can
+  only send a custom header after a CORS preflight, and
 * every CORS preflight is refused, so it never can;
 * a state-changing request whose ``Origin`` is not the BFF's own is refused.
 
@@ -17,14 +17,14 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-GUARDED_EXACT = frozenset({"/bff/user", "/bff/logout"})
+GUARDED_EXACT = frozenset({"/bff/user", "/bff/logout", "/bff/sessions"})
 _BODY = json.dumps(
     {"error": "csrf", "error_description": "Missing X-CSRF header, foreign Origin or CORS preflight."}
 ).encode()
 
 
 def guarded(path: str) -> bool:
-    return path.startswith("/api/") or path in GUARDED_EXACT
+    return path.startswith(("/api/", "/bff/sessions/")) or path in GUARDED_EXACT
 
 
 class CSRFMiddleware:

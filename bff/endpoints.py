@@ -26,8 +26,10 @@ from bff.metrics import Metrics
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.session_index import SessionIndex
-from bff.sessions import STATE_RE, Sealed, Session, SessionManager, logout_id, new_state
+from bff.session_list import SessionList
+from bff.sessions import STATE_RE, Sealed, Session, SessionManager, logout_id, new_state, record_key
 from bff.settings import Settings
+from servicekit.proxies import TrustedProxies
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ class Endpoints:
     metrics: Metrics
     credentials: Credentials
     session_index: SessionIndex  # provider sid/sub -> sessions, for back-channel logout (DESIGN §6)
+    session_list: SessionList | None = None  # a user's sessions, for "Your sessions" (DESIGN §14)
 
     # --- cookies ------------------------------------------------------------------------------------------------
 
@@ -129,7 +132,13 @@ class Endpoints:
         session = await self.manager.load(ref)
         if session is None:
             raise LoginRequired()
+        if self.session_list is not None:
+            self.session_list.seen(ref, session)
         return ref, session
+
+    @functools.cached_property
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies(self.settings.trusted_proxies)
 
     # --- login ----------------------------------------------------------------------------------------------------
 
@@ -216,7 +225,13 @@ class Endpoints:
         )
         ref = self.manager.ref(secret)
         assert ref is not None
-        if not await self.session_index.add(ref.key, sid=session.sid, sub=session.sub):
+        listed = None
+        if self.session_list is not None:  # DESIGN §14: the browser and network it logged in from, minimally
+            client = request.scope.get("client")
+            address = self.proxies.client_address(client[0] if client else None, request.scope["headers"])
+            user_agent = request.headers.get("user-agent")
+            listed = self.session_list.new_entry(ref, record_key(secret), session, user_agent=user_agent, ip=address)
+        if not await self.session_index.add(ref.key, sid=session.sid, sub=session.sub, listed=listed):
             await self.manager.delete(ref)  # the provider ended this login while we completed it (back channel)
             raise LoginFailed("The provider ended this login already; log in again.")
         self.metrics.sessions.labels("created").inc()

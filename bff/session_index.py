@@ -52,9 +52,10 @@ class SessionIndex:
         self.ttl = ttl
         self.durable = durable or Durable(client, WaitPolicy(replicas=0))  # without a policy: never wait
 
-    async def add(self, record: str, *, sid: str | None, sub: str) -> bool:
+    async def add(self, record: str, *, sid: str | None, sub: str, listed: tuple[str, bytes] | None = None) -> bool:
         """Index a new session. False (nothing indexed) when its provider login ``sid`` already ended: a logout
-        token that arrived while this login was being completed must still win."""
+        token that arrived while this login was being completed must still win. ``listed``: its entry in the user's
+        list of sessions (``bff.session_list``), written with the ``sub`` set (one slot, one durable write)."""
         if sid:
             key = _key("sid", sid)
             added = await self._write(key, lambda pipe: pipe.eval(_ADD, 2, key, f"{key}:ended", record, self.ttl))
@@ -65,6 +66,9 @@ class SessionIndex:
         def index_sub(pipe: Any) -> None:
             pipe.sadd(key, record)
             pipe.expire(key, self.ttl)
+            if listed is not None:
+                pipe.hset(f"{key}:list", listed[0], listed[1])
+                pipe.expire(f"{key}:list", self.ttl)
 
         await self._write(key, index_sub)
         return True

@@ -339,6 +339,15 @@ def _session_ref(cookie: str) -> Sealed | None:
     return Sealed(digest, f"bff:{{{digest}}}:s", derive(raw, SESSION_INFO))
 
 
+def record_key(cookie: str) -> bytes:
+    """The raw AES key of the record of session cookie ``cookie`` (what ``_session_ref`` derives): ``bff.session_list``
+    keeps it wrapped, so that another session of the user, or the operator, can end this one (DESIGN §14)."""
+    raw = _decode_secret(cookie)
+    if raw is None:
+        raise ValueError("not a session cookie")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SESSION_INFO).derive(raw)
+
+
 def logout_id(session_cookie: str) -> str:
     """The ``sid`` of ``/bff/user``'s ``logout_url``: derived from the cookie secret, which only the browser and this
     BFF know, so a cross-site page cannot guess it, and nothing needs storing."""

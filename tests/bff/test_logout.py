@@ -287,8 +287,11 @@ async def test_the_index_is_cluster_safe_and_expires_with_the_sessions(rig: Rig,
     await rig.logged_in()
     client = aioredis.Redis.from_url(redis_url)
     try:
-        keys = [k.decode() for k in await client.keys("bff:{bcl-*")]
+        keys = [k.decode() for k in await client.keys("bff:{bcl-*}")]
         assert len(keys) == 2  # one sid set, one sub set, each its own hash tag
+        # and the user's list of sessions (DESIGN §14), in the sub set's slot, expiring with it
+        (listed,) = [k.decode() for k in await client.keys("bff:{bcl-*}:list")]
+        assert 0 < await client.ttl(listed) <= rig.settings.absolute_ttl and listed.startswith(tuple(keys))
         for key in keys:
             assert key.startswith("bff:{") and key.endswith("}")
             assert 0 < await client.ttl(key) <= rig.settings.absolute_ttl

@@ -1,0 +1,257 @@
+"""Your sessions (DESIGN §14): the list of a user's sessions at this BFF, and ending one from another.
+
+Beside the back-channel index's set of a user's record keys (``bff.session_index``), one Redis hash per user, in the
+same slot (Cluster-safe, one key per command)::
+
+    bff:{bcl-sub:<sha256(sub)>}:list    <id>   -> the entry, sealed (AES-GCM, ~300 bytes with a browser's User-Agent)
+                                        <id>:t -> last seen, epoch seconds (a few bytes)
+
+``<id>`` is what ``GET /bff/sessions`` shows: HMAC-SHA256 of the record's id under a key derived from
+``BFF_CLIENT_SECRET``, 128 bits. It is neither the cookie nor anything that opens the session: the record's id is
+itself a SHA-256 of the cookie secret, and the HMAC needs the BFF's secret besides.
+
+The entry holds the record's id, the session's creation time, the User-Agent (at most ``UA_MAX`` characters) and the
+address (truncated to /24 or /48) of its login, and the session record's key *wrapped*: sealed under the same
+server-side key. That is what lets one session of a user — or the operator — end another: open its record, revoke
+its refresh token at the provider (RFC 7009), delete it. Redis alone opens nothing (the key needs
+``BFF_CLIENT_SECRET``); Redis together with ``BFF_CLIENT_SECRET`` opens the records of sessions listed here.
+
+``last_seen_at`` is written at most every ``LAST_SEEN_EVERY`` seconds per session per process, off the request's path
+(a task), and only while the entry exists (one Lua script): a session ended meanwhile is not written back. Entries
+of sessions that ended in other ways (logout, expiry, back-channel logout) are dropped when the list is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bff.session_index import _key as index_key
+from bff.sessions import Sealed, Session, SessionManager, store_call
+from servicekit.durable import Durable, WaitPolicy
+
+log = logging.getLogger(__name__)
+
+LAST_SEEN_EVERY = 300  # seconds: last_seen_at is this coarse, and costs one small write per active session this often
+SEEN_CACHE = 65_536  # sessions whose last write time this process remembers
+UA_MAX = 200  # characters of User-Agent kept
+ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")  # 16 bytes, unpadded base64url
+LIST_INFO = b"jwt-bff session list"
+ID_INFO = b"jwt-bff session id"
+
+# KEYS[1] the list; ARGV[1] the id, ARGV[2] the time. Only over a live entry: never adds one for a session ended.
+_SEEN = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1] .. ':t', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def list_key(sub: str) -> str:
+    return index_key("sub", sub) + ":list"
+
+
+def truncate_ip(address: str) -> str:
+    """The network of ``address``: /24 for IPv4, /48 for IPv6 (DESIGN §14); empty when it is no address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return ""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    ip = mapped or ip
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def clean_user_agent(value: str | None) -> str:
+    """Printable ASCII only, at most ``UA_MAX`` characters: it is shown to the user and to the operator."""
+    return "".join(c for c in (value or "") if " " <= c <= "~")[:UA_MAX]
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    record: str  # the record's id (the hash in its key)
+    key: bytes  # the record's AES-GCM key
+    created_at: float
+    last_seen_at: float
+    user_agent: str
+    ip: str
+
+    @property
+    def ref(self) -> Sealed:
+        return Sealed(self.record, f"bff:{{{self.record}}}:s", AESGCM(self.key))
+
+    def shown(self, current: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": int(self.created_at),
+            "last_seen_at": int(self.last_seen_at),
+            "user_agent": self.user_agent,
+            "ip": self.ip,
+            "current": self.id == current,
+        }
+
+
+class SessionList:
+    def __init__(
+        self,
+        client: Any,
+        manager: SessionManager,
+        *,
+        secret: str,
+        durable: Durable | None = None,
+        every: float = LAST_SEEN_EVERY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.manager = manager
+        self.durable = durable or Durable(client, WaitPolicy(replicas=0))
+        self.every = every
+        self.clock = clock
+        self._aead = AESGCM(_hkdf(secret.encode(), LIST_INFO))
+        self._id_key = _hkdf(secret.encode(), ID_INFO)
+        self._seen: dict[str, float] = {}  # record key -> when this process last wrote its last_seen_at
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen_script = client.register_script(_SEEN)
+
+    # --- ids and entries ------------------------------------------------------------------------------------------
+
+    def public_id(self, record: str) -> str:
+        digest = hmac.new(self._id_key, record.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+    def _sealer(self, sub: str, id: str) -> Sealed:
+        return Sealed(id, f"{list_key(sub)}/{id}", self._aead)  # the list and the id are the associated data
+
+    def new_entry(
+        self, ref: Sealed, record_key: bytes, session: Session, *, user_agent: str | None, ip: str
+    ) -> tuple[str, bytes]:
+        """The (field, value) that lists a new session (``record_key``: its record's AES key, ``record_key()``),
+        written with its index entry (``SessionIndex.add``)."""
+        id = self.public_id(ref.id)
+        data = {
+            "r": ref.id,
+            "k": base64.b64encode(record_key).decode(),
+            "c": round(session.created_at, 3),  # ms: the list is in login order
+            "ua": clean_user_agent(user_agent),
+            "ip": truncate_ip(ip),
+        }
+        self._seen[ref.key] = self.clock()  # its login is its first sighting: no write on its first request
+        return id, self._sealer(session.sub, id).seal(data)
+
+    def _open(self, sub: str, id: str, blob: bytes, seen: bytes | None) -> Entry | None:
+        data = self._sealer(sub, id).open(blob)
+        if data is None:
+            return None
+        try:
+            created = float(data["c"])
+            last = float(seen) if seen is not None else created
+            return Entry(id, str(data["r"]), base64.b64decode(data["k"]), created, last, str(data["ua"]), data["ip"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    # --- reading ----------------------------------------------------------------------------------------------------
+
+    async def entries(self, sub: str) -> list[Entry]:
+        """The user's live sessions, oldest first. Entries whose record is gone (ended in any way) are dropped."""
+        key = list_key(sub)
+        raw: dict[Any, Any] = await store_call(lambda: self.client.hgetall(key))
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        found: list[Entry] = []
+        dead: list[str] = []
+        for field, blob in fields.items():
+            if field.endswith(":t"):
+                if field[:-2] not in fields:
+                    dead.append(field)
+                continue
+            entry = self._open(sub, field, blob, fields.get(field + ":t"))
+            if entry is None:
+                dead += [field, field + ":t"]
+            else:
+                found.append(entry)
+        alive = await self.manager.store.exists_many([entry.ref.key for entry in found])
+        for entry, exists in zip(list(found), alive, strict=True):
+            if not exists:
+                found.remove(entry)
+                dead += [entry.id, entry.id + ":t"]
+        if dead:  # housekeeping, best effort: the next read drops them again
+            await store_call(lambda: self.client.hdel(key, *dead))
+        return sorted(found, key=lambda e: (e.created_at, e.id))
+
+    async def entry(self, sub: str, id: str) -> Entry | None:
+        if not ID_RE.fullmatch(id):
+            return None
+        key = list_key(sub)
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(key, id)
+                pipe.hget(key, id + ":t")
+                return list(await pipe.execute())
+
+        blob, seen = await store_call(run)
+        if blob is None:
+            return None
+        entry = self._open(sub, id, blob, seen)
+        if entry is None or not (await self.manager.store.exists_many([entry.ref.key]))[0]:
+            return None
+        return entry
+
+    # --- writing ----------------------------------------------------------------------------------------------------
+
+    async def forget(self, sub: str, entry: Entry) -> None:
+        """Drop an ended session from the list and from the user's index set (its record is deleted already)."""
+        key = list_key(sub)
+        members = index_key("sub", sub)
+
+        def queue(pipe: Any) -> None:
+            pipe.hdel(key, entry.id, entry.id + ":t")
+            pipe.srem(members, entry.ref.key)
+
+        await store_call(lambda: self.durable.write(key, queue))
+
+    def seen(self, ref: Sealed, session: Session) -> None:
+        """Note a use of the session: at most every ``every`` seconds per session per process, a task writes its
+        ``last_seen_at``. Costs a dictionary lookup otherwise (the hot path)."""
+        now = self.clock()
+        last = self._seen.get(ref.key)
+        if last is not None and now - last < self.every:
+            return
+        if last is None and len(self._seen) >= SEEN_CACHE:
+            del self._seen[next(iter(self._seen))]  # the oldest
+        self._seen[ref.key] = now
+        task = asyncio.ensure_future(self._write_seen(session.sub, self.public_id(ref.id), int(now)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write_seen(self, sub: str, id: str, now: int) -> None:
+        try:
+            await self._seen_script(keys=[list_key(sub)], args=[id, now])
+        except Exception as exc:  # noqa: BLE001 - a lost last_seen_at is harmless; the next use writes it again
+            log.warning("could not note a session's last use (%s): Redis unreachable?", type(exc).__name__)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _hkdf(secret: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
