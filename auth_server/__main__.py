@@ -132,14 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     users = commands.add_parser("users", help="manage users")
     users_commands = users.add_subparsers(dest="users_command", required=True)
     add = users_commands.add_parser("add", help="create a user (password from --password, the prompt or stdin)")
-    add.add_argument("username")
+    add.add_argument("username", help="the new user's login name")
     add.add_argument("--password", help="the password (prefer the prompt or stdin: arguments show in ps)")
     sessions = commands.add_parser("sessions", help="manage login sessions")
     sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
     revoke = sessions_commands.add_parser(
         "revoke", help="end every SSO session and login of a user, with back-channel logouts to the clients"
     )
-    revoke.add_argument("username")
+    revoke.add_argument("username", help="whose sessions to end")
     commands.add_parser(
         "config", help="print the effective configuration (secrets redacted) and where each value came from"
     )

@@ -19,9 +19,11 @@ from .settings import SETTINGS, Settings, SettingsError
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="resource-server", description="The sample notes API (JWT-protected).")
     add_version_flag(parser)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9001)
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=9001, help="port to listen on")
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="log level"
+    )
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request (JSON lines)")
     parser.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (RS_CONFIG)")
     HttpLimits.add_arguments(parser)
