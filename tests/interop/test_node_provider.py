@@ -116,8 +116,9 @@ def bff_url(node_provider: NodeProvider, bff_port: int, redis_url: str, server_f
 class Person:
     """A browser: node-oidc-provider's cookies in one jar, the BFF's in the other."""
 
-    def __init__(self, bff_url: str) -> None:
+    def __init__(self, bff_url: str, username: str = "alice") -> None:
         self.bff_url = bff_url
+        self.username = username
         self.idp = httpx.AsyncClient(timeout=30)
         self.bff = Browser(httpx.AsyncClient(base_url=bff_url, timeout=30))
         self.forms_filled = 0
@@ -145,7 +146,7 @@ class Person:
             data = dict(form.fields)
             if 'name="login"' in response.text:
                 self.forms_filled += 1
-                data.update(login="alice", password="any password")
+                data.update(login=self.username, password="any password")
             if 'name="logout"' in response.text:
                 data["logout"] = "yes"  # "Yes, sign me out"
             response = await self.idp.post(urljoin(str(response.url), form.action), data=data)
