@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from bff.settings import SETTINGS
 from servicekit.http import HttpLimits, http_protocol
 from servicekit.settings import SettingsError
 from servicekit.websocket import WebSocketProtocol
@@ -48,7 +49,8 @@ def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: st
     """The settings of the three services, wired to each other; variables already set in ``env`` win."""
     issuer = f"http://{public_host}:{ports.auth}"
     public_url = f"http://{public_host}:{ports.bff}"
-    client_secret = env.get("BFF_CLIENT_SECRET") or secrets.token_urlsafe(32)
+    given = SETTINGS.text("BFF_CLIENT_SECRET", env)  # BFF_CLIENT_SECRET or BFF_CLIENT_SECRET_FILE
+    client_secret = given or secrets.token_urlsafe(32)
     client = {
         "client_id": "bff",
         "client_secret": client_secret,
@@ -80,6 +82,8 @@ def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: st
             }
         ),
     }
+    if env.get("BFF_CLIENT_SECRET_FILE"):
+        del defaults["BFF_CLIENT_SECRET"]  # the BFF reads the file itself; both set would be refused
     return {**defaults, **env}
 
 
@@ -231,8 +235,8 @@ def main(args: argparse.Namespace | None = None) -> None:
         logging.getLogger(name).setLevel(access)
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    env = stack_environment(ports, os.environ)
     try:
+        env = stack_environment(ports, os.environ)
         limits = HttpLimits.from_arguments(args or argparse.Namespace(), env)
         asyncio.run(run_stack(host, ports, env, limits=limits))
     except (RuntimeError, SettingsError) as exc:

@@ -337,6 +337,11 @@ class Declarations:
             return value, ("file" if from_file else "env"), label
         return None, "default", setting.name
 
+    def text(self, name: str, env: Mapping[str, str]) -> str | None:
+        """One setting's text as given (environment, ``_FILE``, file), unparsed; None when it is left to default."""
+        raw, _, _ = self._raw(self.by_name[name], self.layer(env))
+        return raw
+
     def read(self, env: Mapping[str, str]) -> dict[str, Any]:
         """Every setting parsed, by key (``issuer``, ``redis_url``, …); None for an unset one without default."""
         layered = self.layer(env)

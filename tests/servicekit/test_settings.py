@@ -368,3 +368,16 @@ def test_a_device_or_directory_named_by_mistake_is_refused_quickly(path: str, tm
     Path(binary).write_bytes(b"\xff\xfe\x00")
     with pytest.raises(SettingsError, match="cannot read"):
         BffSettings.from_env({"BFF_CLIENT_SECRET_FILE": binary})
+
+
+def test_bff_stack_takes_the_client_secret_from_its_file(tmp_path: Path) -> None:
+    """`bff stack` registers the BFF's client at its auth server with the secret the BFF will read: from
+    BFF_CLIENT_SECRET_FILE too (it set BFF_CLIENT_SECRET as well, and the BFF refused both)."""
+    import json
+
+    from bff.stack import StackPorts, stack_environment
+
+    secret = write(tmp_path, "secret", SECRET + "\n")
+    env = stack_environment(StackPorts(), {"BFF_CLIENT_SECRET_FILE": secret})
+    assert "BFF_CLIENT_SECRET" not in env
+    assert json.loads(env["AUTH_CLIENTS"])[0]["client_secret"] == SECRET == BffSettings.from_env(env).client_secret
