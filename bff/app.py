@@ -12,10 +12,11 @@ import httpx
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,10 +27,20 @@ from bff.credentials import Credentials
 from bff.csrf import CSRFMiddleware
 from bff.dpop import DPoPKeyError, DPoPSigner
 from bff.endpoints import STATIC, Endpoints, cookie
-from bff.errors import BFFError, LoginRequired, NotFound, UpstreamTimeout, UpstreamUnavailable
+from bff.errors import (
+    BadRequest,
+    BFFError,
+    LoginRequired,
+    MethodNotAllowed,
+    NotFound,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from bff.forward_auth import ForwardAuth
+from bff.frontend import Frontend
 from bff.logout import Logout
 from bff.metrics import ACCESS, Metrics
+from bff.pages import error_response
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.session_index import SessionIndex
@@ -76,14 +87,6 @@ class PrefixRoute:
             await self.websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-
-def _error(exc: BFFError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": exc.error, "error_description": exc.description},
-        status_code=exc.status_code,
-        headers={"Cache-Control": "no-store", **exc.headers, **(headers or {})},
-    )
 
 
 def load_dpop_key(settings: Settings) -> DPoPSigner | None:
@@ -153,11 +156,13 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         on_event=metrics.websocket_event,
     )
     metrics.websockets_open.set_function(lambda: sockets.open)
+    frontend = Frontend(settings, endpoints, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await proxy.open()
         await sockets.start()
+        await frontend.open()
         try:
             await auth.discover()
         except BFFError as exc:
@@ -166,6 +171,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             yield
         finally:
             await watch.close()
+            await frontend.close()
             await session_list.close()
             await sockets.close()
             await proxy.close()
@@ -179,7 +185,20 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         headers = {}
         if isinstance(exc, LoginRequired) and cookie(request, settings.cookie_name) is not None:
             headers["Set-Cookie"] = endpoints.expire_cookie(settings.cookie_name)
-        return _error(exc, headers)
+        return error_response(exc, request.scope, headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own refusals (a route's method not allowed, a malformed request body) answered as BFF errors
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            error: BFFError = MethodNotAllowed((exc.headers or {}).get("Allow", "GET"))
+        elif exc.status_code == 404:
+            error = NotFound()
+        elif 400 <= exc.status_code < 500:
+            error = BadRequest()
+        else:
+            error = BFFError()
+        return error_response(error, request.scope)
 
     async def api(scope: Scope, receive: Receive, send: Send) -> None:
         # The hot path, as plain ASGI: Starlette's router and exception middleware cost a measurable share of a
@@ -218,13 +237,12 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _error(BFFError())
+        return error_response(BFFError(), request.scope)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [
-        Route("/", endpoints.index, methods=["GET", "HEAD"]),
+    routes: list[BaseRoute] = [
         Route("/bff/login", endpoints.login, methods=["GET"]),
         Route("/bff/callback", endpoints.callback, methods=["GET"]),
         Route("/bff/user", endpoints.user, methods=["GET"]),
@@ -237,8 +255,12 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/readyz", endpoints.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if settings.frontend_kind == "demo":
+        routes += [
+            Route("/", frontend.demo_page, methods=["GET", "HEAD"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
     app = Starlette(
         routes=routes,
         middleware=[
@@ -254,14 +276,23 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             Middleware(PrefixRoute, prefix="/api/", endpoint=api, websocket=sockets),
         ],
         # Every Redis failure is a StoreUnavailable (a BFFError) already: RedisStore._call translates them all.
-        exception_handlers={BFFError: bff_error, **client_gone_handlers(), Exception: server_error},
+        exception_handlers={
+            BFFError: bff_error,
+            HTTPException: http_error,
+            **client_gone_handlers(),
+            Exception: server_error,
+        },
         lifespan=lifespan,
     )
+    # DESIGN §11: the frontend is what no route matched, behind /api/ (a middleware ahead of the router) and every
+    # /bff/ route: the hot path never reaches it.
+    app.router.default = frontend
     # Starlette's trailing-slash redirect is absolute and built from the Host header: a forged Host became the
     # Location (issue #10; auth_server.app). A path is served as spelled, or is 404.
     app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.frontend = frontend
     return app
 
 

@@ -6,21 +6,20 @@
 * every CORS preflight is refused, so it never can;
 * a state-changing request whose ``Origin`` is not the BFF's own is refused.
 
-Any of these answers ``403 {"error": "csrf"}``.
+Any of these answers ``403 {"error": "csrf"}`` (an HTML page for a page navigation, ``bff.pages``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bff.errors import CSRFError
+from bff.pages import error_response
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 GUARDED_EXACT = frozenset({"/bff/user", "/bff/logout", "/bff/sessions"})
-_BODY = json.dumps(
-    {"error": "csrf", "error_description": "Missing X-CSRF header, foreign Origin or CORS preflight."}
-).encode()
 
 
 def guarded(path: str) -> bool:
@@ -36,18 +35,7 @@ class CSRFMiddleware:
         if scope["type"] != "http" or self._allowed(scope):
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_BODY)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _BODY})
+        await error_response(CSRFError(), scope)(scope, receive, send)
 
     def _allowed(self, scope: Scope) -> bool:
         return allowed(scope["method"], scope["path"], scope["headers"], self.origin)

@@ -26,6 +26,7 @@ from servicekit.settings import (
     flag,
     integer,
     number,
+    http_url,
     stripped,
     url,
 )
@@ -49,6 +50,24 @@ def _claim_names(label: str, raw: str) -> tuple[str, ...]:
 
 def _trusted_proxies(label: str, raw: str) -> tuple[IPNetwork, ...]:
     return networks(label, raw)
+
+
+def _frontend(label: str, raw: str) -> str:
+    """``none``, ``demo``, an http(s) URL, or a directory holding an index.html (made absolute, symlinks resolved)."""
+    value = raw.strip()
+    if value.lower() in ("none", "demo"):
+        return value.lower()
+    if "://" in value:
+        return http_url(label, value, plain=True)
+    path = os.path.realpath(value)
+    if not os.path.isdir(path):
+        raise SettingsError(
+            f"{label} must be none, demo, an http(s):// URL or a directory (a built SPA), got {raw!r}: "
+            "no such directory"
+        )
+    if not os.path.isfile(os.path.join(path, "index.html")):
+        raise SettingsError(f"{label} {raw!r} has no index.html: name the built SPA's directory (e.g. dist/)")
+    return path
 
 
 OWN = (
@@ -155,6 +174,22 @@ OWN = (
         kind="list",
     ),
     Setting(
+        "BFF_FRONTEND",
+        "none",
+        "What the BFF serves outside /bff/* and /api/*: a directory (a built SPA: its files, index.html for page "
+        "navigations to other paths), an http(s):// URL (a dev server or CDN origin, proxied without cookies or "
+        "credentials, WebSockets included), demo (the demo page) or none.",
+        _frontend,
+    ),
+    Setting(
+        "BFF_LOGIN_REQUIRED",
+        "false",
+        "Whatever BFF_FRONTEND serves needs a session: a page navigation without one goes to /bff/login?return_to="
+        "<path>; any other request (an asset, a fetch, an API call) gets 401 JSON, never a redirect.",
+        flag,
+        kind="boolean",
+    ),
+    Setting(
         "BFF_ALLOW_DEV_SECRET",
         "false",
         "Start even with a weak BFF_CLIENT_SECRET (development only; a WARNING says so).",
@@ -200,6 +235,10 @@ class Settings:
     allow_dev_secret: bool = False  # BFF_ALLOW_DEV_SECRET: `bff serve` may start with a weak client secret
     # DESIGN §11 BFF_USER_CLAIMS: the claims kept at login and shown in /bff/user (the rules' claims are kept too)
     user_claims: tuple[str, ...] = ("preferred_username", "name", "email")
+    # DESIGN §11: what the BFF serves outside /bff/* and /api/*: "none", "demo", an http(s):// URL (a dev server or a
+    # CDN origin, proxied without credentials) or the absolute path of a directory (a built SPA)
+    frontend: str = "none"
+    login_required: bool = False  # BFF_LOGIN_REQUIRED: a page navigation without a session goes to /bff/login
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -236,6 +275,8 @@ class Settings:
             post_logout_url=v["post_logout_url"] or f"{v['public_url']}/",
             allow_dev_secret=v["allow_dev_secret"],
             user_claims=v["user_claims"],
+            frontend=v["frontend"],
+            login_required=v["login_required"],
         )
 
     def check_client_secret(self) -> None:
@@ -269,6 +310,13 @@ class Settings:
         port = parts.port
         default = {"http": 80, "https": 443}.get(scheme)
         return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+    @property
+    def frontend_kind(self) -> str:
+        """``none``, ``demo``, ``url`` or ``directory``."""
+        if self.frontend in ("none", "demo"):
+            return self.frontend
+        return "url" if self.frontend.startswith(("http://", "https://")) else "directory"
 
     @property
     def login_cookie_name(self) -> str:

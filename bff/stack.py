@@ -74,6 +74,7 @@ def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: st
         # No forward auth in front of the stack, and its browsers come over loopback (the default trusted proxies):
         # /bff/auth would hand a page's script the access token that the BFF exists to keep from it.
         "BFF_TRUSTED_PROXIES": "none",
+        "BFF_FRONTEND": "demo",  # DESIGN §11: the stack shows the demo page (`bff serve` serves none by default)
         # DESIGN §7: each API gets a token for itself alone (RFC 8707), so neither can replay the other's
         "BFF_ROUTES": json.dumps(
             {

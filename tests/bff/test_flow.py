@@ -106,6 +106,7 @@ async def test_api_without_session_is_401_never_302(rig: Rig) -> None:
         assert response.json() == {"error": "login_required", "error_description": "Log in first."}
 
 
+@pytest.mark.bff_env(BFF_FRONTEND="demo")
 async def test_index_page_headers(rig: Rig) -> None:
     browser = rig.browser()
     page = await browser.request("GET", "/", csrf=False)
