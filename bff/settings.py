@@ -24,9 +24,9 @@ from servicekit.settings import (
     SettingsError,
     combine,
     flag,
+    http_url,
     integer,
     number,
-    http_url,
     stripped,
     url,
 )

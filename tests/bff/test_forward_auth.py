@@ -153,7 +153,7 @@ async def test_head_is_allowed_wherever_get_is(policy_rig: Rig) -> None:
     assert proxied.status_code == 200 and proxied.content == b"" and int(proxied.headers["content-length"]) > 0
     refused = await browser.request("POST", "/api/getonly/x")
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
-    for path in ("/", "/bff/user", "/healthz"):  # the BFF's own GET endpoints
+    for path in ("/bff/user", "/healthz"):  # the BFF's own GET endpoints (the frontend's: tests/bff/test_frontend.py)
         assert (await browser.request("HEAD", path)).status_code == 200, path
 
 
