@@ -110,8 +110,10 @@ class LogoutEndpoint:
         # login born of it, ends only in the browser holding that session's cookie; elsewhere a hint ends what its
         # client could end itself (RFC 7009): the one login it names. That keeps an RP's logout smooth where its
         # Clear-Site-Data wiped our cookie (a shared registrable domain), and bounds what a leaked ID token can do.
-        # §2's MUST holds too: a hint of another user than the one signed in here never ends this browser's session.
         own_session = hint is not None and browser is not None and born_of == browser
+        current = await ep.sso.get(browser, touch=False) if browser and hint is not None and not own_session else None
+        if hint is not None and current is not None and current.sub != hint["sub"]:
+            hint = None  # §2: the OP MUST ask when the hint is not of the user signed in here
         if hint is None:
             token = params.get("form_token", "")
             if request.method != "POST" or not ep.guard.check(request, "logout", token, fields):
