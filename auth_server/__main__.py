@@ -77,6 +77,27 @@ async def _add_user(settings: Settings, username: str, password: str) -> str:
         await redis.aclose()
 
 
+async def _totp(settings: Settings, username: str) -> tuple[str, list[str]]:
+    """Turn TOTP on for ``username`` (a new secret replaces any old one) with fresh recovery codes: (the otpauth://
+    URI, the codes). LookupError for an unknown user."""
+    from servicekit.redis import open_redis
+
+    from .mfa import SecondFactors
+    from .users import UserStore
+
+    redis = open_redis(settings.redis_url, settings.redis_cluster)
+    try:
+        user = await UserStore(redis).find(username)
+        if user is None:
+            raise LookupError(username)
+        factors = SecondFactors(redis, settings.issuer)
+        secret = await factors.start_totp(user.sub)
+        await factors.activate_totp(user.sub, secret)
+        return factors.uri(secret, user.username), await factors.new_recovery_codes(user.sub)
+    finally:
+        await redis.aclose()
+
+
 async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
     """End every SSO session and login of ``username``, telling each client on its back channel (DESIGN §6).
     Returns (SSO sessions, logins) that were alive; LookupError for an unknown user."""
@@ -134,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add = users_commands.add_parser("add", help="create a user (password from --password, the prompt or stdin)")
     add.add_argument("username", help="the new user's login name")
     add.add_argument("--password", help="the password (prefer the prompt or stdin: arguments show in ps)")
+    totp = users_commands.add_parser(
+        "totp", help="turn TOTP on for a user (replacing any secret): prints the otpauth:// URI and recovery codes"
+    )
+    totp.add_argument("username")
     sessions = commands.add_parser("sessions", help="manage login sessions")
     sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
     revoke = sessions_commands.add_parser(
@@ -157,6 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "keys":
         return _rotate(settings)
+    if args.command == "users" and args.users_command == "totp":
+        try:
+            uri, codes = asyncio.run(_totp(settings, args.username))
+        except LookupError:
+            print(f"auth-server: no user {args.username!r}", file=sys.stderr)
+            return 1
+        print(f"TOTP is on for {args.username}. Scan or type into the authenticator app:\n{uri}")
+        print("Recovery codes (each works once; shown only now):\n" + "\n".join(codes))
+        return 0
     if args.command == "users":
         try:
             sub = asyncio.run(_add_user(settings, args.username, _read_password(args)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -17,6 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from servicekit.proxies import TrustedProxies
 
+from .account import AccountPage, SecondFactorStep
 from .backchannel import LogoutNotifier
 from .devices import DeviceCookies
 from .dpop import DPOP_ALGORITHMS, DPoPCheck
@@ -38,9 +38,10 @@ from .grants import AuthorizationRequest, Grants, authenticate_client, parse_aut
 from .keys import KeyRing
 from .logout import LogoutEndpoint, Logouts
 from .metrics import Metrics
+from .mfa import ACR_VALUES, missing
 from .par import PushedRequests
 from .settings import Settings
-from .sso import SSOStore
+from .sso import SSOSession, SSOStore
 from .throttle import LoginThrottle, SignUpLimit
 from .tokens import AT_TYP, MAX_TOKEN_LENGTH, RT_TYP, TokenService
 from .users import User, UserStore
@@ -101,6 +102,8 @@ class Endpoints:
         )
         self.jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
         self.logout = LogoutEndpoint(self)
+        self.second_factor = SecondFactorStep(self)
+        self.account = AccountPage(self, self.second_factor)
 
     # --- HTML ---------------------------------------------------------------------------------------------
 
@@ -121,7 +124,8 @@ class Endpoints:
             status_code=status,
             headers={
                 **NO_STORE,
-                "Content-Security-Policy": f"default-src 'none'; style-src 'nonce-{nonce}'; form-action {form_action}; "
+                "Content-Security-Policy": f"default-src 'none'; style-src 'nonce-{nonce}'; "
+                f"script-src 'nonce-{nonce}'; form-action {form_action}; "
                 "frame-ancestors 'none'; base-uri 'none'",
                 "X-Frame-Options": "DENY",
                 "X-Content-Type-Options": "nosniff",
@@ -155,6 +159,12 @@ class Endpoints:
             params["state"] = exc.state
         return self.redirect(exc.redirect_uri, params)
 
+    @staticmethod
+    def form_action(auth: AuthorizationRequest) -> str:
+        # Browsers apply form-action to the redirect that follows the post (to the client's redirect URI).
+        origin = urlsplit(auth.redirect_uri)
+        return f"'self' {origin.scheme}://{origin.netloc}"
+
     def login_page(
         self,
         request: Request,
@@ -169,13 +179,10 @@ class Endpoints:
         fields = auth.hidden_fields()
         hidden = {**fields, "form_token": self.guard.token("login", cookie, fields)}
         register_url = "/register?" + urlencode({"next": "/oauth/authorize?" + urlencode(fields)})
-        origin = urlsplit(auth.redirect_uri)
-        # Browsers apply form-action to the redirect that follows the post (to the client's redirect URI).
-        form_action = f"'self' {origin.scheme}://{origin.netloc}"
         return self.page(
             "login.html",
             status,
-            form_action=form_action,
+            form_action=self.form_action(auth),
             cookie=cookie if new else None,
             headers=headers,
             client_id=auth.client.client_id,
@@ -212,7 +219,11 @@ class Endpoints:
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [self.settings.signing_alg],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "sid"],
+            "claims_supported": [
+                *("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "sid"),
+                *("acr", "amr"),
+            ],
+            "acr_values_supported": list(ACR_VALUES),  # DESIGN §14: pwd, mfa
             "authorization_response_iss_parameter_supported": True,  # RFC 9207
             "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,  # RFC 9449 §5.1
             "pushed_authorization_request_endpoint": f"{issuer}/oauth/par",  # RFC 9126 §5
@@ -242,19 +253,14 @@ class Endpoints:
         try:
             params = await self.par.resolve(query_params(request))  # RFC 9126 §4: a pushed request, taken once
             auth = parse_authorization_request(self.settings, params)
-            prompt = params.get("prompt", "").split()  # both checked by parse_authorization_request
-            max_age = params.get("max_age")
+            prompt = params.get("prompt", "").split()  # checked by parse_authorization_request
             sso = await self.sso.get(self.sso.browser_id(request))
-            # OIDC Core §3.1.2.1: prompt=login and an exceeded max_age (0: always) demand a fresh password.
-            stale = (
-                sso is not None
-                and max_age is not None
-                and (int(max_age) == 0 or time.time() - sso.auth_time > int(max_age))
-            )
-            if sso is not None and not stale and "login" not in prompt and "select_account" not in prompt:
-                user = User(sub=sso.sub, username=sso.username)
-                code = await self.grants.issue_code(auth, user, auth_time=sso.auth_time, sso_id=sso.id)
-                return self.redirect(auth.redirect_uri, self._code_params(auth, code))
+            # OIDC Core §3.1.2.1: prompt=login demands a fresh password; otherwise only what the session lacks for
+            # the level asked (acr_values) within max_age is asked for (DESIGN §14, auth_server.mfa.missing).
+            fresh = "login" in prompt or "select_account" in prompt
+            need = "password" if fresh else missing(sso, auth.level, auth.max_age)
+            if need is None and sso is not None:
+                return await self._code_response(auth, sso)
             if "none" in prompt:  # OIDC Core §3.1.2.6: no usable login and no UI allowed
                 raise AuthorizeRedirect("login_required", "The user must sign in.", auth.redirect_uri, auth.state)
         except InvalidRequest as exc:
@@ -263,7 +269,21 @@ class Endpoints:
             return self.error_page(exc.description)
         except AuthorizeRedirect as exc:
             return self.redirect_error(exc)
+        if need == "second_factor" and sso is not None:
+            return await self.second_factor.page(request, auth, sso)
         return self.login_page(request, auth)
+
+    async def _code_response(
+        self, auth: AuthorizationRequest, sso: SSOSession, cookie: str | None = None
+    ) -> RedirectResponse:
+        user = User(sub=sso.sub, username=sso.username)
+        code = await self.grants.issue_code(
+            auth, user, auth_time=sso.auth_time, sso_id=sso.id, acr=sso.acr, amr=sso.amr
+        )
+        response = self.redirect(auth.redirect_uri, self._code_params(auth, code))
+        if cookie is not None:
+            self.sso.set_cookie(response, cookie)
+        return response
 
     def _code_params(self, auth: AuthorizationRequest, code: str) -> dict[str, str]:
         params = {"code": code, "iss": self.settings.issuer}
@@ -281,6 +301,8 @@ class Endpoints:
             return self.error_page(exc.description)
         except AuthorizeRedirect as exc:
             return self.redirect_error(exc)
+        if form.get("step") == "second_factor":
+            return await self._second_factor_post(request, auth, form)
         username, password = form.get("username", ""), form.get("password", "")
         if not self.guard.check(request, "login", form.get("form_token", ""), auth.hidden_fields()):
             return self.login_page(
@@ -309,11 +331,37 @@ class Endpoints:
             return self.login_page(request, auth, 400, username=username[:64], error="Invalid username or password.")
         # A password login starts the browser's SSO session (DESIGN §6): the next authorization needs no form.
         cookie, sso = await self.sso.start(sub=user.sub, username=user.username, previous=self.sso.browser_id(request))
-        code = await self.grants.issue_code(auth, user, auth_time=sso.auth_time, sso_id=sso.id)
-        response = self.redirect(auth.redirect_uri, self._code_params(auth, code))
-        self.sso.set_cookie(response, cookie)
+        response: Response
+        if missing(sso, auth.level, auth.max_age) == "second_factor":
+            # DESIGN §14: the password alone is below the level asked; no code until the second factor is given, so
+            # replaying this form only ever brings back the second factor's page.
+            response = await self.second_factor.page(request, auth, sso, cookie=cookie)
+        else:
+            response = await self._code_response(auth, sso, cookie)
         self.devices.set_cookie(response, user.username)  # this browser is known now (issue #18 item 4)
         return response
+
+    async def _second_factor_post(self, request: Request, auth: AuthorizationRequest, form: dict[str, str]) -> Response:
+        sso = await self.sso.get(self.sso.browser_id(request))
+        if sso is None:  # no password step in this browser, or it ended (a logout): start over
+            return self.login_page(request, auth, 400, error="Your sign-in has ended. Please sign in again.")
+        if not self.guard.check(request, "mfa", form.get("form_token", ""), auth.hidden_fields()):
+            return await self.second_factor.page(request, auth, sso, 400, error="This form has expired. Try again.")
+        try:
+            method, error = await self.second_factor.verify(request, sso, form)
+        except LoginThrottled as exc:
+            self.metrics.login_failures.labels("throttled").inc()
+            response = await self.second_factor.page(
+                request, auth, sso, 429, error="Too many failed attempts. Please try again later."
+            )
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        if method is None:
+            return await self.second_factor.page(request, auth, sso, 400, error=error)
+        upgraded = await self.second_factor.upgrade(sso, method)
+        if upgraded is None:
+            return self.login_page(request, auth, 400, error="Your sign-in has ended. Please sign in again.")
+        return await self._code_response(auth, upgraded)
 
     # --- sign-up ------------------------------------------------------------------------------------------
 

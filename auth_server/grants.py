@@ -36,6 +36,7 @@ from .errors import (
     UnsupportedGrantType,
 )
 from .forms import ascii_digits
+from .mfa import ACR_PWD, parse_acr_values, wanted_level
 from .settings import Client, Settings
 from .sso import SSOStore
 from .tokens import MAX_TOKEN_LENGTH, Family, TokenService
@@ -69,6 +70,12 @@ class AuthorizationRequest:
     nonce: str | None
     code_challenge: str
     resource: str | None = None  # RFC 8707
+    acr_values: tuple[str, ...] = ()  # OIDC Core §3.1.2.1, the values we know (auth_server.mfa)
+    max_age: int | None = None
+
+    @property
+    def level(self) -> str:
+        return wanted_level(self.acr_values)
 
     def hidden_fields(self) -> dict[str, str]:
         """The request as the login form carries it (DESIGN §4)."""
@@ -84,6 +91,11 @@ class AuthorizationRequest:
         }
         if self.resource is not None:
             fields["resource"] = self.resource
+        # Carried by the form and covered by its token's HMAC: a login form edited to ask for less is refused.
+        if self.acr_values:
+            fields["acr_values"] = " ".join(self.acr_values)
+        if self.max_age is not None:
+            fields["max_age"] = str(self.max_age)
         return fields
 
 
@@ -157,7 +169,20 @@ def parse_authorization_request(settings: Settings, params: Mapping[str, str]) -
     max_age = params.get("max_age")
     if max_age is not None and (not ascii_digits(max_age) or len(max_age) > 10):
         raise fail("invalid_request", "max_age must be seconds.")
-    return AuthorizationRequest(client, redirect_uri, scope, state, nonce, challenge, resource)
+    acr_values = params.get("acr_values")
+    if acr_values is not None and len(acr_values) > MAX_PARAM:
+        raise fail("invalid_request", "acr_values is too long.")
+    return AuthorizationRequest(
+        client,
+        redirect_uri,
+        scope,
+        state,
+        nonce,
+        challenge,
+        resource,
+        acr_values=parse_acr_values(acr_values),
+        max_age=int(max_age) if max_age is not None else None,
+    )
 
 
 def s256(verifier: str) -> str:
@@ -221,8 +246,18 @@ class Grants:
         self.sso = sso
         self._redeem = redis.register_script(_REDEEM)
 
-    async def issue_code(self, request: AuthorizationRequest, user: User, *, auth_time: int, sso_id: str) -> str:
-        """``auth_time``: when the user last typed a password (OIDC Core §2); ``sso_id``: the SSO session."""
+    async def issue_code(
+        self,
+        request: AuthorizationRequest,
+        user: User,
+        *,
+        auth_time: int,
+        sso_id: str,
+        acr: str = ACR_PWD,
+        amr: tuple[str, ...] = ("pwd",),
+    ) -> str:
+        """``auth_time``: when the user last authenticated (OIDC Core §2); ``sso_id``: the SSO session; ``acr``,
+        ``amr``: the level the session reached and how (DESIGN §14)."""
         code = secrets.token_urlsafe(32)
         record = {
             "client_id": request.client.client_id,
@@ -235,6 +270,8 @@ class Grants:
             "auth_time": auth_time,
             "sso": sso_id,
             "resource": request.resource,
+            "acr": acr,
+            "amr": list(amr),
         }
         await self.redis.set(_code_key(code), json.dumps(record), ex=self.settings.code_ttl)
         return code
@@ -295,6 +332,8 @@ class Grants:
             auth_time=record["auth_time"],
             resource=authorized,
             jkt=None if client.confidential else jkt,  # RFC 9449 §5: a public client's refresh tokens are bound
+            acr=record.get("acr", ACR_PWD),
+            amr=tuple(record.get("amr", ["pwd"])),
         )
         await self.redis.set(f"{key}:used", family.sid, xx=True, keepttl=True)
         if record.get("sso"):
@@ -306,6 +345,7 @@ class Grants:
             sid=family.sid,
             resource=requested or authorized,
             jkt=jkt,
+            login=family,
         )
         body: dict[str, Any] = {
             "access_token": access_token,
@@ -358,6 +398,7 @@ class Grants:
                 sid=family.sid,
                 resource=resource or family.resource,
                 jkt=jkt,
+                login=family,
             )
             return {
                 "access_token": access_token,

@@ -208,7 +208,7 @@ OWN = (
     _ttl("AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT", 100, "Failed logins of one account, across addresses, before 429."),
     _ttl(
         "AUTH_DEVICE_MAX_FAILURES",
-        5,
+        10,
         "Failed logins in AUTH_LOGIN_WINDOW from a browser holding the account's device cookie (OWASP device "
         "cookies): such a browser is exempt from the per-account limit, with this budget of its own.",
     ),
@@ -286,7 +286,7 @@ class Settings:
     login_window: int = 900
     login_max_failures_per_address: int = 100  # across accounts: password spraying from one address
     login_max_failures_per_account: int = 100  # across addresses: the backstop (NIST SP 800-63B §5.2.2)
-    device_max_failures: int = 5  # OWASP device cookies (devices.py): a known browser's own failure budget
+    device_max_failures: int = 10  # OWASP device cookies (devices.py): a known browser's own failure budget
     device_cookie_ttl: int = 15_552_000
     signup_max_per_address: int = 20
     signup_window: int = 3600

@@ -6,7 +6,8 @@ family (login of a client) born of it is remembered, so a logout can end them al
 
 Keys (``<id>`` = sha256 of the cookie; each concept has its own hash tag, so every key is Cluster-safe)::
 
-    auth:sso:{<id>}        hash sub, username, auth_time, abs   TTL idle (AUTH_SSO_IDLE_TTL), renewed, capped by abs
+    auth:sso:{<id>}        hash sub, username, auth_time, abs,  TTL idle (AUTH_SSO_IDLE_TTL), renewed, capped by abs
+                                acr, amr, mfa_time (DESIGN §14: the level reached, and when the second factor was)
     auth:sso:{<id>}:fams   set of the family sids born of it      TTL AUTH_FAMILY_TTL (families outlive the session)
     auth:fsso:{<sid>}      the SSO id family <sid> was born of    TTL AUTH_FAMILY_TTL (an RP logout after a revoke)
     auth:usso:{<sub>}      set of the user's SSO ids              TTL AUTH_SSO_TTL
@@ -41,8 +42,19 @@ class SSOSession:
     id: str
     sub: str
     username: str
-    auth_time: int
+    auth_time: int  # the last time the user authenticated (password or second factor): OIDC auth_time
     absolute: int
+    acr: str = "pwd"  # "pwd" or "mfa" (auth_server.mfa)
+    amr: tuple[str, ...] = ("pwd",)  # RFC 8176
+    mfa_time: int = 0  # when a second factor was last given in this session; 0: never
+
+
+# KEYS[1] the session; ARGV: acr, amr, now. Upgrades a live session only: an ended one (a logout) is not brought back.
+_UPGRADE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'acr', ARGV[1], 'amr', ARGV[2], 'auth_time', ARGV[3], 'mfa_time', ARGV[3])
+return 1
+"""
 
 
 class SSOStore:
@@ -56,6 +68,7 @@ class SSOStore:
         # __Host- cookies must be Secure; a plain-http issuer (development) gets a plain name.
         self.cookie_name = "__Host-auth-sso" if secure else "auth-sso"
         self.secure = secure
+        self._upgrade = redis.register_script(_UPGRADE)
 
     @staticmethod
     def id_of(cookie: str | None) -> str | None:
@@ -79,7 +92,18 @@ class SSOStore:
         )
         key = sso_key(session.id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"sub": sub, "username": username, "auth_time": now, "abs": session.absolute})
+            pipe.hset(
+                key,
+                mapping={
+                    "sub": sub,
+                    "username": username,
+                    "auth_time": now,
+                    "abs": session.absolute,
+                    "acr": "pwd",
+                    "amr": "pwd",
+                    "mfa_time": 0,
+                },
+            )
             pipe.expire(key, min(self.settings.sso_idle_ttl, self.settings.sso_ttl))
             await pipe.execute()
         users = f"auth:usso:{{{sub}}}"
@@ -104,7 +128,16 @@ class SSOStore:
             return None
         h = {_text(k): _text(v) for k, v in raw.items()}
         try:
-            session = SSOSession(sso_id, h["sub"], h.get("username", ""), int(h["auth_time"]), int(h["abs"]))
+            session = SSOSession(
+                sso_id,
+                h["sub"],
+                h.get("username", ""),
+                int(h["auth_time"]),
+                int(h["abs"]),
+                acr=h.get("acr", "pwd"),
+                amr=tuple(h.get("amr", "pwd").split()),
+                mfa_time=int(h.get("mfa_time", 0)),
+            )
         except (KeyError, ValueError):
             return None
         now = int(time.time())
@@ -113,6 +146,16 @@ class SSOStore:
         if touch:
             await self.redis.expireat(sso_key(sso_id), min(now + self.settings.sso_idle_ttl, session.absolute))
         return session
+
+    async def upgrade(self, session: SSOSession, amr: tuple[str, ...]) -> SSOSession | None:
+        """The session after a second factor (level ``mfa``, ``amr``, ``auth_time`` and ``mfa_time`` now); None if
+        it ended meanwhile (a logout is never undone by a second factor given in another tab)."""
+        now = int(time.time())
+        if not await self._upgrade(keys=[sso_key(session.id)], args=["mfa", " ".join(amr), now]):
+            return None
+        return SSOSession(
+            session.id, session.sub, session.username, now, session.absolute, acr="mfa", amr=amr, mfa_time=now
+        )
 
     async def attach(self, sso_id: str, sid: str, sub: str) -> None:
         """Family ``sid`` (a client's login) was born of SSO session ``sso_id``."""

@@ -91,6 +91,8 @@ class Family:
     absolute: int
     resource: str | None = None  # RFC 8707: the resource the login was authorized for, if it named one
     jkt: str | None = None  # RFC 9449 §5: a public client's refresh tokens are bound to this DPoP key
+    acr: str = "pwd"  # DESIGN §14: the level of the login, and how it was reached (RFC 8176)
+    amr: tuple[str, ...] = ("pwd",)
 
     @classmethod
     def from_hash(cls, sid: str, raw: dict[Any, Any] | list[Any]) -> Family:
@@ -110,6 +112,8 @@ class Family:
             absolute=int(h["abs"]),
             resource=h.get("res") or None,
             jkt=h.get("jkt") or None,
+            acr=h.get("acr") or "pwd",
+            amr=tuple((h.get("amr") or "pwd").split()),
         )
 
 
@@ -143,8 +147,10 @@ class TokenService:
         sid: str | None,
         resource: str | None = None,
         jkt: str | None = None,
+        login: Family | None = None,
     ) -> tuple[str, int]:
-        """An access token; ``jkt``: bound to that DPoP key (RFC 9449 §6.1, ``cnf.jkt``)."""
+        """An access token; ``jkt``: bound to that DPoP key (RFC 9449 §6.1, ``cnf.jkt``); ``login``: the user's
+        login, whose ``acr``, ``amr`` and ``auth_time`` it carries (RFC 9068 §2.2.1, RFC 9470 §4)."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.settings.issuer,
@@ -161,6 +167,8 @@ class TokenService:
             claims["sid"] = sid  # client_credentials tokens belong to no login (DESIGN §4)
         if jkt is not None:
             claims["cnf"] = {"jkt": jkt}
+        if login is not None:
+            claims.update(acr=login.acr, amr=list(login.amr), auth_time=login.auth_time)
         return self._sign(claims, AT_TYP), self.settings.access_ttl
 
     def id_token(self, *, family: Family, nonce: str | None) -> str:
@@ -172,6 +180,8 @@ class TokenService:
             "exp": now + self.settings.id_token_ttl,
             "iat": now,
             "auth_time": family.auth_time,
+            "acr": family.acr,
+            "amr": list(family.amr),
             "preferred_username": family.username,
             "sid": family.sid,
         }
@@ -270,6 +280,8 @@ class TokenService:
         auth_time: int,
         resource: str | None = None,
         jkt: str | None = None,
+        acr: str = "pwd",
+        amr: tuple[str, ...] = ("pwd",),
     ) -> tuple[Family, str]:
         """A new login: a family and its first refresh token."""
         now = int(time.time())
@@ -283,6 +295,8 @@ class TokenService:
             absolute=now + self.settings.family_ttl,
             resource=resource,
             jkt=jkt,
+            acr=acr,
+            amr=amr,
         )
         jti = secrets.token_urlsafe(16)
         key = family_key(family.sid)
@@ -296,6 +310,8 @@ class TokenService:
             "jti": jti,
             **({"res": resource} if resource is not None else {}),
             **({"jkt": jkt} if jkt is not None else {}),
+            "acr": acr,
+            "amr": " ".join(amr),
         }
         expiry = min(now + self.settings.refresh_ttl, family.absolute)
         flat = [item for pair in fields.items() for item in pair]

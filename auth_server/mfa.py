@@ -1,0 +1,376 @@
+"""Second factors (DESIGN §14): TOTP (RFC 6238), passkeys (WebAuthn) and recovery codes; the levels ``pwd``/``mfa``.
+
+A login is at level ``pwd`` (a password) or ``mfa`` (a password and a second factor). An authorization request asks
+for a level with ``acr_values`` (``mfa`` among them: ``mfa``; else ``pwd``) and a freshness with ``max_age``; what is
+missing from the browser's SSO session (``sso.py``) is asked for, and nothing else (``missing``): the password when
+there is no session (or ``prompt=login``, or a ``pwd``-level ``max_age`` exceeded), the second factor alone when
+the session has the password but no second factor recent enough. A code is issued only once nothing is missing, so
+replaying the password step's form only ever brings back the second factor's page.
+
+``amr`` (RFC 8176): ``pwd``; ``otp`` for a TOTP or a recovery code; ``hwk`` for a device-bound passkey, ``swk`` for a
+synced one (``credential_device_type``); ``mfa`` once a second factor joined the password.
+
+Keys (each user's under its own hash tag, so Cluster-safe)::
+
+    auth:mfa:{<sub>}        hash  totp (base32 secret), totp_step (last time step used: a code works once),
+                                  totp_pending, totp_pending_at (an enrolment not yet confirmed with a code)
+    auth:recovery:{<sub>}   set   SHA-256 of each unused recovery code (a code is removed when used: single use)
+    auth:passkeys:{<sub>}   hash  credential id (base64url) -> JSON {key, count, type, at}
+    auth:webauthn:{<hash>}  str   a pending WebAuthn challenge: "<sub> <purpose>", TTL CHALLENGE_TTL, taken once
+
+The TOTP secret is kept as the authenticator app keeps it (it must be read to check a code); a copy of Redis alone
+still lacks the password, which only its argon2id hash stands for. Recovery codes are random (50 bits each) and
+kept as their SHA-256 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyotp
+
+ACR_PWD, ACR_MFA = "pwd", "mfa"
+ACR_VALUES = (ACR_PWD, ACR_MFA)  # acr_values_supported
+TOTP_ISSUER = "jwt-bff"
+TOTP_DIGITS, TOTP_PERIOD = 6, 30
+TOTP_WINDOW = 1  # time steps accepted either side of now (clock drift, a code typed as it turned over)
+PENDING_TTL = 900  # seconds an unconfirmed TOTP enrolment waits for its first code
+RECOVERY_CODES = 10
+CHALLENGE_TTL = 300  # seconds a WebAuthn challenge may be answered
+REAUTH_WINDOW = 600  # seconds after a second factor in which /account may change the factors of a user who has one
+MAX_CODE = 64
+
+# KEYS[1] the user's mfa hash; ARGV[1] the time step a correct code was made for. Takes it only if it is later than the
+# last one used: a code (and every older one) works once. Returns 1 taken, 0 replayed.
+_TAKE_STEP = """
+local last = tonumber(redis.call('HGET', KEYS[1], 'totp_step') or '-1')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('HSET', KEYS[1], 'totp_step', ARGV[1])
+return 1
+"""
+
+
+def wanted_level(acr_values: tuple[str, ...]) -> str:
+    """The level an authorization request asks for (OIDC Core §3.1.2.1 ``acr_values``, in order of preference: we
+    give the strongest one named that we know)."""
+    return ACR_MFA if ACR_MFA in acr_values else ACR_PWD
+
+
+def parse_acr_values(raw: str | None) -> tuple[str, ...]:
+    """``acr_values``: space-separated; values we do not know are left out (they are requests, not demands)."""
+    if not raw:
+        return ()
+    return tuple(v for v in raw.split() if v in ACR_VALUES)
+
+
+def missing(session: Any, level: str, max_age: int | None, *, now: float | None = None) -> str | None:
+    """What the SSO ``session`` (or None) lacks for ``level`` within ``max_age``: "password", "second_factor" or
+    None. For ``mfa`` a recent second factor is the re-authentication ``max_age`` asks for; for ``pwd`` any
+    authentication (``auth_time``) within it."""
+    now = time.time() if now is None else now
+    if session is None:
+        return "password"
+    if level == ACR_MFA:
+        if not session.mfa_time or (max_age is not None and (max_age == 0 or now - session.mfa_time > max_age)):
+            return "second_factor"
+        return None
+    if max_age is not None and (max_age == 0 or now - session.auth_time > max_age):
+        return "password"
+    return None
+
+
+def amr_with(amr: tuple[str, ...], method: str) -> tuple[str, ...]:
+    """The session's ``amr`` after a second factor ``method`` (RFC 8176)."""
+    values = [*amr]
+    for value in (method, "mfa"):
+        if value not in values:
+            values.append(value)
+    return tuple(values)
+
+
+def hash_code(code: str) -> str:
+    normalized = "".join(c for c in code.lower() if c.isalnum())
+    return hashlib.sha256(b"recovery-code\x00" + normalized.encode()).hexdigest()
+
+
+def new_recovery_codes() -> list[str]:
+    """Ten codes of 10 base32 characters (50 bits), shown as ``xxxxx-xxxxx``."""
+    codes = []
+    for _ in range(RECOVERY_CODES):
+        raw = base64.b32encode(secrets.token_bytes(10)).decode().lower()[:10]
+        codes.append(f"{raw[:5]}-{raw[5:]}")
+    return codes
+
+
+@dataclass(frozen=True)
+class Passkey:
+    credential_id: str  # base64url
+    public_key: bytes
+    sign_count: int
+    device_type: str  # "single_device" (hwk) or "multi_device" (swk)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SecondFactors:
+    """Each user's second factors in Redis (keys in the module docstring)."""
+
+    def __init__(self, redis: Any, issuer: str) -> None:
+        self.redis = redis
+        self.issuer = issuer
+        parts = urlsplit(issuer)
+        self.rp_id = parts.hostname or "localhost"  # WebAuthn §5.1.2: a domain (an IP address is refused by browsers)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self._take_step = redis.register_script(_TAKE_STEP)
+
+    # --- what a user has ----------------------------------------------------------------------------------------
+
+    async def enrolled(self, sub: str) -> dict[str, Any]:
+        """{"totp": bool, "passkeys": [Passkey], "recovery_codes": int}"""
+        totp = await self.redis.hget(f"auth:mfa:{{{sub}}}", "totp")
+        return {
+            "totp": totp is not None,
+            "passkeys": await self.passkeys(sub),
+            "recovery_codes": int(await self.redis.scard(f"auth:recovery:{{{sub}}}")),
+        }
+
+    async def has_any(self, sub: str) -> bool:
+        found = await self.enrolled(sub)
+        return bool(found["totp"] or found["passkeys"])
+
+    # --- TOTP (RFC 6238) ----------------------------------------------------------------------------------------
+
+    def uri(self, secret: str, username: str) -> str:
+        """The ``otpauth://`` URI an authenticator app scans (Key Uri Format: issuer, SHA1, 6 digits, 30 s)."""
+        return pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD).provisioning_uri(
+            name=username, issuer_name=TOTP_ISSUER
+        )
+
+    async def start_totp(self, sub: str) -> str:
+        """A new secret, pending until ``confirm_totp`` gets a code made with it (the app holds it, then)."""
+        secret = pyotp.random_base32()
+        await self.redis.hset(
+            f"auth:mfa:{{{sub}}}", mapping={"totp_pending": secret, "totp_pending_at": int(time.time())}
+        )
+        return secret
+
+    async def pending_totp(self, sub: str) -> str | None:
+        raw = await self.redis.hmget(f"auth:mfa:{{{sub}}}", ["totp_pending", "totp_pending_at"])
+        if raw[0] is None or raw[1] is None or time.time() - int(raw[1]) > PENDING_TTL:
+            return None
+        return _text(raw[0])
+
+    async def confirm_totp(self, sub: str, code: str) -> bool:
+        """Activate the pending secret if ``code`` was made with it (and take the code's step: it works once)."""
+        secret = await self.pending_totp(sub)
+        step = self._step_of(secret, code) if secret is not None else None
+        if secret is None or step is None:
+            return False
+        await self.activate_totp(sub, secret, step)
+        return True
+
+    async def activate_totp(self, sub: str, secret: str, step: int = -1) -> None:
+        key = f"auth:mfa:{{{sub}}}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"totp": secret, "totp_step": step})
+            pipe.hdel(key, "totp_pending", "totp_pending_at")
+            await pipe.execute()
+
+    @staticmethod
+    def _step_of(secret: str, code: str) -> int | None:
+        """The time step ``code`` was made for, within ``TOTP_WINDOW`` of now; None for a wrong code."""
+        code = code.strip().replace(" ", "")
+        if len(code) != TOTP_DIGITS or not code.isascii() or not code.isdigit():
+            return None
+        totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD)
+        current = int(time.time() // TOTP_PERIOD)  # RFC 6238 §4.2: T = floor((now - T0) / X), T0 = 0
+        found = None
+        for step in range(current - TOTP_WINDOW, current + TOTP_WINDOW + 1):
+            if secrets.compare_digest(totp.generate_otp(step), code):  # every candidate checked
+                found = step
+        return found
+
+    async def verify_totp(self, sub: str, code: str) -> bool:
+        """A correct code, never used before (RFC 6238 §5.2: "the verifier MUST NOT accept the second attempt of the
+        same OTP"): its time step must be later than the last one used."""
+        secret = await self.redis.hget(f"auth:mfa:{{{sub}}}", "totp")
+        if secret is None:
+            return False
+        step = self._step_of(_text(secret), code)
+        if step is None:
+            return False
+        return bool(await self._take_step(keys=[f"auth:mfa:{{{sub}}}"], args=[step]))
+
+    # --- recovery codes ---------------------------------------------------------------------------------------
+
+    async def new_recovery_codes(self, sub: str) -> list[str]:
+        """A fresh set (the old ones stop working); returned once, kept only hashed."""
+        codes = new_recovery_codes()
+        key = f"auth:recovery:{{{sub}}}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.sadd(key, *(hash_code(c) for c in codes))
+            await pipe.execute()
+        return codes
+
+    async def use_recovery_code(self, sub: str, code: str) -> bool:
+        if not code or len(code) > MAX_CODE:
+            return False
+        return bool(await self.redis.srem(f"auth:recovery:{{{sub}}}", hash_code(code)))  # atomic: single use
+
+    # --- passkeys (WebAuthn) ------------------------------------------------------------------------------------
+
+    async def passkeys(self, sub: str) -> list[Passkey]:
+        raw = await self.redis.hgetall(f"auth:passkeys:{{{sub}}}")
+        found = []
+        for cred_id, value in sorted(raw.items()):
+            data = json.loads(value)
+            found.append(Passkey(_text(cred_id), _unb64(data["key"]), int(data["count"]), str(data["type"])))
+        return found
+
+    async def new_challenge(self, sub: str, purpose: str) -> bytes:
+        """A challenge for one ceremony (``purpose``: "register" or "authenticate"), kept for ``CHALLENGE_TTL``.
+        Only for a user who passed the password: nothing anonymous writes here."""
+        challenge = secrets.token_bytes(32)
+        key = f"auth:webauthn:{{{hashlib.sha256(challenge).hexdigest()}}}"
+        await self.redis.set(key, f"{sub} {purpose}", ex=CHALLENGE_TTL)
+        return challenge
+
+    async def take_challenge(self, credential: dict[str, Any], sub: str, purpose: str) -> bytes | None:
+        """The challenge the browser's ``clientDataJSON`` answers, if it is one of ours for ``sub`` and ``purpose``,
+        taken (single use)."""
+        try:
+            client_data = json.loads(_unb64(str(credential["response"]["clientDataJSON"])))
+            challenge = _unb64(str(client_data["challenge"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        key = f"auth:webauthn:{{{hashlib.sha256(challenge).hexdigest()}}}"
+        owner = await self.redis.getdel(key)
+        return challenge if owner is not None and _text(owner) == f"{sub} {purpose}" else None
+
+    def registration_options(self, sub: str, username: str, challenge: bytes, existing: list[Passkey]) -> str:
+        from webauthn import generate_registration_options, options_to_json
+        from webauthn.helpers.structs import (
+            AuthenticatorSelectionCriteria,
+            PublicKeyCredentialDescriptor,
+            ResidentKeyRequirement,
+            UserVerificationRequirement,
+        )
+
+        options = generate_registration_options(
+            rp_id=self.rp_id,
+            rp_name="jwt-bff",
+            user_id=sub.encode(),
+            user_name=username,
+            challenge=challenge,
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64(p.credential_id)) for p in existing],
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.PREFERRED,
+                user_verification=UserVerificationRequirement.PREFERRED,
+            ),
+        )
+        return str(options_to_json(options))
+
+    def authentication_options(self, challenge: bytes, passkeys: list[Passkey]) -> str:
+        from webauthn import generate_authentication_options, options_to_json
+        from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
+        options = generate_authentication_options(
+            rp_id=self.rp_id,
+            challenge=challenge,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=_unb64(p.credential_id)) for p in passkeys],
+        )
+        return str(options_to_json(options))
+
+    async def register_passkey(self, sub: str, credential_json: str) -> bool:
+        """Verify a ``navigator.credentials.create()`` answer to one of our challenges and keep the passkey."""
+        from webauthn import verify_registration_response
+        from webauthn.helpers.exceptions import WebAuthnException
+
+        credential = _json_object(credential_json)
+        if credential is None:
+            return False
+        challenge = await self.take_challenge(credential, sub, "register")
+        if challenge is None:
+            return False
+        try:
+            verified = verify_registration_response(
+                credential=credential,
+                expected_challenge=challenge,
+                expected_rp_id=self.rp_id,
+                expected_origin=self.origin,
+            )
+        except (WebAuthnException, KeyError, TypeError, ValueError):
+            return False
+        record = {
+            "key": _b64(verified.credential_public_key),
+            "count": verified.sign_count,
+            "type": str(verified.credential_device_type.value),
+            "at": int(time.time()),
+        }
+        await self.redis.hset(f"auth:passkeys:{{{sub}}}", _b64(verified.credential_id), json.dumps(record))
+        return True
+
+    async def verify_passkey(self, sub: str, credential_json: str) -> str | None:
+        """The ``amr`` of a valid ``navigator.credentials.get()`` answer by one of the user's passkeys ("hwk" for a
+        device-bound one, "swk" for a synced one), or None. The signature counter must grow when the authenticator
+        keeps one (WebAuthn §6.1.1: a cloned authenticator)."""
+        from webauthn import verify_authentication_response
+        from webauthn.helpers.exceptions import WebAuthnException
+
+        credential = _json_object(credential_json)
+        if credential is None:
+            return None
+        challenge = await self.take_challenge(credential, sub, "authenticate")
+        if challenge is None:
+            return None
+        cred_id = credential.get("id")
+        found = next((p for p in await self.passkeys(sub) if p.credential_id == cred_id), None)
+        if found is None:
+            return None
+        try:
+            verified = verify_authentication_response(
+                credential=credential,
+                expected_challenge=challenge,
+                expected_rp_id=self.rp_id,
+                expected_origin=self.origin,
+                credential_public_key=found.public_key,
+                credential_current_sign_count=found.sign_count,
+            )
+        except (WebAuthnException, KeyError, TypeError, ValueError):
+            return None
+        record = {
+            "key": _b64(found.public_key),
+            "count": verified.new_sign_count,
+            "type": found.device_type,
+            "at": int(time.time()),
+        }
+        await self.redis.hset(f"auth:passkeys:{{{sub}}}", found.credential_id, json.dumps(record))
+        return "swk" if found.device_type == "multi_device" else "hwk"
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    if not text or len(text) > 16_384:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
