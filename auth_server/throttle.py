@@ -20,7 +20,7 @@ counter (admit, settle), run concurrently. Keys expire: a window after the first
 only attempts in flight are recorded.
 
 A browser that signed in to the account before presents a device cookie (``devices.py``): its attempts count against
-``dev`` — that cookie's own budget, ``AUTH_DEVICE_MAX_FAILURES`` (10, as per address) — and ``addr``, never ``pair`` or ``acct``, so
+``dev`` — that cookie's own budget, ``AUTH_DEVICE_MAX_FAILURES`` (10) — and ``addr``, never ``pair`` or ``acct``, so
 guessing from elsewhere cannot lock the real user out of their own browser (OWASP device cookies, issue #18 item 4).
 
 Addresses: ``servicekit.proxies`` (``AUTH_TRUSTED_PROXIES``); an IPv6 client counts as its /64, which one host
