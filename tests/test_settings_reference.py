@@ -36,6 +36,8 @@ def read_by_code() -> dict[str, list[str]]:
     for _, _, table in settings_doc.declarations():
         for setting in table.settings:
             found.setdefault(setting.name, []).append(f"{table.service} SETTINGS")
+            if setting.secret:  # the reader takes a secret from <NAME>_FILE too
+                found.setdefault(setting.file_name, []).append(f"{table.service} SETTINGS")
     for path, text in sources().items():
         for pattern in (DIRECT, DECLARED):
             for name in pattern.findall(text):
