@@ -194,6 +194,18 @@ def mask_url_passwords(value: str) -> str:
     return _URL_PASSWORD.sub(r"\1***@", value)
 
 
+def _parse(setting: Setting, label: str, raw: str) -> Any:
+    """The declared parser, with any error it lets escape (a NUL byte in a path is a ValueError of os.path) turned
+    into a SettingsError naming the setting: a start-up message, never a traceback."""
+    try:
+        return setting.parse(label, raw)
+    except SettingsError:
+        raise
+    except (ValueError, TypeError, OSError, UnicodeError) as exc:
+        reason = "" if setting.secret else f": {exc}"
+        raise SettingsError(f"{label} is not a valid value{reason}") from None
+
+
 MAX_FILE_BYTES = 1 << 20  # a settings or secret file larger than this is a mistake (a device, a log), not settings
 
 
@@ -360,7 +372,7 @@ class Declarations:
                     raise SettingsError(f"{setting.name} is required{also}")
                 out[key] = None if setting.default is None else setting.parse(setting.name, setting.default)
             else:
-                out[key] = setting.parse(label, raw)
+                out[key] = _parse(setting, label, raw)
         return out
 
     def unknown(self, env: Mapping[str, str]) -> list[str]:
