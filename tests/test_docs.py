@@ -4,6 +4,7 @@ with no page or a snippet whose file is gone fails the suite, not a reader."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,17 @@ def test_the_site_builds_strict(tmp_path: Path) -> None:
     assert "jwt-bff" in index
     # Mermaid fences reach the page as diagrams for the theme to draw, not as highlighted code.
     assert '<pre class="mermaid"><code>flowchart LR' in index
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """A page that says "the test that shows it is tests/x.py::test_y" must not outlive that test."""
+    named = set()
+    for page in (REPO / "docs").rglob("*.md"):
+        named |= {(page.name, path, name) for path, name in re.findall(r"(tests/[\w/]+\.py)::(\w+)", page.read_text())}
+    assert len({path for _, path, _ in named}) >= 10  # the security page alone names more files than that
+    missing = []
+    for page, path, name in sorted(named):
+        source = REPO / path
+        if not source.exists() or not re.search(rf"^(async )?def {name}\(", source.read_text(), re.M):
+            missing.append(f"{page}: {path}::{name}")
+    assert missing == []
