@@ -238,6 +238,7 @@ OWN = (
         integer(),
         kind="integer",
         default_doc="AUTH_JWKS_MAX_AGE",
+        derive=lambda v: v["jwks_max_age"],
     ),
     _ttl("AUTH_MAX_BODY", 65_536, "Largest request body in bytes (at least 1024).", 1024),
     Setting(
@@ -340,9 +341,7 @@ class Settings:
             allow_dev_secret=v["allow_dev_secret"],
             trusted_proxies=v["trusted_proxies"],
             jwks_max_age=v["jwks_max_age"],
-            key_activation_delay=(
-                v["jwks_max_age"] if v["key_activation_delay"] is None else v["key_activation_delay"]
-            ),
+            key_activation_delay=v["key_activation_delay"],
             max_body=v["max_body"],
             form_secret=v["form_secret"],
             sso_idle_ttl=v["sso_idle_ttl"],

@@ -164,6 +164,7 @@ OWN = (
         "Where the provider sends the browser after logout.",
         url(strip_slash=False),
         default_doc="BFF_PUBLIC_URL + /",
+        derive=lambda v: f"{v['public_url']}/",
     ),
     Setting(
         "BFF_USER_CLAIMS",
@@ -272,7 +273,7 @@ class Settings:
             auth_internal_url=v["auth_internal_url"],
             dpop_key_file=v["dpop_key_file"],
             trusted_proxies=v["trusted_proxies"],
-            post_logout_url=v["post_logout_url"] or f"{v['public_url']}/",
+            post_logout_url=v["post_logout_url"],
             allow_dev_secret=v["allow_dev_secret"],
             user_claims=v["user_claims"],
             frontend=v["frontend"],

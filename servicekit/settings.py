@@ -159,6 +159,7 @@ class Setting:
     sep: str = ","  # how a TOML list joins into the variable's text
     required: bool = False
     default_doc: str | None = None  # the reference's words for a default that is not a plain value
+    derive: Callable[[Mapping[str, Any]], Any] | None = None  # unset: the default from the other values (by key)
     show: Callable[[str], str] | None = None  # a secret's printable form (e.g. JSON with its secrets masked)
 
     @property
@@ -373,6 +374,9 @@ class Declarations:
                 out[key] = None if setting.default is None else setting.parse(setting.name, setting.default)
             else:
                 out[key] = _parse(setting, label, raw)
+        for setting in self.settings:
+            if setting.derive is not None and out[self.key(setting)] is None:
+                out[self.key(setting)] = setting.derive(out)
         return out
 
     def unknown(self, env: Mapping[str, str]) -> list[str]:
@@ -393,11 +397,13 @@ class Declarations:
     def effective(self, env: Mapping[str, str]) -> list[Effective]:
         """What ``config`` prints: each setting's text (a secret redacted), and its source."""
         layered = self.layer(env)
-        self.read(layered)  # a bad value fails here, with its message, before anything is printed
+        values = self.read(layered)  # a bad value fails here, with its message, before anything is printed
         rows = []
         for setting in self.settings:
             raw, source, _ = self._raw(setting, layered)
-            if raw is None:
+            if raw is None and setting.derive is not None:
+                shown = f"{values[self.key(setting)]}  ({setting.default_doc})"
+            elif raw is None:
                 shown = setting.default if setting.default is not None else f"({setting.default_doc or 'unset'})"
             elif setting.secret:
                 shown = setting.show(raw) if setting.show is not None else REDACTED

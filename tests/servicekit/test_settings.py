@@ -381,3 +381,14 @@ def test_bff_stack_takes_the_client_secret_from_its_file(tmp_path: Path) -> None
     env = stack_environment(StackPorts(), {"BFF_CLIENT_SECRET_FILE": secret})
     assert "BFF_CLIENT_SECRET" not in env
     assert json.loads(env["AUTH_CLIENTS"])[0]["client_secret"] == SECRET == BffSettings.from_env(env).client_secret
+
+
+def test_a_default_made_from_other_settings_is_shown_as_its_value() -> None:
+    env = {"BFF_CLIENT_SECRET": SECRET, "BFF_PUBLIC_URL": "https://shop.example"}
+    assert BffSettings.from_env(env).post_logout_url == "https://shop.example/"
+    line = next(line for line in BFF.render(env).splitlines() if line.startswith("BFF_POST_LOGOUT_URL"))
+    assert line.endswith("= https://shop.example/  (BFF_PUBLIC_URL + /)  # default")
+    assert AuthSettings.from_env({"AUTH_JWKS_MAX_AGE": "60"}).key_activation_delay == 60
+    assert (
+        AuthSettings.from_env({"AUTH_JWKS_MAX_AGE": "60", "AUTH_KEY_ACTIVATION_DELAY": "0"}).key_activation_delay == 0
+    )
