@@ -160,7 +160,15 @@ async def stack_factory(redis_url: str, server_factory: Any) -> AsyncIterator[Ca
 
     keys_dir = tempfile.mkdtemp(prefix="jwt-bff-e2e-keys-")
 
-    def make(*, access_ttl: int = 300, bff_thread: bool = True, redis: str | None = None, **bff_extra: str) -> Stack:
+    def make(
+        *,
+        access_ttl: int = 300,
+        bff_thread: bool = True,
+        redis: str | None = None,
+        extra_routes: dict[str, dict[str, Any]] | None = None,
+        **bff_extra: str,
+    ) -> Stack:
+        """``extra_routes``: route objects beside ``notes``, whose ``url`` defaults to the resource server's."""
         store = redis or redis_url
         auth_port, bff_port = free_port(), free_port()
         auth_url, bff_url = f"http://127.0.0.1:{auth_port}", f"http://127.0.0.1:{bff_port}"
@@ -182,7 +190,9 @@ async def stack_factory(redis_url: str, server_factory: Any) -> AsyncIterator[Ca
             "BFF_CLIENT_ID": "bff",
             "BFF_CLIENT_SECRET": CLIENT_SECRET,
             "BFF_PUBLIC_URL": bff_url,
-            "BFF_ROUTES": json.dumps({"notes": rs.url}),
+            "BFF_ROUTES": json.dumps(
+                {"notes": rs.url, **{name: {"url": rs.url, **spec} for name, spec in (extra_routes or {}).items()}}
+            ),
             "REDIS_URL": store,
             **bff_extra,
         }
