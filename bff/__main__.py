@@ -87,10 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     for message in SETTINGS.unknown(os.environ):
         logging.getLogger("bff.settings").warning(message)
     try:
-        Settings.from_env().check_client_secret()  # fail fast, naming the variable
+        settings = Settings.from_env()
+        settings.check_client_secret()  # fail fast, naming the variable
         limits = HttpLimits.from_arguments(args, SETTINGS.layer(os.environ))  # HTTP_* may come from the file
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")
+    from bff.frontend import describe
+
+    logging.getLogger("bff.frontend").info(describe(settings))  # DESIGN §11: say plainly what is served
     run_server(
         "bff.app:create_app_from_env",
         factory=True,

@@ -338,6 +338,21 @@ async def _to_browser(websocket: WebSocket, upstream: aiohttp.ClientWebSocketRes
             return
 
 
+def describe(settings: Settings) -> str:
+    """What the BFF serves, said plainly at start-up."""
+    kind = settings.frontend_kind
+    gate = "; pages need a login (BFF_LOGIN_REQUIRED)" if settings.login_required and kind != "none" else ""
+    return {
+        "directory": f"frontend: the built SPA in {settings.frontend} (its index.html for page navigations to paths "
+        "with no file)",
+        "url": f"frontend: proxying {settings.frontend} (a dev server or CDN origin), WebSockets included, without the "
+        "browser's cookies or credentials",
+        "demo": "frontend: the demo page at / (BFF_FRONTEND=demo)",
+        "none": "frontend: none; only /bff/*, /api/*, /healthz, /readyz and /metrics answer (set BFF_FRONTEND to your "
+        "built SPA's directory or your dev server's URL to serve it)",
+    }[kind] + gate
+
+
 class Frontend:
     """The router's default app: the frontend ``BFF_FRONTEND`` names, behind ``BFF_LOGIN_REQUIRED``."""
 
@@ -370,18 +385,6 @@ class Frontend:
     async def close(self) -> None:
         if self.dev is not None:
             await self.dev.close()
-
-    def describe(self, settings: Settings) -> str:
-        """What is served, said plainly at start-up."""
-        gate = " Pages need a login (BFF_LOGIN_REQUIRED)." if self.login_required and self.kind != "none" else ""
-        return {
-            "directory": f"frontend: the built SPA in {settings.frontend} (index.html for navigations to other paths)",
-            "url": f"frontend: proxying {settings.frontend} (a dev server or CDN origin; no cookies or credentials "
-            "sent), WebSockets included",
-            "demo": "frontend: the demo page at / (BFF_FRONTEND=demo)",
-            "none": "frontend: none; only /bff/*, /api/*, /healthz, /readyz and /metrics are served (set BFF_FRONTEND "
-            "to a directory or a dev server URL to serve your SPA)",
-        }[self.kind] + gate
 
     async def _gate(self, scope: Scope, receive: Receive) -> Response | None:
         """Under BFF_LOGIN_REQUIRED: None with a session; a redirect to the login for a navigation without one."""

@@ -1,0 +1,158 @@
+"""BFF_FRONTEND as a dev server's URL (DESIGN §11): `bff serve` as a process proxies a dev-server stand-in (its
+pages, and its hot-reload WebSocket the way Vite's runs: subprotocol ``vite-hmr``, a token in the query, the server
+pushing ``full-reload``) on real sockets — without the browser's cookies or credentials, and without the dev server's
+cookies coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tests.conftest import free_port
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.anyio
+
+NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Accept": "text/html,*/*;q=0.8"}
+CREDENTIALS = {"Authorization": "Bearer browser-token", "X-CSRF": "1", "DPoP": "proof", "Proxy-Authorization": "x"}
+
+
+class DevServer:
+    """A dev-server stand-in: pages that echo what reached them (and try to set a cookie), an HMR WebSocket."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.sockets: list[WebSocket] = []
+        self.socket_headers: list[dict[str, str]] = []
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/__reload", self.reload, methods=["POST"]),
+                Route("/{path:path}", self.page, methods=["GET", "HEAD", "POST"]),
+                WebSocketRoute("/", self.hmr),
+            ]
+        )
+
+    async def page(self, request: Request) -> Response:
+        self.seen.append(dict(request.headers))
+        if request.url.path == "/@vite/client":
+            return Response("export const hmr = true;", media_type="text/javascript")
+        body = await request.body()
+        return JSONResponse(
+            {"path": request.url.path, "query": request.url.query, "body": body.decode()},
+            headers={"Set-Cookie": "__Host-session=from-dev-server; Path=/; Secure", "Clear-Site-Data": '"cookies"'},
+        )
+
+    async def hmr(self, websocket: WebSocket) -> None:
+        self.socket_headers.append(dict(websocket.headers))
+        if websocket.query_params.get("token") != "vite-token" or "vite-hmr" not in websocket.scope["subprotocols"]:
+            await websocket.close(1008)
+            return
+        await websocket.accept(subprotocol="vite-hmr")
+        await websocket.send_text(json.dumps({"type": "connected"}))
+        self.sockets.append(websocket)
+        try:
+            while True:
+                text = await websocket.receive_text()
+                await websocket.send_text(json.dumps({"type": "custom", "echo": text}))
+        except WebSocketDisconnect:
+            self.sockets.remove(websocket)
+
+    async def reload(self, request: Request) -> Response:
+        for websocket in self.sockets:
+            await websocket.send_text(json.dumps({"type": "full-reload", "path": "*"}))
+        return Response(status_code=204)
+
+
+@pytest.fixture
+def dev_stack(stack_factory: Any, server_factory: Any, process_factory: Any) -> tuple[Stack, DevServer, Any, Any]:
+    dev = DevServer()
+    dev_server = server_factory(dev.app(), ws="websockets-sansio")
+    stack: Stack = stack_factory(bff_thread=False)
+    env = {**stack.bff_env, "BFF_FRONTEND": dev_server.url + "/", "BFF_COOKIE_SECURE": "true"}
+    bff = process_factory(["-m", "bff", "serve"], env, port=int(stack.bff_url.rsplit(":", 1)[1]))
+    return stack, dev, dev_server, bff
+
+
+async def test_dev_server_proxied_without_credentials(dev_stack: tuple[Stack, DevServer, Any, Any]) -> None:
+    stack, dev, dev_server, bff = dev_stack
+    assert f"frontend: proxying {dev_server.url}" in bff.output()  # said plainly at start-up
+    browser = stack.browser()
+    await stack.login(browser)
+    assert browser.cookies  # a live session, whose cookie the browser sends with everything below
+    page = await browser.request("GET", "/src/App.vue?t=1", csrf=False, headers={**NAVIGATE, **CREDENTIALS})
+    assert page.status_code == 200 and page.json() == {"path": "/src/App.vue", "query": "t=1", "body": ""}
+    client = await browser.request("GET", "/@vite/client", csrf=False)
+    assert client.headers["content-type"].startswith("text/javascript") and "hmr" in client.text
+    posted = await browser.request("POST", "/api-mock/save", content=b"payload", headers={"Origin": stack.bff_url})
+    assert posted.json()["body"] == "payload"
+    for headers in dev.seen:
+        for name in ("cookie", "authorization", "x-csrf", "dpop", "proxy-authorization"):
+            assert name not in headers, (name, headers)
+        assert headers["host"] == dev_server.url.removeprefix("http://")  # its own Host (Vite's allowedHosts)
+    for answer in (page, client, posted):
+        assert "set-cookie" not in answer.headers and "clear-site-data" not in answer.headers
+    assert (await browser.request("GET", "/api/notes/me")).status_code == 200  # the session survived all that
+    # /bff/* is never the dev server's
+    assert (await browser.request("GET", "/bff/nope", csrf=False)).status_code == 404
+    assert all("/bff/nope" not in json.dumps(h) for h in dev.seen)
+
+
+async def test_hot_reload_websocket_through_the_bff(dev_stack: tuple[Stack, DevServer, Any, Any]) -> None:
+    stack, dev, dev_server, _ = dev_stack
+    browser = stack.browser()
+    await stack.login(browser)
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    ws_url = stack.bff_url.replace("http", "ws", 1) + "/?token=vite-token"
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(
+            ws_url, protocols=["vite-hmr"], headers={"Origin": stack.bff_url, "Cookie": cookie, **CREDENTIALS}
+        ) as ws:
+            assert ws.protocol == "vite-hmr"
+            assert json.loads((await ws.receive(timeout=5)).data) == {"type": "connected"}
+            async with httpx.AsyncClient() as plain:  # the dev server rebuilt something: it pushes, we see it
+                assert (await plain.post(dev_server.url + "/__reload")).status_code == 204
+            assert json.loads((await ws.receive(timeout=5)).data)["type"] == "full-reload"
+            await ws.send_str("ping")
+            assert json.loads((await ws.receive(timeout=5)).data) == {"type": "custom", "echo": "ping"}
+        (headers,) = dev.socket_headers
+        for name in ("cookie", "authorization", "x-csrf", "dpop", "origin"):
+            assert name not in headers, (name, headers)
+
+        # A foreign page must not read the dev server's messages through the BFF (cross-site WebSocket hijacking)
+        for origin in ({"Origin": "http://evil.test"}, {}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(ws_url, protocols=["vite-hmr"], headers=origin)
+            assert refused.value.status == 403
+        assert len(dev.socket_headers) == 1  # refused before the dev server was asked
+        # /api/ and /bff/ WebSockets are never the dev server's
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(stack.bff_url + "/bff/x", headers={"Origin": stack.bff_url})
+        assert len(dev.socket_headers) == 1
+
+
+async def test_dev_server_down_is_a_502_page(stack_factory: Any, process_factory: Any) -> None:
+    stack: Stack = stack_factory(bff_thread=False)
+    env = {**stack.bff_env, "BFF_FRONTEND": f"http://127.0.0.1:{free_port()}"}
+    bff = process_factory(["-m", "bff", "serve"], env, port=int(stack.bff_url.rsplit(":", 1)[1]))
+    async with httpx.AsyncClient(base_url=stack.bff_url) as client:
+        page = await client.get("/", headers=NAVIGATE)
+        assert page.status_code == 502 and page.headers["content-type"].startswith("text/html")
+        assert "The frontend server (BFF_FRONTEND) is unreachable." in page.text
+        call = await client.get("/", headers={"Sec-Fetch-Mode": "cors"})
+        assert call.status_code == 502 and call.json()["error"] == "bad_gateway"
+        metrics = (await client.get("/metrics")).text
+        assert 'bff_upstream_errors_total{kind="bad_gateway",route="frontend"} 2.0' in metrics
+    await asyncio.sleep(0)
+    assert "BFF_FRONTEND http://127.0.0.1" in bff.output() and "unreachable" in bff.output()  # the log line
