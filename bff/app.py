@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -53,6 +55,7 @@ from bff.sockets import SocketProxy
 from bff.your_sessions import YourSessions
 from servicekit.client_gone import client_gone, client_gone_handlers
 from servicekit.durable import Durable
+from servicekit.logs import outbound_headers
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis
 
@@ -89,6 +92,37 @@ class PrefixRoute:
             await self.app(scope, receive, send)
 
 
+async def carry_request_context(request: httpx.Request) -> None:
+    """httpx request hook: the current request's X-Request-ID and traceparent on a call to the provider."""
+    for name, value in outbound_headers().items():
+        request.headers[name] = value
+
+
+class StoreOutage:
+    """Counts every call that found Redis unreachable, and says so in a WARNING at most every ``quiet`` seconds
+    (an outage fails every request: one line per request would drown the log)."""
+
+    def __init__(self, redis_url: str, metrics: Metrics, quiet: float = 10.0) -> None:
+        self.where = re.sub(r"//[^@/]*@", "//", redis_url)  # never the password
+        self.metrics = metrics
+        self.quiet = quiet
+        self.said = float("-inf")
+
+    def seen(self, exc: BaseException) -> None:
+        self.metrics.store_errors.inc()
+        now = time.monotonic()
+        if now - self.said >= self.quiet:
+            self.said = now
+            log.warning(
+                "session store unreachable at %s (%s: %s): requests needing a session answer 503; check that Redis "
+                "is running and REDIS_URL",
+                self.where,
+                type(exc).__name__,
+                exc,
+                extra={"fields": {"store": self.where, "cause": type(exc).__name__}},
+            )
+
+
 def load_dpop_key(settings: Settings) -> DPoPSigner | None:
     """The DPoP key of ``BFF_DPOP_KEY_FILE``, read at start-up: a bad file stops the start with a clear message."""
     if settings.dpop_key_file is None:
@@ -105,8 +139,13 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     metrics = Metrics()
     store = RedisStore(client, Durable(client, settings.redis_wait))
     manager = SessionManager(store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
-    http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
-    auth = AuthClient(settings, http)
+    # every call to the provider carries the request's id and trace context (DESIGN §12)
+    http = httpx.AsyncClient(
+        timeout=settings.auth_timeout, follow_redirects=False, event_hooks={"request": [carry_request_context]}
+    )
+    auth = AuthClient(settings, http, on_call=metrics.provider_call)
+    metrics.provider_misconfigured.set_function(lambda: 1 if auth.health.problems else 0)
+    store.on_unavailable = StoreOutage(settings.redis_url, metrics).seen
     dpop = load_dpop_key(settings)
     auth.dpop = dpop
     refresher = Refresher(
@@ -119,6 +158,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     )
     proxy = Proxy(settings.routes, settings.upstream_timeout)
     proxy.dpop = dpop
+    proxy.requests, proxy.latency = metrics.upstream_requests, metrics.upstream_latency
     credentials = Credentials(
         manager,
         refresher,
@@ -165,8 +205,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         await frontend.open()
         try:
             await auth.discover()
-        except BFFError as exc:
-            log.warning("auth server discovery failed at start-up (%s); retried on demand", exc.description)
+        except BFFError:  # logged by the auth client (a WARNING, or an ERROR naming the setting)
+            log.warning("auth server discovery failed at start-up; retried on demand")
         try:
             yield
         finally:

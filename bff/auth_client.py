@@ -2,12 +2,29 @@
 
 Any standard OAuth 2.0 / OIDC provider works: endpoints come from its discovery document, the client authenticates
 with client_secret_basic (RFC 6749 §2.3.1), and only RFC 6749 / 7009 / OIDC Core wire formats are assumed.
+
+Every answer is one of three kinds (DESIGN §12), each with its log line and its ``bff_provider_requests_total``
+outcome:
+
+* passing — unreachable, a timeout, a 5xx: ``AuthServerUnavailable`` (503, the session kept), a WARNING naming the
+  endpoint and the cause;
+* the provider refusing *the BFF itself* — its client credentials, its redirect URI, its issuer, a route's
+  resource: ``ServerMisconfigured`` (500), one ERROR line quoting the provider's ``error`` and
+  ``error_description`` and naming the setting to check, and ``/readyz`` misconfigured (``ProviderHealth``) until a
+  later call succeeds. Meanwhile the refused kind of call is not repeated for ``MISCONFIGURED_BACKOFF`` seconds: a
+  wrong secret must not turn every API call into a token request;
+* the provider refusing the *request* (``invalid_grant``: a login revoked or expired): ``ProviderRejected``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
+import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -16,7 +33,7 @@ import httpx
 import jwt
 
 from bff.dpop import DPoPSigner, credential_headers
-from bff.errors import AuthServerUnavailable, ProviderRejected
+from bff.errors import AuthServerUnavailable, ProviderRejected, ServerMisconfigured
 from bff.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +46,60 @@ ID_TOKEN_LEEWAY = 60
 ID_TOKEN_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+MISCONFIGURED_BACKOFF = 30.0  # seconds a refused kind of call waits before it is tried again (one call, then again)
+RECHECK_INTERVAL = 10.0  # seconds: /readyz asks the provider again at most this often while misconfigured
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
+CREDENTIALS = "BFF_CLIENT_ID and BFF_CLIENT_SECRET"
+
+
+def said(value: Any, limit: int = 300) -> str:
+    """A provider's ``error`` or ``error_description``, fit for one log line (no control characters, bounded)."""
+    text = value if isinstance(value, str) else ""
+    return _UNPRINTABLE.sub(" ", text)[:limit]
+
+
+def describe(exc: BaseException) -> str:
+    """Why an HTTP call failed, for an operator: the exception's kind and text (httpx names the host, never a body)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timeout ({type(exc).__name__})"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ProviderHealth:
+    """What the provider last said about the BFF's own configuration, by kind of problem (``client``, ``redirect``,
+    ``issuer``, ``jwks``, ``scope``, ``resource:<r>``, ``endpoint``, ``par``): readiness is misconfigured while any is
+    there, and a kind of call refused for one waits until ``MISCONFIGURED_BACKOFF`` has passed."""
+
+    def __init__(self) -> None:
+        self.problems: dict[str, ServerMisconfigured] = {}
+        self._until: dict[str, float] = {}
+        self.checked = float("-inf")  # when /readyz last asked the provider again
+
+    @property
+    def reason(self) -> str | None:
+        return next((problem.reason for problem in self.problems.values()), None)
+
+    def blocked(self, *keys: str) -> ServerMisconfigured | None:
+        now = time.monotonic()
+        for key in keys:
+            problem = self.problems.get(key)
+            if problem is not None and now < self._until.get(key, 0.0):
+                return problem
+        return None
+
+    def fail(self, key: str, problem: ServerMisconfigured) -> bool:
+        """Record ``problem``; True when it is news (another reason than the one known for ``key``)."""
+        known = self.problems.get(key)
+        self.problems[key] = problem
+        self._until[key] = time.monotonic() + MISCONFIGURED_BACKOFF
+        return known is None or known.reason != problem.reason
+
+    def ok(self, *keys: str) -> None:
+        for key in keys:
+            if self.problems.pop(key, None) is not None:
+                log.info("the provider accepts the BFF's %s again", key)
+            self._until.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -41,9 +112,17 @@ class TokenSet:
 
 
 class AuthClient:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        on_call: Callable[[str, str], None] = lambda endpoint, outcome: None,
+    ) -> None:
         self.settings = settings
         self.http = http
+        self.on_call = on_call  # (endpoint, outcome) of every call: bff_provider_requests_total
+        self.health = ProviderHealth()
         self.metadata: dict[str, Any] | None = None
         self.public_token_endpoint = ""
         self._keys: dict[str | None, jwt.PyJWK] = {}
@@ -53,34 +132,156 @@ class AuthClient:
         self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: every token request carries a proof (RFC 9449)
         self._userinfo_warned = False
 
-    async def discover(self) -> dict[str, Any]:
-        """The provider's metadata, fetched once (RFC 8414 / OIDC Discovery)."""
-        if self.metadata is not None:
+    # --- the three kinds of answer (module docstring) ---------------------------------------------------------------
+
+    def _unavailable(
+        self, endpoint: str, why: str, body: Any = None, *, user: str | None = None
+    ) -> AuthServerUnavailable:
+        """A passing failure: a WARNING naming the endpoint and the cause (or status and the provider's error)."""
+        error = said(body.get("error")) if isinstance(body, dict) else ""
+        description = said(body.get("error_description")) if isinstance(body, dict) else ""
+        log.warning(
+            "provider %s endpoint unavailable: %s%s",
+            endpoint,
+            why,
+            f" ({error}: {description})" if error else "",
+            extra={"fields": {"endpoint": endpoint, "provider_error": error or None, "cause": why}},
+        )
+        self.on_call(endpoint, "unavailable")
+        return AuthServerUnavailable(user)
+
+    def misconfigured(self, key: str, endpoint: str, what: str, setting: str) -> ServerMisconfigured:
+        """The provider refused the BFF itself: one ERROR line (per new reason) naming the setting to check."""
+        reason = f"{what}; check {setting}"
+        problem = ServerMisconfigured(reason, setting)
+        if self.health.fail(key, problem):
+            log.error(
+                "provider misconfiguration at the %s endpoint: %s",
+                endpoint,
+                reason,
+                extra={"fields": {"endpoint": endpoint, "setting": setting}},
+            )
+        self.on_call(endpoint, "misconfigured")
+        return problem
+
+    def _refusal(
+        self, endpoint: str, status: int, body: Any, resource: str | None = None
+    ) -> ServerMisconfigured | None:
+        """The ServerMisconfigured of a refusal that is about the BFF's own configuration, else None."""
+        error = said(body.get("error"), 64) if isinstance(body, dict) else ""
+        description = said(body.get("error_description")) if isinstance(body, dict) else ""
+        answered = f"the provider's {endpoint} endpoint answered {status} {error or '(no error code)'}" + (
+            f' "{description}"' if description else ""
+        )
+        if status == 401 or error == "invalid_client":
+            return self.misconfigured(
+                "client", endpoint, f"{answered}: it refused the BFF's client credentials", CREDENTIALS
+            )
+        if error == "unauthorized_client":
+            return self.misconfigured(
+                "client", endpoint, answered, "the grant types the provider allows BFF_CLIENT_ID (its registration)"
+            )
+        if error == "invalid_target":
+            return self.misconfigured(
+                f"resource:{resource}",
+                endpoint,
+                answered,
+                f"the route's resource {resource!r} in BFF_ROUTES and the audiences BFF_CLIENT_ID may ask for",
+            )
+        if error == "invalid_scope":
+            return self.misconfigured(
+                "scope", endpoint, answered, "BFF_SCOPES and the scopes BFF_CLIENT_ID may ask for"
+            )
+        if endpoint == "par":
+            if error == "invalid_redirect_uri" or "redirect" in description.lower():
+                return self.misconfigured(
+                    "redirect",
+                    endpoint,
+                    answered,
+                    f"BFF_PUBLIC_URL: the redirect URI {self.settings.redirect_uri} must be registered for "
+                    "BFF_CLIENT_ID at the provider",
+                )
+            return self.misconfigured("par", endpoint, answered, "the registration of BFF_CLIENT_ID at the provider")
+        if status in (404, 405):
+            return self.misconfigured(
+                "endpoint", endpoint, f"{answered}: no such endpoint there", "BFF_ISSUER and BFF_AUTH_INTERNAL_URL"
+            )
+        return None
+
+    def _refused(self, endpoint: str, status: int, body: Any) -> None:
+        """A request refused on its own merits (invalid_grant: a login revoked or expired): an INFO line."""
+        error = said(body.get("error"), 64) if isinstance(body, dict) else ""
+        log.info(
+            "provider %s endpoint refused the request: %s %s",
+            endpoint,
+            status,
+            error,
+            extra={"fields": {"endpoint": endpoint, "status": status, "provider_error": error}},
+        )
+        self.on_call(endpoint, "refused")
+
+    def _ok(self, endpoint: str, *keys: str) -> None:
+        self.on_call(endpoint, "ok")
+        self.health.ok(*keys)
+
+    # --- discovery ------------------------------------------------------------------------------------------------
+
+    async def discover(self, *, again: bool = False) -> dict[str, Any]:
+        """The provider's metadata, fetched once (RFC 8414 / OIDC Discovery); ``again``: fetch it anew."""
+        if self.metadata is not None and not again:
             return self.metadata
-        last: Exception | None = None
+        blocked = None if again else self.health.blocked("issuer")
+        if blocked is not None:
+            raise blocked
+        answers: list[str] = []
         for path in DISCOVERY_PATHS:
+            url = self.settings.back_channel_url + path
             try:
-                response = await self.http.get(self.settings.back_channel_url + path)
+                response = await self.http.get(url)
             except httpx.HTTPError as exc:
-                raise AuthServerUnavailable("The auth server's discovery document cannot be fetched.") from exc
+                raise self._unavailable("discovery", f"{url} cannot be reached: {describe(exc)}") from exc
+            if response.status_code >= 500:
+                raise self._unavailable("discovery", f"{url} answered {response.status_code}")
             if response.status_code != 200:
-                last = AuthServerUnavailable(f"Discovery answered {response.status_code}.")
+                answers.append(f"{url} answered {response.status_code}")
                 continue
             try:
                 data = response.json()
-            except ValueError as exc:
-                raise AuthServerUnavailable("The discovery document is not JSON.") from exc
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise self.misconfigured(
+                    "issuer", "discovery", f"{url} answered 200 with no JSON document", "BFF_ISSUER"
+                )
             # RFC 8414 §3.3: the issuer in the document must be the one we asked.
-            if not isinstance(data, dict) or data.get("issuer", "").rstrip("/") != self.settings.issuer:
-                raise AuthServerUnavailable("The discovery document names another issuer.")
+            named = data.get("issuer")
+            if not isinstance(named, str) or named.rstrip("/") != self.settings.issuer:
+                raise self.misconfigured(
+                    "issuer",
+                    "discovery",
+                    f"BFF_ISSUER is {self.settings.issuer!r} but the discovery document at {url} names the issuer "
+                    f"{said(named, 200)!r}",
+                    "BFF_ISSUER: it must be the provider's issuer exactly",
+                )
             if "authorization_endpoint" not in data or "token_endpoint" not in data:
-                raise AuthServerUnavailable("The discovery document lacks the authorization or token endpoint.")
+                raise self.misconfigured(
+                    "issuer",
+                    "discovery",
+                    f"the discovery document at {url} lacks the authorization or token endpoint",
+                    "BFF_ISSUER",
+                )
+            self._ok("discovery", "issuer")
             self.metadata = {key: self._internal(key, value) for key, value in data.items()}
             # A DPoP proof names the advertised endpoint, whatever address we reach it at (issue #18 item 2: the
             # auth server compares htu with its issuer's endpoints only).
             self.public_token_endpoint = str(data["token_endpoint"])
-            return data
-        raise last or AuthServerUnavailable()
+            return self.metadata
+        raise self.misconfigured(
+            "issuer",
+            "discovery",
+            "no discovery document: " + "; ".join(answers),
+            "BFF_ISSUER (and BFF_AUTH_INTERNAL_URL when set)",
+        )
 
     def _internal(self, key: str, value: Any) -> Any:
         # Back-channel endpoints go to the internal address; the browser's authorization endpoint stays public.
@@ -107,17 +308,96 @@ class AuthClient:
         endpoint = str(metadata["authorization_endpoint"])
         par = metadata.get("pushed_authorization_request_endpoint")
         if isinstance(par, str) and par:
-            auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", params)
-            try:
-                response = await self.http.post(par, data=form, auth=auth, headers={"Accept": "application/json"})
-                body = response.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise AuthServerUnavailable("The pushed authorization request failed.") from exc
-            request_uri = body.get("request_uri") if isinstance(body, dict) else None
-            if response.status_code not in (200, 201) or not isinstance(request_uri, str):
-                raise AuthServerUnavailable(f"The pushed authorization request was answered {response.status_code}.")
+            request_uri = await self.push(par, params)
             params = {"client_id": self.settings.client_id, "request_uri": request_uri}
         return endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
+
+    async def push(self, par: str, params: dict[str, str]) -> str:
+        """RFC 9126 §2: push ``params``; the ``request_uri`` the browser carries instead."""
+        blocked = self.health.blocked("client", "redirect", "par", "scope")
+        if blocked is not None:
+            raise blocked
+        metadata = await self.discover()
+        auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", params)
+        try:
+            response = await self.http.post(par, data=form, auth=auth, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise self._unavailable("par", f"{par} cannot be reached: {describe(exc)}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 500:
+            raise self._unavailable("par", f"{par} answered {response.status_code}", body)
+        request_uri = body.get("request_uri") if isinstance(body, dict) else None
+        if response.status_code in (200, 201) and isinstance(request_uri, str):
+            self._ok("par", "client", "redirect", "par", "scope")
+            return request_uri
+        # RFC 9126 §2.3: every refusal of a request the BFF made up itself is about the BFF's configuration
+        problem = self._refusal("par", response.status_code, body)
+        if problem is None:  # a 2xx without a request_uri
+            problem = self.misconfigured(
+                "par",
+                "par",
+                f"the provider's par endpoint answered {response.status_code} without a request_uri",
+                "the provider's PAR support",
+            )
+        raise problem
+
+    def probe_params(self) -> dict[str, str]:
+        """An authorization request as a login makes one (fresh state, nonce and PKCE), for a probe push."""
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        return {
+            "response_type": "code",
+            "client_id": self.settings.client_id,
+            "redirect_uri": self.settings.redirect_uri,
+            "scope": self.settings.scopes,
+            "state": secrets.token_urlsafe(16),
+            "nonce": secrets.token_urlsafe(16),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+
+    async def probe_client(self) -> str:
+        """Ask the provider something it answers ``invalid_client`` to when the BFF's credentials are wrong, and
+        nothing else: with PAR a push (which also shows the redirect URI is registered), else a code exchange with a
+        code that does not exist (``invalid_grant`` means the credentials passed). Returns what was asked ("par" or
+        "token"); raises ServerMisconfigured or AuthServerUnavailable."""
+        metadata = await self.discover()
+        par = metadata.get("pushed_authorization_request_endpoint")
+        if isinstance(par, str) and par:
+            await self.push(par, self.probe_params())
+            return "par"
+        form = {
+            "grant_type": "authorization_code",
+            "code": "bff-check-" + secrets.token_urlsafe(16),
+            "redirect_uri": self.settings.redirect_uri,
+            "code_verifier": secrets.token_urlsafe(48),
+        }
+        try:
+            await self._token_request(form, probe=True)
+        except ProviderRejected:
+            self.health.ok("client")
+        return "token"
+
+    async def recheck(self) -> None:
+        """While misconfigured, ask the provider again (at most every RECHECK_INTERVAL seconds): a problem the
+        operator fixed at the provider clears readiness without waiting for a user (who cannot come while the
+        instance is out of the load balancer)."""
+        health = self.health
+        if not health.problems or time.monotonic() - health.checked < RECHECK_INTERVAL:
+            return
+        health.checked = time.monotonic()
+        try:
+            if "issuer" in health.problems:
+                await self.discover(again=True)
+            if health.problems.keys() & {"client", "redirect", "par", "scope"}:
+                await self.probe_client()
+            if "jwks" in health.problems:
+                await self._fetch_keys()
+        except (ServerMisconfigured, AuthServerUnavailable, ProviderRejected):
+            pass  # logged where it was found
 
     async def check_issuer(self, iss: str | None) -> None:
         """RFC 9207 §2.4: an authorization response's ``iss`` must be our provider's (a mix-up attack otherwise
@@ -149,7 +429,14 @@ class AuthClient:
             }
         return self._auth, form
 
-    async def _token_request(self, form: dict[str, str], http_timeout: float | None = None) -> dict[str, Any]:
+    async def _token_request(
+        self, form: dict[str, str], http_timeout: float | None = None, *, probe: bool = False
+    ) -> dict[str, Any]:
+        resource = form.get("resource")
+        keys = ("client", "scope") if resource is None else ("client", "scope", f"resource:{resource}")
+        blocked = None if probe else self.health.blocked(*keys)
+        if blocked is not None:
+            raise blocked  # no token request per API call while the provider refuses the BFF (module docstring)
         metadata = await self.discover()
         auth, form = self._client_auth(metadata, "token_endpoint_auth_methods_supported", form)
         endpoint = metadata["token_endpoint"]
@@ -166,7 +453,7 @@ class AuthClient:
                     timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
                 )
             except httpx.HTTPError as exc:
-                raise AuthServerUnavailable() from exc
+                raise self._unavailable("token", f"{endpoint} cannot be reached: {describe(exc)}") from exc
             try:
                 body = response.json()
             except ValueError:
@@ -176,15 +463,25 @@ class AuthClient:
                 break
             if response.status_code != 400 or not isinstance(body, dict) or body.get("error") != "use_dpop_nonce":
                 break
-        if response.status_code >= 500 or not isinstance(body, dict):
-            raise AuthServerUnavailable(f"The auth server answered {response.status_code}.")
+        if response.status_code >= 500:
+            raise self._unavailable("token", f"{endpoint} answered {response.status_code}", body)
         if response.status_code != 200:
+            problem = self._refusal("token", response.status_code, body, resource)
+            if problem is not None:
+                raise problem
+            if not isinstance(body, dict):
+                raise self._unavailable("token", f"{endpoint} answered {response.status_code} with no JSON")
             # RFC 6749 §5.2
+            self._refused("token", response.status_code, body)
             raise ProviderRejected(str(body.get("error", "invalid_request")))
+        if not isinstance(body, dict):
+            raise self._unavailable("token", f"{endpoint} answered 200 with no JSON")
         # With a DPoP key, only a bound token will do: a provider that ignores DPoP must not downgrade us silently.
         expected = "dpop" if self.dpop is not None else "bearer"
         if not isinstance(body.get("access_token"), str) or str(body.get("token_type", "")).lower() != expected:
-            raise AuthServerUnavailable(f"The token response lacks a {expected} access token.")
+            why = f"the token response lacks a {expected} access token"
+            raise self._unavailable("token", why, user=f"The auth server's answer is unusable: {why}.")
+        self._ok("token", *keys)
         return body
 
     def _token_set(
@@ -233,7 +530,8 @@ class AuthClient:
         return self._token_set(await self._token_request(form))
 
     async def revoke(self, refresh_token: str) -> None:
-        """RFC 7009. Raises AuthServerUnavailable when the server cannot be told."""
+        """RFC 7009. Raises AuthServerUnavailable when the server cannot be told, ServerMisconfigured when it refuses
+        the BFF's credentials."""
         metadata = await self.discover()
         endpoint = metadata.get("revocation_endpoint")
         if not endpoint:
@@ -246,9 +544,19 @@ class AuthClient:
         try:
             response = await self.http.post(endpoint, auth=auth, data=form)
         except httpx.HTTPError as exc:
-            raise AuthServerUnavailable() from exc
-        if response.status_code != 200:
-            raise AuthServerUnavailable(f"Revocation answered {response.status_code}.")
+            raise self._unavailable("revocation", f"{endpoint} cannot be reached: {describe(exc)}") from exc
+        if response.status_code == 200:
+            self._ok("revocation", "client")
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code < 500:
+            problem = self._refusal("revocation", response.status_code, body)
+            if problem is not None:
+                raise problem
+        raise self._unavailable("revocation", f"{endpoint} answered {response.status_code}", body)
 
     async def _signing_key(self, kid: str | None) -> jwt.PyJWK:
         """The provider's public key ``kid`` from its JWKS, fetched once and again when an unknown kid appears."""
@@ -256,16 +564,7 @@ class AuthClient:
             return self._keys[kid]
         if time.monotonic() - self._keys_fetched < JWKS_REFETCH_COOLDOWN:
             raise ProviderRejected("invalid_id_token", "The token is signed with an unknown key.")
-        uri = (await self.discover()).get("jwks_uri")
-        if not uri:
-            raise AuthServerUnavailable("The discovery document has no jwks_uri.")
-        try:
-            response = await self.http.get(uri)
-            keys = response.json().get("keys", []) if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            raise AuthServerUnavailable("The provider's JWKS cannot be fetched.") from exc
-        if not isinstance(keys, list):
-            raise AuthServerUnavailable("The provider's JWKS cannot be fetched.")
+        keys = await self._fetch_keys()
         loaded: dict[str | None, jwt.PyJWK] = {}
         for data in keys:
             try:
@@ -276,9 +575,42 @@ class AuthClient:
                 loaded[data.get("kid")] = key
         self._keys = loaded
         self._keys_fetched = time.monotonic()
+        if not loaded:
+            raise self.misconfigured(
+                "jwks",
+                "jwks",
+                "the provider's JWKS holds no key the BFF can verify ID tokens with",
+                "the provider's keys",
+            )
+        self.health.ok("jwks")
         if kid not in loaded:
             raise ProviderRejected("invalid_id_token", "The ID token is signed with an unknown key.")
         return loaded[kid]
+
+    async def _fetch_keys(self) -> list[Any]:
+        """The provider's JWKS ``keys``: 5xx or unreachable is passing, any other failure a misconfiguration."""
+        uri = (await self.discover()).get("jwks_uri")
+        if not uri:
+            raise self.misconfigured("jwks", "discovery", "the discovery document has no jwks_uri", "BFF_ISSUER")
+        try:
+            response = await self.http.get(uri)
+        except httpx.HTTPError as exc:
+            raise self._unavailable("jwks", f"{uri} cannot be reached: {describe(exc)}") from exc
+        if response.status_code >= 500:
+            raise self._unavailable("jwks", f"{uri} answered {response.status_code}")
+        try:
+            keys = response.json().get("keys") if response.status_code == 200 else None
+        except (ValueError, AttributeError):
+            keys = None
+        if not isinstance(keys, list):
+            raise self.misconfigured(
+                "jwks",
+                "jwks",
+                f"{uri} answered {response.status_code} with no JWKS",
+                "the provider's jwks_uri (and BFF_AUTH_INTERNAL_URL when set)",
+            )
+        self._ok("jwks")
+        return keys
 
     async def verify(self, token: str, *, what: str, require: list[str], leeway: float) -> dict[str, Any]:
         """Claims of a JWT the provider signed for us (OIDC Core §3.1.3.7): signature by a key in its JWKS

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from bff.auth_client import AuthClient
-from bff.errors import AuthServerUnavailable, ProviderRejected
+from bff.errors import ProviderRejected
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,13 @@ class ClientTokens:
                 tokens = await self.auth.client_credentials(resource)
             except ProviderRejected as exc:
                 # A configuration error (client_credentials not granted, a resource not in the client's audience):
-                # the caller can do nothing about it, the operator must.
-                raise AuthServerUnavailable(
-                    f"The auth server refused the BFF's own token ({exc.oauth_error}); check the route's resource."
+                # the caller can do nothing about it, the operator must (the usual ones, invalid_client,
+                # unauthorized_client and invalid_target, are ServerMisconfigured from the auth client already).
+                raise self.auth.misconfigured(
+                    f"resource:{resource}",
+                    "token",
+                    f"the provider refused the BFF's own client-credentials token ({exc.oauth_error})",
+                    f"the route's resource {resource!r} in BFF_ROUTES and the grants of BFF_CLIENT_ID",
                 ) from exc
             self.grants += 1
             now = time.time()

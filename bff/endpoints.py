@@ -20,7 +20,15 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from bff.auth_client import AuthClient
 from bff.claims import keep
 from bff.credentials import Credentials
-from bff.errors import AuthServerUnavailable, BadRequest, InvalidState, LoginFailed, LoginRequired, ProviderRejected
+from bff.errors import (
+    AuthServerUnavailable,
+    BadRequest,
+    InvalidState,
+    LoginFailed,
+    LoginRequired,
+    ProviderRejected,
+    ServerMisconfigured,
+)
 from bff.login_state import LOGIN_TTL, LoginStates
 from bff.metrics import Metrics
 from bff.proxy import Proxy
@@ -291,7 +299,7 @@ class Endpoints:
             credential = await self.credentials.renew(route, credential)
             upstream = await self.proxy.send(out, credential.token)
         session = credential.ref.key if credential.ref is not None else None
-        return self.proxy.response(upstream, out.headers["X-Request-ID"], session)
+        return self.proxy.response(upstream, out.headers["X-Request-ID"], session, route.name)
 
     # --- the page and operations ------------------------------------------------------------------------------------
 
@@ -302,6 +310,8 @@ class Endpoints:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        """200 ready; 503 ``not ready`` while Redis or the provider cannot be reached (passing), 503 ``misconfigured``
+        with the reason while the provider refuses the BFF's own configuration (DESIGN §12)."""
         checks: dict[str, str] = {}
         try:
             await self.manager.store.ping()
@@ -313,6 +323,13 @@ class Endpoints:
             checks["auth_server"] = "ok"
         except AuthServerUnavailable:
             checks["auth_server"] = "unavailable"
+        except ServerMisconfigured:
+            checks["auth_server"] = "misconfigured"
+        await self.auth.recheck()  # while misconfigured: has the operator fixed it? (rate-limited)
+        reason = self.auth.health.reason
+        if reason is not None:
+            checks["auth_server"] = "misconfigured"
+            return JSONResponse({"status": "misconfigured", "reason": reason, "checks": checks}, status_code=503)
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503

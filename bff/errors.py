@@ -1,6 +1,7 @@
 """The BFF's errors. Each carries its wire format; one handler in app.py turns any of them into JSON.
 
 BFFError                          500 server_error
+ ├── ServerMisconfigured          500 server_misconfigured (the provider refuses the BFF's own configuration)
  ├── BadRequest                   400 invalid_request
  │    └── InvalidState            400 invalid_state        (callback: unknown, used or foreign state)
  ├── LoginFailed                  400 login_failed         (the provider refused the login or the code)
@@ -31,6 +32,23 @@ class BFFError(Exception):
     def __init__(self, description: str | None = None) -> None:
         super().__init__(description or self.description)
         self.description = description or self.description
+
+
+class ServerMisconfigured(BFFError):
+    """The provider refused the BFF itself (its client credentials, its redirect URI, its issuer, a route's resource):
+    nothing the user does will help, the operator must change ``setting`` (DESIGN §12). The user's session is kept.
+
+    ``reason`` is the operator's sentence (the ERROR log line and ``/readyz``); the user's description stays generic.
+    """
+
+    status_code = 500
+    error = "server_misconfigured"
+    description = "This site's sign-in is misconfigured; its operator has been told and must fix it."
+
+    def __init__(self, reason: str = "", setting: str = "") -> None:
+        super().__init__()
+        self.reason = reason
+        self.setting = setting
 
 
 class BadRequest(BFFError):

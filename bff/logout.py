@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from bff.auth_client import AuthClient
 from bff.backchannel import InvalidLogoutToken, LogoutTokens
 from bff.endpoints import cookie
-from bff.errors import AuthServerUnavailable, BadRequest, StoreUnavailable
+from bff.errors import AuthServerUnavailable, BadRequest, ServerMisconfigured, StoreUnavailable
 from bff.metrics import Metrics
 from bff.session_index import SessionIndex
 from bff.sessions import SessionManager, logout_id, new_state
@@ -71,7 +71,7 @@ class Logout:
             if session.refresh_token:
                 try:
                     await self.auth.revoke(session.refresh_token)  # RFC 7009: ends the login's family
-                except AuthServerUnavailable:
+                except (AuthServerUnavailable, ServerMisconfigured):  # logged by the auth client; the logout goes on
                     log.warning("logout: the auth server could not be told to revoke the refresh token")
             await self.manager.delete(ref)
             self.metrics.sessions.labels("logout").inc()
@@ -80,7 +80,7 @@ class Logout:
     async def provider_logout_url(self, id_token: str | None) -> str:
         try:
             endpoint = await self.auth.end_session_endpoint()
-        except AuthServerUnavailable:  # our session is over; the provider's page is out of reach for now
+        except (AuthServerUnavailable, ServerMisconfigured):  # our session is over; the provider's page is out of reach
             endpoint = None
         if endpoint is None:
             return self.settings.post_logout_url

@@ -35,6 +35,35 @@ class Metrics:
             ["route", "kind"],
             registry=self.registry,
         )
+        # DESIGN §12: proxied traffic by route name (never a path: bounded label values)
+        self.upstream_requests = Counter(
+            "bff_upstream_requests_total",
+            "Calls to upstreams by route name and status (the upstream's, or 502/504 when it gave none)",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "bff_upstream_request_duration_seconds",
+            "Time from sending a call to an upstream to its response headers, by route name",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.provider_requests = Counter(
+            "bff_provider_requests_total",
+            "Calls to the provider by endpoint (discovery, jwks, par, token, revocation) and outcome "
+            "(ok, refused, misconfigured, unavailable)",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.provider_misconfigured = Gauge(
+            "bff_provider_misconfigured",
+            "1 while the provider refuses the BFF's own configuration (readiness says misconfigured), else 0",
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "bff_store_errors_total", "Session store (Redis) calls that found it unreachable", registry=self.registry
+        )
 
         self.claims_refused = Counter(
             "bff_claims_refused_total",
@@ -61,6 +90,9 @@ class Metrics:
 
     def websocket_event(self, outcome: str) -> None:
         self.websockets.labels(outcome).inc()
+
+    def provider_call(self, endpoint: str, outcome: str) -> None:
+        self.provider_requests.labels(endpoint, outcome).inc()
 
     def refresh_outcome(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()

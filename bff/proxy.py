@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,7 @@ from bff.paths import climbs
 from bff.routes import Route
 from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
+from servicekit.logs import outbound_headers
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
 HOP_BY_HOP = frozenset(
@@ -91,6 +94,11 @@ BUFFER_LIMIT = 64 * 1024  # upstream bodies up to this size (with a Content-Leng
 log = logging.getLogger(__name__)
 
 
+def new_ids() -> dict[str, str]:
+    """Ids for a call made outside any request context (a test calling the proxy directly)."""
+    return {"X-Request-ID": os.urandom(8).hex(), "traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"}
+
+
 def _filter(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
     """The headers minus ``drop`` and, RFC 9110 §7.6.1, minus any that Connection names; names lower-cased."""
     kept = []
@@ -111,10 +119,52 @@ class Outbound:
     headers: CIMultiDict[str]
     body: bytes | AsyncIterator[bytes] | None
     timeout: aiohttp.ClientTimeout
+    route: str = ""  # the route's name: the metrics label and the log's word for the upstream
 
     @property
     def replayable(self) -> bool:
         return not isinstance(self.body, AsyncIterator)
+
+
+def cause(exc: BaseException) -> str:
+    """Why a call to an upstream failed, in words an operator can act on (never a header or a body)."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError):
+        return f"TLS: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"refused: {exc.os_error.strerror or exc.os_error}" if exc.os_error else "refused"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "reset: the upstream closed the connection"
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionResetError):
+        return f"reset: {exc}"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"WebSocket handshake refused: {exc.status}"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "broken body: the upstream's answer ended before its length"
+    return f"{type(exc).__name__}: {exc}"
+
+
+UPSTREAM_FAILURES = {
+    "request": "upstream call of route %s to %s failed: %s",
+    "answer": "upstream broke off its answer: route %s, %s: %s",
+    "streamed answer": "upstream broke off a streamed answer: route %s, %s: %s",
+    "WebSocket handshake": "upstream WebSocket handshake of route %s to %s failed: %s",
+}
+
+
+def upstream_failed(route: str, url: URL, exc: BaseException, what: str = "request") -> None:
+    """DESIGN §12: every failed call to an upstream is a WARNING naming the route, the upstream origin and the
+    cause (the origin only: the path and query of the call may carry what is not ours to log)."""
+    origin = f"{url.scheme}://{url.raw_authority}"
+    why = cause(exc)
+    log.warning(
+        UPSTREAM_FAILURES[what],
+        route,
+        origin,
+        why,
+        extra={"fields": {"route": route, "upstream": origin, "cause": why}},
+    )
 
 
 def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
@@ -131,6 +181,12 @@ class Proxy:
         self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: tokens go out as DPoP, each with a fresh proof
         self.watch: SessionWatch | None = None  # the end of a session stops the streams sent for it
         self.slots: SessionSlots | None = None  # BFF_MAX_SOCKETS_PER_SESSION: a session's streams count there
+        # bff_upstream_requests_total{route,status} and bff_upstream_request_duration_seconds{route} (DESIGN §12):
+        # their children, looked up once (labels() costs a measurable share of a proxied request)
+        self.requests: Any = None
+        self.latency: Any = None
+        self._counted: dict[tuple[str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     async def open(self) -> None:
         """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
@@ -165,8 +221,9 @@ class Proxy:
         url = self.target(request.scope, route)
         kept = _filter(request.scope["headers"], DROP_REQUEST)
         headers: CIMultiDict[str] = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)
-        if "x-request-id" not in headers:
-            headers["X-Request-ID"] = os.urandom(16).hex()
+        # The request's id and its W3C trace context (the browser's traceparent as the parent, DESIGN §12): the
+        # same ids as this request's log lines
+        headers.update(outbound_headers() or new_ids())
         client = request.scope.get("client")
         if client:
             headers.add("X-Forwarded-For", client[0])
@@ -183,7 +240,7 @@ class Proxy:
                 body = await request.body()
         elif any(name == b"transfer-encoding" for name, _ in request.scope["headers"]):
             body = request.stream()
-        return Outbound(request.method, url, headers, body, self.timeouts[route.name])
+        return Outbound(request.method, url, headers, body, self.timeouts[route.name], route.name)
 
     async def send(self, out: Outbound, access_token: str | None) -> aiohttp.ClientResponse:
         """Send ``out`` with ``access_token`` (a bearer token, or with ``self.dpop`` a DPoP-bound token and a fresh
@@ -211,16 +268,39 @@ class Proxy:
 
     async def _request(self, out: Outbound, headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
         assert self.session is not None, "Proxy.open() runs in the lifespan"
+        start = time.perf_counter()
         try:
-            return await self.session.request(
+            upstream = await self.session.request(
                 out.method, out.url, headers=headers, data=out.body, allow_redirects=False, timeout=out.timeout
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            self.count(out.route, UpstreamTimeout.status_code, time.perf_counter() - start)
+            upstream_failed(out.route, out.url, exc)
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
+            self.count(out.route, UpstreamUnavailable.status_code, time.perf_counter() - start)
+            upstream_failed(out.route, out.url, exc)
             raise UpstreamUnavailable() from exc
+        self.count(out.route, upstream.status, time.perf_counter() - start)
+        return upstream
 
-    def response(self, upstream: aiohttp.ClientResponse, request_id: str, session: str | None = None) -> Response:
+    def count(self, route: str, status: int, seconds: float) -> None:
+        """One upstream call of ``route``: its status (the upstream's, or the BFF's 502/504 when there was none) and
+        its time to the upstream's response headers."""
+        if self.requests is None:
+            return
+        counter = self._counted.get((route, status))
+        if counter is None:
+            counter = self._counted[(route, status)] = self.requests.labels(route, str(status))
+        counter.inc()
+        histogram = self._timed.get(route)
+        if histogram is None:
+            histogram = self._timed[route] = self.latency.labels(route)
+        histogram.observe(seconds)
+
+    def response(
+        self, upstream: aiohttp.ClientResponse, request_id: str, session: str | None = None, route: str = ""
+    ) -> Response:
         """The browser's answer; ``session``: the record key of the session the request was sent for, whose end
         (logout, back-channel logout, expiry) stops a stream still running for it, as it closes a WebSocket."""
         kept = _filter(upstream.raw_headers, DROP_RESPONSE)
@@ -230,9 +310,12 @@ class Proxy:
         length = upstream.headers.get("Content-Length", "")
         if length.isascii() and length.isdigit() and int(length) <= BUFFER_LIMIT:
             # Small bodies of known length go out in one message: less work per request than a stream.
-            return _Buffered(upstream, kept)
+            buffered = _Buffered(upstream, kept)
+            buffered.route = route
+            return buffered
 
         streamed = _Streamed(upstream, kept)
+        streamed.route = route
         if session is not None and self.watch is not None:
             streamed.follow(self.watch, session, self.slots)
         return streamed
@@ -240,6 +323,8 @@ class Proxy:
 
 class _Buffered(Response):
     """An upstream answer of known small length, read when the response is sent (inside the ASGI call)."""
+
+    route = ""  # the route's name, for the log line of a failure
 
     def __init__(self, upstream: aiohttp.ClientResponse, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self.upstream = upstream
@@ -251,8 +336,10 @@ class _Buffered(Response):
         try:
             body = await self.upstream.read()
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            upstream_failed(self.route, self.upstream.url, exc, "answer")
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:  # a body shorter than its Content-Length, a reset: nothing sent yet
+            upstream_failed(self.route, self.upstream.url, exc, "answer")
             raise UpstreamUnavailable("The upstream service broke off its answer.") from exc
         finally:
             self.upstream.release()
@@ -293,7 +380,7 @@ class _Streamed(_Buffered):
             while chunk := await self._next(waiting):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("upstream broke off a streamed answer: %s", type(exc).__name__)
+            upstream_failed(self.route, self.upstream.url, exc, "streamed answer")
             return
         finally:
             if waiting is not None:

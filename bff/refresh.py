@@ -10,7 +10,8 @@ login. So at most one refresh per session may run anywhere, and everyone else mu
   (oauth2-proxy ``refreshSessionIfNeeded``); waiters poll the record until its access token changed or the lock
   is gone.
 
-``invalid_grant`` ends the session (401 login_required); an unreachable auth server is temporary (503, kept).
+``invalid_grant`` ends the session (401 login_required); an unreachable auth server is temporary (503, kept); a
+provider refusing the BFF's own credentials is a misconfiguration (500 server_misconfigured, kept: DESIGN §12).
 
 Route tokens (DESIGN §7) are refreshes too: a refresh-token grant with an RFC 8707 ``resource`` gives a token for that
 resource alone, and rotates the session's one refresh token. So every token of a session — the login's and each
@@ -38,7 +39,14 @@ from collections.abc import Callable
 from typing import Any
 
 from bff.auth_client import AuthClient
-from bff.errors import AuthServerUnavailable, LoginRequired, ProviderRejected, SessionGone, StoreUnavailable
+from bff.errors import (
+    AuthServerUnavailable,
+    LoginRequired,
+    ProviderRejected,
+    ServerMisconfigured,
+    SessionGone,
+    StoreUnavailable,
+)
 from bff.sessions import Sealed, Session, SessionManager
 
 log = logging.getLogger(__name__)
@@ -167,7 +175,10 @@ class Refresher:
             return
         try:
             await self.auth.revoke(refresh_token)
-        except AuthServerUnavailable:  # best effort: the family was revoked by the logout already, or will expire
+        except (
+            AuthServerUnavailable,
+            ServerMisconfigured,
+        ):  # best effort: the family was revoked by the logout already, or will expire
             log.warning("could not revoke the refresh token of a session that ended during its refresh")
 
     async def _keep_lease(self, key: str, owner: str) -> None:
@@ -213,6 +224,11 @@ class Refresher:
                 raise AuthServerUnavailable(f"The auth server refused the refresh ({exc.oauth_error}).") from exc
             except AuthServerUnavailable:
                 self.on_outcome("unavailable")
+                raise
+            except ServerMisconfigured:
+                # The provider refuses the BFF itself (invalid_client: a wrong BFF_CLIENT_SECRET): our mistake, not
+                # the user's, so the session stays; the auth client logs it once and backs off (DESIGN §12).
+                self.on_outcome("misconfigured")
                 raise
             current.refresh_token = tokens.refresh_token
             if resource is None:

@@ -178,9 +178,15 @@ class RedisStore:
         self._coalescer = _Coalescer(client, getex=getex)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        # told of every call that found Redis unreachable (the app counts and logs them)
+        self.on_unavailable: Callable[[BaseException], None] = lambda exc: None
 
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
-        return await store_call(make)
+        try:
+            return await store_call(make)
+        except StoreUnavailable as exc:
+            self.on_unavailable(exc.__cause__ or exc)
+            raise
 
     async def get_touch(self, key: str, ttl_ms: int) -> bytes | None:
         return await self._call(lambda: self._coalescer.getex(key, ttl_ms))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 
 import aiohttp
@@ -43,10 +42,11 @@ from bff.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from bff.proxy import Proxy
+from bff.proxy import Proxy, new_ids, upstream_failed
 from bff.routes import Route, RouteTable
 from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
+from servicekit.logs import outbound_headers
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class SocketProxy:
 
     async def _connect(self, scope: Scope, route: Route, credential: Credential) -> Upstream:
         url = self.proxy.target(scope, route)
-        headers = {"X-Request-ID": _header(scope, b"x-request-id") or os.urandom(16).hex()}
+        headers = outbound_headers() or new_ids()  # the request's id and trace context (DESIGN §12)
         if credential.token is not None:  # a DPoP proof names the handshake as the HTTP GET it is
             headers.update(credential_headers(self.proxy.dpop, credential.token, "GET", str(url)))
         url = url.with_scheme("wss" if url.scheme == "https" else "ws")
@@ -185,10 +185,13 @@ class SocketProxy:
                     url, headers=headers, protocols=protocols, autoclose=False, autoping=True
                 )
         except TimeoutError as exc:
+            upstream_failed(route.name, url, exc, "WebSocket handshake")
             raise UpstreamTimeout() from exc
         except aiohttp.WSServerHandshakeError as exc:
+            upstream_failed(route.name, url, exc, "WebSocket handshake")
             raise UpstreamUnavailable(f"The upstream refused the WebSocket ({exc.status}).") from exc
         except aiohttp.ClientError as exc:
+            upstream_failed(route.name, url, exc, "WebSocket handshake")
             raise UpstreamUnavailable() from exc
         return upstream
 

@@ -1,8 +1,14 @@
-"""Logs as JSON lines, and the access log: one line per request, with its request id and never a secret.
+"""Logs as JSON lines, the access log, and the request context every line of a request carries (DESIGN §12).
 
-The access line carries the route template and the path without its query string (where codes, states and
-tokens travel), the status, the duration and the request id (the caller's ``X-Request-ID`` when it is sane,
-else a new one).
+Every line has the same fields in every service: ``ts`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``,
+``message``, ``request_id`` and ``trace_id`` (both null outside a request), then the line's own fields. An access
+line adds ``method``, ``route``, ``path`` (never the query string, where codes, states and tokens travel),
+``status`` and ``duration_ms``.
+
+The request context is one small object per request in a ``ContextVar``, set by the metrics middleware (the
+outermost). Its request id (the caller's ``X-Request-ID`` when it is sane, else a new one) and its W3C trace context
+(the caller's ``traceparent`` when it is valid, else a new trace) are worked out only when something asks: a log
+line, or a call to an upstream or the provider, which carry them on (``outbound_headers``).
 """
 
 from __future__ import annotations
@@ -11,9 +17,14 @@ import json
 import logging
 import os
 import re
+import time
+from contextvars import ContextVar
 from typing import Any
 
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# W3C Trace Context §3.2: version 00, a trace id and a parent id in lower-case hex, neither all zeros, and flags.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -25,6 +36,67 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
                 return text
             break
     return os.urandom(8).hex()
+
+
+class RequestContext:
+    """What every log line and every outgoing call of one request carries; computed on first use."""
+
+    __slots__ = ("headers", "_request_id", "_trace", "span_id", "extra")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+        self._request_id: str | None = None
+        self._trace: tuple[str, str | None, str] | None = None  # (trace id, the caller's span id, flags)
+        self.span_id: str | None = None  # this service's span (OpenTelemetry's when it is on)
+        self.extra: dict[str, Any] | None = None  # more fields for the access line (forward auth's original URI)
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            self._request_id = request_id(self.headers)
+        return self._request_id
+
+    @property
+    def trace(self) -> tuple[str, str | None, str]:
+        if self._trace is None:
+            self._trace = _parse_traceparent(self.headers)
+        return self._trace
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace[0]
+
+    def traceparent(self) -> str:
+        """The ``traceparent`` to send on: this trace, this service's span as the parent."""
+        trace_id, _, flags = self.trace
+        if self.span_id is None:
+            self.span_id = os.urandom(8).hex()
+        return f"00-{trace_id}-{self.span_id}-{flags}"
+
+
+def _parse_traceparent(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None, str]:
+    for name, value in headers:
+        if name == b"traceparent":
+            match = _TRACEPARENT.fullmatch(value.decode("latin-1").strip())
+            if match and match[1] != _ZERO_TRACE and match[2] != _ZERO_SPAN:
+                return match[1], match[2], match[3]
+            break  # an invalid traceparent starts a new trace (W3C Trace Context §4.3)
+    return os.urandom(16).hex(), None, "01"
+
+
+CONTEXT: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
+
+
+def current() -> RequestContext | None:
+    return CONTEXT.get()
+
+
+def outbound_headers() -> dict[str, str]:
+    """``X-Request-ID`` and ``traceparent`` for a call made on behalf of the current request (none outside one)."""
+    context = CONTEXT.get()
+    if context is None:
+        return {}
+    return {"X-Request-ID": context.request_id, "traceparent": context.traceparent()}
 
 
 def access(
@@ -39,29 +111,37 @@ def access(
 ) -> None:
     """One access line on ``logger`` (each service has its own ``<package>.access`` logger)."""
     if logger.isEnabledFor(logging.INFO):
-        logger.info(
-            "request",
-            extra={
-                "fields": {
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "request_id": rid,
-                    "client": client[0] if client else None,
-                }
-            },
-        )
+        fields = {
+            "method": method,
+            "route": route,
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "request_id": rid,
+            "client": client[0] if client else None,
+        }
+        context = CONTEXT.get()
+        if context is not None and context.extra:
+            fields.update(context.extra)
+        logger.info("request", extra={"fields": fields})
+
+
+def rfc3339(created: float) -> str:
+    """``2026-12-04T05:34:13.123Z``: RFC 3339, UTC, milliseconds."""
+    seconds = int(created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1000):03d}Z"
 
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        context = CONTEXT.get()
         out: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "request_id": context.request_id if context is not None else None,
+            "trace_id": context.trace_id if context is not None else None,
         }
         out.update(getattr(record, "fields", None) or {})
         if record.exc_info:

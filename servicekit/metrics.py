@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .logs import access, request_id
+from .logs import CONTEXT, RequestContext, access
 
 UNMATCHED = "unmatched"
 # A method is a label value: any other token a client sends is counted as "OTHER" (bounded label values).
@@ -34,7 +34,7 @@ class MetricsMiddleware:
 
     ``request_labels`` names the labels of ``metrics.requests`` in order, from ``method``, ``route`` and ``status``.
     ``echo_request_id`` puts the request id on every response; without it (the BFF's hot path, where the proxy
-    passes the id on itself) the id is looked up only when the access log is on.
+    passes the id on itself) the id is worked out only when something asks for it (servicekit.logs.RequestContext).
     """
 
     def __init__(
@@ -79,24 +79,28 @@ class MetricsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":  # its log lines and its upstream call carry the request's ids too
+                reset = CONTEXT.set(RequestContext(scope["headers"]))
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    CONTEXT.reset(reset)
+                return
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500
         timed = False
         logging_on = self.access_log.isEnabledFor(logging.INFO)  # read once per request: hot path
-        rid = request_id(scope["headers"]) if self.echo_request_id else ""
+        context = RequestContext(scope["headers"])
+        reset = CONTEXT.set(context)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, rid, timed
+            nonlocal status, timed
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if self.echo_request_id:
-                    message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-                elif logging_on:
-                    for name, value in message.get("headers", ()):
-                        if name == b"x-request-id":  # the id the proxy sent upstream
-                            rid = value.decode("latin-1")
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", context.request_id.encode())]
                 self._observe(self._route(scope), time.perf_counter() - start)
                 timed = True
             await send(message)
@@ -122,6 +126,7 @@ class MetricsMiddleware:
                     scope["path"],
                     status,
                     time.perf_counter() - start,
-                    rid or request_id(scope["headers"]),
+                    context.request_id,
                     scope.get("client"),
                 )
+            CONTEXT.reset(reset)
