@@ -142,6 +142,7 @@ class TemporarilyUnavailable(BFFError):
     status_code = 503
     error = "temporarily_unavailable"
     description = "Try again shortly."
+    headers = {"Retry-After": "5"}  # RFC 9110 §10.2.3: a passing failure says when to come back (DESIGN §12)
 
 
 class StoreUnavailable(TemporarilyUnavailable):
