@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from bff.errors import BFFError
-from servicekit.logs import request_id
+from servicekit.logs import current, request_id
 
 # What each status means to someone looking at a browser tab (the error's own sentence follows it).
 TITLES = {
@@ -118,7 +118,8 @@ def error_page(exc: BFFError, rid: str) -> str:
 def error_response(exc: BFFError, scope: Scope, headers: Mapping[str, str] | None = None) -> Response:
     """The answer to ``exc``: an HTML page for a navigation, JSON otherwise; never cached; carrying the request id
     (the access log line shows the same id)."""
-    rid = request_id(scope["headers"])
+    context = current()  # the id this request's log lines carry (DESIGN §12)
+    rid = context.request_id if context is not None else request_id(scope["headers"])
     common = {"Cache-Control": "no-store", **exc.headers, **(headers or {}), "X-Request-ID": rid}
     if scope.get("type") == "http" and is_navigation(scope):
         return Response(

@@ -69,6 +69,11 @@ async def test_wrong_client_secret_at_login(stack_factory: Any, caplog: pytest.L
         assert first.status_code == 500, first.text
         assert first.json()["error"] == "server_misconfigured"
         assert "secret" not in first.text.lower()  # the user is told it is the site's fault, never the details
+        page = await browser().request(
+            "GET", "/bff/login", csrf=False, headers={"Sec-Fetch-Mode": "navigate", "X-Request-ID": "nav-1"}
+        )
+        assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+        assert "server_misconfigured" in page.text and "nav-1" in page.text and "secret" not in page.text.lower()
         errors = lines(caplog, logging.ERROR)
         assert len(errors) == 1, errors
         assert "invalid_client" in errors[0] and "BFF_CLIENT_SECRET" in errors[0] and "par" in errors[0]
