@@ -175,6 +175,9 @@ class Layered(dict[str, str]):
         self.sources = dict(sources)
         self.path = path
 
+    def __repr__(self) -> str:  # it holds the secrets of the environment and the file: never shown
+        return f"Layered({len(self)} variables, path={self.path!r})"
+
 
 @dataclass(frozen=True)
 class Effective:

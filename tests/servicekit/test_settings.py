@@ -392,3 +392,8 @@ def test_a_default_made_from_other_settings_is_shown_as_its_value() -> None:
     assert (
         AuthSettings.from_env({"AUTH_JWKS_MAX_AGE": "60", "AUTH_KEY_ACTIVATION_DELAY": "0"}).key_activation_delay == 0
     )
+
+
+def test_the_layered_environment_shows_no_value(tmp_path: Path) -> None:
+    layered = BFF.layer({"BFF_CLIENT_SECRET": SECRET, "BFF_CONFIG": write(tmp_path, "c.toml", 'client_id = "a"\n')})
+    assert layered["BFF_CLIENT_ID"] == "a" and SECRET not in repr(layered) and SECRET not in str(layered)
