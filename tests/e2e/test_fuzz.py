@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser.test_spa import SPA
 from tests.e2e.conftest import CLIENT_SECRET, Stack
 
 pytestmark = pytest.mark.anyio
@@ -39,6 +40,16 @@ BFF_PATHS = [
     "/api/nope/x",
     "/",
     "/readyz",
+    # the frontend (DESIGN §11): a built SPA behind BFF_LOGIN_REQUIRED (tests/browser/spa)
+    "/orders/7",
+    "/assets/index-BdX3k9aZ.js",
+    "/assets/index-Zz9Zz9Zz.js",
+    "/index.html",
+    "/assets/",
+    "/.env",
+    "/%2e%2e/%2e%2e/etc/passwd",
+    "/assets/..%2f..%2findex.html",
+    "/bff/nope",
 ]
 AUTH_PATHS = [
     "/oauth/authorize",
@@ -61,7 +72,8 @@ FIELDS = ["state", "code", "return_to", "sid", "since", "token", "client_id", "r
 FORM = b"application/x-www-form-urlencoded"
 HEADERS = ["Content-Type", "Origin", "X-CSRF", "Authorization", "Cookie", "X-Original-URI", "X-Original-Method",
            "DPoP", "X-Request-ID", "Accept", "Content-Encoding", "X-Forwarded-For", "Upgrade",
-           "X-Auth-Request-User", "X-Auth-Request-Groups"]  # fmt: skip
+           "X-Auth-Request-User", "X-Auth-Request-Groups", "Sec-Fetch-Mode", "If-None-Match", "If-Modified-Since",
+           "Range", "If-Range", "Sec-WebSocket-Protocol"]  # fmt: skip
 
 
 def _b64(text: str) -> str:
@@ -188,6 +200,8 @@ async def test_malformed_input_everywhere_is_never_a_500(stack_factory: Any) -> 
     # /bff/auth fuzzed past its peer check; a rule route, and every claim kept (none of them a problem to answer)
     stack: Stack = stack_factory(
         BFF_TRUSTED_PROXIES="127.0.0.1/32",
+        BFF_FRONTEND=str(SPA),
+        BFF_LOGIN_REQUIRED="true",
         BFF_USER_CLAIMS="preferred_username,name,email,groups,sub,sid,nonce,aud",
         extra_routes={"admins": {"require": {"groups": ["admin"], "email_verified": [True]}}},
     )
