@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         "config", help="print the effective configuration (secrets redacted) and where each value came from"
     )
     show.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (BFF_CONFIG)")
+    check = commands.add_parser(
+        "check", help="test the configuration against the provider, the upstreams and Redis (exit 1 if one fails)"
+    )
+    check.add_argument("--config", metavar="FILE", help="a TOML file of settings, under the environment (BFF_CONFIG)")
     sessions = commands.add_parser("sessions", help="a user's sessions at this BFF: list them, or end them")
     sessions.add_argument(
         "--config", metavar="FILE", help="a TOML file of settings, under the environment (BFF_CONFIG)"
@@ -66,6 +70,18 @@ def main(argv: list[str] | None = None) -> None:
         except SettingsError as exc:
             parser.exit(2, f"bff: {exc}\n")
         return
+    if args.command == "check":
+        from bff.check import command as check_command
+        from bff.settings import Settings
+        from servicekit.settings import SettingsError
+
+        logging.disable(logging.CRITICAL)  # the lines below say it all; the auth client's log lines would repeat them
+        try:
+            status, lines = check_command(Settings.from_env())
+        except SettingsError as exc:
+            parser.exit(2, f"bff: {exc}\n")
+        print("\n".join(lines))
+        raise SystemExit(status)
     if args.command == "sessions":
         import asyncio
 

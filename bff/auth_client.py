@@ -148,7 +148,9 @@ class AuthClient:
             extra={"fields": {"endpoint": endpoint, "provider_error": error or None, "cause": why}},
         )
         self.on_call(endpoint, "unavailable")
-        return AuthServerUnavailable(user)
+        unavailable = AuthServerUnavailable(user)
+        unavailable.why = f"the provider's {endpoint} endpoint: {why}"
+        return unavailable
 
     def misconfigured(self, key: str, endpoint: str, what: str, setting: str) -> ServerMisconfigured:
         """The provider refused the BFF itself: one ERROR line (per new reason) naming the setting to check."""
@@ -395,7 +397,7 @@ class AuthClient:
             if health.problems.keys() & {"client", "redirect", "par", "scope"}:
                 await self.probe_client()
             if "jwks" in health.problems:
-                await self._fetch_keys()
+                await self.fetch_keys()
         except (ServerMisconfigured, AuthServerUnavailable, ProviderRejected):
             pass  # logged where it was found
 
@@ -564,7 +566,7 @@ class AuthClient:
             return self._keys[kid]
         if time.monotonic() - self._keys_fetched < JWKS_REFETCH_COOLDOWN:
             raise ProviderRejected("invalid_id_token", "The token is signed with an unknown key.")
-        keys = await self._fetch_keys()
+        keys = await self.fetch_keys()
         loaded: dict[str | None, jwt.PyJWK] = {}
         for data in keys:
             try:
@@ -587,7 +589,7 @@ class AuthClient:
             raise ProviderRejected("invalid_id_token", "The ID token is signed with an unknown key.")
         return loaded[kid]
 
-    async def _fetch_keys(self) -> list[Any]:
+    async def fetch_keys(self) -> list[Any]:
         """The provider's JWKS ``keys``: 5xx or unreachable is passing, any other failure a misconfiguration."""
         uri = (await self.discover()).get("jwks_uri")
         if not uri:

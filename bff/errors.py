@@ -151,6 +151,7 @@ class StoreUnavailable(TemporarilyUnavailable):
 
 class AuthServerUnavailable(TemporarilyUnavailable):
     description = "The auth server is unreachable; your session is kept, try again shortly."
+    why = ""  # the operator's words for what failed (the auth client's WARNING; `bff check` prints it)
 
 
 class ProviderRejected(BFFError):
