@@ -1,6 +1,7 @@
-"""Profile the BFF's proxy hot path under wrk load with py-spy; prints where the time goes.
+"""Profile the BFF's hot paths under wrk load with py-spy; prints where the time goes.
 
-python bench/profile_bff.py --seconds 8
+python bench/profile_bff.py --seconds 8               # the proxy: /api/notes/me
+python bench/profile_bff.py --seconds 8 --path auth   # forward auth: /bff/auth as nginx asks it
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--path", choices=("api", "auth"), default="api")
     args = parser.parse_args()
     with processes() as procs:
         redis_url, redis_port = start_redis(procs)
@@ -31,13 +33,17 @@ def main() -> None:
         auth_url = start_auth(procs, redis_url, [url], "profile-secret-0123456789", access_ttl=3600)
         rs_url = start_rs(procs, redis_url, auth_url)
         stack = Stack(redis_url, redis_port, auth_url, rs_url, [url], "profile-secret-0123456789")
-        start_bff(procs, stack, port)
+        start_bff(procs, stack, port, BFF_TRUSTED_PROXIES="127.0.0.1/32")
         bff_pid = procs[-1].proc.pid
         cookie = login(url, USER, PASSWORD)
         headers = {"Cookie": cookie, "X-CSRF": "1"}
-        wrk(f"{url}/api/notes/me", headers, seconds=1)
+        target = f"{url}/api/notes/me"
+        if args.path == "auth":  # the question nginx's auth_request asks (deploy/nginx)
+            headers |= {"X-Original-URI": "/api/notes/me", "X-Original-Method": "GET"}
+            target = f"{url}/bff/auth"
+        wrk(target, headers, seconds=1)
         out = Path(tempfile.mkdtemp()) / "bff.txt"
-        load = threading.Thread(target=wrk, args=(f"{url}/api/notes/me", headers), kwargs={"seconds": args.seconds})
+        load = threading.Thread(target=wrk, args=(target, headers), kwargs={"seconds": args.seconds})
         load.start()
         subprocess.run(
             [

@@ -55,7 +55,8 @@ from bff.sockets import SocketProxy
 from bff.your_sessions import YourSessions
 from servicekit.client_gone import client_gone, client_gone_handlers
 from servicekit.durable import Durable
-from servicekit.logs import outbound_headers
+from servicekit.http import RawAnswer
+from servicekit.logs import CONTEXT, RequestContext, outbound_headers
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis
 
@@ -71,6 +72,8 @@ class _Template:
 
 API_ROUTE = _Template("/api/{route}/{path}")  # every proxied request
 AUTH_ROUTE = _Template("/bff/auth")  # every forward-auth question (DESIGN §8)
+METRIC_LABELS = ("route", "status")
+REFUSED = "jwt_bff.refused"  # scope key: the raw /bff/auth route's refusal, for the app to answer
 
 
 class PrefixRoute:
@@ -264,6 +267,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         # Plain ASGI past the CSRF middleware: the rules apply to the original request, which ForwardAuth judges.
         scope["route"] = AUTH_ROUTE
         try:
+            refused = scope.pop(REFUSED, None)
+            if refused is not None:  # the raw route's decision (below): answered here, not decided again
+                raise refused
             if scope["path"] != "/bff/auth" and not scope["path"].startswith("/bff/auth/"):
                 raise NotFound("No such endpoint.")
             await forward(scope, receive, send)
@@ -274,6 +280,27 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             # the browser the BFF's own error (403 csrf, forbidden or insufficient_claims; deploy/nginx).
             response.headers["X-Auth-Request-Error"] = exc.error
             await response(scope, receive, send)
+
+    recorder = MetricsMiddleware(forward_auth, metrics=metrics, access_log=ACCESS, request_labels=METRIC_LABELS)
+
+    async def raw_forward_auth(scope: dict[str, Any]) -> RawAnswer:
+        # Every forward-auth question of an ingress, answered past uvicorn's ASGI cycle, Starlette and the middleware
+        # (servicekit.http raw routes: one write of status line, Date/Server and these headers). A refusal is
+        # handed to the app with its decision (REFUSED), which answers it as every error (JSON or page, metrics,
+        # X-Auth-Request-Error) without asking Redis again.
+        start = time.perf_counter()
+        scope["route"] = AUTH_ROUTE
+        context = RequestContext(scope["headers"])  # what the log lines and calls made meanwhile carry
+        reset = CONTEXT.set(context)
+        try:
+            headers = await forward.decide(scope)
+        except Exception as exc:  # noqa: BLE001 - raised again by forward_auth, inside the app's error handling
+            scope[REFUSED] = exc
+            return None
+        finally:
+            CONTEXT.reset(reset)
+        recorder.record(scope, 200, start, context)
+        return 200, headers, b""
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -308,7 +335,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
                 MetricsMiddleware,
                 metrics=metrics,
                 access_log=ACCESS,
-                request_labels=("route", "status"),
+                request_labels=METRIC_LABELS,
                 echo_request_id=False,
             ),
             Middleware(PrefixRoute, prefix="/bff/auth", endpoint=forward_auth),
@@ -330,6 +357,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     # Starlette's trailing-slash redirect is absolute and built from the Host header: a forged Host became the
     # Location (issue #10; auth_server.app). A path is served as spelled, or is 404.
     app.router.redirect_slashes = False
+    app.raw_routes = {b"/bff/auth": raw_forward_auth}  # type: ignore[attr-defined]
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.frontend = frontend

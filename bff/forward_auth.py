@@ -40,6 +40,7 @@ from bff.routes import API_PREFIX
 from servicekit.proxies import TrustedProxies
 
 PATH = "/bff/auth"
+NO_STORE = (b"cache-control", b"no-store")
 URI_LIMIT = 8192  # longer original URIs are refused (nginx's own default limit is 8 KiB per header line)
 
 
@@ -74,6 +75,14 @@ class ForwardAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a proxy's question; a refusal is raised as a :class:`BFFError` for the app's error handler."""
+        headers = await self.decide(scope)
+        headers.append((b"content-length", b"0"))  # no body: nginx keeps its connection to the BFF (module doc)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def decide(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The headers of the 200 answer to a proxy's question (an empty body goes with them); a refusal is raised
+        as a :class:`BFFError`. Also what the raw ``/bff/auth`` route answers with (bff.app)."""
         client = scope.get("client")
         if client is None or client[0] not in self.trusted:
             raise UntrustedPeer(None if self.trusted.networks else UntrustedPeer.off)
@@ -126,7 +135,7 @@ class ForwardAuth:
             # and to us, but not "/api/…" as spelled, and would pass as an unguarded path without X-CSRF.
             raise CSRFError()
         credential = await self.credentials.for_route(route, cookie(Request(scope), self.cookie_name))
-        headers = [(b"cache-control", b"no-store"), (b"content-length", b"0")]
+        headers = [NO_STORE]
         if credential.token is not None:  # none routes, and optional ones without a session, get no token
             # DESIGN §9: with a DPoP key, the proof names the request the proxy is about to make upstream
             slash = path.find("/", len("/api/"))
@@ -137,5 +146,4 @@ class ForwardAuth:
             headers.append((b"x-auth-request-sub", credential.sub.encode("latin-1", "replace")))
             if credential.session is not None and credential.session.claims:
                 headers += identity_headers(credential.session.claims)  # DESIGN §11; header-safe (bff.claims)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
+        return headers

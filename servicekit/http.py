@@ -26,12 +26,13 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from .settings import Declarations, Setting, SettingsError, integer, number
 
@@ -169,6 +170,12 @@ async def _busy(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+# A raw route's answer: status, headers (lower-case names) and body; None hands the request to the ASGI app.
+RawAnswer = tuple[int, list[tuple[bytes, bytes]], bytes] | None
+RawHandler = Callable[[dict[str, Any]], Awaitable[RawAnswer]]
+_UNSAFE = re.compile(rb"[\x00\r\n]")
+
+
 def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
     """Cancel ``timer`` if set; returns None, to store in its place."""
     if timer is not None:
@@ -208,6 +215,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.raw_routes: Mapping[bytes, RawHandler] = getattr(self.app, "raw_routes", None) or {}
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -293,9 +301,79 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             finally:
                 self.app = app
             return
+        handler = self.raw_routes.get(self.url) if self.raw_routes else None
+        if handler is not None and self._raw(handler):
+            return
         super().on_headers_complete()
         if self.limits.body_timeout and any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers):
             self._body_started()
+
+    # Raw routes: an app may name exact request targets (``app.raw_routes``: target -> handler) that are answered
+    # without the ASGI machinery — no app, middleware or send messages; the handler returns the whole answer, which
+    # leaves in one write. Only a request without a body, not pipelined behind another and not an upgrade is taken
+    # this way; the handler may also decline (None), and the request then goes to the app as any other. The BFF's
+    # /bff/auth is one (bff.app): it is every forward-auth question of an ingress.
+
+    def _raw(self, handler: RawHandler) -> bool:
+        if self.parser.should_upgrade() or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        for name, value in self.headers:
+            if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                return False
+        scope = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        http_version = self.parser.get_http_version()
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = self.url.decode("ascii")
+        scope["raw_path"] = self.url
+        scope["query_string"] = b""
+        self.cycle = cycle = RequestResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        task = self.loop.create_task(self._run_raw(handler, cycle))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        return True
+
+    async def _run_raw(self, handler: RawHandler, cycle: RequestResponseCycle) -> None:
+        try:
+            answer = await handler(cycle.scope)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - the app answers it, its error handling included
+            answer = None
+        if answer is None:
+            await cycle.run_asgi(self.app)
+            return
+        if cycle.disconnected:
+            return
+        status, headers, body = answer
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            if _UNSAFE.search(value):  # never a header split by a value (uvicorn's own check on every header)
+                await cycle.run_asgi(self.app)
+                return
+            content += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body)
+        cycle.response_started = cycle.response_complete = True
+        self.transport.write(b"".join(content))
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
 
     def on_message_complete(self) -> None:
         self._body_done()

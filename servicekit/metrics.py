@@ -108,25 +108,40 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = self._route(scope)
-            if not timed:  # no answer started (an exception on its way to the server error handler)
-                self._observe(route, time.perf_counter() - start)
-            method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            counter = self._counters.get((method, route, status))
-            if counter is None:
-                values = {"method": method, "route": route, "status": str(status)}
-                counter = self.requests.labels(*(values[name] for name in self.request_labels))
-                self._counters[(method, route, status)] = counter
-            counter.inc()
-            if logging_on:
-                access(
-                    self.access_log,
-                    scope["method"],
-                    route,
-                    scope["path"],
-                    status,
-                    time.perf_counter() - start,
-                    context.request_id,
-                    scope.get("client"),
-                )
+            self.record(scope, status, start, context, timed=timed, logging_on=logging_on)
             CONTEXT.reset(reset)
+
+    def record(
+        self,
+        scope: Scope,
+        status: int,
+        start: float,
+        context: RequestContext,
+        *,
+        timed: bool = False,
+        logging_on: bool = True,
+    ) -> None:
+        """Count a request answered with ``status`` that began at ``start`` (``time.perf_counter()``), time it
+        unless ``timed`` already, and write its access line. Also for answers given outside the ASGI app
+        (``servicekit.http`` raw routes)."""
+        route = self._route(scope)
+        if not timed:  # no answer started (an exception on its way to the server error handler), or a raw answer
+            self._observe(route, time.perf_counter() - start)
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            values = {"method": method, "route": route, "status": str(status)}
+            counter = self.requests.labels(*(values[name] for name in self.request_labels))
+            self._counters[(method, route, status)] = counter
+        counter.inc()
+        if logging_on and self.access_log.isEnabledFor(logging.INFO):
+            access(
+                self.access_log,
+                scope["method"],
+                route,
+                scope["path"],
+                status,
+                time.perf_counter() - start,
+                context.request_id,
+                scope.get("client"),
+            )
