@@ -140,7 +140,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     own_redis = redis is None
     client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
     metrics = Metrics()
-    store = RedisStore(client, Durable(client, settings.redis_wait))
+    store = RedisStore(client, Durable(client, settings.redis_wait), fast_reads=True)
     manager = SessionManager(store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
     # every call to the provider carries the request's id and trace context (DESIGN §12)
     http = httpx.AsyncClient(
@@ -219,6 +219,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
             await sockets.close()
             await proxy.close()
             await http.aclose()
+            store.close_fast_reads()
             await store.durable.aclose()
             if own_redis:
                 await client.aclose()
