@@ -135,13 +135,13 @@ def test_the_fallback_client_secret_is_refused_unless_the_dev_flag_says_so(
 
 def test_every_variable_compose_sets_is_a_setting_of_the_service_it_runs(with_edge: dict[str, Any]) -> None:
     """Each service's variables are settings it declares (so they are in docs/reference/settings.md, and none is
-    a typo the service would ignore); the edge's (nginx's template) are documented in the README."""
+    a typo the service would ignore); the edge's (nginx's template) are documented in docs/guides/edge-nginx.md."""
     from auth_server.settings import SETTINGS as AUTH
     from bff.settings import SETTINGS as BFF
     from resource_server.settings import SETTINGS as RS
 
     tables = {"bff": BFF, "auth-server": AUTH, "resource-server": RS}
-    readme = (REPO / "README.md").read_text()
+    guide = (REPO / "docs" / "guides" / "edge-nginx.md").read_text()
     for name, service in with_edge["services"].items():
         if name == "redis":
             continue
@@ -150,7 +150,7 @@ def test_every_variable_compose_sets_is_a_setting_of_the_service_it_runs(with_ed
         table = tables.get(command[0]) if command else None
         if table is None:
             for var in variables:
-                assert f"`{var}`" in readme, f"{var} (set for {name}) is not documented in README.md"
+                assert f"`{var}`" in guide, f"{var} (set for {name}) is not documented in docs/guides/edge-nginx.md"
             continue
         known = set(table.by_name) | {s.file_name for s in table.settings if s.secret}
         assert variables and variables <= known, f"{name} sets {sorted(variables - known)}, no settings of it"
