@@ -33,6 +33,9 @@ BFF_PATHS = [
     "/bff/logout",
     "/bff/auth",
     "/bff/backchannel",
+    "/bff/sessions",
+    "/bff/sessions/AAAAAAAAAAAAAAAAAAAAAA",
+    "/bff/sessions/%2e%2e",
     "/api/notes/notes",
     "/api/notes/me",
     "/api/admins/me",  # a route with require (DESIGN §11): the fuzzing user lacks the claim, 403 insufficient_claims
@@ -161,6 +164,16 @@ class Fuzzer:
             query = "client_id=bff&request_uri=" + atom
             yield "GET", self.url_safe(self.urls["auth"] + "/oauth/authorize?" + query), {}, None
 
+    def sessions(self) -> Iterator[tuple[str, str, dict[str, bytes], bytes | None]]:
+        """Your sessions (DESIGN §14): every troublemaker as the session id to end, with the live session; then the
+        list is read (it must still answer 200: nothing above ended the fuzzing session)."""
+        headers = {"X-CSRF": b"1", "Cookie": self.session.encode()}
+        for atom in [*ATOMS, *TROUBLE]:
+            for method in ("DELETE", "GET", "POST"):
+                yield method, self.urls["bff"] + "/bff/sessions/" + self.url_safe(atom), headers, None
+        yield "DELETE", self.urls["bff"] + "/bff/sessions", headers, None  # the others: there are none
+        yield "GET", self.urls["bff"] + "/bff/sessions?" + self.url_safe("id=" + self.atom()), headers, None
+
     def case(self) -> tuple[str, str, dict[str, bytes], bytes | None]:
         rng = self.rng
         service = rng.choice(["bff", "bff", "auth", "rs"])
@@ -212,7 +225,7 @@ async def test_malformed_input_everywhere_is_never_a_500(stack_factory: Any) -> 
     assert refused.status_code == 403 and refused.json()["error"] == "insufficient_claims", refused.text
     fuzzer = Fuzzer(random.Random(SEED), session, {"bff": stack.bff_url, "auth": stack.auth_url, "rs": stack.rs_url})
     sent, statuses = 0, set()
-    cases = itertools.chain(fuzzer.corpus(), fuzzer.pushed(), (fuzzer.case() for _ in range(CASES)))
+    cases = itertools.chain(fuzzer.corpus(), fuzzer.pushed(), fuzzer.sessions(), (fuzzer.case() for _ in range(CASES)))
     async with httpx.AsyncClient(timeout=15) as client:
         for method, url, headers, body in cases:
             try:

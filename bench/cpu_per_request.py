@@ -1,0 +1,78 @@
+"""CPU time of a BFF process per proxied request, for two source trees side by side (A/B), in one run.
+
+    python bench/cpu_per_request.py --base /tmp/main-export          # base tree vs this one
+    python bench/cpu_per_request.py --base /tmp/main-export --rounds 5 --seconds 5
+
+Throughput on a shared machine swings with everyone else's load; the CPU seconds the BFF process itself spends per
+request (utime + stime from /proc, over a wrk run) swing much less. Both BFFs run at once against one Redis, auth
+server and resource server, and are driven in alternation, so that a change in the machine's load hits both. Prints
+the median of each and their ratio. Not a test: nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Proc, Stack, bff_env, free_port, login, processes, service, start_redis, wrk  # noqa: E402
+from bench.run import PASSWORD, USER, start_auth, start_rs  # noqa: E402
+
+HERE = str(Path(__file__).resolve().parent.parent)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15 of stat(5))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base", required=True, help="the other source tree (e.g. `git archive main` unpacked)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    trees = {"base": str(Path(args.base).resolve()), "this": HERE}
+    with processes() as procs:
+        redis_url, redis_port = start_redis(procs)
+        ports = {name: free_port() for name in trees}
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        secret = "cpu-bench-secret-0123456789"
+        auth_url = start_auth(procs, redis_url, list(urls.values()), secret, access_ttl=3600)
+        rs_url = start_rs(procs, redis_url, auth_url)
+        stack = Stack(redis_url, redis_port, auth_url, rs_url, list(urls.values()), secret)
+        pids, cookies = {}, {}
+        for name, tree in trees.items():
+            env = {**bff_env(stack, urls[name]), "PYTHONPATH": tree}
+            procs.append(Proc(service("bff", ports[name], "serve"), env, health=urls[name] + "/readyz"))
+            pids[name] = procs[-1].proc.pid
+            cookies[name] = login(urls[name], USER, PASSWORD)
+        per_request: dict[str, list[float]] = {name: [] for name in trees}
+        for name in trees:  # warm-up: pools, caches
+            wrk(f"{urls[name]}/api/notes/me", {"Cookie": cookies[name], "X-CSRF": "1"}, seconds=1)
+        for round_ in range(args.rounds):
+            for name in trees if round_ % 2 == 0 else reversed(list(trees)):
+                headers = {"Cookie": cookies[name], "X-CSRF": "1"}
+                before = cpu_seconds(pids[name])
+                result = wrk(f"{urls[name]}/api/notes/me", headers, seconds=args.seconds, connections=args.connections)
+                used = cpu_seconds(pids[name]) - before
+                per_request[name].append(used / max(result.requests, 1) * 1e6)
+                errors = f"  ({result.errors} errors)" if result.errors else ""
+                cost = per_request[name][-1]
+                print(f"  round {round_ + 1} {name:<4} {result.rps:8,.0f} req/s  {cost:7.1f} us CPU/request{errors}")
+        medians = {name: statistics.median(values) for name, values in per_request.items()}
+        for name, median in medians.items():
+            print(f"{name:<4} median {median:7.1f} us of BFF CPU per request  ({trees[name]})")
+        paired = [this / base for this, base in zip(per_request["this"], per_request["base"], strict=True)]
+        print(f"this / base: {medians['this'] / medians['base']:.3f}x CPU per request (medians); median of the")
+        print(f"rounds' own ratios (each pair measured back to back): {statistics.median(paired):.3f}x")
+
+
+if __name__ == "__main__":
+    main()
