@@ -178,6 +178,18 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     assert browser.leaked() == []  # no token ever reached the browser: not in a body, not in a header
 
 
+async def test_a_sessions_address_is_the_one_nginx_saw(edge_stack: EdgeStack) -> None:
+    """DESIGN §14: "Your sessions" shows each login's network. Behind nginx (a trusted proxy) the BFF reads
+    X-Forwarded-For, so nginx must set it: a browser's own copy would let a thief's login pose as another network."""
+    stack = edge_stack.stack
+    browser = stack.browser(edge_stack.url)
+    browser.client.headers["X-Forwarded-For"] = "203.0.113.9"
+    assert (await stack.login(browser, "erin")).status_code == 302
+    listed = await browser.request("GET", "/bff/sessions")
+    assert listed.status_code == 200, listed.text
+    assert [s["ip"] for s in listed.json()["sessions"]] == ["127.0.0.0/24"]
+
+
 def closed_connections(port: int) -> int:
     """TCP connections to or from ``port`` in TIME_WAIT: one per connection closed lately (/proc/net/tcp)."""
     count = 0
