@@ -63,27 +63,38 @@ def _key(value: Any) -> tuple[str, Any] | None:
 
 @dataclass(frozen=True)
 class Rules:
-    """A route's ``require``, compiled: (claim, accepted keys) pairs, all of which must hold."""
+    """A route's ``require``, compiled: per claim, the accepted strings and the accepted other values (as typed
+    keys); every claim must hold one of its values."""
 
-    checks: tuple[tuple[str, frozenset[tuple[str, Any]]], ...]
+    checks: tuple[tuple[str, frozenset[str], frozenset[tuple[str, Any]]], ...]
 
     @property
     def names(self) -> frozenset[str]:
-        return frozenset(name for name, _ in self.checks)
+        return frozenset(name for name, _, _ in self.checks)
 
     def allows(self, claims: Mapping[str, Any]) -> bool:
-        for name, accepted in self.checks:
+        for name, strings, others in self.checks:
             value = claims.get(name)
-            if isinstance(value, list):
-                if not any(_key(item) in accepted for item in value):
+            if type(value) is str:
+                if value not in strings:  # a string equals strings only: no type confusion with true or 1
                     return False
-            elif _key(value) not in accepted:
+            elif type(value) is list:
+                try:
+                    # C speed for the usual list of strings; non-strings in it (1, true, null) never equal a string
+                    if strings.isdisjoint(value) and not (others and any(_key(v) in others for v in value)):
+                        return False
+                except TypeError:  # an object or list inside the list: compared one by one
+                    if not any(
+                        (v in strings) if type(v) is str else (_key(v) in others) for v in value if _key(v) is not None
+                    ):
+                        return False
+            elif not others or _key(value) not in others:
                 return False
         return True
 
     def as_json(self) -> dict[str, list[Any]]:
         """The rule as it was written (for logs and ``bff config``)."""
-        return {name: sorted((v for _, v in accepted), key=repr) for name, accepted in self.checks}
+        return {name: sorted([*strings, *(v for _, v in others)], key=repr) for name, strings, others in self.checks}
 
 
 def parse_rules(where: str, raw: Any) -> Rules:
@@ -102,13 +113,16 @@ def parse_rules(where: str, raw: Any) -> Rules:
             )
         if len(values) > MAX_RULE_VALUES:
             raise SettingsError(f"{where}.{name} lists more than {MAX_RULE_VALUES} values")
-        keys = []
+        strings, others = [], []
         for value in values:
             key = _key(value)
             if key is None:
                 raise SettingsError(f"{where}.{name}: {json.dumps(value)[:80]} is not a string, number or boolean")
-            keys.append(key)
-        checks.append((name, frozenset(keys)))
+            if isinstance(value, str):
+                strings.append(value)
+            else:
+                others.append(key)
+        checks.append((name, frozenset(strings), frozenset(others)))
     return Rules(tuple(checks))
 
 

@@ -229,6 +229,10 @@ def test_rule_values_compare_with_their_json_type() -> None:
     assert not rules.allows({**ok, "groups": []})
     assert not rules.allows({**ok, "groups": [["admin"]]})  # no nesting: a list's elements are compared
     assert rules.allows({**ok, "groups": "admin"})  # a single string holds one value
+    assert rules.allows({**ok, "groups": [{"a": 1}, None, 1, True, "admin"]})  # odd elements beside a match
+    assert not rules.allows({**ok, "groups": [{"admin": 1}, ["admin"], None, 1, True]})
+    assert rules.allows({**ok, "level": [1, "x", 2]}) and not rules.allows({**ok, "level": [True, "2", [2]]})
+    assert not rules.allows({**ok, "level": None}) and rules.allows({**ok, "email_verified": [True]})  # list: any
     assert not rules.allows({k: v for k, v in ok.items() if k != "level"})  # a missing claim fails
 
 
