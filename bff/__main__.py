@@ -89,10 +89,14 @@ def main(argv: list[str] | None = None) -> None:
         from bff.your_sessions import command
         from servicekit.settings import SettingsError
 
+        from bff.errors import BFFError
+
         try:
             status, lines = asyncio.run(command(Settings.from_env(), args.action, args.sub, getattr(args, "id", None)))
         except SettingsError as exc:
             parser.exit(2, f"bff: {exc}\n")
+        except BFFError as exc:  # Redis or the provider unreachable: said plainly, no traceback
+            parser.exit(1, f"bff: {exc.description}\n")
         for line in lines:
             print(line, file=sys.stderr if status else sys.stdout)
         raise SystemExit(status)

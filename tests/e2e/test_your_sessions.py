@@ -141,3 +141,6 @@ async def test_the_operator_lists_and_revokes_a_users_sessions(replicas: tuple[S
     assert (await two.request("GET", "/bff/user")).status_code == 401
     assert (await bob.request("GET", "/bff/user")).status_code == 200
     assert (await bff("list", sub)).stdout == ""
+    stack.bff_env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    down = await bff("list", sub)
+    assert down.returncode == 1 and down.stderr == "bff: The session store is unreachable; try again shortly.\n"
