@@ -85,11 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "sessions":
         import asyncio
 
+        from bff.errors import BFFError
         from bff.settings import Settings
         from bff.your_sessions import command
         from servicekit.settings import SettingsError
-
-        from bff.errors import BFFError
 
         try:
             status, lines = asyncio.run(command(Settings.from_env(), args.action, args.sub, getattr(args, "id", None)))
