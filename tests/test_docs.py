@@ -42,3 +42,11 @@ def test_every_test_the_docs_name_exists() -> None:
         if not source.exists() or not re.search(rf"^(async )?def {name}\(", source.read_text(), re.M):
             missing.append(f"{page}: {path}::{name}")
     assert missing == []
+
+
+def test_the_routes_reference_names_exactly_the_fields_a_route_takes() -> None:
+    from bff.routes import FIELDS
+
+    page = (REPO / "docs" / "reference" / "routes.md").read_text()
+    table = set(re.findall(r"^\| `(\w+)` \|", page, re.M))
+    assert table == set(FIELDS)

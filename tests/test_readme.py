@@ -24,3 +24,9 @@ def test_every_local_link_of_the_readme_leads_to_a_file() -> None:
     links = re.findall(r"\]\(((?!https?:|#)[^)#\s]+)", README)
     for link in links:
         assert (REPO / link).exists(), link
+
+
+def test_the_readme_is_a_landing_page() -> None:
+    """What it is, the picture, the two commands, the links: the detail lives in docs/ (at most 150 lines)."""
+    assert len(README.splitlines()) <= 150
+    assert README.count("](docs/") >= 10
