@@ -82,7 +82,10 @@ def team_app(tmp_path: Path, redis_url: str, process_factory: Any) -> Iterator[R
             port=ports["api"],
         )
         config = tmp_path / "bff.toml"
-        config.write_text(ported((EXAMPLE / "bff.toml").read_text(), ports))
+        # The example runs from its own directory; here the BFF runs from the repository's, so its SPA is named whole.
+        text = ported((EXAMPLE / "bff.toml").read_text(), ports)
+        assert 'frontend = "spa"' in text
+        config.write_text(text.replace('frontend = "spa"', f'frontend = "{EXAMPLE / "spa"}"'))
         process_factory(
             ["-m", "bff", "serve", "--config", str(config)],
             {"BFF_CLIENT_SECRET": secret, "REDIS_URL": redis_url},
@@ -98,6 +101,17 @@ def team_app(tmp_path: Path, redis_url: str, process_factory: Any) -> Iterator[R
 async def test_log_in_call_the_api_through_the_bff_and_log_out(team_app: Running) -> None:
     alice, bob = Person(team_app.bff, "alice"), Person(team_app.bff, "bob")
     try:
+        # The SPA, served by the BFF from its directory: the page, its script, and the page again for a client-side
+        # route a browser navigates to.
+        navigate = {"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}  # what a browser's page load sends
+        page = await alice.bff.request("GET", "/", csrf=False, headers=navigate)
+        assert page.status_code == 200 and '<script type="module" src="/app.js">' in page.text
+        script = await alice.bff.request("GET", "/app.js", csrf=False)
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        assert "/bff/user" in script.text
+        deep = await alice.bff.request("GET", "/orders/A-1", csrf=False, headers=navigate)
+        assert deep.status_code == 200 and deep.text == page.text
+
         await alice.login()
         me = (await alice.user()).json()
         assert me["claims"] == {
