@@ -305,8 +305,8 @@ def session_memory(args: argparse.Namespace) -> None:
     with processes() as procs:
         redis_url, _ = start_redis(procs)
         callback = "http://127.0.0.1:9/bff/callback"  # never called: the code is taken from the redirect
-        auth_url = start_auth(procs, redis_url, ["http://127.0.0.1:9"], "memory-secret", access_ttl=300)
-        tokens = code_flow_tokens(auth_url, "memory-secret", callback, USER, PASSWORD)
+        auth_url = start_auth(procs, redis_url, ["http://127.0.0.1:9"], "memory-secret-0123456789", access_ttl=300)
+        tokens = code_flow_tokens(auth_url, "memory-secret-0123456789", callback, USER, PASSWORD)
     access, refresh, id_token = tokens["access_token"], tokens["refresh_token"], tokens.get("id_token", "")
     row("token sizes (access, refresh, ID) in bytes", f"{len(access)}, {len(refresh)}, {len(id_token)}")
     per: dict[int, float] = {}
