@@ -41,6 +41,7 @@ def build_spa(root: Path) -> Path:
     (dist / "assets" / "app.3f9a1c2e.css").write_text("body{}")
     (dist / "assets" / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     (dist / "robots.txt").write_text("User-agent: *")
+    (dist / "assets" / "video-Ab12Cd34.webm").write_bytes(bytes(range(256)) * 1200)  # large: streamed from disk
     (dist / "manifest.webmanifest").write_text("{}")
     (dist / "docs").mkdir()
     (dist / "docs" / "guide.txt").write_text("a guide")
@@ -119,6 +120,34 @@ async def test_files_with_their_type_and_caching(site: Rig) -> None:
     assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == "18"
     again = await browser.request("GET", "/", csrf=False, headers={**NAVIGATE, "If-None-Match": index.headers["etag"]})
     assert again.status_code == 304 and again.content == b"" and again.headers["cache-control"] == "no-cache"
+    since = await browser.request("GET", "/", csrf=False, headers={"If-Modified-Since": index.headers["last-modified"]})
+    assert since.status_code == 304
+    big = await browser.request("GET", "/assets/video-Ab12Cd34.webm", csrf=False)
+    assert big.status_code == 200 and big.content == bytes(range(256)) * 1200
+    assert big.headers["content-type"] == "video/webm" and big.headers["cache-control"] == IMMUTABLE
+    part = await browser.request("GET", "/assets/video-Ab12Cd34.webm", csrf=False, headers={"Range": "bytes=1-3"})
+    assert part.status_code == 206 and part.content == b"\x01\x02\x03"
+    small = await browser.request("GET", "/robots.txt", csrf=False, headers={"Range": "bytes=0-3"})
+    assert small.status_code == 206 and small.content == b"User"
+
+
+async def test_the_api_path_never_reaches_the_frontend(site: Rig) -> None:
+    """The frontend is the router's fallback, behind /api/ (a middleware ahead of the router) and /bff/*: the proxy's
+    hot path never runs a line of it (DESIGN §11)."""
+    frontend = site.app.router.default
+    calls: list[str] = []
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await frontend(scope, receive, send)
+
+    site.app.router.default = spy
+    browser = await site.logged_in()
+    for path in ("/api/notes/me", "/api/nope/x", "/bff/user", "/healthz"):
+        await browser.request("GET", path)
+    assert calls == []
+    assert (await browser.request("GET", "/orders/1", csrf=False, headers=NAVIGATE)).text == INDEX
+    assert calls == ["/orders/1"]
 
 
 async def test_spa_fallback_only_for_navigations(site: Rig) -> None:
@@ -340,3 +369,18 @@ async def test_demo_and_none(rig: Rig, rig_env: tuple[Provider, str, dict[str, s
             assert page.status_code == 404 and "<h1>Page not found</h1>" in page.text, path
         assert (await plain.request("GET", "/healthz", csrf=False)).status_code == 200
         assert (await plain.request("GET", "/api/notes/me")).status_code == 401
+
+
+def test_the_guides_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs_src/your_spa/bff.toml, as docs/guides/your-spa.md shows it, started beside its dist/ (the secret file
+    is the one thing replaced: the example names a mounted secret)."""
+    example = Path(__file__).resolve().parents[2] / "docs_src" / "your_spa"
+    secret = tmp_path / "secret"
+    secret.write_text("a-long-enough-client-secret-for-the-example")
+    monkeypatch.chdir(example)
+    env = {"BFF_CONFIG": str(example / "bff.toml"), "BFF_CLIENT_SECRET_FILE": str(secret)}
+    settings = Settings.from_env(env)
+    assert settings.frontend == str(example / "dist") and settings.frontend_kind == "directory"
+    assert settings.login_required
+    dev = Settings.from_env({**env, "BFF_FRONTEND": "http://localhost:5173"})  # the environment wins
+    assert dev.frontend_kind == "url"

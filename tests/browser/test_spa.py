@@ -1,5 +1,6 @@
 """A built SPA of one's own behind the BFF (DESIGN §11), in real headless Chromium against `bff stack` with
-``BFF_FRONTEND`` naming the SPA's directory (tests/browser/spa: a hashed module and stylesheet, a client-side route).
+``BFF_FRONTEND`` naming the SPA's directory (docs_src/your_spa/dist, which docs/guides/your-spa.md shows: a hashed
+module and stylesheet, a client-side route).
 
 The SPA loads at a deep link (the navigation fallback), logs in through the auth server's form and comes back to
 that route, calls an API through the BFF, and logs out through the provider. With ``BFF_LOGIN_REQUIRED``, a
@@ -20,7 +21,7 @@ import pytest
 from bff.stack import DEMO_PASSWORD, DEMO_USERNAME
 from tests.browser.test_demo_page import CHROMIUM, CHROMIUM_ARGS, StackThread
 
-SPA = Path(__file__).resolve().parent / "spa"
+SPA = Path(__file__).resolve().parents[2] / "docs_src" / "your_spa" / "dist"  # the guide shows these files
 FETCH = """async ([url, headers]) => {
   const r = await fetch(url, {headers, redirect: "manual"});
   return {status: r.status, type: r.type, redirected: r.redirected, contentType: r.headers.get("content-type"),

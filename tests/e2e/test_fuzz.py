@@ -43,7 +43,7 @@ BFF_PATHS = [
     "/api/nope/x",
     "/",
     "/readyz",
-    # the frontend (DESIGN §11): a built SPA behind BFF_LOGIN_REQUIRED (tests/browser/spa)
+    # the frontend (DESIGN §11): a built SPA behind BFF_LOGIN_REQUIRED (docs_src/your_spa/dist)
     "/orders/7",
     "/assets/index-BdX3k9aZ.js",
     "/assets/index-Zz9Zz9Zz.js",
