@@ -37,6 +37,7 @@ from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
 from bff.paths import climbs
 from bff.routes import API_PREFIX
+from servicekit.logs import current
 from servicekit.proxies import TrustedProxies
 
 PATH = "/bff/auth"
@@ -116,6 +117,9 @@ class ForwardAuth:
         if not uri or len(uri) > URI_LIMIT:
             raise BadRequest("The original request's URI is missing (X-Original-URI or X-Forwarded-Uri).")
         method = method or scope["method"]
+        context = current()
+        if context is not None:  # DESIGN §12: the access line names the request asked about (never its query)
+            context.extra = {"original_method": method[:32], "original_uri": uri.split("?", 1)[0]}
         name, path = api_route(uri)
         route = self.routes.get(name)
         if route is None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import logging.config
 import os
 import re
 import secrets
@@ -27,6 +28,7 @@ import uvicorn
 
 from bff.settings import SETTINGS
 from servicekit.http import HttpLimits, http_protocol
+from servicekit.logs import log_config
 from servicekit.settings import SettingsError
 from servicekit.websocket import WebSocketProtocol
 
@@ -228,7 +230,9 @@ def main(args: argparse.Namespace | None = None) -> None:
         bff=port,
         live=getattr(args, "live_port", None) or 9002,
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # DESIGN §12: the same JSON lines as each service alone (ts, level, logger, message, request_id, trace_id, and
+    # the access fields with --access-log)
+    logging.config.dictConfig(log_config("info"))
     # Quiet by default: no line per request (the stack's own readiness polls included) unless --access-log, and
     # never one per back-channel call (httpx logs each request at INFO).
     access = logging.INFO if getattr(args, "access_log", False) else logging.WARNING

@@ -50,7 +50,13 @@ def discovery_urls(issuer: str) -> tuple[str, str]:
 
 
 class JWKSError(Exception):
-    """Fetching or reading a JWKS failed (internal to this module: callers see ``loaded`` and missing keys)."""
+    """Fetching or reading a JWKS failed (internal to this module: callers see ``loaded``, ``misconfigured`` and
+    missing keys). ``passing``: the auth server was unreachable or answered 5xx (it will pass by itself); otherwise
+    the answer itself is wrong for this configuration (a 404, another issuer, no usable key), which it will not."""
+
+    def __init__(self, message: str, *, passing: bool = False) -> None:
+        super().__init__(message)
+        self.passing = passing
 
 
 # --- signature algorithms: alg → (key type, curve, verify) ------------------------------------------------------
@@ -202,6 +208,7 @@ class JWKSCache:
         timeout: float = 5.0,
         on_fetch: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        settings_hint: str = "the verifier's issuer and jwks_url",
     ) -> None:
         self.issuer = issuer
         self.algorithms = frozenset(algorithms)
@@ -218,6 +225,8 @@ class JWKSCache:
         self._static = jwks is not None and jwks_url is None
         self.loaded = False
         self._metadata: Mapping[str, Any] | None = None
+        self.settings_hint = settings_hint
+        self.misconfigured: str | None = None  # the reason, while the issuer's answers do not fit this configuration
         if jwks is not None:
             self.load(jwks)
 
@@ -258,9 +267,21 @@ class JWKSCache:
             try:
                 self.load(await self._fetch())
             except (JWKSError, httpx.HTTPError, ValueError) as exc:
-                log.warning("JWKS fetch failed (keeping %d cached keys): %s", len(self._keys), exc)
-                self._count("error")
+                if isinstance(exc, httpx.HTTPError) or (isinstance(exc, JWKSError) and exc.passing):
+                    log.warning("JWKS fetch failed (keeping %d cached keys): %s", len(self._keys), exc)
+                    self._count("error")
+                    return False
+                # DESIGN §12: an answer that will not change by itself is a configuration error: one ERROR line per
+                # new reason, and readiness says misconfigured until a fetch succeeds
+                reason = f"{exc}; check {self.settings_hint}"
+                if reason != self.misconfigured:
+                    log.error("JWKS misconfiguration (keeping %d cached keys): %s", len(self._keys), reason)
+                self.misconfigured = reason
+                self._count("misconfigured")
                 return False
+            if self.misconfigured is not None:
+                log.info("JWKS: the issuer's keys load again")
+            self.misconfigured = None
             self._count("ok")
             return True
 
@@ -294,7 +315,7 @@ class JWKSCache:
     async def _get_json(self, url: str) -> Any:
         response = await self._http().get(url, headers={"Accept": "application/json"})
         if response.status_code != 200:
-            raise JWKSError(f"GET {url} answered {response.status_code}")
+            raise JWKSError(f"GET {url} answered {response.status_code}", passing=response.status_code >= 500)
         if len(response.content) > MAX_JWKS_BYTES:
             raise JWKSError(f"GET {url} answered more than {MAX_JWKS_BYTES} bytes")
         return response.json()
@@ -324,15 +345,18 @@ class JWKSCache:
 
     async def _find_metadata(self) -> Mapping[str, Any]:
         errors: list[str] = []
+        passing = False
         for url in discovery_urls(self.issuer):
             try:
                 metadata = await self._get_json(url)
             except (JWKSError, httpx.HTTPError, ValueError) as exc:
-                errors.append(f"{url}: {exc}")
+                passing = passing or isinstance(exc, httpx.HTTPError) or (isinstance(exc, JWKSError) and exc.passing)
+                errors.append(f"{url}: {exc or type(exc).__name__}")
                 continue
             if not isinstance(metadata, Mapping) or metadata.get("issuer") != self.issuer:
                 # RFC 8414 §3.3 / OIDC Discovery §4.3: metadata for another issuer must not be used.
-                errors.append(f"{url}: metadata for another issuer")
+                named = metadata.get("issuer") if isinstance(metadata, Mapping) else None
+                errors.append(f"{url}: metadata for another issuer ({str(named)[:200]!r}, not {self.issuer!r})")
                 continue
             return metadata
-        raise JWKSError("discovery failed: " + "; ".join(errors))
+        raise JWKSError("discovery failed: " + "; ".join(errors), passing=passing)

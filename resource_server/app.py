@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from jwt_bff_verifier import TokenVerifier, VerifierError
 from jwt_bff_verifier.dpop import NonceIssuer
+from jwt_bff_verifier.keys import JWKSCache
 from jwt_bff_verifier.starlette import BearerAuthMiddleware, get_claims, requires_scope
 from jwt_bff_verifier.verifier import DPoPMode
 from servicekit.client_gone import client_gone_handlers
@@ -74,7 +75,12 @@ class Metrics:
         self.token_failures = Counter(
             "rs_token_failures", "Refused tokens by reason", ["reason"], registry=self.registry
         )
-        self.jwks_fetches = Counter("rs_jwks_fetches", "JWKS fetches by outcome", ["outcome"], registry=self.registry)
+        self.jwks_fetches = Counter(
+            "rs_jwks_fetches",
+            "JWKS fetches by outcome (ok; error: unreachable or 5xx; misconfigured)",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def token_failure(self, error: VerifierError) -> None:
         self.token_failures.labels(error.reason).inc()
@@ -165,6 +171,8 @@ def create_app(
                 "audience, refused here); tokens valid at several audiences need RS_PUBLIC_URL",
                 settings.audience,
             )
+    if isinstance(getattr(verifier, "keys", None), JWKSCache):  # an ERROR for a misconfiguration names our settings
+        verifier.keys.settings_hint = "RS_ISSUER (and RS_JWKS_URL when set)"
     state: dict[str, Any] = {"redis": redis}
 
     def store() -> aioredis.Redis:
@@ -198,6 +206,11 @@ def create_app(
             redis_ok = bool(await store().ping())
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure
             log.warning("readiness: Redis unavailable: %s", type(exc).__name__)
+        misconfigured = getattr(verifier.keys, "misconfigured", None)
+        if misconfigured is not None:  # DESIGN §12: the issuer's answers will not fit until the operator acts
+            return JSONResponse(
+                {"status": "misconfigured", "reason": misconfigured, "keys": verifier.ready, "redis": redis_ok}, 503
+            )
         ready = redis_ok and verifier.ready
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "keys": verifier.ready, "redis": redis_ok},

@@ -54,3 +54,50 @@ async def test_sigterm_lets_in_flight_requests_finish(
         assert await asyncio.to_thread(bff.proc.wait, 10) in (0, -signal.SIGTERM)
         with pytest.raises(httpx.ConnectError):
             await client.get("/healthz")
+
+
+async def test_a_forward_auth_line_names_the_original_request(
+    rig_env: tuple[Provider, str, dict[str, str]], json_log: Any
+) -> None:
+    from tests.bff.conftest import running
+
+    provider, upstream, env = rig_env
+    lines = json_log(ACCESS, JSONFormatter())
+    async with running(provider, upstream, {**env, "BFF_TRUSTED_PROXIES": "127.0.0.1/32"}) as rig:
+        browser = await rig.logged_in()
+        answer = await browser.request(
+            "GET",
+            "/bff/auth",
+            csrf=False,
+            headers={"X-Original-URI": "/api/notes/me?code=SECRET", "X-Original-Method": "DELETE", "X-CSRF": "1"},
+        )
+        assert answer.status_code == 200, answer.text
+    (line,) = [line for line in lines if line["route"] == "/bff/auth"]
+    assert (line["original_method"], line["original_uri"]) == ("DELETE", "/api/notes/me")
+    assert "SECRET" not in json.dumps(lines)
+
+
+async def test_an_upstream_failure_is_a_warning_with_the_request_ids(
+    rig_env: tuple[Provider, str, dict[str, str]], json_log: Any
+) -> None:
+    import logging
+
+    from tests.bff.conftest import running
+    from tests.conftest import free_port
+
+    provider, upstream, env = rig_env
+    dead = f"http://127.0.0.1:{free_port()}"
+    lines = json_log(logging.getLogger("bff.proxy"), JSONFormatter())
+    routes = json.dumps({"notes": upstream, "gone": dead})
+    async with running(provider, upstream, {**env, "BFF_ROUTES": routes}) as rig:
+        browser = await rig.logged_in()
+        trace = "0af7651916cd43dd8448eb211c80319c"
+        response = await browser.request(
+            "GET",
+            "/api/gone/x?token=SECRET",
+            headers={"X-Request-ID": "req-gone", "traceparent": f"00-{trace}-b7ad6b7169203331-01"},
+        )
+        assert response.status_code == 502
+    (line,) = [line for line in lines if line["level"] == "warning"]
+    assert (line["route"], line["upstream"], line["request_id"], line["trace_id"]) == ("gone", dead, "req-gone", trace)
+    assert line["cause"].startswith("refused") and "SECRET" not in json.dumps(line)

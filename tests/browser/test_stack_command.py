@@ -3,6 +3,7 @@ printed once, with one host name, and no log line per request."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -45,7 +46,7 @@ def test_bff_stack_command_runs_all_three_services_with_the_demo_user(process_fa
     time.sleep(2.5)  # the resource servers poll the revocation feed every 2 s: those calls must not log either
     before, banner_and_after = stack.output().split("jwt-bff stack is up", 1)
     assert len(before.strip().splitlines()) <= 3, before
-    assert "WARNING" not in before and "ERROR" not in before, before
+    assert '"level": "warning"' not in before and '"level": "error"' not in before, before
     for noise in ("access", "HTTP Request", "/readyz"):
         assert noise not in stack.output(), stack.output()
     # One host name in what it prints: the public one, for every service.
@@ -54,3 +55,36 @@ def test_bff_stack_command_runs_all_three_services_with_the_demo_user(process_fa
     assert {host for host, _ in urls} == {"localhost"}, banner
     assert {int(port) for _, port in urls} == {auth_port, resource_port, live_port, stack.port}
     assert banner_and_after.split("Ctrl-C stops.", 1)[1].strip() == ""
+
+
+def test_bff_stack_access_log_lines_are_the_services_json_lines(process_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bff stack --access-log` (issue #20: its lines had no method, path or status): JSON lines with the fields of
+    every service's, the request's id and trace id included."""
+    env = {"REDIS_URL": "", "AUTH_KEYS_DIR": str(tmp_path / "keys")}
+    stack = process_factory(
+        [
+            *("-m", "bff", "stack", "--access-log", "--auth-port", str(free_port())),
+            *("--resource-port", str(free_port()), "--live-port", str(free_port())),
+        ],
+        env,
+        health_path="/readyz",
+    )
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"X-CSRF": "1", "X-Request-ID": "stack-req-1", "traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    assert httpx.get(f"http://127.0.0.1:{stack.port}/bff/user?q=SECRET", headers=headers).status_code == 401
+    deadline = time.monotonic() + 10
+    while "stack-req-1" not in stack.output():
+        assert time.monotonic() < deadline, stack.output()
+        time.sleep(0.1)
+    lines = [json.loads(line) for line in stack.output().splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if line.get("request_id") == "stack-req-1"]
+    assert (line["logger"], line["method"], line["path"], line["route"], line["status"]) == (
+        "bff.access",
+        "GET",
+        "/bff/user",
+        "/bff/user",
+        401,
+    )
+    assert line["trace_id"] == trace and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    assert isinstance(line["duration_ms"], float) and line["level"] == "info"
+    assert "SECRET" not in stack.output()
