@@ -9,6 +9,7 @@ rest of jwt-bff. ``TokenVerifier`` checks tokens against the issuer's JWKS, cach
 from .errors import (
     ExpiredToken,
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidRequest,
     InvalidToken,
     KeysUnavailable,
@@ -18,7 +19,14 @@ from .errors import (
 )
 from .keys import SUPPORTED_ALGORITHMS, JWKSCache, VerificationKey
 from .revocations import RevocationList
-from .verifier import DEFAULT_ALGORITHMS, MAX_TOKEN_LENGTH, AccessTokenClaims, TokenVerifier, scopes_of
+from .verifier import (
+    DEFAULT_ALGORITHMS,
+    MAX_TOKEN_LENGTH,
+    AccessTokenClaims,
+    TokenVerifier,
+    check_authentication,
+    scopes_of,
+)
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -27,6 +35,7 @@ __all__ = [
     "AccessTokenClaims",
     "ExpiredToken",
     "InsufficientScope",
+    "InsufficientUserAuthentication",
     "InvalidRequest",
     "InvalidToken",
     "JWKSCache",
@@ -37,5 +46,6 @@ __all__ = [
     "TokenVerifier",
     "VerificationKey",
     "VerifierError",
+    "check_authentication",
     "scopes_of",
 ]

@@ -11,6 +11,8 @@ The tree (catch ``VerifierError`` to catch them all)::
      ├── InvalidDPoPProof             401  error="invalid_dpop_proof"  (RFC 9449 §7.1)
      │    └── UseDPoPNonce            401  error="use_dpop_nonce", with the nonce to use (RFC 9449 §9)
      ├── InsufficientScope            403  error="insufficient_scope" with scope="…"
+     ├── InsufficientUserAuthentication 401 error="insufficient_user_authentication" with acr_values, max_age
+     │                                     (RFC 9470 §3: the login is below the level or older than the age asked)
      └── KeysUnavailable              503  the JWKS was never loaded (the auth server has not answered yet)
 
 ``reason`` is a short, stable label for metrics and logs (never the token).
@@ -23,6 +25,7 @@ from typing import ClassVar
 __all__ = [
     "ExpiredToken",
     "InsufficientScope",
+    "InsufficientUserAuthentication",
     "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
@@ -125,6 +128,24 @@ class InsufficientScope(VerifierError):
 
     def __init__(self, required: str, description: str | None = None) -> None:
         self.required = required
+        super().__init__(description)
+
+
+class InsufficientUserAuthentication(VerifierError):
+    """A valid token whose login is below the authentication level (``acr``) or older (``auth_time``) than the endpoint
+    asks (RFC 9470 §3). ``acr_values`` and ``max_age`` are the endpoint's requirements, sent in the challenge so that
+    the client can ask the authorization server for them."""
+
+    status_code = 401
+    error = "insufficient_user_authentication"
+    default_description = "A different authentication level is required"  # RFC 9470 §3's wording
+    default_reason = "insufficient_user_authentication"
+
+    def __init__(
+        self, acr_values: tuple[str, ...] = (), max_age: int | None = None, description: str | None = None
+    ) -> None:
+        self.acr_values = tuple(acr_values)
+        self.max_age = max_age
         super().__init__(description)
 
 

@@ -18,7 +18,7 @@ request; behind ``BearerAuthMiddleware`` it takes the middleware's claims instea
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import cast
 
 from fastapi import FastAPI, Request
@@ -33,9 +33,9 @@ from .starlette import (
     error_response,
     verify_credentials,
 )
-from .verifier import AccessTokenClaims, TokenVerifier, scopes_of
+from .verifier import AccessTokenClaims, TokenVerifier, check_authentication, scopes_of
 
-__all__ = ["authenticated", "require_scope", "use_verifier"]
+__all__ = ["authenticated", "require_auth", "require_scope", "use_verifier"]
 
 STATE_KEY = "token_verifier"
 
@@ -80,6 +80,27 @@ def require_scope(*scopes: str) -> Callable[[Request], Awaitable[AccessTokenClai
         claims = await authenticated(request)
         if not required <= scopes_of(claims):
             raise InsufficientScope(required_text)
+        return claims
+
+    return dependency
+
+
+def require_auth(
+    acr_values: Collection[str] = (), max_age: int | None = None, *, leeway: float = 0
+) -> Callable[[Request], Awaitable[AccessTokenClaims]]:
+    """A dependency: the verified claims, if the login meets ``acr_values`` and ``max_age`` (RFC 9470); else ``401``
+    with the ``insufficient_user_authentication`` challenge::
+
+        step_up = require_auth(acr_values=["mfa"], max_age=300)
+
+        @app.post("/transfers")
+        async def transfer(claims: Annotated[AccessTokenClaims, Depends(step_up)]) -> dict: ...
+    """
+    wanted = tuple(acr_values)
+
+    async def dependency(request: Request) -> AccessTokenClaims:
+        claims = await authenticated(request)
+        check_authentication(claims, wanted, max_age, leeway=leeway)
         return claims
 
     return dependency

@@ -33,6 +33,7 @@ from starlette.responses import Response
 
 from .errors import (
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidDPoPProof,
     InvalidRequest,
     InvalidToken,
@@ -40,7 +41,7 @@ from .errors import (
     UseDPoPNonce,
     VerifierError,
 )
-from .verifier import MAX_TOKEN_LENGTH, AccessTokenClaims, TokenVerifier, scopes_of
+from .verifier import MAX_TOKEN_LENGTH, AccessTokenClaims, TokenVerifier, check_authentication, scopes_of
 
 __all__ = [
     "BearerAuthMiddleware",
@@ -49,6 +50,7 @@ __all__ = [
     "error_response",
     "get_claims",
     "request_url",
+    "require_auth",
     "requires_scope",
 ]
 
@@ -71,7 +73,16 @@ def _quoted(value: str) -> str:
 
 
 def challenge(error: VerifierError, realm: str, scheme: str = "Bearer", algs: str | None = None) -> str:
-    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3; with ``scheme="DPoP"``, RFC 9449 §7.1)."""
+    """The ``WWW-Authenticate`` value for ``error`` (RFC 6750 §3; with ``scheme="DPoP"``, RFC 9449 §7.1; for
+    ``InsufficientUserAuthentication`` exactly as RFC 9470 §3 shows it: no realm, ``acr_values`` and ``max_age``
+    quoted)."""
+    if isinstance(error, InsufficientUserAuthentication):
+        parts = [f"error={_quoted(str(error.error))}", f"error_description={_quoted(error.description)}"]
+        if error.acr_values:
+            parts.append(f"acr_values={_quoted(' '.join(error.acr_values))}")
+        if error.max_age is not None:
+            parts.append(f'max_age="{error.max_age}"')
+        return f"{scheme} " + ", ".join(parts)
     parts = [f"realm={_quoted(realm)}"]
     if error.error is not None:
         parts.append(f"error={_quoted(error.error)}")
@@ -299,6 +310,38 @@ def requires_scope(*scopes: str) -> Callable[[EndpointT], EndpointT]:
                 return error_response(MissingToken(), realm, schemes)
             if not required <= scopes_of(claims):
                 return error_response(InsufficientScope(required_text), realm, schemes)
+            return await endpoint(*args, **kwargs)
+
+        return cast(EndpointT, guarded)
+
+    return decorator
+
+
+def require_auth(
+    acr_values: Collection[str] = (), max_age: int | None = None, *, leeway: float = 0
+) -> Callable[[EndpointT], EndpointT]:
+    """Guard a Starlette endpoint with a user-authentication requirement (RFC 9470 step-up): the token's ``acr`` one of
+    ``acr_values`` and its ``auth_time`` at most ``max_age`` seconds old; else ``401`` with the RFC's
+    ``insufficient_user_authentication`` challenge, which a client (the BFF) turns into a step-up login::
+
+        @require_auth(acr_values=["mfa"], max_age=300)
+        async def transfer(request: Request) -> Response: ...
+    """
+    wanted = tuple(acr_values)
+
+    def decorator(endpoint: EndpointT) -> EndpointT:
+        @functools.wraps(endpoint)
+        async def guarded(*args: Any, **kwargs: Any) -> Response:
+            request = next(arg for arg in (*args, *kwargs.values()) if isinstance(arg, Request))
+            realm = request.scope.get(REALM_SCOPE_KEY, "api")
+            schemes = (request.scope.get(SCHEME_SCOPE_KEY, "Bearer"),)
+            claims = request.scope.get("auth")
+            if not claims:
+                return error_response(MissingToken(), realm, schemes)
+            try:
+                check_authentication(claims, wanted, max_age, leeway=leeway)
+            except InsufficientUserAuthentication as exc:
+                return error_response(exc, realm, schemes)
             return await endpoint(*args, **kwargs)
 
         return cast(EndpointT, guarded)

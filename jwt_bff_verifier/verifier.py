@@ -34,7 +34,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from .dpop import DEFAULT_DPOP_ALGORITHMS, NonceIssuer, ProofVerifier, ReplayCache
-from .errors import ExpiredToken, InvalidDPoPProof, InvalidToken, KeysUnavailable, RevokedToken
+from .errors import (
+    ExpiredToken,
+    InsufficientUserAuthentication,
+    InvalidDPoPProof,
+    InvalidToken,
+    KeysUnavailable,
+    RevokedToken,
+)
 from .keys import SUPPORTED_ALGORITHMS, JWKSCache, VerificationKey
 from .revocations import RevocationList
 
@@ -44,6 +51,7 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "AccessTokenClaims",
     "TokenVerifier",
+    "check_authentication",
     "scopes_of",
 ]
 
@@ -78,6 +86,9 @@ class AccessTokenClaims(TypedDict, total=False):
     scope: str
     sid: str
     cnf: dict[str, str]
+    acr: str  # RFC 9470 §6.1 / RFC 9068 §2.2.1: the login's level, how (amr), and when (auth_time)
+    amr: list[str]
+    auth_time: int | float
 
 
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -103,6 +114,32 @@ def _segment_json(segment: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidToken("The access token is malformed.", reason="malformed")
     return value
+
+
+def check_authentication(
+    claims: Mapping[str, Any],
+    acr_values: Collection[str] = (),
+    max_age: int | None = None,
+    *,
+    leeway: float = 0,
+    now: float | None = None,
+) -> None:
+    """RFC 9470 §3: raise ``InsufficientUserAuthentication`` unless the token's ``acr`` is one of ``acr_values`` (when
+    any) and its ``auth_time`` is at most ``max_age`` seconds old (when given; a token without ``auth_time`` fails it).
+    The challenge carries both requirements, so that one new login meets them."""
+    wanted = tuple(acr_values)
+    if wanted and claims.get("acr") not in wanted:
+        raise InsufficientUserAuthentication(wanted, max_age)
+    if max_age is not None:
+        auth_time = claims.get("auth_time")
+        current = time.time() if now is None else now
+        fresh = (
+            isinstance(auth_time, int | float)
+            and not isinstance(auth_time, bool)
+            and current - auth_time <= max_age + leeway
+        )
+        if not fresh:
+            raise InsufficientUserAuthentication(wanted, max_age, "More recent authentication is required")
 
 
 def _public_base(url: str) -> str:
