@@ -168,6 +168,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
         ClientTokens(auth, skew=settings.refresh_skew),
         on_refused=lambda route: metrics.claims_refused.labels(route).inc(),
     )
+    credentials.on_step_up = lambda route: metrics.step_ups.labels("asked_by_route").inc()
     index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
     # DESIGN §14: each user's list of sessions, and the API that shows and ends them
@@ -361,6 +362,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
     app.raw_routes = {b"/bff/auth": raw_forward_auth}  # type: ignore[attr-defined]
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.endpoints = endpoints
     app.state.frontend = frontend
     return app
 

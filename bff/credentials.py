@@ -27,6 +27,7 @@ from bff.errors import InsufficientClaims, LoginRequired
 from bff.refresh import Refresher, access_token
 from bff.routes import Route
 from bff.sessions import Sealed, Session, SessionManager
+from bff.step_up import meets, step_up_error
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,11 @@ class Credentials:
         self.refresher = refresher
         self.client_tokens = client_tokens
         self.on_refused = on_refused  # a route's require refused a session (the metric)
+        self.on_step_up: Callable[[str], None] = lambda route: None  # a route's acr/max_age asked for a step-up
         # "Your sessions" (DESIGN §14): a use of a session, noted (a dict lookup; a write every few minutes at most)
         self.on_use: Callable[[Sealed, Session], None] | None = None
 
-    async def for_route(self, route: Route, cookie: str | None) -> Credential:
+    async def for_route(self, route: Route, cookie: str | None, return_to: str = "/") -> Credential:
         """The credential for a request of ``route`` carrying session cookie value ``cookie``.
 
         Raises LoginRequired (401) when the route needs a session and there is none, AuthServerUnavailable or
@@ -77,6 +79,13 @@ class Credentials:
             self.on_refused(route.name)
             log.info("route %s refused a session of %s: its claims fail the route's require", route.name, session.sub)
             raise InsufficientClaims()
+        if (route.acr or route.max_age is not None) and not meets(
+            session.acr, session.auth_time, route.acr, route.max_age
+        ):
+            # DESIGN §14: the route's level is checked before the upstream is called; the browser steps up
+            log.info("route %s asks session of %s for a step-up (acr %s)", route.name, session.sub, session.acr)
+            self.on_step_up(route.name)
+            raise step_up_error(route.acr, route.max_age, return_to)
         if route.token == "client":
             return Credential(await self.client_tokens.token(route.resource), None, ref, session)
         try:

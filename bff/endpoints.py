@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +31,27 @@ from bff.errors import (
     LoginRequired,
     ProviderRejected,
     ServerMisconfigured,
+    SessionGone,
 )
 from bff.login_state import LOGIN_TTL, LoginStates
 from bff.metrics import Metrics
+from bff.pages import is_navigation
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.session_index import SessionIndex
 from bff.session_list import SessionList
 from bff.sessions import STATE_RE, Sealed, Session, SessionManager, logout_id, new_state, record_key
 from bff.settings import Settings
+from bff.step_up import (
+    AUTH_TIME_LEEWAY,
+    challenge_of,
+    login_level,
+    meets,
+    parse_acr_values,
+    parse_max_age,
+    return_to_of,
+    step_up_error,
+)
 from servicekit.proxies import TrustedProxies
 
 log = logging.getLogger(__name__)
@@ -56,6 +71,8 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+STEP_UP_LOCK_TRIES = 100  # x 50 ms: how long a step-up waits for a refresh of the session in flight
+STEP_UP_LOCK_LEASE_MS = 10_000
 _warned_no_refresh = False  # the WARNING about a provider that issues no refresh token is said once per process
 
 
@@ -156,21 +173,29 @@ class Endpoints:
 
     async def login(self, request: Request) -> Response:
         return_to = safe_return_to(request.query_params.get("return_to"))
+        # DESIGN §14: a step-up login (the step_up_url of a 401 insufficient_user_authentication) asks the provider
+        # for a level and a freshness, and upgrades this browser's session in place at the callback.
+        acr_values = parse_acr_values(request.query_params.get("acr_values"))
+        max_age = parse_max_age(request.query_params.get("max_age"))
         state, nonce, verifier = new_state(), new_state(), secrets.token_urlsafe(48)
         # The login in flight lives sealed in a cookie of its own, not in Redis: an anonymous flood costs no memory.
-        login_cookie, sealed = self.logins.seal(self.logins.new(state, nonce, verifier, return_to))
-        location = await self.auth.authorization_url(
-            {
-                "response_type": "code",
-                "client_id": self.settings.client_id,
-                "redirect_uri": self.settings.redirect_uri,
-                "scope": self.settings.scopes,
-                "state": state,
-                "nonce": nonce,
-                "code_challenge": pkce_challenge(verifier),
-                "code_challenge_method": "S256",
-            }
-        )
+        login = self.logins.new(state, nonce, verifier, return_to, " ".join(acr_values), max_age)
+        login_cookie, sealed = self.logins.seal(login)
+        params = {
+            "response_type": "code",
+            "client_id": self.settings.client_id,
+            "redirect_uri": self.settings.redirect_uri,
+            "scope": self.settings.scopes,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": pkce_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        if acr_values:
+            params["acr_values"] = " ".join(acr_values)
+        if max_age is not None:
+            params["max_age"] = str(max_age)
+        location = await self.auth.authorization_url(params)
         response = RedirectResponse(location, 302, headers=NO_STORE)
         for stale in self.logins.stale(all_cookies(request), sealed):
             response.headers.append("set-cookie", self.expire_cookie(stale))
@@ -210,6 +235,27 @@ class Endpoints:
                 with contextlib.suppress(AuthServerUnavailable):
                     await self.auth.revoke(tokens.refresh_token)  # RFC 7009: no family left behind
             raise InvalidState()
+        acr, amr, auth_time = login_level(claims)
+        wanted = parse_acr_values(login.acr_values)
+        if (wanted or login.max_age is not None) and not meets(
+            acr, auth_time, wanted, login.max_age, leeway=AUTH_TIME_LEEWAY
+        ):
+            # RFC 9470 §4 / OIDC Core §3.1.2.1: a provider may ignore acr_values; what it did is in the ID token.
+            self.metrics.step_ups.labels("refused").inc()
+            log.warning(
+                "step-up login of %s came back at acr %r (auth_time %s), below the asked %s / max_age %s: refused",
+                claims.get("sub"),
+                acr,
+                auth_time,
+                login.acr_values or "-",
+                login.max_age,
+            )
+            if tokens.refresh_token:
+                with contextlib.suppress(AuthServerUnavailable):
+                    await self.auth.revoke(tokens.refresh_token)
+            raise LoginFailed(
+                "The sign-in did not reach the level this action needs (a second factor, or a more recent sign-in)."
+            )
         kept = self._kept_claims(claims)
         missing = tuple(name for name in self.settings.kept_claims if name not in kept)
         if missing:
@@ -217,9 +263,16 @@ class Endpoints:
         if not tokens.refresh_token:
             self._no_refresh_token_warning()
         old = self.manager.ref(cookie(request, self.settings.cookie_name))
+        sid = claims.get("sid")  # the provider's login: its back-channel logout token names it (DESIGN §6)
+        level = {"acr": acr, "amr": amr, "auth_time": auth_time}
+        if old is not None and (wanted or login.max_age is not None):
+            upgraded = await self._step_up(old, tokens, claims, kept, level)
+            if upgraded:
+                response = RedirectResponse(login.return_to, 302, headers=NO_STORE)
+                response.headers.append("set-cookie", self.expire_cookie(login_cookie))
+                return response
         if old is not None:
             await self.manager.delete(old)  # a new id on every login; the old one dies (fixation)
-        sid = claims.get("sid")  # the provider's login: its back-channel logout token names it (DESIGN §6)
         secret, session = await self.manager.create(
             access_token=tokens.access_token,
             refresh_token=tokens.refresh_token,
@@ -230,6 +283,9 @@ class Endpoints:
             id_token=tokens.id_token,
             sid=sid if isinstance(sid, str) else None,
             claims=kept,
+            acr=acr,
+            amr=amr,
+            auth_time=auth_time,
         )
         ref = self.manager.ref(secret)
         assert ref is not None
@@ -247,6 +303,66 @@ class Endpoints:
         response.headers.append("set-cookie", self._cookie(self.settings.cookie_name, secret))
         response.headers.append("set-cookie", self.expire_cookie(login_cookie))
         return response
+
+    async def _step_up(
+        self, ref: Sealed, tokens: Any, claims: dict[str, Any], kept: dict[str, Any], level: dict[str, Any]
+    ) -> bool:
+        """Raise the browser's session ``ref`` in place with a step-up login's tokens (DESIGN §14): same cookie, same
+        record (its sockets stay open). False when there is no session of this user to raise (a normal login then
+        follows). Under the session's refresh lock, so a refresh of the old login cannot land over the new tokens;
+        written with the conditional save, so a logout that won the race stays a logout (LoginRequired)."""
+        current = await self.manager.peek(ref)
+        if current is None or current.sub != str(claims["sub"]):
+            return False
+        store, owner = self.manager.store, secrets.token_urlsafe(16)
+        for _ in range(STEP_UP_LOCK_TRIES):  # a refresh in flight holds it for one token request at most
+            if await store.acquire(ref.lock_key, owner, STEP_UP_LOCK_LEASE_MS):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AuthServerUnavailable("A refresh of this session is under way; try the step-up again.")
+        new_sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
+        try:
+            current = await self.manager.peek(ref)
+            if current is None:
+                raise SessionGone()
+            old_refresh, old_sid = current.refresh_token, current.sid
+            now = time.time()
+            upgraded = dataclasses.replace(
+                current,
+                access_token=tokens.access_token,
+                refresh_token=tokens.refresh_token,
+                access_expires_at=tokens.expires_at,
+                access_issued_at=now,
+                scope=tokens.scope,
+                tokens={},  # route tokens of the old login: fetched again for the new one
+                id_token=tokens.id_token,
+                sid=new_sid,
+                claims=kept,
+                acr=level["acr"],
+                amr=level["amr"],
+                auth_time=level["auth_time"],
+            )
+            try:
+                await self.manager.save(ref, upgraded)
+            except SessionGone:
+                if tokens.refresh_token:
+                    with contextlib.suppress(AuthServerUnavailable):
+                        await self.auth.revoke(tokens.refresh_token)  # no family left behind
+                raise
+        finally:
+            await store.release(ref.lock_key, owner)
+        if not await self.session_index.add(ref.key, sid=new_sid, sub=current.sub):
+            await self.manager.delete(ref)  # the provider ended the new login while we completed it
+            raise LoginFailed("The provider ended this login already; log in again.")
+        if old_sid and old_sid != new_sid:
+            await self.session_index.forget(ref.key, sid=old_sid)
+        if old_refresh and old_refresh != tokens.refresh_token:
+            with contextlib.suppress(AuthServerUnavailable, ProviderRejected):
+                await self.auth.revoke(old_refresh)  # the old login is done with (RFC 7009)
+        self.metrics.step_ups.labels("upgraded").inc()
+        log.info("session of %s stepped up to acr %s", current.sub, level["acr"])
+        return True
 
     def _kept_claims(self, id_claims: dict[str, Any]) -> dict[str, Any]:
         return keep(id_claims, self.settings.kept_claims)
@@ -273,6 +389,9 @@ class Endpoints:
                 "username": session.username,
                 "scope": session.scope,
                 "claims": session.claims,
+                "acr": session.acr,  # DESIGN §14: the login's level, raised in place by a step-up
+                "amr": session.amr,
+                "auth_time": session.auth_time,
                 "expires_at": int(session.expires_at),
                 "idle_expires_at": int(self.manager.idle_expires_at(session)),
                 "logout_url": "/bff/logout?" + urlencode({"sid": logout_id(secret)}),
@@ -285,19 +404,24 @@ class Endpoints:
     async def api(self, request: Request) -> Response:
         route = self.settings.routes.lookup(request.scope["path"])
         route.check_method(request.method)  # 405 before anything else: the upstream is not called
-        credential = await self.credentials.for_route(route, cookie(request, self.settings.cookie_name))
+        return_to = return_to_of(request.scope, self.settings.public_origin, is_navigation(request.scope))
+        credential = await self.credentials.for_route(route, cookie(request, self.settings.cookie_name), return_to)
         out = await self.proxy.outbound(request, route)
         upstream = await self.proxy.send(out, credential.token)
-        if (
-            upstream.status == 401
-            and credential.token is not None
-            and out.replayable
-            and "invalid_token" in upstream.headers.get("WWW-Authenticate", "")
-        ):
-            # RFC 6750 §3.1: the token was refused (revoked keys, clock skew): renew once, replay once.
-            upstream.release()
-            credential = await self.credentials.renew(route, credential)
-            upstream = await self.proxy.send(out, credential.token)
+        if upstream.status == 401 and credential.token is not None:
+            challenge = upstream.headers.get("WWW-Authenticate", "")
+            stepping = challenge_of(challenge)
+            if stepping is not None:
+                # RFC 9470: the login itself is too weak or too old; a new token of it would not help, so no retry.
+                upstream.release()
+                self.metrics.step_ups.labels("asked_by_upstream").inc()
+                log.info("upstream %s asks session of %s for a step-up", route.name, credential.sub)
+                raise step_up_error(*stepping, return_to)
+            if out.replayable and "invalid_token" in challenge:
+                # RFC 6750 §3.1: the token was refused (revoked keys, clock skew): renew once, replay once.
+                upstream.release()
+                credential = await self.credentials.renew(route, credential)
+                upstream = await self.proxy.send(out, credential.token)
         session = credential.ref.key if credential.ref is not None else None
         return self.proxy.response(upstream, out.headers["X-Request-ID"], session, route.name)
 

@@ -7,6 +7,8 @@ BFFError                          500 server_error
  ├── LoginFailed                  400 login_failed         (the provider refused the login or the code)
  ├── LoginRequired                401 login_required       (no session, or it ended)
  │    └── SessionGone                                        (a save found the session deleted: logout won)
+ ├── StepUpRequired               401 insufficient_user_authentication (RFC 9470: with acr_values, max_age and
+ │                                                           the step_up_url that upgrades the session)
  ├── CSRFError                    403 csrf
  ├── UntrustedPeer                403 forbidden            (/bff/auth asked by a peer outside BFF_TRUSTED_PROXIES)
  ├── InsufficientClaims           403 insufficient_claims  (the session's claims fail the route's require)
@@ -28,6 +30,7 @@ class BFFError(Exception):
     error = "server_error"
     description = "Internal error."
     headers: dict[str, str] = {}  # extra response headers of this error (read only)
+    extra: dict[str, object] = {}  # extra members of the JSON body (read only)
 
     def __init__(self, description: str | None = None) -> None:
         super().__init__(description or self.description)
@@ -76,6 +79,28 @@ class LoginRequired(BFFError):
 
 class SessionGone(LoginRequired):
     description = "The session ended; log in again."
+
+
+class StepUpRequired(BFFError):
+    """The session's login is below the level or older than the age an upstream (or the route) asks (RFC 9470): the
+    browser logs in again through ``step_up_url``, which upgrades the same session."""
+
+    status_code = 401
+    error = "insufficient_user_authentication"
+    description = "This needs a stronger or more recent sign-in: confirm it is you."
+
+    def __init__(
+        self, acr_values: tuple[str, ...], max_age: int | None, step_up_url: str, description: str | None = None
+    ) -> None:
+        super().__init__(description)
+        self.acr_values, self.max_age, self.step_up_url = acr_values, max_age, step_up_url
+        extra: dict[str, object] = {}
+        if acr_values:
+            extra["acr_values"] = " ".join(acr_values)
+        if max_age is not None:
+            extra["max_age"] = max_age
+        extra["step_up_url"] = step_up_url
+        self.extra = extra
 
 
 class CSRFError(BFFError):

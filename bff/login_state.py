@@ -44,6 +44,8 @@ class Login:
     verifier: str
     return_to: str
     expires_at: float
+    acr_values: str = ""  # DESIGN §14: a step-up login's acr_values and max_age, checked in the ID token it brings
+    max_age: int | None = None
 
 
 class LoginStates:
@@ -88,8 +90,10 @@ class LoginStates:
             return None
         return login
 
-    def new(self, state: str, nonce: str, verifier: str, return_to: str) -> Login:
-        return Login(state, nonce, verifier, return_to, self.clock() + LOGIN_TTL)
+    def new(
+        self, state: str, nonce: str, verifier: str, return_to: str, acr_values: str = "", max_age: int | None = None
+    ) -> Login:
+        return Login(state, nonce, verifier, return_to, self.clock() + LOGIN_TTL, acr_values, max_age)
 
     def stale(self, cookies: Iterable[tuple[str, str]], new_value: str = "") -> list[str]:
         """Names of this browser's login cookies to drop before it starts one more login (whose cookie value is

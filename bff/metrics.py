@@ -71,6 +71,13 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.step_ups = Counter(
+            "bff_step_up_total",
+            "Step-up authentication (RFC 9470): asked (by a route's acr/max_age or an upstream's challenge), "
+            "upgraded (a session raised in place), refused (the provider's acr/auth_time fell short)",
+            ["event"],
+            registry=self.registry,
+        )
         self.websockets = Counter(
             "bff_websockets_total",
             "WebSocket handshakes and ends: opened, refused (by status) and session_ended (closed 1008)",

@@ -99,12 +99,17 @@ def is_navigation(scope: Scope) -> bool:
 def error_page(exc: BFFError, rid: str) -> str:
     title = TITLES.get(exc.status_code) or ("This request could not be completed" if exc.status_code < 500 else
                                             TITLES[500])  # fmt: skip
+    e = html.escape
+    step_up = exc.extra.get("step_up_url")
+    if isinstance(step_up, str):
+        title = "Confirm it is you"
     action = (
-        '<a href="/bff/login">Log in again</a> · <a href="/">Go to the start page</a>'
+        f'<a href="{e(str(step_up))}">Confirm it is you</a> · <a href="/">Go to the start page</a>'
+        if isinstance(step_up, str)
+        else '<a href="/bff/login">Log in again</a> · <a href="/">Go to the start page</a>'
         if exc.error in LOGIN_ERRORS
         else '<a href="/">Go to the start page</a>'
     )
-    e = html.escape
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -128,5 +133,5 @@ def error_response(exc: BFFError, scope: Scope, headers: Mapping[str, str] | Non
             headers={**PAGE_HEADERS, **common},
             media_type="text/html; charset=utf-8",
         )
-    body = json.dumps({"error": exc.error, "error_description": exc.description}).encode()
+    body = json.dumps({"error": exc.error, "error_description": exc.description, **exc.extra}).encode()
     return Response(body, status_code=exc.status_code, headers=common, media_type="application/json")

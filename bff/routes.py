@@ -38,9 +38,10 @@ from bff.errors import MethodNotAllowed, NotFound
 from servicekit.settings import SettingsError, http_url
 
 log = logging.getLogger(__name__)
+ACR_VALUE = re.compile(r"[A-Za-z0-9._:/#-]{1,128}")  # as bff.step_up.ACR_VALUE
 
 TOKEN_POLICIES = ("user", "optional", "client", "none")
-FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout", "require"})
+FIELDS = frozenset({"url", "token", "resource", "methods", "websocket", "timeout", "require", "acr", "max_age"})
 NEVER_PROXIED = frozenset({"TRACE", "TRACK", "CONNECT"})  # RFC 9110 §9.3.6/§9.3.8: refused before any route
 COMMON_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")  # Allow of a route without a list
 MAX_TIMEOUT = 86_400.0
@@ -62,6 +63,10 @@ class Route:
     websocket: bool = False
     timeout: float | None = None  # seconds to connect and between reads; None: BFF_UPSTREAM_TIMEOUT
     rules: Rules | None = None  # DESIGN §11 ``require``: claims the session must hold, else 403 insufficient_claims
+    # DESIGN §14: the login level (acr values, one of which the session's must be) and age (seconds since auth_time)
+    # the route needs, else 401 insufficient_user_authentication with a step_up_url (bff.step_up)
+    acr: tuple[str, ...] = ()
+    max_age: int | None = None
 
     @property
     def needs_session(self) -> bool:
@@ -206,7 +211,25 @@ def _route(name: str, spec: Any, var: str) -> Route:
             # A rule is about the signed-in user: a 'none' route reads no session, an 'optional' one serves anonymous
             # callers, who hold no claims.
             raise SettingsError(f"{where}.require needs a signed-in user: use token 'user' or 'client', not {token!r}")
-    return Route(name, url, token, resource, methods, websocket, timeout, rules)
+    acr: tuple[str, ...] = ()
+    if "acr" in spec:
+        raw_acr = spec["acr"]
+        values = [raw_acr] if isinstance(raw_acr, str) else raw_acr
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and ACR_VALUE.fullmatch(v) for v in values)
+        ):
+            raise SettingsError(f'{where}.acr must be an acr value or a list of them (e.g. "mfa")')
+        acr = tuple(values)
+    max_age = spec.get("max_age")
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int) or not 0 <= max_age < 10**9):
+        raise SettingsError(f"{where}.max_age must be a whole number of seconds")
+    if (acr or max_age is not None) and token in ("none", "optional"):
+        raise SettingsError(
+            f"{where}.acr and max_age need a signed-in user: use token 'user' or 'client', not {token!r}"
+        )
+    return Route(name, url, token, resource, methods, websocket, timeout, rules, acr, max_age)
 
 
 def parse_routes(raw: str, var: str = "BFF_ROUTES") -> RouteTable:

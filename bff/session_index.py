@@ -73,6 +73,12 @@ class SessionIndex:
         await self._write(key, index_sub)
         return True
 
+    async def forget(self, record: str, *, sid: str) -> None:
+        """Record ``record`` no longer belongs to provider login ``sid`` (a step-up moved it to a new login, DESIGN
+        §14): the old login's end, announced when its refresh token is revoked, must not end the session."""
+        key = _key("sid", sid)
+        await self._write(key, lambda pipe: pipe.srem(key, record))
+
     async def end(self, *, sid: str | None, sub: str | None) -> int:
         """Delete every session of provider login ``sid`` — or, with no ``sid``, of user ``sub``. Returns how many
         records were deleted. The next request of any of them, on any replica, finds no record: 401. A provider

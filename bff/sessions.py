@@ -21,7 +21,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -427,6 +427,11 @@ class Session:
     sid: str | None = None
     # DESIGN §11: the user's claims kept at login (BFF_USER_CLAIMS and those the routes' require name), never a token
     claims: dict[str, Any] = field(default_factory=dict)
+    # DESIGN §14: the login's level (the ID token's acr, amr, auth_time), which routes' acr/max_age are checked
+    # against, and which a step-up login raises in place
+    acr: str | None = None
+    amr: list[str] = field(default_factory=list)
+    auth_time: float | None = None
 
 
 class SessionManager:
@@ -491,6 +496,9 @@ class SessionManager:
         id_token: str | None = None,
         sid: str | None = None,
         claims: dict[str, Any] | None = None,
+        acr: str | None = None,
+        amr: list[str] | None = None,
+        auth_time: float | None = None,
     ) -> tuple[str, Session]:
         """Store a new session under a new secret (never one the browser offered: fixation-safe).
 
@@ -500,10 +508,11 @@ class SessionManager:
         ends = now + self.absolute_ttl if refresh_token else min(now + self.absolute_ttl, access_expires_at)
         session = Session(access_token, refresh_token, access_expires_at, sub, username, scope, now, ends, now)
         session.id_token, session.sid, session.claims = id_token, sid, claims or {}
+        session.acr, session.amr, session.auth_time = acr, amr or [], auth_time
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None
-        await self.store.set(ref.key, ref.seal(asdict(session)), self._ttl_ms(session))
+        await self.store.set(ref.key, ref.seal(_record(session)), self._ttl_ms(session))
         return secret, session
 
     async def load(self, ref: Sealed) -> Session | None:
@@ -528,13 +537,27 @@ class SessionManager:
     async def save(self, ref: Sealed, session: Session) -> None:
         """Write back an existing session. Raises SessionGone if it was deleted (logout) or expired meanwhile: a
         delete is final on every replica, whatever was in flight when it happened (the store's ``replace``)."""
-        if not await self.store.replace(ref.key, ref.seal(asdict(session)), self._ttl_ms(session)):
+        if not await self.store.replace(ref.key, ref.seal(_record(session)), self._ttl_ms(session)):
             self._opened.pop(ref.key, None)
             raise SessionGone()
 
     async def delete(self, ref: Sealed) -> None:
         self._opened.pop(ref.key, None)
         await self.store.delete(ref.key)
+
+
+_OPTIONAL = {f.name: f for f in fields(Session) if f.default is not MISSING or f.default_factory is not MISSING}
+
+
+def _record(session: Session) -> dict[str, Any]:
+    """The record to seal: every field but those still at their default (``Session(**record)`` restores them), so
+    that optional fields — route tokens, claims, the login's level — cost nothing in Redis until they are used."""
+    record = asdict(session)
+    for name, spec in _OPTIONAL.items():
+        default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[operator]
+        if record[name] == default:
+            del record[name]
+    return record
 
 
 def new_state() -> str:

@@ -57,6 +57,8 @@ class Provider:
     userinfo: dict[str, dict[str, Any]] | None = None  # user -> userinfo claims; None: no userinfo endpoint
     userinfo_calls: int = 0
     users_of: dict[str, str] = field(default_factory=dict)  # the login's access token -> user
+    authorize_params: list[dict[str, str]] = field(default_factory=list)  # every /authorize query, in order
+    mfa_tokens: set[str] = field(default_factory=set)  # access tokens of logins whose ID token said acr=mfa
 
     def id_token(self, claims: dict[str, Any]) -> str:
         if self.id_token_override is not None:
@@ -124,6 +126,7 @@ class Provider:
 
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
+        self.authorize_params.append(dict(q))
         assert q["code_challenge_method"] == "S256" and q["response_type"] == "code" and q["client_id"] == CLIENT_ID
         code = secrets.token_urlsafe(16)
         self.codes[code] = {"challenge": q["code_challenge"], "nonce": q["nonce"], "redirect_uri": q["redirect_uri"]}
@@ -171,6 +174,8 @@ class Provider:
                 }
             )
             self.users_of[body["access_token"]] = self.user
+            if self.claims.get(self.user, {}).get("acr") == "mfa":
+                self.mfa_tokens.add(body["access_token"])
             return JSONResponse(body, headers={"Cache-Control": "no-store"})
         self.refreshes += 1
         resource = form.get("resource")
@@ -220,6 +225,15 @@ class Provider:
             if expiry is None or expiry < time.time():
                 return JSONResponse(
                     {"error": "invalid_token"}, 401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+                )
+            if request.url.path == "/step-up" and token not in self.mfa_tokens:  # RFC 9470 §3, as a verifier says it
+                return JSONResponse(
+                    {"error": "insufficient_user_authentication"},
+                    401,
+                    headers={
+                        "WWW-Authenticate": 'Bearer error="insufficient_user_authentication", error_description='
+                        '"A different authentication level is required", acr_values="mfa", max_age="300"'
+                    },
                 )
             body = await request.body()
             headers = dict(request.headers)

@@ -50,7 +50,10 @@ async def test_login_user_api_logout(rig: Rig) -> None:
     body = user.json()
     assert body["sub"] == "sub-alice" and body["username"] == "alice" and body["scope"] == "openid notes:read"
     assert body["idle_expires_at"] <= body["expires_at"]
-    assert set(body) == {"sub", "username", "scope", "claims", "expires_at", "idle_expires_at", "logout_url"}
+    assert set(body) == {
+        *("sub", "username", "scope", "claims", "expires_at", "idle_expires_at", "logout_url"),
+        *("acr", "amr", "auth_time"),  # DESIGN §14: the login's level
+    }
     assert body["claims"] == {"preferred_username": "alice"}  # BFF_USER_CLAIMS: only what the provider gave
 
     api = await browser.request("GET", "/api/notes/me?a=b")
