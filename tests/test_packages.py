@@ -28,7 +28,7 @@ pytestmark = pytest.mark.packaging
 VERSION_RE = re.compile(r'^version = "([^"]+)"$', re.M)
 SERVICE_DEPENDENCIES = {"redis", "aiohttp", "argon2-cffi", "uvicorn", "fakeredis", "jinja2", "prometheus-client"}
 NOT_COPIED = shutil.ignore_patterns(
-    ".git", "node_modules", "__pycache__", "*.egg-info", ".*_cache", "site", "build", "dist", "keys", "results"
+    ".git", ".venv", "node_modules", "__pycache__", "*.egg-info", ".*_cache", "site", "build", "dist", "keys", "results"
 )
 
 
@@ -121,6 +121,11 @@ def test_the_verifier_installs_alone_and_its_documented_examples_run(wheels: dic
         "    assert u.find_spec(name) is None, name\n"
     )
     _run(python, "-c", isolated, cwd=tmp_path)
+
+    # the distribution's own page (its PyPI description) shows code: it runs as printed
+    page = (REPO / "distributions" / "jwt-bff-verifier" / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    _run(python, "-c", snippet, cwd=tmp_path)
 
     # the documentation's examples, as a resource team would copy them, with pytest to run their tests
     examples = tmp_path / "examples"
