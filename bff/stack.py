@@ -195,11 +195,14 @@ async def run_stack(
         created = await create_demo_user(f"http://{local}:{ports.auth}")
         public = env["BFF_PUBLIC_URL"].rsplit(":", 1)[0]  # one host name in everything printed
         store = "an embedded in-memory store (nothing persists)" if embedded else _without_credentials(env["REDIS_URL"])
+        from bff.frontend import describe
+
         print(
             f"\njwt-bff stack is up on {store}.\n"
             f"  auth server      {env['AUTH_ISSUER']}\n"
             f"  resource server  {public}:{ports.resource} (audience notes), {public}:{ports.live} (audience live)\n"
             f"  BFF              {env['BFF_PUBLIC_URL']}\n"
+            f"  {describe(apps['bff'].state.settings)}\n"
             f"Demo user: {DEMO_USERNAME} / {DEMO_PASSWORD}{'' if created else ' (already there)'}\n\n"
             f"Open {env['BFF_PUBLIC_URL']}/ in your browser. Ctrl-C stops.\n",
             flush=True,

@@ -54,6 +54,7 @@ def test_bff_stack_command_runs_all_three_services_with_the_demo_user(process_fa
     urls = re.findall(r"http://([^/:\s]+):(\d+)", banner)
     assert {host for host, _ in urls} == {"localhost"}, banner
     assert {int(port) for _, port in urls} == {auth_port, resource_port, live_port, stack.port}
+    assert "frontend: the demo page at /" in banner  # what the BFF serves, said plainly (DESIGN §11)
     assert banner_and_after.split("Ctrl-C stops.", 1)[1].strip() == ""
 
 
