@@ -53,6 +53,7 @@ from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings, SettingsError
 from bff.sockets import SocketProxy
 from bff.your_sessions import YourSessions
+from servicekit import tracing
 from servicekit.client_gone import client_gone, client_gone_handlers
 from servicekit.durable import Durable
 from servicekit.http import RawAnswer
@@ -136,7 +137,9 @@ def load_dpop_key(settings: Settings) -> DPoPSigner | None:
         raise SettingsError(str(exc)) from None
 
 
-def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> Starlette:
+def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_exporter: Any = None) -> Starlette:
+    """``span_exporter``: where spans go instead of OTLP (the SDK's in-memory exporter in tests), which turns the
+    export on as OTEL_EXPORTER_OTLP_ENDPOINT does."""
     own_redis = redis is None
     client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
     metrics = Metrics()
@@ -340,6 +343,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
                 request_labels=METRIC_LABELS,
                 echo_request_id=False,
             ),
+            *tracing.middleware(settings.otel_endpoint, settings.otel_service_name, span_exporter),
             Middleware(PrefixRoute, prefix="/bff/auth", endpoint=forward_auth),
             Middleware(CSRFMiddleware, origin=settings.public_origin),
             Middleware(PrefixRoute, prefix="/api/", endpoint=api, websocket=sockets),

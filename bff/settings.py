@@ -30,6 +30,7 @@ from servicekit.settings import (
     stripped,
     url,
 )
+from servicekit.tracing import OTEL_SETTINGS
 
 HOST_PREFIX = "__Host-"
 
@@ -199,7 +200,7 @@ OWN = (
     ),
 )
 SETTINGS = Declarations(
-    "bff", "BFF_", combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS), config_var="BFF_CONFIG"
+    "bff", "BFF_", combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS, OTEL_SETTINGS), config_var="BFF_CONFIG"
 )
 
 
@@ -240,6 +241,8 @@ class Settings:
     # CDN origin, proxied without credentials) or the absolute path of a directory (a built SPA)
     frontend: str = "none"
     login_required: bool = False  # BFF_LOGIN_REQUIRED: a page navigation without a session goes to /bff/login
+    otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
+    otel_service_name: str = "jwt-bff"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -278,6 +281,8 @@ class Settings:
             user_claims=v["user_claims"],
             frontend=v["frontend"],
             login_required=v["login_required"],
+            otel_endpoint=v["otel_exporter_otlp_endpoint"],
+            otel_service_name=v["otel_service_name"] or "jwt-bff",
         )
 
     def check_client_secret(self) -> None:

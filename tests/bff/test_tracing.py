@@ -1,0 +1,79 @@
+"""Trace context and OpenTelemetry export (DESIGN §12): the browser's traceparent reaches the upstream with the BFF's
+span as parent; with export on, the BFF's server span is in the browser's trace and is that parent; without
+OTEL_EXPORTER_OTLP_ENDPOINT, OpenTelemetry is never imported."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.bff.conftest import Rig, running
+from tests.bff.doubles import Provider
+
+pytestmark = pytest.mark.anyio
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+BROWSER_SPAN = "00f067aa0ba902b7"
+
+
+async def test_the_upstream_gets_the_browser_trace_with_the_bff_as_parent(rig: Rig) -> None:
+    browser = await rig.logged_in()
+    response = await browser.request("GET", "/api/notes/me", headers={"traceparent": f"00-{TRACE}-{BROWSER_SPAN}-01"})
+    version, trace, parent, flags = response.json()["headers"]["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", TRACE, "01") and parent != BROWSER_SPAN and int(parent, 16)
+    for broken in ("00-zz-00f067aa0ba902b7-01", f"00-{'0' * 32}-{BROWSER_SPAN}-01", "junk"):
+        response = await browser.request("GET", "/api/notes/me", headers={"traceparent": broken})
+        new = response.json()["headers"]["traceparent"].split("-")[1]
+        assert len(new) == 32 and new not in (TRACE, "0" * 32)  # an invalid one starts a new trace (W3C §4.3)
+
+
+async def test_spans_are_exported_in_the_browser_trace(
+    rig_env: tuple[Provider, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider, upstream, env = rig_env
+    exporter = InMemorySpanExporter()
+    import bff.app
+
+    real = bff.app.create_app
+    monkeypatch.setattr(bff.app, "create_app", lambda settings, **kw: real(settings, span_exporter=exporter, **kw))
+    import tests.bff.conftest
+
+    monkeypatch.setattr(tests.bff.conftest, "create_app", bff.app.create_app)
+    async with running(provider, upstream, {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) as rig:
+        browser = await rig.logged_in()
+        exporter.clear()
+        response = await browser.request("GET", "/bff/user", headers={"traceparent": f"00-{TRACE}-{BROWSER_SPAN}-01"})
+        assert response.status_code == 200
+        proxied = await browser.request(
+            "GET", "/api/notes/me", headers={"traceparent": f"00-{TRACE}-{BROWSER_SPAN}-01"}
+        )
+    spans = exporter.get_finished_spans()
+    user = next(span for span in spans if span.name == "GET /bff/user")
+    assert f"{user.context.trace_id:032x}" == TRACE and f"{user.parent.span_id:016x}" == BROWSER_SPAN
+    assert user.attributes["http.response.status_code"] == 200 and user.resource.attributes["service.name"] == "jwt-bff"
+    api = next(span for span in spans if span.name == "GET /api/{route}/{path}")
+    sent_parent = proxied.json()["headers"]["traceparent"].split("-")[2]
+    assert f"{api.context.span_id:016x}" == sent_parent  # the upstream's parent is the BFF's exported span
+
+
+async def test_without_the_endpoint_no_span_machinery_is_imported() -> None:
+    code = (
+        "import sys, bff.app, bff.settings\n"
+        "bff.app.create_app(bff.settings.Settings.from_env({'BFF_CLIENT_SECRET': 'x' * 40}))\n"
+        # (redis-py imports the OpenTelemetry *metrics* SDK by itself when it is installed: not ours to judge)
+        "assert not [m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', 'servicekit.otel'))]\n"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+async def test_the_otlp_exporter_is_built_from_the_endpoint() -> None:
+    from servicekit.otel import tracer
+
+    assert tracer("http://127.0.0.1:4318", "jwt-bff") is not None  # the otel extra's OTLP/HTTP path imports and builds
