@@ -30,6 +30,7 @@ import mimetypes
 import os
 import re
 import stat
+from collections.abc import Iterable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -224,6 +225,7 @@ class DevServer:
 
     def __init__(self, url: str, *, origin: str, timeout: float, metrics: Metrics) -> None:
         self.base = url.rstrip("/")
+        self.base_bytes = self.base.encode("latin-1")
         self.origin = origin.lower()
         self.timeout = client_timeout(timeout)
         self.metrics = metrics
@@ -249,6 +251,21 @@ class DevServer:
         target = self.base + raw.decode("latin-1")
         return URL(target + "?" + query.decode("latin-1") if query else target, encoded=True)
 
+    def answer_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The dev server's answer headers as the browser gets them: no cookies set or cleared (DROP_RESPONSE), no
+        CORS grant (Vite answers ``Access-Control-Allow-Origin: *``; the BFF's origin shares nothing cross-site, and
+        a credentialed grant would let another site read pages that BFF_LOGIN_REQUIRED guards), and a redirect to
+        the dev server's own URL made a path of ours (the browser stays on the BFF)."""
+        kept = []
+        for name, value in _filter(raw, DROP_RESPONSE):
+            if name.startswith(b"access-control-"):
+                continue
+            if name == b"location" and value.startswith(self.base_bytes):
+                rest = value[len(self.base_bytes) :]
+                value = rest if rest.startswith((b"/", b"?")) else b"/" + rest
+            kept.append((name, value))
+        return kept
+
     def _failed(self, exc: BFFError) -> BFFError:
         self.metrics.upstream_errors.labels("frontend", exc.error).inc()
         log.warning("BFF_FRONTEND %s: %s", self.base, exc.description)
@@ -271,7 +288,7 @@ class DevServer:
         except aiohttp.ClientError as exc:
             raise self._failed(UpstreamUnavailable("The frontend server (BFF_FRONTEND) is unreachable.")) from exc
         try:
-            kept = _filter(upstream.raw_headers, DROP_RESPONSE)
+            kept = self.answer_headers(upstream.raw_headers)
             await send({"type": "http.response.start", "status": upstream.status, "headers": kept})
             while chunk := await upstream.content.read(CHUNK):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -33,6 +33,7 @@ TITLES = {
     403: "This is not allowed",
     404: "Page not found",
     405: "This request could not be completed",
+    429: "Too many requests at once",
     500: "Something went wrong on our side",
     502: "A service behind this site is unreachable",
     503: "This site is briefly unavailable",

@@ -48,10 +48,17 @@ class DevServer:
         self.seen.append(dict(request.headers))
         if request.url.path == "/@vite/client":
             return Response("export const hmr = true;", media_type="text/javascript")
+        if request.url.path == "/moved":  # a redirect to its own absolute URL, as a dev server may answer
+            return Response(status_code=302, headers={"Location": str(request.base_url) + "src/?x=1"})
         body = await request.body()
         return JSONResponse(
             {"path": request.url.path, "query": request.url.query, "body": body.decode()},
-            headers={"Set-Cookie": "__Host-session=from-dev-server; Path=/; Secure", "Clear-Site-Data": '"cookies"'},
+            headers={
+                "Set-Cookie": "__Host-session=from-dev-server; Path=/; Secure",
+                "Clear-Site-Data": '"cookies"',
+                "Access-Control-Allow-Origin": request.headers.get("origin", "*"),  # as permissive as dev servers are
+                "Access-Control-Allow-Credentials": "true",
+            },
         )
 
     async def hmr(self, websocket: WebSocket) -> None:
@@ -103,6 +110,9 @@ async def test_dev_server_proxied_without_credentials(dev_stack: tuple[Stack, De
         assert headers["host"] == dev_server.url.removeprefix("http://")  # its own Host (Vite's allowedHosts)
     for answer in (page, client, posted):
         assert "set-cookie" not in answer.headers and "clear-site-data" not in answer.headers
+        assert not any(name.startswith("access-control-") for name in answer.headers)  # no CORS grant for our origin
+    moved = await browser.request("GET", "/moved", csrf=False)
+    assert moved.status_code == 302 and moved.headers["location"] == "/src/?x=1"  # stays on the BFF
     assert (await browser.request("GET", "/api/notes/me")).status_code == 200  # the session survived all that
     # /bff/* is never the dev server's
     assert (await browser.request("GET", "/bff/nope", csrf=False)).status_code == 404
@@ -156,3 +166,32 @@ async def test_dev_server_down_is_a_502_page(stack_factory: Any, process_factory
         assert 'bff_upstream_errors_total{kind="bad_gateway",route="frontend"} 2.0' in metrics
     await asyncio.sleep(0)
     assert "BFF_FRONTEND http://127.0.0.1" in bff.output() and "unreachable" in bff.output()  # the log line
+
+
+async def test_login_required_guards_the_dev_server_too(
+    stack_factory: Any, server_factory: Any, process_factory: Any
+) -> None:
+    dev = DevServer()
+    dev_server = server_factory(dev.app(), ws="websockets-sansio")
+    stack: Stack = stack_factory(bff_thread=False)
+    env = {**stack.bff_env, "BFF_FRONTEND": dev_server.url, "BFF_LOGIN_REQUIRED": "true"}
+    process_factory(["-m", "bff", "serve"], env, port=int(stack.bff_url.rsplit(":", 1)[1]))
+    browser = stack.browser()
+    went = await browser.request("GET", "/src/App.vue", csrf=False, headers=NAVIGATE)
+    assert went.status_code == 302 and went.headers["location"] == "/bff/login?return_to=%2Fsrc%2FApp.vue"
+    called = await browser.request("GET", "/src/App.vue", csrf=False, headers={"Sec-Fetch-Mode": "cors"})
+    assert called.status_code == 401 and called.json()["error"] == "login_required"
+    ws_url = stack.bff_url.replace("http", "ws", 1) + "/?token=vite-token"
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(ws_url, protocols=["vite-hmr"], headers={"Origin": stack.bff_url})
+        assert refused.value.status == 401
+        assert dev.seen == [] and dev.socket_headers == []  # nothing reached the dev server without a session
+        await stack.login(browser)
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        async with session.ws_connect(
+            ws_url, protocols=["vite-hmr"], headers={"Origin": stack.bff_url, "Cookie": cookie}
+        ) as ws:
+            assert json.loads((await ws.receive(timeout=5)).data) == {"type": "connected"}
+    page = await browser.request("GET", "/src/App.vue", csrf=False, headers=NAVIGATE)
+    assert page.status_code == 200 and page.json()["path"] == "/src/App.vue"
