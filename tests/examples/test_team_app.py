@@ -146,3 +146,45 @@ async def test_log_in_call_the_api_through_the_bff_and_log_out(team_app: Running
     finally:
         await alice.close()
         await bob.close()
+
+
+def test_the_spa_in_chromium(team_app: Running) -> None:
+    """The example's SPA as a user meets it: its page, the provider's login form, the claims and orders it shows,
+    the admin report, and the logout through the provider, in Chromium."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser.test_demo_page import CHROMIUM, CHROMIUM_ARGS
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is not installed (scripts/test installs it)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context().new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(team_app.bff + "/")
+            expect(page.locator("#who")).to_have_text("Not logged in.")
+            page.click("#login")
+
+            # node-oidc-provider's development login form.
+            page.wait_for_selector("input[name=login]")
+            assert page.url.startswith(team_app.provider)
+            page.fill("input[name=login]", "alice")
+            page.fill("input[name=password]", "any password")
+            page.locator("button[type=submit]").first.click()
+
+            page.wait_for_url(team_app.bff + "/")
+            expect(page.locator("#who")).to_have_text("Alice Adams <alice@example.com> · staff, admin")
+            expect(page.locator("#orders li")).to_have_text(["A-1: 2 × tea"])
+            page.click("#report")
+            expect(page.locator("#report-out")).to_have_text("2 orders in all")
+
+            page.click("#logout")  # RP-initiated logout: through the provider (which may ask to confirm) and back
+            page.wait_for_url(lambda url: url.startswith(team_app.bff + "/?") or "/session/end" in url)
+            if page.url.startswith(team_app.provider):
+                page.click("button[value=yes]")
+                page.wait_for_url(team_app.bff + "/**")
+            expect(page.locator("#who")).to_have_text("Not logged in.")
+            assert errors == []
+        finally:
+            browser.close()

@@ -73,7 +73,7 @@ const provider = new Provider(issuer, {
     const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
     if (grantId) return ctx.oidc.provider.Grant.find(grantId);
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
-    grant.addOIDCScope('openid profile email groups');
+    grant.addOIDCScope('openid profile email groups orders:read'); // orders:read is asked for as a scope too
     grant.addResourceScope(api, 'orders:read');
     await grant.save();
     return grant;

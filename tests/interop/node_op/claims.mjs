@@ -76,7 +76,7 @@ const configuration = {
     const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
     if (grantId) return ctx.oidc.provider.Grant.find(grantId);
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
-    grant.addOIDCScope('openid profile email groups offline_access');
+    grant.addOIDCScope('openid profile email groups offline_access api:read');
     grant.addResourceScope(api, 'api:read');
     await grant.save();
     return grant;
