@@ -96,7 +96,8 @@ def test_ingress_nginx_asks_the_bff_and_never_exposes_bff_auth() -> None:
     assert notes[prefix + "auth-url"].startswith("http://bff.") and notes[prefix + "auth-url"].endswith(
         f":{port}/bff/auth"
     )
-    assert {"Authorization", "X-Auth-Request-Sub"} <= set(notes[prefix + "auth-response-headers"].split(","))
+    identity = {"X-Auth-Request-Sub", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups"}
+    assert {"Authorization", *identity} <= set(notes[prefix + "auth-response-headers"].split(","))
     assert notes[prefix + "auth-method"] == "GET"  # makes the controller send X-Original-URI
     assert "proxy_set_header X-Original-Method $request_method;" in notes[prefix + "auth-snippet"]
     assert 'proxy_set_header Cookie "";' in notes[prefix + "configuration-snippet"]
