@@ -8,6 +8,7 @@ import json
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +41,11 @@ class TokenGate:
         self.hold = False
         self.held = threading.Event()  # set once a held refresh has been answered (rotated) by the auth server
         self.released = threading.Event()  # set by the test: the held answer may go (to whoever still listens)
+        self.paths: Counter[str] = Counter()  # every request, by path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.paths[scope["path"]] += 1
         if scope["type"] == "http" and scope["path"] == "/oauth/revoke":
             self.revocations += 1
         if scope["type"] != "http" or scope["path"] != "/oauth/token":
