@@ -235,6 +235,8 @@ def create_app(
                 "scope": claims.get("scope", ""),
                 "client_id": claims["client_id"],
                 "aud": claims.get("aud"),
+                # DESIGN §14: the login's level, as the token says it (what require_auth checks), when it says it
+                **{name: claims[name] for name in ("acr", "amr", "auth_time") if name in claims},
             }
         )
 
