@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -191,7 +192,12 @@ class Endpoints:
             "code_challenge": pkce_challenge(verifier),
             "code_challenge_method": "S256",
         }
-        if acr_values:
+        if acr_values and (await self.auth.discover()).get("claims_parameter_supported") is True:
+            # OIDC Core §5.5.1.1: acr_values is a voluntary request; a provider that takes the claims parameter is
+            # asked for an essential acr instead (not both: acr_values would override it as a voluntary one), so it
+            # prompts rather than answer with the level its session has.
+            params["claims"] = json.dumps({"id_token": {"acr": {"essential": True, "values": list(acr_values)}}})
+        elif acr_values:
             params["acr_values"] = " ".join(acr_values)
         if max_age is not None:
             params["max_age"] = str(max_age)

@@ -107,7 +107,7 @@ def bff_url(node_provider: NodeProvider, bff_port: int, redis_url: str, server_f
         "BFF_CLIENT_SECRET": SECRET,
         "BFF_PUBLIC_URL": f"http://127.0.0.1:{bff_port}",
         "BFF_SCOPES": "openid profile",
-        "BFF_ROUTES": json.dumps({"echo": upstream.url}),
+        "BFF_ROUTES": json.dumps({"echo": upstream.url, "vault": {"url": upstream.url, "acr": "mfa"}}),
         "REDIS_URL": redis_url,
     }
     return str(server_factory(create_app(Settings.from_env(env)), bff_port).url)
@@ -233,3 +233,35 @@ async def test_the_providers_back_channel_logout_ends_the_bff_session(
     finally:
         await person.close()
         await other.close()
+
+
+async def test_a_step_up_asks_the_provider_for_mfa_and_checks_the_acr_it_gets(
+    bff_url: str, node_provider: NodeProvider
+) -> None:
+    """DESIGN §14 against a provider nobody here wrote: a route needing acr "mfa" gets a password session a 401 with a
+    step_up_url; the BFF asks node-oidc-provider for mfa (an essential acr in the claims parameter, which it
+    advertises), checks the acr of the ID token it gets back, and upgrades the same session."""
+    person = Person(bff_url)
+    try:
+        await person.login()
+        assert (await person.user()).json()["acr"] != "mfa"  # a plain login (node-oidc-provider names no acr then)
+        cookie = dict(person.bff.cookies)
+        refused = await person.bff.request("GET", "/api/vault/x")
+        assert refused.status_code == 401, refused.text
+        step_up_url = refused.json()["step_up_url"]
+        assert step_up_url == "/bff/login?acr_values=mfa&return_to=%2F"
+        start = await person.bff.request("GET", step_up_url, csrf=False)
+        # pushed (node-oidc-provider offers PAR): the browser carries a request_uri; the provider's log line below
+        # shows what it was asked (an essential acr "mfa" in the claims parameter)
+        assert set(parse_qs(urlsplit(start.headers["location"]).query)) == {"client_id", "request_uri"}
+        back = await person.at_provider(start.headers["location"])  # its login prompt again (stand-in factor)
+        assert back is not None and person.forms_filled == 2, node_provider.output()
+        done = await person.bff.request("GET", httpx.URL(back).raw_path.decode(), csrf=False)
+        assert done.status_code == 302, done.text
+        assert person.bff.cookies == cookie  # the same session
+        user = (await person.user()).json()
+        assert user["acr"] == "mfa"  # (node-oidc-provider sends amr only when asked for it)
+        assert (await person.bff.request("GET", "/api/vault/x")).status_code == 200
+        assert "login of alice at acr mfa (asked: mfa)" in node_provider.output()
+    finally:
+        await person.close()

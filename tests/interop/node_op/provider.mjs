@@ -21,6 +21,8 @@ const configuration = {
     },
   ],
   claims: { openid: ['sub'], profile: ['preferred_username'] },
+  // DESIGN §14: the BFF's step-up asks for acr "mfa" (acr_values, and an essential acr in the claims parameter).
+  acrValues: ['pwd', 'mfa'],
   cookies: { keys: ['interop-test-cookie-key-0123456789'] },
   // Short access tokens, so a test sees the BFF refresh them (rotating refresh tokens, as node-oidc-provider may).
   ttl: { AccessToken: 2, IdToken: 300, RefreshToken: 3600, Session: 3600, Grant: 3600, Interaction: 600 },
@@ -30,6 +32,7 @@ const configuration = {
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     revocation: { enabled: true },
+    claimsParameter: { enabled: true },
   },
   // Its SSRF guard refuses outgoing requests to loopback addresses; the BFF runs on 127.0.0.1 in the tests, so the
   // back-channel logout request goes out without that guard (test setup only).
@@ -56,6 +59,21 @@ const configuration = {
 };
 
 const provider = new Provider(issuer, configuration);
+
+// This test provider has no real second factor: its development login form stands in for one. A login asked for
+// acr "mfa" (acr_values or an essential acr claim) is recorded as acr "mfa", amr pwd+otp; any other as acr "pwd".
+const finished = provider.interactionFinished.bind(provider);
+provider.interactionFinished = async (req, res, result, options) => {
+  if (result.login) {
+    const { params } = await provider.interactionDetails(req, res);
+    const essential = params.claims ? JSON.parse(params.claims).id_token?.acr?.values ?? [] : [];
+    const asked = [...String(params.acr_values ?? '').split(' '), ...essential];
+    const mfa = asked.includes('mfa');
+    result.login = { ...result.login, acr: mfa ? 'mfa' : 'pwd', amr: mfa ? ['pwd', 'otp'] : ['pwd'] };
+    console.log(`login of ${result.login.accountId} at acr ${result.login.acr} (asked: ${asked.filter(Boolean).join(' ') || '-'})`);
+  }
+  return finished(req, res, result, options);
+};
 provider.on('backchannel.error', (ctx, error, client) => console.error(`back-channel logout to ${client.clientId}: ${error} ${error.cause ?? ""}`));
 provider.on('backchannel.success', (ctx, client) => console.log(`back-channel logout sent to ${client.clientId}`));
 provider.listen(Number(port), '127.0.0.1', () => console.log(`node-oidc-provider listening on ${issuer}`));
