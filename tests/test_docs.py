@@ -50,3 +50,27 @@ def test_the_routes_reference_names_exactly_the_fields_a_route_takes() -> None:
     page = (REPO / "docs" / "reference" / "routes.md").read_text()
     table = set(re.findall(r"^\| `(\w+)` \|", page, re.M))
     assert table == set(FIELDS)
+
+
+def test_the_routes_example_is_a_valid_bff_routes() -> None:
+    from bff.routes import parse_routes
+
+    routes = parse_routes((REPO / "docs_src" / "reference" / "routes.json").read_text())
+    assert [routes[name].token for name in ("notes", "catalog", "reports", "status")] == [
+        "user",
+        "optional",
+        "client",
+        "none",
+    ]
+    assert routes["chat"].websocket and routes["orders"].resource == "https://orders.example"
+
+
+def test_every_program_in_the_docs_is_a_file_a_test_runs() -> None:
+    """Python and JavaScript in a page come from a file (``--8<-- "docs_src/..."``), which a test runs: an example
+    typed into the page would rot unseen (FastAPI's docs_src habit)."""
+    inline = []
+    for page in (REPO / "docs").rglob("*.md"):
+        for lang, body in re.findall(r"^```(\w*)[^\n]*\n(.*?)^```", page.read_text(), re.S | re.M):
+            if lang in {"python", "py", "js", "javascript", "ts", "typescript"} and "--8<--" not in body:
+                inline.append(f"{page.relative_to(REPO)}: {body.splitlines()[0] if body else ''}")
+    assert inline == []
