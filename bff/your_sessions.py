@@ -68,8 +68,11 @@ class YourSessions:
     async def listing(self, request: Request) -> Response:
         ref, session = await self._caller(request)
         mine = self.list.public_id(ref.id)
-        entries = await self.list.entries(session.sub)
-        return JSONResponse({"sessions": [entry.shown(mine) for entry in entries]}, headers=NO_STORE)
+        shown = [entry.shown(mine) for entry in await self.list.entries(session.sub)]
+        for item in shown:
+            if item["current"]:  # this very request is a use: no need to show the coarse value
+                item["last_seen_at"] = max(item["last_seen_at"], int(self.list.clock()))
+        return JSONResponse({"sessions": shown}, headers=NO_STORE)
 
     async def end_one(self, request: Request) -> Response:
         ref, session = await self._caller(request)

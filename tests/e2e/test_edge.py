@@ -188,6 +188,9 @@ async def test_a_sessions_address_is_the_one_nginx_saw(edge_stack: EdgeStack) ->
     listed = await browser.request("GET", "/bff/sessions")
     assert listed.status_code == 200, listed.text
     assert [s["ip"] for s in listed.json()["sessions"]] == ["127.0.0.0/24"]
+    # issue #18 item 8a through nginx: HEAD on a GET route (chat allows GET and POST) is answered, not 405
+    head = await browser.request("HEAD", "/api/chat/headers")
+    assert head.status_code == 200 and head.content == b"", head.headers
 
 
 def closed_connections(port: int) -> int:
