@@ -42,6 +42,7 @@ async function loadUser() {
   $("logout").hidden = !loggedIn;
   $("user").hidden = !loggedIn;
   $("api").hidden = !loggedIn;
+  $("step-up").hidden = !loggedIn;
   document.dispatchEvent(new CustomEvent("bff:session", { detail: { loggedIn } }));  // live.js follows it
   logoutUrl = loggedIn ? result.data.logout_url : null;
   if (loggedIn) {
@@ -52,6 +53,7 @@ async function loadUser() {
     $("scope").textContent = u.scope;
     $("idle").textContent = when(u.idle_expires_at);
     $("absolute").textContent = when(u.expires_at);
+    $("acr").textContent = u.acr ? `${u.acr} (${(u.amr || []).join(" ")})` : "not said by the provider";
     await loadNotes();
   } else if (result.status === 401) {
     setStatus("out", signedOut ? "Signed out — here and at the auth server." : "Not logged in.");
@@ -100,6 +102,21 @@ document.addEventListener("DOMContentLoaded", () => {
     await loadNotes();
   });
   $("refresh-notes").addEventListener("click", loadNotes);
+  $("delete-all").addEventListener("click", async () => {
+    // DESIGN §14: the API needs mfa; the BFF answers 401 with a step_up_url instead of retrying.
+    const result = await call("DELETE", "/api/notes/notes");
+    show(result);
+    const link = $("step-up-link");
+    if (result.status === 401 && result.data && result.data.step_up_url) {
+      link.href = result.data.step_up_url;  // a local path from the BFF: /bff/login?acr_values=mfa&…
+      link.hidden = false;
+      $("step-up-note").textContent = "The notes API asks for a second factor first.";
+    } else if (result.status === 204) {
+      link.hidden = true;
+      $("step-up-note").textContent = "All notes deleted.";
+      await loadNotes();
+    }
+  });
   $("whoami").addEventListener("click", async () => show(await call("GET", "/api/notes/me")));
   $("logout").addEventListener("click", async () => {
     // Through the provider: the BFF ends its session and sends the browser to the auth server's logout, which
