@@ -662,6 +662,8 @@ class AuthClient:
             response = None
         if not isinstance(body, dict) or body.get("sub") != sub:
             status = response.status_code if response is not None else "nothing"
+            passing = response is None or response.status_code >= 500
+            self.on_call("userinfo", "unavailable" if passing else "refused")  # bff_provider_requests_total
             if self._userinfo_warned:  # once per process: it is the provider's setup, not this login
                 return {}
             self._userinfo_warned = True
@@ -672,6 +674,7 @@ class AuthClient:
                 ", ".join(wanted),
             )
             return {}
+        self.on_call("userinfo", "ok")
         return {name: body[name] for name in wanted if name in body}
 
     async def id_claims(self, id_token: str | None, nonce: str) -> dict[str, Any]:

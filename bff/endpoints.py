@@ -267,6 +267,7 @@ class Endpoints:
         if missing:
             kept.update(keep(await self.auth.userinfo(tokens.access_token, str(claims["sub"]), missing), missing))
         if not tokens.refresh_token:
+            self.metrics.no_refresh_token_logins.inc()
             self._no_refresh_token_warning()
         old = self.manager.ref(cookie(request, self.settings.cookie_name))
         sid = claims.get("sid")  # the provider's login: its back-channel logout token names it (DESIGN §6)

@@ -65,6 +65,11 @@ class Metrics:
             "bff_store_errors_total", "Session store (Redis) calls that found it unreachable", registry=self.registry
         )
 
+        self.no_refresh_token_logins = Counter(
+            "bff_logins_without_refresh_token",
+            "Logins the provider answered without a refresh token: each such session ends with its access token",
+            registry=self.registry,
+        )
         self.claims_refused = Counter(
             "bff_claims_refused_total",
             "Requests refused 403 insufficient_claims by a route's require, by route (proxy, WebSocket, /bff/auth)",

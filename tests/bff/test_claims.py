@@ -298,10 +298,14 @@ async def test_claims_the_id_token_lacks_come_from_userinfo(redis_url: str, serv
         claims = (await browser.request("GET", "/bff/user")).json()["claims"]
         assert claims == {"name": "Alice", "email": "alice@example.com", "groups": ["admin"]}  # the ID token first
         assert provider.userinfo_calls == 1
+        metrics = (await browser.request("GET", "/metrics")).text
+        assert 'bff_provider_requests_total{endpoint="userinfo",outcome="ok"} 1.0' in metrics
         # A userinfo answer about someone else (OIDC Core §5.3.2) is not used.
         provider.userinfo = {"alice": {"sub": "sub-mallory", "email": "mallory@example.com"}}
         other = await rig.logged_in()
         assert (await other.request("GET", "/bff/user")).json()["claims"] == {"name": "Alice"}
+        metrics = (await other.request("GET", "/metrics")).text
+        assert 'bff_provider_requests_total{endpoint="userinfo",outcome="refused"} 1.0' in metrics
 
 
 async def test_without_a_refresh_token_the_session_ends_with_its_access_token(
@@ -318,6 +322,8 @@ async def test_without_a_refresh_token_the_session_ends_with_its_access_token(
             await rig.logged_in()
         said = [r.getMessage() for r in caplog.records if "no refresh token" in r.getMessage()]
         assert len(said) == 1 and "offline_access" in said[0] and "BFF_SCOPES" in said[0]  # once per process
+        metrics = (await browser.request("GET", "/metrics")).text
+        assert "bff_logins_without_refresh_token_total 2.0" in metrics  # but every such login counted
         user = (await browser.request("GET", "/bff/user")).json()
 
         assert user["expires_at"] <= time.time() + 3 and user["idle_expires_at"] <= user["expires_at"]
