@@ -39,6 +39,7 @@ class Provider:
     delay: float = 0.0
     answer_delay: float = 0.0
     down: bool = False
+    refuse_client: bool = False  # answer every client authentication invalid_client (a secret changed at the provider)
     refreshes: int = 0
     reuse_detected: int = 0
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -198,6 +199,8 @@ class Provider:
         return JSONResponse(pair, headers={"Cache-Control": "no-store"})
 
     def _client_ok(self, request: Request, form: Any) -> bool:
+        if self.refuse_client:
+            return False
         auth = request.headers.get("authorization")
         if self.post_only:
             return auth is None and form.get("client_id") == CLIENT_ID and form.get("client_secret") == CLIENT_SECRET

@@ -76,7 +76,7 @@ FORM = b"application/x-www-form-urlencoded"
 HEADERS = ["Content-Type", "Origin", "X-CSRF", "Authorization", "Cookie", "X-Original-URI", "X-Original-Method",
            "DPoP", "X-Request-ID", "Accept", "Content-Encoding", "X-Forwarded-For", "Upgrade",
            "X-Auth-Request-User", "X-Auth-Request-Groups", "Sec-Fetch-Mode", "If-None-Match", "If-Modified-Since",
-           "Range", "If-Range", "Sec-WebSocket-Protocol"]  # fmt: skip
+           "Range", "If-Range", "Sec-WebSocket-Protocol", "traceparent", "tracestate"]  # fmt: skip
 
 
 def _b64(text: str) -> str:
@@ -105,6 +105,9 @@ HEADER_TROUBLE = [
     {"X-Original-URI": "/api/notes/%u002e%u002e/x", "X-Original-Method": "\u00e9"},
     {"Content-Length": "\u00b2", "DPoP-Nonce": "\u0661"},
     {"X-Original-URI": "/api/admins/me", "X-Auth-Request-Groups": "admin,\u00e9", "X-Auth-Request-User": "\u0661"},
+    # W3C trace context (DESIGN §12): a broken traceparent starts a new trace, never a 500 nor a log injection
+    {"traceparent": "00-" + "\u0661" * 32 + "-" + "0" * 16 + "-01\x7f{", "tracestate": "\u00e9=" + "x" * 9000},
+    {"traceparent": "ff-" + "A" * 32 + "-" + "B" * 16 + "-zz", "X-Request-ID": "a\x7fb" + "\u00e9" * 200},
 ]
 JSON_PATHS = {"/users", "/notes", "/api/notes/notes", "/bff/backchannel"}
 
