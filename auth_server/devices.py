@@ -2,8 +2,8 @@
 
 The account-wide backstop of ``throttle.py`` (``AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT`` failures from any addresses)
 lets anyone lock a user out by guessing from ten addresses. A browser that signed in to the account before holds a
-*device cookie*: ``<base64url JSON {u: account, n: nonce, t: issued}>.<HMAC-SHA256>``, one per account (its name
-carries a hash of the account), set at each successful sign-in. A login attempt that presents a valid device cookie
+*device cookie*: ``<nonce>.<issued>.<HMAC-SHA256 of account, nonce, issued>``, one per account (its name carries a
+hash of the account), set at each successful sign-in. A login attempt that presents a valid device cookie
 for the account it names is counted against that cookie's own small budget (``AUTH_DEVICE_MAX_FAILURES`` per
 ``AUTH_LOGIN_WINDOW``) and the per-address spraying limit, not the per-account one: the real user on their own
 browser signs in with the right password while the account is locked for everyone else, and a thief of the cookie
@@ -14,10 +14,8 @@ form's token), so every replica accepts every other's cookies; nothing is stored
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -48,36 +46,31 @@ class DeviceCookies:
         return self.prefix + hashlib.sha256(account_of(username).encode()).hexdigest()[:16]
 
     @staticmethod
-    def _mac(secret: bytes, payload: str) -> str:
-        return _b64(hmac.new(secret, b"device-cookie\x00" + payload.encode(), hashlib.sha256).digest())
+    def _mac(secret: bytes, account: str, nonce: str, issued: int) -> str:
+        message = f"device-cookie\x00{account}\x00{nonce}\x00{issued}".encode()
+        return _b64(hmac.new(secret, message, hashlib.sha256).digest())
 
     def issue(self, username: str) -> str:
-        payload = _b64(
-            json.dumps(
-                {"u": account_of(username), "n": secrets.token_urlsafe(16), "t": int(time.time())},
-                separators=(",", ":"),
-            ).encode()
-        )
-        return f"{payload}.{self._mac(self.secrets()[0], payload)}"
+        """``<nonce>.<issued>.<HMAC(account, nonce, issued)>``: the account is bound by the MAC (and the name)."""
+        nonce, issued = secrets.token_urlsafe(16), int(time.time())
+        return f"{nonce}.{issued}.{self._mac(self.secrets()[0], account_of(username), nonce, issued)}"
 
     def device_of(self, request: Request, username: str) -> str | None:
         """The device id (the cookie's nonce) of a valid, unexpired device cookie for ``username``, or None."""
         value = request.cookies.get(self.name(username), "")
         if not value or len(value) > MAX_COOKIE or not value.isascii():
             return None
-        payload, _, mac = value.partition(".")
-        if not any(hmac.compare_digest(mac, self._mac(secret, payload)) for secret in self.secrets()):
+        nonce, _, rest = value.partition(".")
+        issued_text, _, mac = rest.partition(".")
+        if not nonce or not issued_text.isdigit() or len(issued_text) > 12:
             return None
-        try:
-            data: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (binascii.Error, ValueError):
+        issued = int(issued_text)
+        account = account_of(username)
+        if not any(hmac.compare_digest(mac, self._mac(secret, account, nonce, issued)) for secret in self.secrets()):
             return None
-        if not isinstance(data, dict) or data.get("u") != account_of(username) or not isinstance(data.get("n"), str):
+        if not 0 <= time.time() - issued <= self.ttl:
             return None
-        issued = data.get("t")
-        if not isinstance(issued, int) or not 0 <= time.time() - issued <= self.ttl:
-            return None
-        return str(data["n"])
+        return nonce
 
     def set_cookie(self, response: Any, username: str) -> None:
         response.set_cookie(
