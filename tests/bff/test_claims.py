@@ -55,7 +55,6 @@ async def claims_rig(redis_url: str, server_factory: Any) -> AsyncIterator[tuple
         "admin": {"url": upstream, "require": {"groups": ["admin"]}},
         "verified": {"url": upstream, "require": {"email_verified": [True], "groups": ["staff", "ops"]}},
         "ops": {"url": upstream, "token": "client", "require": {"groups": ["ops"]}},
-        "live": {"url": upstream, "websocket": True, "require": {"groups": ["admin"]}},
     }
     env = {
         "BFF_ISSUER": provider.issuer,
@@ -138,25 +137,53 @@ async def test_the_refusals_are_counted(claims_rig: tuple[Rig, CountingGate]) ->
     assert 'bff_claims_refused_total{route="admin"} 1.0' in metrics
 
 
-async def test_a_websocket_handshake_is_refused_by_the_rule(claims_rig: tuple[Rig, CountingGate]) -> None:
-    rig, gate = claims_rig
-    browser = await login(rig, "bob")
-    headers = {
-        "Origin": "https://bff.test",
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version": "13",
+async def test_a_websocket_handshake_is_refused_by_the_rule(redis_url: str, server_factory: Any) -> None:
+    """A real handshake to the BFF on a socket: 403 insufficient_claims for bob, the upstream never asked; alice's
+    handshake reaches it."""
+    import aiohttp
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    from bff.app import create_app
+
+    handshakes: list[str] = []
+
+    async def echo(websocket: WebSocket) -> None:
+        handshakes.append(websocket.url.path)
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    upstream = server_factory(Starlette(routes=[WebSocketRoute("/ws", echo)]), ws="websockets-sansio").url
+    port = free_port()
+    provider = Provider(issuer=f"http://127.0.0.1:{port}", claims={"alice": ADMIN, "bob": PLAIN})
+    server_factory(provider.app(), port)
+    routes = {"live": {"url": upstream, "websocket": True, "require": {"groups": ["admin"]}}}
+    env = {
+        "BFF_ISSUER": provider.issuer,
+        "BFF_CLIENT_SECRET": "s3cret-of-the-bff",
+        "BFF_PUBLIC_URL": "https://bff.test",
+        "BFF_ROUTES": json.dumps(routes),
+        "REDIS_URL": redis_url,
     }
-    forward = await ask_ws(browser, headers)
-    assert forward.status_code == 403 and forward.json()["error"] == "insufficient_claims"
-    assert gate.calls["/x"] == 0
-
-
-async def ask_ws(browser: Browser, headers: dict[str, str]) -> httpx.Response:
-    return await browser.request(
-        "GET", "/bff/auth", csrf=False, headers={"X-Original-URI": "/api/live/x", "X-Original-Method": "GET", **headers}
-    )
+    bff = server_factory(create_app(Settings.from_env(env)), ws="websockets-sansio").url
+    async with httpx.AsyncClient() as provider_client, aiohttp.ClientSession() as session:
+        for user, allowed in (("bob", False), ("alice", True)):
+            provider.user = user
+            browser = Browser(httpx.AsyncClient(base_url=bff))
+            assert (await browser.login(provider_client)).status_code == 302
+            cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+            headers = {"Cookie": cookie, "Origin": "https://bff.test"}
+            if allowed:
+                async with session.ws_connect(bff.replace("http", "ws") + "/api/live/ws", headers=headers) as ws:
+                    assert (await ws.receive_str()) == "hello"
+                assert handshakes == ["/ws"]
+            else:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(bff.replace("http", "ws") + "/api/live/ws", headers=headers)
+                assert refused.value.status == 403 and handshakes == []
+            await browser.client.aclose()
 
 
 async def test_forward_auth_answers_the_identity_headers(claims_rig: tuple[Rig, CountingGate]) -> None:
