@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from servicekit import tracing
 from servicekit.client_gone import client_gone_handlers
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis, store_down_handlers
@@ -107,7 +108,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
                 metrics=metrics,
                 access_log=ACCESS,
                 routes=routes,
-            )
+            ),
+            *tracing.middleware(settings.otel_endpoint, settings.otel_service_name),
         ],
         exception_handlers={
             OAuthError: oauth_error,

@@ -16,6 +16,7 @@ from servicekit.http import HTTP_SETTINGS
 from servicekit.proxies import IPNetwork, networks
 from servicekit.redis import REDIS_SETTINGS
 from servicekit.settings import Declarations, Setting, SettingsError, combine, flag, integer, url
+from servicekit.tracing import OTEL_SETTINGS
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -261,7 +262,10 @@ OWN = (
     ),
 )
 SETTINGS = Declarations(
-    "auth-server", "AUTH_", combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS), config_var="AUTH_CONFIG"
+    "auth-server",
+    "AUTH_",
+    combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS, OTEL_SETTINGS),
+    config_var="AUTH_CONFIG",
 )
 
 
@@ -303,6 +307,8 @@ class Settings:
     # AUTH_REVOCATIONS_CLIENTS: when set, only these (confidential) clients, authenticated as at the token endpoint,
     # may read the revocation feed (issue #18 item 8c: it lists ended sids). Empty: anyone may (the default).
     revocations_clients: tuple[str, ...] = ()
+    otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
+    otel_service_name: str = "auth-server"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -347,6 +353,8 @@ class Settings:
             sso_idle_ttl=v["sso_idle_ttl"],
             sso_ttl=v["sso_ttl"],
             revocations_clients=v["revocations_clients"],
+            otel_endpoint=v["otel_exporter_otlp_endpoint"],
+            otel_service_name=v["otel_service_name"] or "auth-server",
         )
 
     def check_client_secrets(self) -> None:

@@ -51,7 +51,7 @@ class Metrics:
         )
         self.provider_requests = Counter(
             "bff_provider_requests_total",
-            "Calls to the provider by endpoint (discovery, jwks, par, token, revocation) and outcome "
+            "Calls to the provider by endpoint (discovery, jwks, par, token, revocation, userinfo) and outcome "
             "(ok, refused, misconfigured, unavailable)",
             ["endpoint", "outcome"],
             registry=self.registry,

@@ -29,6 +29,7 @@ from jwt_bff_verifier.dpop import NonceIssuer
 from jwt_bff_verifier.keys import JWKSCache
 from jwt_bff_verifier.starlette import BearerAuthMiddleware, get_claims, require_auth, requires_scope
 from jwt_bff_verifier.verifier import DPoPMode
+from servicekit import tracing
 from servicekit.client_gone import client_gone_handlers
 from servicekit.metrics import MetricsMiddleware
 from servicekit.redis import open_redis, store_down_handlers
@@ -330,6 +331,7 @@ def create_app(
                 request_labels=("route", "method", "status"),
                 routes=routes,
             ),
+            *tracing.middleware(settings.otel_endpoint, settings.otel_service_name),
             Middleware(
                 BearerAuthMiddleware,
                 verifier=verifier,

@@ -12,6 +12,7 @@ from jwt_bff_verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
 from servicekit.http import HTTP_SETTINGS
 from servicekit.redis import REDIS_SETTINGS
 from servicekit.settings import Declarations, Setting, SettingsError, choice, combine, integer, number, url
+from servicekit.tracing import OTEL_SETTINGS
 
 
 def _audience(label: str, raw: str) -> str:
@@ -131,7 +132,9 @@ OWN = (
         secret=True,
     ),
 )
-SETTINGS = Declarations("resource-server", "RS_", combine(OWN, REDIS_SETTINGS, HTTP_SETTINGS), config_var="RS_CONFIG")
+SETTINGS = Declarations(
+    "resource-server", "RS_", combine(OWN, REDIS_SETTINGS, HTTP_SETTINGS, OTEL_SETTINGS), config_var="RS_CONFIG"
+)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class Settings:
     public_urls: tuple[str, ...] = ()  # RS_PUBLIC_URL: what a DPoP proof's htu may name (issue #18 item 2)
     revocations_client_id: str | None = None  # credentials for a feed restricted by AUTH_REVOCATIONS_CLIENTS
     revocations_client_secret: str | None = field(default=None, repr=False)
+    otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
+    otel_service_name: str = "resource-server"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -180,4 +185,6 @@ class Settings:
             public_urls=v["public_url"] or (),
             revocations_client_id=v["revocations_client_id"],
             revocations_client_secret=v["revocations_client_secret"],
+            otel_endpoint=v["otel_exporter_otlp_endpoint"],
+            otel_service_name=v["otel_service_name"] or "resource-server",
         )

@@ -77,3 +77,26 @@ async def test_the_otlp_exporter_is_built_from_the_endpoint() -> None:
     from servicekit.otel import tracer
 
     assert tracer("http://127.0.0.1:4318", "jwt-bff") is not None  # the otel extra's OTLP/HTTP path imports and builds
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:4318"])
+async def test_the_resource_server_and_the_auth_server_export_when_asked(
+    endpoint: str | None, tmp_path: object
+) -> None:
+    """The same switch in the two other services: their span middleware is there exactly when the endpoint is set."""
+    from auth_server.app import create_app as create_auth
+    from resource_server.app import create_app as create_rs
+    from resource_server.settings import Settings as RSSettings
+    from tests.auth_server.helpers import make_settings
+
+    extra = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {}
+    rs = create_rs(
+        RSSettings.from_env({"RS_ISSUER": "http://auth.test", "REDIS_URL": "redis://127.0.0.1:1/0", **extra})
+    )
+    auth = create_auth(make_settings("redis://127.0.0.1:1/0", tmp_path, **extra))  # type: ignore[arg-type]
+    for app, service in ((rs, "resource-server"), (auth, "auth-server")):
+        spans = [m for m in app.user_middleware if m.cls.__name__ == "SpanMiddleware"]
+        assert len(spans) == (1 if endpoint else 0), service
+        if endpoint:
+            resource = spans[0].kwargs["tracer"].resource  # type: ignore[attr-defined]
+            assert resource.attributes["service.name"] == service
