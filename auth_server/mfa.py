@@ -259,7 +259,7 @@ class SecondFactors:
         try:
             client_data = json.loads(_unb64(str(credential["response"]["clientDataJSON"])))
             challenge = _unb64(str(client_data["challenge"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, RecursionError):  # RecursionError: JSON nested past the stack
             return None
         key = f"auth:webauthn:{{{hashlib.sha256(challenge).hexdigest()}}}"
         owner = await self.redis.getdel(key)
@@ -317,7 +317,7 @@ class SecondFactors:
                 expected_rp_id=self.rp_id,
                 expected_origin=self.origin,
             )
-        except (WebAuthnException, KeyError, TypeError, ValueError):
+        except (WebAuthnException, KeyError, TypeError, ValueError, RecursionError):
             return False
         record = {
             "key": _b64(verified.credential_public_key),
@@ -354,7 +354,7 @@ class SecondFactors:
                 credential_public_key=found.public_key,
                 credential_current_sign_count=found.sign_count,
             )
-        except (WebAuthnException, KeyError, TypeError, ValueError):
+        except (WebAuthnException, KeyError, TypeError, ValueError, RecursionError):
             return None
         record = {
             "key": _b64(found.public_key),

@@ -39,6 +39,7 @@ BFF_PATHS = [
     "/api/notes/notes",
     "/api/notes/me",
     "/api/admins/me",  # a route with require (DESIGN §11): the fuzzing user lacks the claim, 403 insufficient_claims
+    "/api/vault/me",  # a route with acr (DESIGN §14): a password session gets 401 with a step_up_url
     "/api/notes/%2e%2e/x",
     "/api/nope/x",
     "/",
@@ -66,12 +67,14 @@ AUTH_PATHS = [
     "/register",
     "/users",
     "/.well-known/openid-configuration",
+    "/account",
 ]
 RS_PATHS = ["/me", "/notes", "/notes/x", "/ping"]
 FIELDS = ["state", "code", "return_to", "sid", "since", "token", "client_id", "redirect_uri", "max_age", "prompt",
           "grant_type", "refresh_token", "code_verifier", "username", "password", "form_token", "id_token_hint",
           "response_type", "code_challenge", "scope", "nonce", "resource", "logout_token", "text", "request_uri",
-          "post_logout_redirect_uri", "code_challenge_method"]  # fmt: skip
+          "post_logout_redirect_uri", "code_challenge_method", "acr_values", "otp", "recovery_code", "passkey",
+          "credential", "action", "step", "claims"]  # fmt: skip
 FORM = b"application/x-www-form-urlencoded"
 HEADERS = ["Content-Type", "Origin", "X-CSRF", "Authorization", "Cookie", "X-Original-URI", "X-Original-Method",
            "DPoP", "X-Request-ID", "Accept", "Content-Encoding", "X-Forwarded-For", "Upgrade",
@@ -219,7 +222,10 @@ async def test_malformed_input_everywhere_is_never_a_500(stack_factory: Any) -> 
         BFF_FRONTEND=str(SPA),
         BFF_LOGIN_REQUIRED="true",
         BFF_USER_CLAIMS="preferred_username,name,email,groups,sub,sid,nonce,aud",
-        extra_routes={"admins": {"require": {"groups": ["admin"], "email_verified": [True]}}},
+        extra_routes={
+            "admins": {"require": {"groups": ["admin"], "email_verified": [True]}},
+            "vault": {"acr": "mfa", "max_age": 300},  # DESIGN §14: step-up before the upstream
+        },
     )
     browser = stack.browser()
     await stack.login(browser)
@@ -246,3 +252,72 @@ async def test_malformed_input_everywhere_is_never_a_500(stack_factory: Any) -> 
         for url in (stack.bff_url, stack.auth_url, stack.rs_url):
             metrics = (await client.get(url + "/metrics")).text
             assert 'status="500"' not in metrics, url
+
+
+async def test_second_factor_and_step_up_inputs_are_never_a_500(stack_factory: Any) -> None:
+    """DESIGN §14's new inputs, past their guards: /account's actions with a signed-in session and a valid form token
+    (passkey registration with garbage credentials before any factor exists, then a TOTP), the second factor's step
+    of /oauth/authorize with a valid form (every troublemaker as otp, recovery_code, passkey), and /bff/login's
+    acr_values and max_age. 4xx (429 once the throttle closes) is fine; a 500 never."""
+    import pyotp
+
+    from tests.auth_server.helpers import form_of
+
+    stack: Stack = stack_factory()
+    browser = stack.browser()
+    await stack.login(browser, username="fuzz2fa")
+    values = [*ATOMS, *TROUBLE, json.dumps({"response": {"clientDataJSON": _b64('{"challenge":' + "[" * 3000)}})]
+    values.append(json.dumps({"id": "x", "response": {"clientDataJSON": _b64(json.dumps({"challenge": "AAAA"}))}}))
+    statuses: set[int] = set()
+    async with httpx.AsyncClient(timeout=15, base_url=stack.auth_url) as idp:
+
+        async def post(path: str, data: dict[str, str]) -> httpx.Response:
+            body = "&".join(f"{k}={Fuzzer.url_safe(v)}" for k, v in data.items())
+            response = await idp.post(path, content=body.encode(), headers={"Content-Type": FORM.decode()})
+            statuses.add(response.status_code)
+            broken = response.status_code >= 500 or "Traceback" in response.text
+            assert not broken, (path, {k: v[:80] for k, v in data.items()}, response.status_code, response.text[:300])
+            return response
+
+        async def token() -> str:
+            return form_of((await idp.get("/account")).text).fields["form_token"]
+
+        signed_in = await post(
+            "/account", {"form_token": await token(), "action": "login", "username": "fuzz2fa", "password": "x" * 12}
+        )
+        assert signed_in.status_code == 400  # a wrong password first; then the right one
+        from tests.e2e.conftest import PASSWORD
+
+        assert (
+            await post(
+                "/account",
+                {"form_token": await token(), "action": "login", "username": "fuzz2fa", "password": PASSWORD},
+            )
+        ).status_code == 303
+        form_token = await token()
+        for value in values:
+            for action, field in (("passkey-add", "credential"), ("totp-confirm", "otp"), ("verify", "passkey")):
+                await post("/account", {"form_token": form_token, "action": action, field: value})
+            await post("/account", {"form_token": form_token, "action": value})
+        started = await post("/account", {"form_token": form_token, "action": "totp-start"})
+        secret = started.text.split('id="totp-secret">', 1)[1].split("<", 1)[0]
+        on = await post(
+            "/account", {"form_token": form_token, "action": "totp-confirm", "otp": pyotp.TOTP(secret).now()}
+        )
+        assert "Authenticator app turned on" in on.text
+
+        start = await browser.request("GET", "/bff/login?acr_values=mfa", csrf=False)
+        page = await idp.get(start.headers["location"])
+        fields = form_of(page.text[page.text.index('id="otp-form"') :].join(["<form ", ""])).fields
+        for value in values:
+            for field in ("otp", "recovery_code", "passkey"):
+                await post("/oauth/authorize", {**fields, field: value})
+    assert 429 in statuses and 400 in statuses, statuses
+    for query in (
+        "acr_values=" + "%C2%B2",
+        "max_age=" + "9" * 30,
+        "acr_values=mfa&max_age=%00",
+        "acr_values=" + "a" * 300,
+    ):
+        response = await browser.request("GET", "/bff/login?" + query, csrf=False)
+        assert response.status_code == 400, (query, response.text)
