@@ -28,6 +28,9 @@ def test_the_site_builds_strict(tmp_path: Path) -> None:
     assert "jwt-bff" in index
     # Mermaid fences reach the page as diagrams for the theme to draw, not as highlighted code.
     assert '<pre class="mermaid"><code>flowchart LR' in index
+    # pages made from the code at build time (docs_src/mkdocs_hooks.py): the verifier's API, signatures and all
+    verifier = (site / "reference" / "verifier" / "index.html").read_text()
+    assert "class TokenVerifier(issuer: str, audience: str" in verifier and "FakeIssuer" in verifier
 
 
 def test_every_test_the_docs_name_exists() -> None:
