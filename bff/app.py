@@ -189,7 +189,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
     logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
     watch = SessionWatch(manager.store)
     proxy.watch = watch  # a stream (SSE, a download) stops when its session ends, as a WebSocket closes
-    slots = SessionSlots(settings.max_sockets_per_session, on_refused=metrics.socket_cap_refused)
+    slots = SessionSlots(
+        settings.max_sockets_per_session, settings.max_sockets_per_user, on_refused=metrics.socket_cap_refused
+    )
     proxy.slots = slots  # a session's streams and WebSockets share its cap
     sockets = SocketProxy(
         routes=settings.routes,

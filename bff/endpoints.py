@@ -430,7 +430,8 @@ class Endpoints:
                 credential = await self.credentials.renew(route, credential)
                 upstream = await self.proxy.send(out, credential.token)
         session = credential.ref.key if credential.ref is not None else None
-        return self.proxy.response(upstream, out.headers["X-Request-ID"], session, route.name)
+        user = credential.session.sub if credential.session is not None else None
+        return self.proxy.response(upstream, out.headers["X-Request-ID"], session, route.name, user)
 
     # --- the page and operations ------------------------------------------------------------------------------------
 

@@ -149,6 +149,7 @@ class TooManySockets(BFFError):
     status_code = 429
     error = "too_many_sockets"
     description = "This session has too many open WebSockets and event streams; close one and try again."
+    by_user = "You have too many open WebSockets and event streams on this server; close one and try again."
 
 
 class UpstreamUnavailable(BFFError):

@@ -92,13 +92,14 @@ class Metrics:
         self.websockets_open = Gauge("bff_websockets_open", "Open WebSockets in this process", registry=self.registry)
         self.socket_cap_refusals = Counter(
             "bff_session_socket_cap_total",
-            "WebSockets and streams refused (429) because their session held BFF_MAX_SOCKETS_PER_SESSION already",
-            ["kind"],
+            "WebSockets and streams refused (429) because their session (BFF_MAX_SOCKETS_PER_SESSION) or user "
+            "(BFF_MAX_SOCKETS_PER_USER) held its cap already",
+            ["kind", "scope"],
             registry=self.registry,
         )
 
-    def socket_cap_refused(self, kind: str) -> None:
-        self.socket_cap_refusals.labels(kind).inc()
+    def socket_cap_refused(self, kind: str, scope: str) -> None:
+        self.socket_cap_refusals.labels(kind, scope).inc()
 
     def websocket_event(self, outcome: str) -> None:
         self.websockets.labels(outcome).inc()

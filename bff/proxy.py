@@ -299,7 +299,12 @@ class Proxy:
         histogram.observe(seconds)
 
     def response(
-        self, upstream: aiohttp.ClientResponse, request_id: str, session: str | None = None, route: str = ""
+        self,
+        upstream: aiohttp.ClientResponse,
+        request_id: str,
+        session: str | None = None,
+        route: str = "",
+        user: str | None = None,
     ) -> Response:
         """The browser's answer; ``session``: the record key of the session the request was sent for, whose end
         (logout, back-channel logout, expiry) stops a stream still running for it, as it closes a WebSocket."""
@@ -317,7 +322,7 @@ class Proxy:
         streamed = _Streamed(upstream, kept)
         streamed.route = route
         if session is not None and self.watch is not None:
-            streamed.follow(self.watch, session, self.slots)
+            streamed.follow(self.watch, session, self.slots, user)
         return streamed
 
 
@@ -356,16 +361,21 @@ class _Streamed(_Buffered):
     slots: SessionSlots | None = None
     session = ""
 
-    def follow(self, watch: SessionWatch, session: str, slots: SessionSlots | None = None) -> None:
-        self.watch, self.session, self.slots = watch, session, slots
+    user: str | None = None
+
+    def follow(
+        self, watch: SessionWatch, session: str, slots: SessionSlots | None = None, user: str | None = None
+    ) -> None:
+        self.watch, self.session, self.slots, self.user = watch, session, slots, user
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A stream holds a connection for as long as the upstream sends: it counts against the session's cap, taken
         # here (nothing is sent yet, so a refusal is still a plain 429) and given back however the stream ends.
         slots = self.slots if self.slots is not None and self.session else None
-        if slots is not None and not slots.take(self.session, "stream"):
+        refused = slots.take(self.session, "stream", self.user) if slots is not None else None
+        if refused is not None:
             self.upstream.release()
-            raise TooManySockets()
+            raise TooManySockets(TooManySockets.by_user if refused == "user" else None)
         try:
             await self._stream(send)
         finally:

@@ -139,6 +139,14 @@ OWN = (
         kind="integer",
     ),
     Setting(
+        "BFF_MAX_SOCKETS_PER_USER",
+        "64",
+        "Open WebSockets plus streamed answers of one user (all their sessions) per process; more get 429 "
+        "too_many_sockets for that user only.",
+        integer(minimum=1),
+        kind="integer",
+    ),
+    Setting(
         "BFF_AUTH_INTERNAL_URL",
         None,
         "Where the BFF itself reaches the provider (token, JWKS, PAR, revocation), when not at BFF_ISSUER.",
@@ -233,6 +241,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
     max_sockets_per_session: int = 16  # BFF_MAX_SOCKETS_PER_SESSION: a session's sockets and streams; more get 429
+    max_sockets_per_user: int = 64  # BFF_MAX_SOCKETS_PER_USER: a user's, all sessions together; more get 429
     post_logout_url: str = "http://localhost:8000/"  # where the provider sends the browser after logout (DESIGN §6)
     allow_dev_secret: bool = False  # BFF_ALLOW_DEV_SECRET: `bff serve` may start with a weak client secret
     # DESIGN §11 BFF_USER_CLAIMS: the claims kept at login and shown in /bff/user (the rules' claims are kept too)
@@ -273,6 +282,7 @@ class Settings:
             lock_lease=v["lock_lease"],
             max_websockets=v["max_websockets"],
             max_sockets_per_session=v["max_sockets_per_session"],
+            max_sockets_per_user=v["max_sockets_per_user"],
             auth_internal_url=v["auth_internal_url"],
             dpop_key_file=v["dpop_key_file"],
             trusted_proxies=v["trusted_proxies"],

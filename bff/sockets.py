@@ -158,8 +158,9 @@ class SocketProxy:
             raise TemporarilyUnavailable("Too many open WebSockets on this server; try again shortly.")
         credential = await self.credentials.for_route(route, cookie(websocket, self.cookie_name))
         ref_key = credential.ref.key if credential.ref is not None else None
-        if ref_key is not None and not self.slots.take(ref_key, "websocket"):
-            raise TooManySockets()
+        user = credential.session.sub if credential.session is not None else None
+        if ref_key is not None and (refused := self.slots.take(ref_key, "websocket", user)) is not None:
+            raise TooManySockets(TooManySockets.by_user if refused == "user" else None)
         try:
             return await self._connect(scope, route, credential), ref_key
         except BaseException:

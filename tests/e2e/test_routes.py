@@ -461,8 +461,8 @@ async def test_one_session_cannot_take_every_socket(route_stack: Callable[..., R
                 assert (await ws.receive(timeout=5)).data == "echo:hi"
             async with session.get(rs.stack.bff_url + "/metrics") as response:
                 metrics = await response.text()
-            assert 'bff_session_socket_cap_total{kind="websocket"} 1.0' in metrics
-            assert 'bff_session_socket_cap_total{kind="stream"} 1.0' in metrics
+            assert 'bff_session_socket_cap_total{kind="websocket",scope="session"} 1.0' in metrics
+            assert 'bff_session_socket_cap_total{kind="stream",scope="session"} 1.0' in metrics
             # a slot given back (a socket closed) is free again
             await held.pop().close()
             await asyncio.sleep(0.2)
@@ -474,6 +474,46 @@ async def test_one_session_cannot_take_every_socket(route_stack: Callable[..., R
             for ws in held:
                 await ws.close()
     finally:
+        await close_clients(rs)
+
+
+async def test_one_user_with_many_sessions_cannot_take_every_socket(route_stack: Callable[..., RouteStack]) -> None:
+    """A user who logs in again and again gets a new session each time: BFF_MAX_SOCKETS_PER_USER bounds all their
+    sessions together in a process (429 for them alone)."""
+    rs = route_stack(BFF_MAX_SOCKETS_PER_SESSION="2", BFF_MAX_SOCKETS_PER_USER="3")
+    first, second, bob = rs.browser(), rs.browser(), rs.browser()
+    try:
+        await rs.login(first)
+        await rs.login(second)
+        await rs.stack.login(bob, "bob")
+        url = ws_url(rs.stack.bff_url, "/api/chat/ws/many")
+
+        def headers(browser: Browser) -> dict[str, str]:
+            return {"Cookie": "; ".join(f"{k}={v}" for k, v in browser.cookies.items()), "Origin": rs.stack.bff_url}
+
+        async with aiohttp.ClientSession() as session:
+            held = [await session.ws_connect(url, headers=headers(b)) for b in (first, first, second)]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url, headers=headers(second))  # the session has room, the user has not
+            assert refused.value.status == 429
+            async with session.get(
+                rs.stack.bff_url + "/api/maybe/events", headers={**headers(second), "X-CSRF": "1"}
+            ) as response:
+                assert response.status == 429 and "You have too many" in (await response.json())["error_description"]
+            async with session.ws_connect(url, headers=headers(bob)) as ws:  # another user: unaffected
+                await ws.send_str("hi")
+                assert (await ws.receive(timeout=5)).data == "echo:hi"
+            async with session.get(rs.stack.bff_url + "/metrics") as response:
+                assert 'bff_session_socket_cap_total{kind="websocket",scope="user"} 1.0' in await response.text()
+            await held.pop(0).close()
+            await asyncio.sleep(0.2)
+            async with session.ws_connect(url, headers=headers(second)) as ws:  # given back: room again
+                await ws.send_str("again")
+                assert (await ws.receive(timeout=5)).data == "echo:again"
+            for ws in held:
+                await ws.close()
+    finally:
+        rs.echo.release.set()
         await close_clients(rs)
 
 
