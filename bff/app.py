@@ -161,6 +161,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         auth_timeout=settings.auth_timeout,
         lock_lease=settings.lock_lease,
         on_outcome=metrics.refresh_outcome,
+        claims=settings.kept_claims,
     )
     proxy = Proxy(settings.routes, settings.upstream_timeout)
     proxy.dpop = dpop

@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import jwt
 
+from bff.claims import keep
 from bff.dpop import DPoPSigner, credential_headers
 from bff.errors import AuthServerUnavailable, ProviderRejected, ServerMisconfigured
 from bff.settings import Settings
@@ -676,6 +677,29 @@ class AuthClient:
             return {}
         self.on_call("userinfo", "ok")
         return {name: body[name] for name in wanted if name in body}
+
+    async def user_claims(self, id_claims: dict[str, Any], access_token: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """The claims ``names`` of a login (DESIGN §11): from the verified ID token's ``id_claims``, then from
+        userinfo for those it lacks (``userinfo``); each capped (``bff.claims.keep``)."""
+        kept = keep(id_claims, names)
+        missing = tuple(name for name in names if name not in kept)
+        if missing:
+            kept.update(keep(await self.userinfo(access_token, str(id_claims["sub"]), missing), missing))
+        return kept
+
+    async def refreshed_claims(
+        self, id_token: str, sub: str, access_token: str, names: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """The claims of the ID token a refresh answered with (OIDC Core §12.2: same ``iss`` and ``sub``, its own
+        ``aud``), or None when it cannot be used (a WARNING; the session keeps the claims it had)."""
+        try:
+            claims = await self.verify(id_token, what="ID token", require=["iss", "sub", "aud", "exp"], leeway=60)
+            if claims.get("sub") != sub:
+                raise ProviderRejected("invalid_id_token", "The refreshed ID token names another subject.")
+            return await self.user_claims(claims, access_token, names)
+        except (ProviderRejected, AuthServerUnavailable) as exc:
+            log.warning("the ID token of a refresh was not used (%s): the session keeps its claims", exc.description)
+            return None
 
     async def id_claims(self, id_token: str | None, nonce: str) -> dict[str, Any]:
         """Verify the ID token of a code exchange (OIDC Core §3.1.3.7) and return its claims: signature with the

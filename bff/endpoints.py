@@ -22,7 +22,6 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from bff.auth_client import AuthClient
-from bff.claims import keep
 from bff.credentials import Credentials
 from bff.errors import (
     AuthServerUnavailable,
@@ -262,10 +261,7 @@ class Endpoints:
             raise LoginFailed(
                 "The sign-in did not reach the level this action needs (a second factor, or a more recent sign-in)."
             )
-        kept = self._kept_claims(claims)
-        missing = tuple(name for name in self.settings.kept_claims if name not in kept)
-        if missing:
-            kept.update(keep(await self.auth.userinfo(tokens.access_token, str(claims["sub"]), missing), missing))
+        kept = await self.auth.user_claims(claims, tokens.access_token, self.settings.kept_claims)
         if not tokens.refresh_token:
             self.metrics.no_refresh_token_logins.inc()
             self._no_refresh_token_warning()
@@ -370,9 +366,6 @@ class Endpoints:
         self.metrics.step_ups.labels("upgraded").inc()
         log.info("session of %s stepped up to acr %s", current.sub, level["acr"])
         return True
-
-    def _kept_claims(self, id_claims: dict[str, Any]) -> dict[str, Any]:
-        return keep(id_claims, self.settings.kept_claims)
 
     def _no_refresh_token_warning(self) -> None:
         # Once per process: it is how the provider is set up, and every login would say it again.

@@ -85,8 +85,10 @@ class Refresher:
         auth_timeout: float,
         lock_lease: float,
         on_outcome: Callable[[str], None] = lambda outcome: None,
+        claims: tuple[str, ...] = (),
     ) -> None:
         self.manager = manager
+        self.claims = claims  # DESIGN §11: the kept claims, taken again from the ID token a refresh answers with
         self.auth = auth
         self.skew = skew
         self.lease_ms = int(lock_lease * 1000)
@@ -236,6 +238,14 @@ class Refresher:
                 current.access_expires_at = tokens.expires_at
                 current.access_issued_at = time.time()
                 current.scope = tokens.scope
+                if tokens.id_token and self.claims:
+                    # A user's groups changed at the provider reach the session's rules at the next refresh, not at
+                    # the next login (OIDC Core §12.2: a refresh may answer with a new ID token).
+                    fresh = await self.auth.refreshed_claims(
+                        tokens.id_token, current.sub, tokens.access_token, self.claims
+                    )
+                    if fresh is not None:
+                        current.claims = fresh
             else:
                 current.tokens[resource] = [tokens.access_token, tokens.expires_at, time.time()]
             try:

@@ -58,6 +58,8 @@ class Provider:
     userinfo: dict[str, dict[str, Any]] | None = None  # user -> userinfo claims; None: no userinfo endpoint
     userinfo_calls: int = 0
     users_of: dict[str, str] = field(default_factory=dict)  # the login's access token -> user
+    refresh_id_token: bool = False  # answer refreshes with a new ID token (of the user's claims at that time)
+    family_user: dict[str, str] = field(default_factory=dict)  # family -> user
     authorize_params: list[dict[str, str]] = field(default_factory=list)  # every /authorize query, in order
     mfa_tokens: set[str] = field(default_factory=set)  # access tokens of logins whose ID token said acr=mfa
 
@@ -158,6 +160,7 @@ class Provider:
             if grant is None or grant["challenge"] != challenge or grant["redirect_uri"] != form["redirect_uri"]:
                 return JSONResponse({"error": "invalid_grant"}, 400)
             family, self.next_sid = self.next_sid or secrets.token_urlsafe(8), None
+            self.family_user[family] = self.user
             body = self._pair(family)
             if self.no_refresh:
                 del body["refresh_token"]
@@ -194,6 +197,13 @@ class Provider:
             del self.families[family]  # reuse: the whole login dies
             return JSONResponse({"error": "invalid_grant"}, 400)
         pair = self._pair(family)
+        if self.refresh_id_token and resource is None:  # OIDC Core §12.2: a new ID token, the user's claims of now
+            user = self.family_user.get(family, self.user)
+            now = int(time.time())
+            pair["id_token"] = self.id_token(
+                {"iss": self.issuer, "sub": f"sub-{user}", "aud": CLIENT_ID, "exp": now + 300, "iat": now,
+                 "preferred_username": user, **self.claims.get(user, {})}
+            )  # fmt: skip
         if self.answer_delay:
             await asyncio.sleep(self.answer_delay)
         return JSONResponse(pair, headers={"Cache-Control": "no-store"})

@@ -361,3 +361,33 @@ async def test_without_a_refresh_token_the_session_ends_with_its_access_token(
         await asyncio.sleep(max(0.0, user["expires_at"] + 1.1 - time.time()))
         assert (await browser.request("GET", "/api/notes/x")).status_code == 401
         assert (await browser.request("GET", "/bff/user")).status_code == 401
+
+
+async def test_a_refresh_with_an_id_token_renews_the_claims(
+    rig_env: tuple[Provider, str, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user taken out of a group at the provider loses a rule's route at the next refresh, not the next login."""
+    provider, upstream, env = rig_env
+    provider.claims = {"alice": {"groups": ["admin"]}}
+    provider.refresh_id_token, provider.access_ttl = True, 2
+    routes = {"notes": upstream, "admin": {"url": upstream, "require": {"groups": ["admin"]}}}
+    async with running(provider, upstream, {**env, "BFF_ROUTES": json.dumps(routes)}) as rig:
+        browser = await rig.logged_in()
+        assert (await browser.request("GET", "/api/admin/x")).status_code == 200
+        provider.claims = {"alice": {"groups": ["staff"]}}  # removed from admin at the provider
+        await asyncio.sleep(1.1)  # past half the 2 s token life: the next call refreshes
+        assert (await browser.request("GET", "/api/notes/x")).status_code == 200
+        assert provider.refreshes == 1
+        refused = await browser.request("GET", "/api/admin/x")
+        assert refused.status_code == 403 and refused.json()["error"] == "insufficient_claims"
+        assert (await browser.request("GET", "/bff/user")).json()["claims"]["groups"] == ["staff"]
+
+        # An ID token about someone else (or not verifiable) is not used: the claims stay, with a WARNING.
+        provider.id_token_override = lambda claims: "not-a-jwt"
+        provider.claims = {"alice": {"groups": ["admin"]}}
+        await asyncio.sleep(1.1)
+        with caplog.at_level(logging.WARNING, "bff.auth_client"):
+            assert (await browser.request("GET", "/api/notes/x")).status_code == 200
+        assert provider.refreshes == 2
+        assert (await browser.request("GET", "/bff/user")).json()["claims"]["groups"] == ["staff"]
+        assert "the ID token of a refresh was not used" in caplog.text
