@@ -278,7 +278,13 @@ class DevServer:
         # to trust with them. Its Host is its own (a dev server checks it: Vite's server.allowedHosts).
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _filter(scope["headers"], DROP_REQUEST)]
         request = Request(scope, receive)
-        body = request.stream() if scope["method"] not in ("GET", "HEAD") else None
+        # The body as the browser framed it (a GET may carry one too): a Content-Length passed on without its bytes
+        # would leave the dev server waiting for them.
+        framed = any(
+            (name == b"content-length" and value != b"0") or name == b"transfer-encoding"
+            for name, value in scope["headers"]
+        )
+        body = request.stream() if framed else None
         try:
             upstream = await self.session.request(
                 scope["method"], url, headers=headers, data=body, allow_redirects=False, timeout=self.timeout

@@ -195,3 +195,31 @@ async def test_login_required_guards_the_dev_server_too(
             assert json.loads((await ws.receive(timeout=5)).data) == {"type": "connected"}
     page = await browser.request("GET", "/src/App.vue", csrf=False, headers=NAVIGATE)
     assert page.status_code == 200 and page.json()["path"] == "/src/App.vue"
+
+
+async def test_dev_proxy_takes_malformed_input_without_a_500(dev_stack: tuple[Stack, DevServer, Any, Any]) -> None:
+    """The fuzz run's troublemakers (tests/e2e/test_fuzz.py) as paths, queries and headers of the dev-server proxy."""
+    from tests.e2e.test_fuzz import ATOMS, Fuzzer
+
+    stack, dev, _, _ = dev_stack
+    seen: set[int] = set()
+    async with httpx.AsyncClient(timeout=15) as client:
+        for atom in ATOMS:
+            for method, headers in (("GET", NAVIGATE), ("POST", {"Origin": stack.bff_url}), ("OPTIONS", {})):
+                url = Fuzzer.url_safe(f"{stack.bff_url}/{atom}/x?{atom}={atom}")
+                raw = {**headers, "Accept": Fuzzer.url_safe(atom)[:200] or "*/*", "Sec-Fetch-Mode": "navigate"}
+                try:
+                    answer = await client.request(
+                        method, url, headers=raw, content=atom.encode("utf-8", "surrogatepass")
+                    )
+                except httpx.ReadTimeout:
+                    raise AssertionError((method, url[:200], raw)) from None
+                except (httpx.LocalProtocolError, httpx.InvalidURL, httpx.RemoteProtocolError):
+                    continue
+                seen.add(answer.status_code)
+                assert answer.status_code < 500 and "Traceback" not in answer.text, (
+                    method,
+                    url[:200],
+                    answer.text[:200],
+                )
+    assert 200 in seen and 400 in seen, seen  # the dev server answered, and dot segments were refused before it
