@@ -77,7 +77,11 @@ async def test_two_browsers_of_one_user_end_each_other_across_replicas(replicas:
     ended_before = await feed(stack)
     async with aiohttp.ClientSession() as client:
         # the phone holds a WebSocket on the second replica; the laptop ends the phone's session on the first
+        # the phone holds a WebSocket and an event stream on the second replica; the laptop ends the phone's session
+        # on the first
         url = second.replace("http://", "ws://") + "/api/chat/ws/phone"
+        events = await client.get(second + "/api/echo/events", headers={"Cookie": jar(phone), "X-CSRF": "1"})
+        assert events.status == 200 and await events.content.readline() == b"event: hello\n"
         async with client.ws_connect(url, headers={"Cookie": jar(phone), "Origin": stack.bff_url}) as ws:
             await ws.send_str("hello")
             assert (await ws.receive(timeout=5)).data == "echo:hello"
@@ -89,6 +93,10 @@ async def test_two_browsers_of_one_user_end_each_other_across_replicas(replicas:
             assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008, closing
             assert took < 2.0, f"the ended session's WebSocket on another replica closed after {took:.2f} s"
             print(f"WebSocket on the other replica closed with 1008 {took:.2f} s after DELETE /bff/sessions/{{id}}")
+            rest = await asyncio.wait_for(events.content.read(), timeout=5)  # the stream ends too (the upstream
+            stream_took = time.monotonic() - started  # would hold it 10 s)
+            assert b"data: last" not in rest and stream_took < 2.0, (rest, stream_took)
+            events.close()
     assert (await phone.request("GET", "/bff/user")).status_code == 401
     # its refresh family was revoked at the provider: the revocation feed carries one more ended login
     phone_sid = await feed(stack) - ended_before
