@@ -262,7 +262,8 @@ class DevServer:
                 continue
             if name == b"location" and value.startswith(self.base_bytes):
                 rest = value[len(self.base_bytes) :]
-                value = rest if rest.startswith((b"/", b"?")) else b"/" + rest
+                if not rest or rest.startswith((b"/", b"?", b"#")):  # its own URL, not http://dev:5173/v420 for /v42
+                    value = rest if rest.startswith(b"/") else b"/" + rest
             kept.append((name, value))
         return kept
 

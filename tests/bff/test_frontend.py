@@ -384,3 +384,29 @@ def test_the_guides_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert settings.login_required
     dev = Settings.from_env({**env, "BFF_FRONTEND": "http://localhost:5173"})  # the environment wins
     assert dev.frontend_kind == "url"
+
+
+def test_dev_server_urls_and_redirects() -> None:
+    from bff.frontend import DevServer
+    from bff.metrics import Metrics
+
+    cdn = DevServer("https://cdn.example/v42/", origin="https://app.example", timeout=5, metrics=Metrics())
+    scope = {"type": "http", "path": "/assets/a b.js", "raw_path": b"/assets/a%20b.js", "query_string": b"v=1"}
+    assert str(cdn.target(scope)) == "https://cdn.example/v42/assets/a%20b.js?v=1"  # the prefix kept, as encoded
+    for location, becomes in (
+        (b"https://cdn.example/v42/next", b"/next"),
+        (b"https://cdn.example/v42", b"/"),
+        (b"https://cdn.example/v42?x=1", b"/?x=1"),
+        (b"https://cdn.example/v420/next", b"https://cdn.example/v420/next"),  # not its URL: left as it is
+        (b"https://elsewhere.example/", b"https://elsewhere.example/"),
+        (b"/relative", b"/relative"),
+    ):
+        assert dict(cdn.answer_headers([(b"Location", location)]))[b"location"] == becomes, location
+    kept = cdn.answer_headers(
+        [(b"Set-Cookie", b"a=1"), (b"Access-Control-Allow-Origin", b"*"),
+         (b"Access-Control-Allow-Credentials", b"true"), (b"Clear-Site-Data", b'"cookies"'),
+         (b"Cache-Control", b"max-age=60"), (b"Content-Type", b"text/css")]
+    )  # fmt: skip
+    assert kept == [(b"cache-control", b"max-age=60"), (b"content-type", b"text/css")]
+    with pytest.raises(BFFError):
+        cdn.target({"type": "http", "path": "/x", "raw_path": b"/%2e%2e/x", "query_string": b""})
