@@ -551,6 +551,7 @@ class Endpoints:
             **{
                 k: claims[k]
                 for k in ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti", "sid", "cnf")
+                + ("acr", "amr", "auth_time")  # DESIGN §14: the login's level, for a resource server that introspects
                 if k in claims
             },
         }

@@ -128,3 +128,25 @@ def test_check_authentication_units() -> None:
         with pytest.raises(InsufficientUserAuthentication):
             check_authentication({"acr": "mfa", "auth_time": bad_time}, ["mfa"], 300, now=now)
     check_authentication({"acr": "mfa", "auth_time": now - 305}, ["mfa"], 300, leeway=10, now=now)
+
+
+def test_without_rs_public_url_the_start_up_says_what_dpop_falls_back_to(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue #18 item 2: the resource server names RS_PUBLIC_URL at start-up and what it does without it; set, it
+    says nothing and the verifier holds the configured URLs."""
+    import logging
+
+    from resource_server.app import create_app
+    from resource_server.settings import Settings
+
+    with caplog.at_level(logging.WARNING, logger="resource_server.app"):
+        create_app(Settings.from_env({"RS_ISSUER": "http://auth.test", "RS_AUDIENCE": "notes"}))
+    assert any(
+        "RS_PUBLIC_URL is not set" in r.getMessage() and "'notes' alone" in r.getMessage() for r in caplog.records
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="resource_server.app"):
+        create_app(Settings.from_env({"RS_ISSUER": "http://auth.test", "RS_PUBLIC_URL": "https://api.example/notes/"}))
+        create_app(Settings.from_env({"RS_ISSUER": "http://auth.test", "RS_DPOP": "off"}))
+    assert not any("RS_PUBLIC_URL" in r.getMessage() for r in caplog.records)
+    settings = Settings.from_env({"RS_PUBLIC_URL": "https://a.example, https://b.example/api/"})
+    assert settings.public_urls == ("https://a.example", "https://b.example/api")
