@@ -124,6 +124,8 @@ def test_login_required_navigation_redirects_fetch_gets_401(chromium: Any, tmp_p
         expect(page.locator("h1")).to_have_text("This request could not be completed")
         expect(page.locator("body")).to_contain_text("request id")
         expect(page.locator("a[href='/bff/login']")).to_have_text("Log in again")
+        # its one inline style applies under its strict CSP (allowed by hash): no script, nothing else
+        assert page.evaluate("getComputedStyle(document.body).maxWidth") == "576px"
 
         page.goto(bff + "/orders/7?tab=items")  # a navigation: to the login, and back to the page after it
         log_in(page, issuer)
