@@ -246,6 +246,11 @@ class SessionList:
         except Exception as exc:  # noqa: BLE001 - a lost last_seen_at is harmless; the next use writes it again
             log.warning("could not note a session's last use (%s): Redis unreachable?", type(exc).__name__)
 
+    async def settle(self) -> None:
+        """Wait for the last-use writes under way (tests; a shutdown just cancels them, :meth:`close`)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -175,7 +175,7 @@ async def test_last_seen_is_written_at_most_every_few_minutes(rig: Rig) -> None:
         try:
             for _ in range(20):
                 assert (await browser.request("GET", "/api/notes/x")).status_code == 200
-            await list_.close()  # the write's task has run
+            await list_.settle()  # the write's task has run
             seen = await redis.hget(key, f"{mine['id']}:t")
             assert seen is not None and int(seen) >= int(start()) + LAST_SEEN_EVERY
             assert (await listing(browser))[0]["last_seen_at"] == int(seen)
