@@ -123,8 +123,12 @@ def content_type(name: str) -> str:
 class StaticSite:
     """A built SPA's directory (see the module docstring)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, private: bool = False) -> None:
         self.root = os.path.realpath(root)
+        self.index = os.path.join(self.root, INDEX)
+        # BFF_LOGIN_REQUIRED: what only a session may see, no shared cache (a CDN in front) may keep
+        self.immutable = "private, max-age=31536000, immutable" if private else IMMUTABLE
+        self.revalidate = "private, no-cache" if private else REVALIDATE
 
     def find(self, scope: Scope) -> str | None:
         """The file to serve for the request's path, or None when there is none; raises NotFound for a path that
@@ -161,7 +165,7 @@ class StaticSite:
         if found is None:
             if not is_navigation(scope):
                 return None  # an asset: never index.html, which a script tag would choke on
-            found = os.path.join(self.root, INDEX)  # the SPA fallback: its router shows the page
+            found = self.index  # the SPA fallback: its router shows the page
         try:
             info = os.stat(found)
             if info.st_size > SMALL or any(name == b"range" for name, _ in scope["headers"]):
@@ -183,11 +187,13 @@ class StaticSite:
         name = os.path.basename(path)
         etag = '"' + hashlib.md5(f"{info.st_mtime}-{info.st_size}".encode(), usedforsecurity=False).hexdigest() + '"'
         headers = {
-            "Cache-Control": IMMUTABLE if hashed(name) else REVALIDATE,
+            "Cache-Control": self.immutable if hashed(name) else self.revalidate,
             "ETag": etag,
             "Last-Modified": email.utils.formatdate(info.st_mtime, usegmt=True),
             "X-Content-Type-Options": "nosniff",
         }
+        if path == self.index:  # also the answer to a navigation to a path with no file, which a fetch gets 404 for
+            headers["Vary"] = "Sec-Fetch-Mode, Accept"
         response: Response
         if _not_modified(scope, etag, info.st_mtime):
             del headers["X-Content-Type-Options"]
@@ -406,7 +412,7 @@ class Frontend:
         self.kind = settings.frontend_kind
         self.login_required = settings.login_required
         self.endpoints = endpoints
-        self.site = StaticSite(settings.frontend) if self.kind == "directory" else None
+        self.site = StaticSite(settings.frontend, private=settings.login_required) if self.kind == "directory" else None
         self.dev = (
             DevServer(
                 settings.frontend,

@@ -156,6 +156,7 @@ async def test_spa_fallback_only_for_navigations(site: Rig) -> None:
         page = await browser.request("GET", "/orders/42?tab=items", csrf=False, headers=headers)
         assert page.status_code == 200 and page.text == INDEX, headers
         assert page.headers["cache-control"] == "no-cache"
+        assert page.headers["vary"] == "Sec-Fetch-Mode, Accept"  # a cache in front must not give it to a fetch
     # The same path fetched by a script, and a missing asset: 404, never index.html (a script tag would run HTML)
     for path, headers in (("/orders/42", FETCH), ("/assets/index-Zz9Zz9Zz.js", SCRIPT), ("/assets/gone.png", IMAGE),
                           ("/assets/index-Zz9Zz9Zz.js", {}), ("/orders/42", {"Accept": "application/json"}),
@@ -218,8 +219,10 @@ async def test_login_required_redirects_navigations_and_answers_calls_401(rig_en
         assert done.status_code == 302 and done.headers["location"] == "/orders/42?tab=items"
         page = await browser.request("GET", "/orders/42?tab=items", csrf=False, headers=NAVIGATE)
         assert page.status_code == 200 and page.text == INDEX
+        assert page.headers["cache-control"] == "private, no-cache"  # no shared cache keeps what needs a login
         asset = await browser.request("GET", "/assets/index-BdX3k9aZ.js", csrf=False, headers=SCRIPT)
         assert asset.status_code == 200
+        assert asset.headers["cache-control"] == "private, max-age=31536000, immutable"
         # a path that cannot be a return_to is not passed on as one
         odd = await raw_get(rig, b"/a%5cb", NAVIGATE)
         assert odd.status_code == 302 and odd.headers["location"] in ("/bff/login?return_to=%2F",
