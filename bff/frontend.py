@@ -229,7 +229,8 @@ def _not_modified(scope: Scope, etag: str, mtime: float) -> bool:
 class DevServer:
     """A dev server or CDN origin, proxied (see the module docstring)."""
 
-    def __init__(self, url: str, *, origin: str, timeout: float, metrics: Metrics) -> None:
+    def __init__(self, url: str, *, origin: str, timeout: float, metrics: Metrics, private: bool = False) -> None:
+        self.private = private  # BFF_LOGIN_REQUIRED: its answers are Cache-Control private, whatever it says
         self.base = url.rstrip("/")
         self.base_bytes = self.base.encode("latin-1")
         self.origin = origin.lower()
@@ -260,17 +261,24 @@ class DevServer:
     def answer_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The dev server's answer headers as the browser gets them: no cookies set or cleared (DROP_RESPONSE), no
         CORS grant (Vite answers ``Access-Control-Allow-Origin: *``; the BFF's origin shares nothing cross-site, and
-        a credentialed grant would let another site read pages that BFF_LOGIN_REQUIRED guards), and a redirect to
-        the dev server's own URL made a path of ours (the browser stays on the BFF)."""
+        a credentialed grant would let another site read pages that BFF_LOGIN_REQUIRED guards), a redirect to the
+        dev server's own URL made a path of ours (the browser stays on the BFF), and under BFF_LOGIN_REQUIRED
+        ``Cache-Control: private`` (a CDN origin's ``public`` would let a shared cache hand out what needs a login)."""
         kept = []
+        cache: list[bytes] = []
         for name, value in _filter(raw, DROP_RESPONSE):
             if name.startswith(b"access-control-"):
+                continue
+            if self.private and name == b"cache-control":
+                cache += [d.strip() for d in value.split(b",") if d.strip().lower() not in (b"public", b"private", b"")]
                 continue
             if name == b"location" and value.startswith(self.base_bytes):
                 rest = value[len(self.base_bytes) :]
                 if not rest or rest.startswith((b"/", b"?", b"#")):  # its own URL, not http://dev:5173/v420 for /v42
                     value = rest if rest.startswith(b"/") else b"/" + rest
             kept.append((name, value))
+        if self.private:
+            kept.append((b"cache-control", b", ".join([b"private", *cache])))
         return kept
 
     def _failed(self, exc: BFFError) -> BFFError:
@@ -419,6 +427,7 @@ class Frontend:
                 origin=settings.public_origin,
                 timeout=settings.upstream_timeout,
                 metrics=metrics,
+                private=settings.login_required,
             )
             if self.kind == "url"
             else None

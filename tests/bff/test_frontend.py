@@ -413,3 +413,11 @@ def test_dev_server_urls_and_redirects() -> None:
     assert kept == [(b"cache-control", b"max-age=60"), (b"content-type", b"text/css")]
     with pytest.raises(BFFError):
         cdn.target({"type": "http", "path": "/x", "raw_path": b"/%2e%2e/x", "query_string": b""})
+    # BFF_LOGIN_REQUIRED: no shared cache may keep what needs a login, whatever the origin says
+    gated = DevServer("https://cdn.example", origin="https://app.example", timeout=5, metrics=Metrics(), private=True)
+    for given, becomes in (
+        ([(b"Cache-Control", b"public, max-age=600, immutable")], b"private, max-age=600, immutable"),
+        ([(b"Cache-Control", b"no-cache"), (b"Cache-Control", b"Public")], b"private, no-cache"),
+        ([], b"private"),
+    ):
+        assert [v for n, v in gated.answer_headers(given) if n == b"cache-control"] == [becomes], given
