@@ -147,6 +147,24 @@ async def _upstream(http: httpx.AsyncClient, name: str, url: str) -> Check:
     return Check("PASS", f"route {name}", f"{url} answers ({response.status_code} to a GET without a token)")
 
 
+async def _frontend(http: httpx.AsyncClient, settings: Settings) -> Check:
+    """What BFF_FRONTEND serves (a directory was checked as the settings were read); a dev server or CDN origin
+    must answer."""
+    from bff.frontend import describe as serves
+
+    if settings.frontend_kind != "url":
+        return Check("PASS", "frontend", serves(settings).removeprefix("frontend: "))
+    try:
+        response = await http.get(settings.frontend + "/")
+    except httpx.HTTPError as exc:
+        return Check(
+            "FAIL",
+            "frontend",
+            f"{settings.frontend} does not answer ({describe(exc)}); start the dev server, or fix BFF_FRONTEND",
+        )
+    return Check("PASS", "frontend", f"{settings.frontend} answers ({response.status_code} to GET /)")
+
+
 async def _redis(settings: Settings) -> Check:
     from servicekit.redis import open_redis
 
@@ -168,7 +186,8 @@ async def run_checks(settings: Settings) -> list[Check]:
     async with httpx.AsyncClient(timeout=min(settings.auth_timeout, TIMEOUT), follow_redirects=False) as http:
         checks = await _provider(settings, http)
         upstreams = await asyncio.gather(*(_upstream(http, name, route.url) for name, route in settings.routes.items()))
-    return [*checks, *upstreams, await _redis(settings)]
+        frontend = await _frontend(http, settings)
+    return [*checks, *upstreams, frontend, await _redis(settings)]
 
 
 def command(settings: Settings) -> tuple[int, list[str]]:

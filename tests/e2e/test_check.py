@@ -106,6 +106,18 @@ async def test_an_upstream_that_does_not_answer_fails_naming_the_route(stack_fac
     assert result["route notes"][0] == "PASS"
 
 
+async def test_a_dev_server_that_does_not_answer_fails_naming_bff_frontend(stack_factory: Any) -> None:
+    stack = stack_factory(bff_thread=False)
+    status, message = (await checks(stack))["frontend"]
+    assert status == "PASS" and message.startswith("none; only /bff/*, /api/*")  # what is served, said plainly
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = await checks(stack, BFF_FRONTEND=dead)
+    assert list(failed(result)) == ["frontend"]
+    assert "BFF_FRONTEND" in result["frontend"][1] and dead in result["frontend"][1]
+    alive = await checks(stack, BFF_FRONTEND=stack.rs_url)
+    assert alive["frontend"][0] == "PASS" and stack.rs_url in alive["frontend"][1]
+
+
 async def test_redis_that_does_not_answer_fails_naming_it(stack_factory: Any) -> None:
     stack = stack_factory(bff_thread=False)
     result = await checks(stack, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
