@@ -4,13 +4,15 @@ the routes' ``require`` rules over them.
 * **Kept at login**: the names in ``BFF_USER_CLAIMS`` (default ``preferred_username,name,email``) plus every claim
   a route's ``require`` names, taken from the verified ID token; from the provider's userinfo (OIDC Core §5.3) for
   those the ID token lacks, when the provider has a userinfo endpoint and lists them in ``claims_supported`` (or lists
-  none). They live sealed in the session record, so each is capped (:data:`MAX_CLAIM_BYTES`, :data:`MAX_TOTAL_BYTES`);
+  none) — ``AuthClient.user_claims``. Taken again the same way when a refresh answers with a new ID token
+  (``AuthClient.refreshed_claims``). They live sealed in the session record, so each is capped (:data:`MAX_CLAIM_BYTES`, :data:`MAX_TOTAL_BYTES`);
   a claim over the cap is left out with a WARNING naming it, never its value. Only JSON values are kept, never a
   token: the session's tokens are fields of their own and ``/bff/user`` returns ``claims`` alone.
 * **Rules**: ``"require": {"groups": ["admin"], "email_verified": [true]}`` — every named claim must hold one of the
-  listed values (a list claim: any of its elements). Compiled once per route at start-up into frozensets of typed
-  keys, so a request pays a dict lookup and a set membership test per named claim. ``true`` never matches ``1`` nor
-  ``"true"``: values compare with their JSON type.
+  listed values (a list claim: any of its elements). Compiled once per route at start-up into a frozenset of the
+  accepted strings and one of the other values as typed keys, so a request pays a dict lookup and a set test per
+  named claim (``isdisjoint`` for a list of strings). ``true`` never matches ``1`` nor ``"true"``: values compare
+  with their JSON type.
 * **Forward-auth headers** (:func:`identity_headers`): ``X-Auth-Request-User`` (``preferred_username``),
   ``-Email`` (``email``), ``-Groups`` (``groups``, comma-joined). A value with a control character (CR, LF, NUL, …) is
   never sent; a group with a comma or with spaces at either end is left out of the joined list (it would read as
@@ -91,10 +93,6 @@ class Rules:
             elif not others or _key(value) not in others:
                 return False
         return True
-
-    def as_json(self) -> dict[str, list[Any]]:
-        """The rule as it was written (for logs and ``bff config``)."""
-        return {name: sorted([*strings, *(v for _, v in others)], key=repr) for name, strings, others in self.checks}
 
 
 def parse_rules(where: str, raw: Any) -> Rules:
