@@ -5,9 +5,10 @@ the routes' ``require`` rules over them.
   a route's ``require`` names, taken from the verified ID token; from the provider's userinfo (OIDC Core §5.3) for
   those the ID token lacks, when the provider has a userinfo endpoint and lists them in ``claims_supported`` (or lists
   none) — ``AuthClient.user_claims``. Taken again the same way when a refresh answers with a new ID token
-  (``AuthClient.refreshed_claims``). They live sealed in the session record, so each is capped (:data:`MAX_CLAIM_BYTES`, :data:`MAX_TOTAL_BYTES`);
-  a claim over the cap is left out with a WARNING naming it, never its value. Only JSON values are kept, never a
-  token: the session's tokens are fields of their own and ``/bff/user`` returns ``claims`` alone.
+  (``AuthClient.refreshed_claims``). They live sealed in the session record, so each is capped
+  (:data:`MAX_CLAIM_BYTES`, :data:`MAX_TOTAL_BYTES`); a claim over the cap is left out with a WARNING naming it,
+  never its value. Only JSON values are kept, never a token: the session's tokens are fields of their own and
+  ``/bff/user`` returns ``claims`` alone.
 * **Rules**: ``"require": {"groups": ["admin"], "email_verified": [true]}`` — every named claim must hold one of the
   listed values (a list claim: any of its elements). Compiled once per route at start-up into a frozenset of the
   accepted strings and one of the other values as typed keys, so a request pays a dict lookup and a set test per
