@@ -30,6 +30,7 @@ from bff.paths import climbs
 from bff.routes import Route
 from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
+from bff.upstream import LeanUpstream
 from servicekit.logs import outbound_headers
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
@@ -178,6 +179,7 @@ class Proxy:
         self.routes = {name: str(URL(route.url)).rstrip("/") for name, route in routes.items()}
         self.timeouts = {name: client_timeout(route.timeout or timeout) for name, route in routes.items()}
         self.session: aiohttp.ClientSession | None = None
+        self.lean: LeanUpstream | None = None  # bodiless requests to http:// upstreams (bff.upstream)
         self.dpop: DPoPSigner | None = None  # BFF_DPOP_KEY_FILE: tokens go out as DPoP, each with a fresh proof
         self.watch: SessionWatch | None = None  # the end of a session stops the streams sent for it
         self.slots: SessionSlots | None = None  # BFF_MAX_SOCKETS_PER_SESSION: a session's streams count there
@@ -196,8 +198,12 @@ class Proxy:
             cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies are never kept, let alone forwarded
             skip_auto_headers=("User-Agent",),
         )
+        self.lean = LeanUpstream(UPSTREAM_POOL)
 
     async def close(self) -> None:
+        if self.lean is not None:
+            await self.lean.close()
+            self.lean = None
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -270,9 +276,14 @@ class Proxy:
         assert self.session is not None, "Proxy.open() runs in the lifespan"
         start = time.perf_counter()
         try:
-            upstream = await self.session.request(
-                out.method, out.url, headers=headers, data=out.body, allow_redirects=False, timeout=out.timeout
-            )
+            upstream: Any = None
+            if self.lean is not None and LeanUpstream.takes(out.method, out.url, out.body):
+                # read as aiohttp's ClientResponse (bff.upstream); None: not taken now, aiohttp sends it
+                upstream = await self.lean.request(out.method, out.url, headers, out.timeout)
+            if upstream is None:
+                upstream = await self.session.request(
+                    out.method, out.url, headers=headers, data=out.body, allow_redirects=False, timeout=out.timeout
+                )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             self.count(out.route, UpstreamTimeout.status_code, time.perf_counter() - start)
             upstream_failed(out.route, out.url, exc)
