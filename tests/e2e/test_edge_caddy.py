@@ -89,14 +89,28 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
     assert "through caddy" in (await browser.request("GET", "/api/notes/notes")).text
 
     # What an upstream gets: the BFF's token, no cookie, no CSRF header; what it sets never reaches the browser.
+    forged = {
+        "X-Auth-Request-User": "mallory",
+        "X-Auth-Request-Email": "m@evil.example",
+        "X-Auth-Request-Groups": "admin",
+    }
     mirrored = await browser.request(
-        "GET", "/api/live/headers", headers={"Authorization": "Bearer forged", "X-HTTP-Method-Override": "DELETE"}
+        "GET",
+        "/api/live/headers",
+        headers={"Authorization": "Bearer forged", "X-HTTP-Method-Override": "DELETE", **forged},
     )
     assert mirrored.status_code == 200 and "set-cookie" not in mirrored.headers, mirrored.text
     upstream_saw = {k.lower(): v for k, v in seen[-1].items()}
     assert upstream_saw["authorization"].startswith("Bearer eyJ") and upstream_saw["x-auth-request-sub"]
     assert "cookie" not in upstream_saw and "x-csrf" not in upstream_saw
     assert "x-http-method-override" not in upstream_saw
+    # Who the user is comes from the BFF alone: the browser's own copies never pass (DESIGN §11). Alice has no email
+    # or groups at our auth server; Debian's Caddy 2.6 then sends its unresolved placeholder text in their place
+    # (docs/guides/edge-caddy.md), never the forged values.
+    assert upstream_saw["x-auth-request-user"] == "alice"
+    for name in ("x-auth-request-email", "x-auth-request-groups"):
+        value = upstream_saw.get(name, "")
+        assert value == "" or value.startswith("{http.reverse_proxy.header."), value  # never the browser's
     assert upstream_saw["host"] == mirror  # as in BFF_ROUTES, as the BFF's own proxy sends it (DPoP's htu)
 
     # Refusals are the BFF's JSON errors, never a redirect and never a token.
