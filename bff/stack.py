@@ -69,6 +69,9 @@ def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: st
         "AUTH_CLIENTS": json.dumps([client]),
         "RS_ISSUER": issuer,
         "RS_AUDIENCE": "notes",
+        # Issue #18 item 2: a DPoP proof's htu is compared with these, never the Host header. The BFF calls both
+        # sample APIs at these addresses; each API's own audience check keeps the other's tokens out.
+        "RS_PUBLIC_URL": f"http://127.0.0.1:{ports.resource},http://127.0.0.1:{ports.live}",
         "BFF_ISSUER": issuer,
         "BFF_CLIENT_ID": "bff",
         "BFF_CLIENT_SECRET": client_secret,
@@ -203,7 +206,8 @@ async def run_stack(
             f"  resource server  {public}:{ports.resource} (audience notes), {public}:{ports.live} (audience live)\n"
             f"  BFF              {env['BFF_PUBLIC_URL']}\n"
             f"  {describe(apps['bff'].state.settings)}\n"
-            f"Demo user: {DEMO_USERNAME} / {DEMO_PASSWORD}{'' if created else ' (already there)'}\n\n"
+            f"Demo user: {DEMO_USERNAME} / {DEMO_PASSWORD}{'' if created else ' (already there)'}; "
+            f"its second factors (a passkey, an authenticator app): {env['AUTH_ISSUER']}/account\n\n"
             f"Open {env['BFF_PUBLIC_URL']}/ in your browser. Ctrl-C stops.\n",
             flush=True,
         )
