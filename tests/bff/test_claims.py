@@ -27,6 +27,11 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.anyio
 
 ADMIN = {"name": "Alice Admin", "email": "alice@example.com", "groups": ["staff", "admin"], "email_verified": True}
+EVIL = {  # what a provider might let a user set as their profile
+    "preferred_username": "eve\r\nX-Injected: 1",
+    "email": "eve@example.com\nAuthorization: Bearer x",
+    "groups": ["staff", "x,admin", " admin", "admin\r\n", "ops"],
+}
 PLAIN = {"name": "Bob", "email": "bob@example.com", "groups": ["staff"], "email_verified": False}
 
 
@@ -46,7 +51,7 @@ class CountingGate:
 @pytest.fixture
 async def claims_rig(redis_url: str, server_factory: Any) -> AsyncIterator[tuple[Rig, CountingGate]]:
     port = free_port()
-    provider = Provider(issuer=f"http://127.0.0.1:{port}", claims={"alice": ADMIN, "bob": PLAIN})
+    provider = Provider(issuer=f"http://127.0.0.1:{port}", claims={"alice": ADMIN, "bob": PLAIN, "eve": EVIL})
     server_factory(provider.app(), port)
     gate = CountingGate(provider.upstream())
     upstream = server_factory(gate).url
@@ -197,6 +202,26 @@ async def test_forward_auth_answers_the_identity_headers(claims_rig: tuple[Rig, 
     assert answer.headers["x-auth-request-groups"] == "staff,admin"
     client_route = await ask(await login(rig, "alice"), "/api/notes/x")
     assert client_route.headers["x-auth-request-user"] == "alice"
+
+
+async def test_a_users_claims_cannot_inject_headers_into_the_forward_auth_answer(
+    claims_rig: tuple[Rig, CountingGate],
+) -> None:
+    rig, _ = claims_rig
+    browser = await login(rig, "eve")
+    answer = await ask(browser, "/api/notes/x")
+    assert answer.status_code == 200, answer.text
+    assert "x-injected" not in answer.headers and "x-auth-request-user" not in answer.headers
+    assert "x-auth-request-email" not in answer.headers
+    assert answer.headers["x-auth-request-groups"] == "staff,ops"  # never admin, by comma, space or CRLF
+    assert answer.headers["authorization"].startswith("Bearer eyJ")  # the BFF's own, once
+    assert len(answer.headers.get_list("authorization")) == 1
+    refused = await browser.request("GET", "/api/admin/x")
+    assert refused.status_code == 403  # the rule sees the real list: "x,admin" is not "admin"
+    # /bff/user shows the claims as they are, as JSON: nothing to inject there
+    assert (await browser.request("GET", "/bff/user")).json()["claims"]["preferred_username"] == EVIL[
+        "preferred_username"
+    ]
 
 
 async def test_the_browser_cannot_send_identity_headers_upstream(claims_rig: tuple[Rig, CountingGate]) -> None:
