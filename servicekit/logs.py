@@ -108,8 +108,10 @@ def access(
     seconds: float,
     rid: str,
     client: Any,
+    context: RequestContext | None = None,
 ) -> None:
-    """One access line on ``logger`` (each service has its own ``<package>.access`` logger)."""
+    """One access line on ``logger`` (each service has its own ``<package>.access`` logger); ``context``: the
+    request's, when it is no longer the current one (an answer recorded after its context was reset)."""
     if logger.isEnabledFor(logging.INFO):
         fields = {
             "method": method,
@@ -120,9 +122,12 @@ def access(
             "request_id": rid,
             "client": client[0] if client else None,
         }
-        context = CONTEXT.get()
-        if context is not None and context.extra:
-            fields.update(context.extra)
+        if context is None:
+            context = CONTEXT.get()
+        if context is not None:
+            fields["trace_id"] = context.trace_id
+            if context.extra:
+                fields.update(context.extra)
         logger.info("request", extra={"fields": fields})
 
 

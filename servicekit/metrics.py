@@ -144,4 +144,5 @@ class MetricsMiddleware:
                 time.perf_counter() - start,
                 context.request_id,
                 scope.get("client"),
+                context,
             )

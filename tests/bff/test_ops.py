@@ -101,3 +101,42 @@ async def test_an_upstream_failure_is_a_warning_with_the_request_ids(
     (line,) = [line for line in lines if line["level"] == "warning"]
     assert (line["route"], line["upstream"], line["request_id"], line["trace_id"]) == ("gone", dead, "req-gone", trace)
     assert line["cause"].startswith("refused") and "SECRET" not in json.dumps(line)
+
+
+async def test_a_forward_auth_line_on_a_real_socket_names_the_original_request(
+    rig_env: tuple[Provider, str, dict[str, str]], process_factory: Any
+) -> None:
+    """`bff serve` answers /bff/auth past the ASGI app (servicekit.http raw routes): its access line still names the
+    original request, and carries the request and trace ids."""
+    provider, _, env = rig_env
+    bff = process_factory(["-m", "bff", "serve", "--access-log"], {**env, "BFF_TRUSTED_PROXIES": "127.0.0.1/32"})
+    async with httpx.AsyncClient(base_url=bff.url, timeout=10) as client, httpx.AsyncClient() as provider_client:
+        browser = Browser(client)
+        assert (await browser.login(provider_client)).status_code == 302
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        answer = await browser.request(
+            "GET",
+            "/bff/auth",
+            csrf=False,
+            headers={
+                "X-Original-URI": "/api/notes/me?code=SECRET",
+                "X-Original-Method": "GET",
+                "X-Request-ID": "fa-1",
+                "X-CSRF": "1",
+                "traceparent": f"00-{trace}-00f067aa0ba902b7-01",
+            },
+        )
+        assert answer.status_code == 200, answer.text
+    for _ in range(50):
+        if "fa-1" in bff.output():
+            break
+        await asyncio.sleep(0.1)
+    lines = [json.loads(line) for line in bff.output().splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if line.get("request_id") == "fa-1"]
+    assert (line["route"], line["status"], line["original_method"], line["original_uri"]) == (
+        "/bff/auth",
+        200,
+        "GET",
+        "/api/notes/me",
+    )
+    assert line["trace_id"] == trace and "SECRET" not in bff.output()
