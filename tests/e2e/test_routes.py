@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 import tempfile
 import time
@@ -207,13 +208,18 @@ async def test_refused_method_is_405_without_calling_the_upstream(route_stack: C
         await close_clients(rs)
 
 
-async def test_a_resource_the_auth_server_refuses(route_stack: Callable[..., RouteStack]) -> None:
+async def test_a_resource_the_auth_server_refuses(
+    route_stack: Callable[..., RouteStack], caplog: pytest.LogCaptureFixture
+) -> None:
     rs = route_stack()
     browser = rs.browser()
     try:
         await rs.login(browser)
         stray = await browser.request("GET", "/api/stray/x")
-        assert stray.status_code == 503 and "invalid_target" in stray.json()["error_description"]
+        # DESIGN §12: a resource the provider refuses to the client is a configuration error, not a passing one
+        assert stray.status_code == 500 and stray.json()["error"] == "server_misconfigured"
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "bff.auth_client"]
+        assert len(errors) == 1 and "invalid_target" in errors[0] and "BFF_ROUTES" in errors[0], errors
         assert rs.echo.seen("/x") == []
         # invalid_target is refused before rotation: the login lives on
         assert (await browser.request("GET", "/api/orders/me")).status_code == 200
