@@ -42,6 +42,8 @@ MAX_RULE_VALUES = 256
 MAX_HEADER_BYTES = 4096  # an identity header longer than this is not sent (nginx's header buffers are 8 KiB)
 CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:/+-]{1,64}")  # what providers use, and no separator of ours (, ; = space)
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL, TAB and the other controls: never in a header value
+HEADERS_CACHE = 4096  # claims objects whose identity headers are remembered (as SessionManager's opened records)
+_HEADERS: dict[int, tuple[Mapping[str, Any], tuple[tuple[bytes, bytes], ...]]] = {}
 
 
 def parse_claim_names(raw: str | None, var: str = "BFF_USER_CLAIMS") -> tuple[str, ...]:
@@ -170,8 +172,23 @@ def _groups_value(value: Any) -> bytes | None:
     return _header_value(",".join(safe)) if safe else None
 
 
-def identity_headers(claims: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
-    """The forward-auth identity headers of a session's kept claims, those that are present and safe."""
+def identity_headers(claims: Mapping[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+    """The forward-auth identity headers of a session's kept claims, those that are present and safe.
+
+    Remembered per claims object: a record unchanged in Redis is opened once (``SessionManager``), so a busy
+    session's every forward-auth answer brings the very same dict, and the checks and encodings are done once for it
+    (the entry holds the dict, so its id cannot be reused by another while it is cached)."""
+    cached = _HEADERS.get(id(claims))
+    if cached is not None and cached[0] is claims:
+        return cached[1]
+    headers = _identity_headers(claims)
+    if len(_HEADERS) >= HEADERS_CACHE:
+        del _HEADERS[next(iter(_HEADERS))]  # the oldest entry
+    _HEADERS[id(claims)] = (claims, headers)
+    return headers
+
+
+def _identity_headers(claims: Mapping[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
     headers = []
     for header, name in ((b"x-auth-request-user", "preferred_username"), (b"x-auth-request-email", "email")):
         value = _header_value(claims.get(name))
@@ -180,4 +197,4 @@ def identity_headers(claims: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
     groups = _groups_value(claims.get("groups"))
     if groups is not None:
         headers.append((b"x-auth-request-groups", groups))
-    return headers
+    return tuple(headers)
