@@ -27,7 +27,7 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
-def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+def request_id(headers: list[tuple[bytes, bytes]], context: RequestContext | None = None) -> str:
     """The caller's X-Request-ID if it is a plain token (no log injection), else a new random one."""
     for name, value in headers:
         if name == b"x-request-id":
@@ -35,13 +35,13 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if _SANE_ID.fullmatch(text):
                 return text
             break
-    return os.urandom(8).hex()
+    return context._random()[:16] if context is not None else os.urandom(8).hex()
 
 
 class RequestContext:
     """What every log line and every outgoing call of one request carries; computed on first use."""
 
-    __slots__ = ("headers", "_request_id", "_trace", "span_id", "extra")
+    __slots__ = ("headers", "_request_id", "_trace", "span_id", "extra", "_entropy")
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.headers = headers
@@ -49,17 +49,25 @@ class RequestContext:
         self._trace: tuple[str, str | None, str] | None = None  # (trace id, the caller's span id, flags)
         self.span_id: str | None = None  # this service's span (OpenTelemetry's when it is on)
         self.extra: dict[str, Any] | None = None  # more fields for the access line (forward auth's original URI)
+        self._entropy: str | None = None
+
+    def _random(self) -> str:
+        """64 random hex digits, drawn once per request (one system call, not three): a new request id takes the
+        first 16, a new trace id the next 32, this service's span id the last 16."""
+        if self._entropy is None:
+            self._entropy = os.urandom(32).hex()
+        return self._entropy
 
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = request_id(self.headers)
+            self._request_id = request_id(self.headers, self)
         return self._request_id
 
     @property
     def trace(self) -> tuple[str, str | None, str]:
         if self._trace is None:
-            self._trace = _parse_traceparent(self.headers)
+            self._trace = _parse_traceparent(self.headers) or (self._random()[16:48], None, "01")
         return self._trace
 
     @property
@@ -70,18 +78,19 @@ class RequestContext:
         """The ``traceparent`` to send on: this trace, this service's span as the parent."""
         trace_id, _, flags = self.trace
         if self.span_id is None:
-            self.span_id = os.urandom(8).hex()
+            self.span_id = self._random()[48:]
         return f"00-{trace_id}-{self.span_id}-{flags}"
 
 
-def _parse_traceparent(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None, str]:
+def _parse_traceparent(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None, str] | None:
+    """The caller's (trace id, span id, flags), or None: no valid traceparent starts a new trace (W3C §4.3)."""
     for name, value in headers:
         if name == b"traceparent":
             match = _TRACEPARENT.fullmatch(value.decode("latin-1").strip())
             if match and match[1] != _ZERO_TRACE and match[2] != _ZERO_SPAN:
                 return match[1], match[2], match[3]
-            break  # an invalid traceparent starts a new trace (W3C Trace Context §4.3)
-    return os.urandom(16).hex(), None, "01"
+            break
+    return None
 
 
 CONTEXT: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
