@@ -60,7 +60,7 @@ class Credentials:
         # "Your sessions" (DESIGN §14): a use of a session, noted (a dict lookup; a write every few minutes at most)
         self.on_use: Callable[[Sealed, Session], None] | None = None
 
-    async def for_route(self, route: Route, cookie: str | None, return_to: str = "/") -> Credential:
+    async def for_route(self, route: Route, cookie: str | None) -> Credential:
         """The credential for a request of ``route`` carrying session cookie value ``cookie``.
 
         Raises LoginRequired (401) when the route needs a session and there is none, AuthServerUnavailable or
@@ -85,7 +85,7 @@ class Credentials:
             # DESIGN §14: the route's level is checked before the upstream is called; the browser steps up
             log.info("route %s asks session of %s for a step-up (acr %s)", route.name, session.sub, session.acr)
             self.on_step_up(route.name)
-            raise step_up_error(route.acr, route.max_age, return_to)
+            raise step_up_error(route.acr, route.max_age, "/")  # the proxy puts the calling page in its step_up_url
         if route.token == "client":
             return Credential(await self.client_tokens.token(route.resource), None, ref, session)
         try:

@@ -32,6 +32,7 @@ from bff.errors import (
     ProviderRejected,
     ServerMisconfigured,
     SessionGone,
+    StepUpRequired,
 )
 from bff.login_state import LOGIN_TTL, LoginStates
 from bff.metrics import Metrics
@@ -404,8 +405,10 @@ class Endpoints:
     async def api(self, request: Request) -> Response:
         route = self.settings.routes.lookup(request.scope["path"])
         route.check_method(request.method)  # 405 before anything else: the upstream is not called
-        return_to = return_to_of(request.scope, self.settings.public_origin, is_navigation(request.scope))
-        credential = await self.credentials.for_route(route, cookie(request, self.settings.cookie_name), return_to)
+        try:
+            credential = await self.credentials.for_route(route, cookie(request, self.settings.cookie_name))
+        except StepUpRequired as exc:  # the route's own acr/max_age (DESIGN §14): back to this page afterwards
+            raise step_up_error(exc.acr_values, exc.max_age, self._return_to(request)) from None
         out = await self.proxy.outbound(request, route)
         upstream = await self.proxy.send(out, credential.token)
         if upstream.status == 401 and credential.token is not None:
@@ -416,7 +419,7 @@ class Endpoints:
                 upstream.release()
                 self.metrics.step_ups.labels("asked_by_upstream").inc()
                 log.info("upstream %s asks session of %s for a step-up", route.name, credential.sub)
-                raise step_up_error(*stepping, return_to)
+                raise step_up_error(*stepping, self._return_to(request))
             if out.replayable and "invalid_token" in challenge:
                 # RFC 6750 §3.1: the token was refused (revoked keys, clock skew): renew once, replay once.
                 upstream.release()
@@ -425,6 +428,10 @@ class Endpoints:
         session = credential.ref.key if credential.ref is not None else None
         user = credential.session.sub if credential.session is not None else None
         return self.proxy.response(upstream, out.headers["X-Request-ID"], session, route.name, user)
+
+    def _return_to(self, request: Request) -> str:
+        # Only on a step-up: reading Referer and the navigation headers costs nothing on the hot path then.
+        return return_to_of(request.scope, self.settings.public_origin, is_navigation(request.scope))
 
     # --- the page and operations ------------------------------------------------------------------------------------
 
