@@ -71,8 +71,10 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _installed(python: Path) -> set[str]:
+    # run outside any source tree: `python -c` puts its working directory on sys.path, and a checkout installed
+    # with `pip install -e .` holds jwt_bff.egg-info there, which importlib.metadata would count as installed
     code = "import importlib.metadata as m, json; print(json.dumps([d.metadata['Name'] for d in m.distributions()]))"
-    return {re.sub(r"[-_.]+", "-", name).lower() for name in json.loads(_run(python, "-c", code))}
+    return {re.sub(r"[-_.]+", "-", name).lower() for name in json.loads(_run(python, "-c", code, cwd=python.parent))}
 
 
 def test_both_distributions_carry_one_version() -> None:
