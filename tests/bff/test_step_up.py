@@ -191,3 +191,21 @@ async def test_a_second_replica_sees_the_upgrade(step_rig: Rig) -> None:
         cookie = f"{rig.settings.cookie_name}={browser.cookies[rig.settings.cookie_name]}"
         answer = await other.get("/api/vault/secret", headers={"Cookie": cookie, "X-CSRF": "1"})
         assert answer.status_code == 200, answer.text
+
+
+async def test_forward_auth_asks_for_the_step_up_too(rig_env: tuple[Provider, str, dict[str, str]]) -> None:
+    """A route's acr holds at /bff/auth as at the proxy: no token is handed to the edge for a login below it."""
+    provider, upstream, env = rig_env
+    routes = {"notes": upstream, "vault": {"url": upstream, "acr": "mfa"}}
+    env = {**env, "BFF_ROUTES": json.dumps(routes), "BFF_TRUSTED_PROXIES": "127.0.0.1/32"}
+    async with running(provider, upstream, env) as rig:
+        provider.claims["alice"] = {"acr": "pwd", "auth_time": int(time.time())}
+        browser = await rig.logged_in()
+        headers = {"X-Original-URI": "/api/vault/x", "X-Original-Method": "GET", "X-CSRF": "1"}
+        answer = await browser.request("GET", "/bff/auth", csrf=False, headers=headers)
+        assert answer.status_code == 401 and "authorization" not in answer.headers, answer.text
+        assert answer.json()["error"] == "insufficient_user_authentication"
+        assert answer.json()["step_up_url"].startswith("/bff/login?acr_values=mfa")
+        await step_up(rig, browser, answer.json()["step_up_url"])
+        passed = await browser.request("GET", "/bff/auth", csrf=False, headers=headers)
+        assert passed.status_code == 200 and passed.headers["authorization"].startswith("Bearer ")
