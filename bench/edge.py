@@ -14,7 +14,6 @@ One run, one upstream: a static nginx serving a small JSON answer and a 1 MiB fi
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from bench.harness import (  # noqa: E402
     Proc,
     Stack,
     WrkResult,
+    cpu_seconds,
     free_port,
     login,
     processes,
@@ -57,30 +57,6 @@ NGINX_ALONE = """        location /api/alone/ {
 """
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes and their children (nginx's workers), from /proc."""
-    wanted = set(pids)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid in pids:
-                wanted.add(int(entry.name))
-    total = 0
-    for pid in wanted:
-        try:
-            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return total / TICK
-
-
 def static_upstream(procs: list[Proc]) -> str:
     """A static nginx: the fastest upstream we can have, so the paths in front of it are what is measured."""
     workdir = Path(tempfile.mkdtemp(prefix="jwt-bff-bench-static-"))
@@ -106,7 +82,8 @@ def measure_edge(args: argparse.Namespace) -> None:
         auth_url = start_auth(procs, redis_url, [bff_url], secret, access_ttl=3600)
         upstream = static_upstream(procs)
         stack = Stack(redis_url, redis_port, auth_url, "http://" + upstream, [bff_url], secret)
-        start_bff(procs, stack, bff_port, BFF_TRUSTED_PROXIES="127.0.0.1/32")  # nginx asks /bff/auth from here
+        # nginx asks /bff/auth from here; one session streams 1 MiB answers on all of wrk's connections at once
+        start_bff(procs, stack, bff_port, BFF_TRUSTED_PROXIES="127.0.0.1/32", BFF_MAX_SOCKETS_PER_SESSION="64")
         bff_pid = procs[-1].proc.pid
         # as the official image runs it: a worker per core
         edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream, "live": upstream}, workers="auto")

@@ -301,3 +301,27 @@ def redis_commandstats(port: int) -> dict[str, int]:
         ["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True, check=True
     ).stdout
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_(\w+(?:\|\w+)?):calls=(\d+)", out)}
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and their children (nginx's workers), from /proc."""
+    wanted = set(pids)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid in pids:
+                wanted.add(int(entry.name))
+    total = 0
+    for pid in wanted:
+        try:
+            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / TICK

@@ -42,7 +42,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.edge import NGINX_ALONE, cpu_seconds  # noqa: E402
+from bench.edge import NGINX_ALONE  # noqa: E402
 from bench.harness import (  # noqa: E402
     REPO,
     Proc,
@@ -50,6 +50,7 @@ from bench.harness import (  # noqa: E402
     _FormParser,
     bff_env,
     code_flow_tokens,
+    cpu_seconds,
     free_port,
     login,
     processes,

@@ -33,6 +33,7 @@ from bench.harness import (  # noqa: E402
     bff_env,
     client_credentials_token,
     code_flow_tokens,
+    cpu_seconds,
     free_port,
     login,
     processes,
@@ -100,6 +101,7 @@ def proxy_throughput(args: argparse.Namespace) -> None:
         rs_url = start_rs(procs, redis_url, auth_url)
         stack = Stack(redis_url, redis_port, auth_url, rs_url, bff_urls, secret)
         bff_url = start_bff(procs, stack, bff_ports[0])
+        bff_pid = procs[-1].proc.pid
         token = client_credentials_token(auth_url, secret)
         bare_port = free_port()
         procs.append(
@@ -117,30 +119,38 @@ def proxy_throughput(args: argparse.Namespace) -> None:
                 health=f"http://127.0.0.1:{bare_port}/healthz",
             )
         )
+        bare_pid = procs[-1].proc.pid
         cookie = login(bff_url, USER, PASSWORD)
 
         stats: dict[str, dict[str, int]] = {}
+        cpu: dict[str, float] = {}  # CPU microseconds per request of the process measured (user + system, /proc)
 
-        def measure(url: str, headers: dict[str, str], count_redis: bool = False) -> WrkResult:
+        def measure(url: str, headers: dict[str, str], count_redis: bool = False, pid: int = 0) -> WrkResult:
             wrk(url, headers, seconds=1, connections=args.connections)  # warm-up: pools, caches
             if count_redis:
                 stats["before"] = redis_commandstats(redis_port)
+            cpu_before = cpu_seconds([pid]) if pid else 0.0
             result = wrk(url, headers, seconds=args.seconds, connections=args.connections)
+            if pid:
+                cpu[url] = (cpu_seconds([pid]) - cpu_before) / max(result.requests, 1) * 1e6
             if count_redis:
                 stats["after"] = redis_commandstats(redis_port)
             return result
 
-        def measure_bff(url: str, cookie: str, count_redis: bool = False) -> WrkResult:
-            return measure(f"{url}/api/notes/me", {"Cookie": cookie, "X-CSRF": "1"}, count_redis)
+        def measure_bff(url: str, cookie: str, count_redis: bool = False, pid: int = 0) -> WrkResult:
+            return measure(f"{url}/api/notes/me", {"Cookie": cookie, "X-CSRF": "1"}, count_redis, pid)
 
         direct = measure(f"{rs_url}/me", {"Authorization": f"Bearer {token}"})
-        bare = measure(f"http://127.0.0.1:{bare_port}/me", {})
-        bff = measure_bff(bff_url, cookie, count_redis=True)
+        bare = measure(f"http://127.0.0.1:{bare_port}/me", {}, pid=bare_pid)
+        bff = measure_bff(bff_url, cookie, count_redis=True, pid=bff_pid)
         before, after = stats["before"], stats["after"]
         row("resource server direct (verifies the JWT)", fmt(direct))
         row("bare aiohttp pass-through proxy -> resource server", fmt(bare))
         row("BFF /api/notes/me (cookie -> session -> JWT)", fmt(bff))
-        row("BFF / bare proxy", f"{bff.rps / bare.rps:.2f}x", "target >= 0.80")
+        row("BFF / bare proxy", f"{bff.rps / bare.rps:.2f}x", "target >= 1.0")
+        bare_cpu, bff_cpu = cpu[f"http://127.0.0.1:{bare_port}/me"], cpu[f"{bff_url}/api/notes/me"]
+        row("CPU us per request: bare proxy, BFF", f"{bare_cpu:.0f}, {bff_cpu:.0f}", "BFF target <= 100")
+        row("CPU per request, bare proxy / BFF", f"{bare_cpu / bff_cpu:.2f}x", "target >= 1.0")
         row("BFF / resource server direct", f"{bff.rps / direct.rps:.2f}x")
         row("BFF p99 / bare proxy p99", f"{bff.p99_ms / bare.p99_ms:.2f}x")
 
