@@ -380,8 +380,8 @@ class AuthClient:
         }
         try:
             await self._token_request(form, probe=True)
-        except ProviderRejected:
-            self.health.ok("client")
+        except ProviderRejected:  # invalid_grant: the endpoint is there and the credentials passed
+            self.health.ok("client", "endpoint")
         return "token"
 
     async def recheck(self) -> None:
@@ -395,7 +395,7 @@ class AuthClient:
         try:
             if "issuer" in health.problems:
                 await self.discover(again=True)
-            if health.problems.keys() & {"client", "redirect", "par", "scope"}:
+            if health.problems.keys() & {"client", "redirect", "par", "scope", "endpoint"}:
                 await self.probe_client()
             if "jwks" in health.problems:
                 await self.fetch_keys()
@@ -484,7 +484,7 @@ class AuthClient:
         if not isinstance(body.get("access_token"), str) or str(body.get("token_type", "")).lower() != expected:
             why = f"the token response lacks a {expected} access token"
             raise self._unavailable("token", why, user=f"The auth server's answer is unusable: {why}.")
-        self._ok("token", *keys)
+        self._ok("token", *keys, "endpoint")
         return body
 
     def _token_set(
