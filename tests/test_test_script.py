@@ -19,7 +19,7 @@ from .conftest import REPO
 RECORDER = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$CALLS"
 """
-FAKE_NPM = RECORDER + "mkdir -p tests/interop/node_op/node_modules/oidc-provider\n"
+FAKE_NPM = RECORDER + 'mkdir -p "$3/node_modules/oidc-provider" "$3/node_modules/mermaid"\n'
 # the interpreter: pip is written down, not run (it would reinstall the shared environment); pytest runs for real
 FAKE_PYTHON = """#!/bin/sh
 if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "pip $*" >> "$CALLS"; exit 0; fi
@@ -78,6 +78,7 @@ def test_the_test_command_installs_what_is_missing_then_runs_pytest_with_its_arg
     as_root = os.geteuid() == 0
     assert any(call.startswith("sudo ") for call in calls) is not as_root  # sudo only when not root
     assert "npm ci --prefix tests/interop/node_op --no-audit --no-fund" in calls
+    assert "npm ci --prefix tests/docs_node --no-audit --no-fund" in calls
     assert "pip -m pip install -q -e .[test]" in calls
     # a second run finds node-oidc-provider in place: no npm this time
     Path(env["CALLS"]).unlink()
