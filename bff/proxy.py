@@ -187,8 +187,7 @@ class Proxy:
         # their children, looked up once (labels() costs a measurable share of a proxied request)
         self.requests: Any = None
         self.latency: Any = None
-        self._counted: dict[tuple[str, int], Any] = {}
-        self._timed: dict[str, Any] = {}
+        self._counted: dict[tuple[str, int], tuple[Any, Any]] = {}  # (route, status) -> (counter inc, observe)
 
     async def open(self) -> None:
         """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
@@ -300,14 +299,15 @@ class Proxy:
         its time to the upstream's response headers."""
         if self.requests is None:
             return
-        counter = self._counted.get((route, status))
-        if counter is None:
-            counter = self._counted[(route, status)] = self.requests.labels(route, str(status))
-        counter.inc()
-        histogram = self._timed.get(route)
-        if histogram is None:
-            histogram = self._timed[route] = self.latency.labels(route)
-        histogram.observe(seconds)
+        children = self._counted.get((route, status))
+        if children is None:
+            children = self._counted[(route, status)] = (
+                self.requests.labels(route, str(status)).inc,
+                self.latency.labels(route).observe,
+            )
+        inc, observe = children
+        inc()
+        observe(seconds)
 
     def response(
         self,

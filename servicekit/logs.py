@@ -27,7 +27,7 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
-def request_id(headers: list[tuple[bytes, bytes]], context: RequestContext | None = None) -> str:
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     """The caller's X-Request-ID if it is a plain token (no log injection), else a new random one."""
     for name, value in headers:
         if name == b"x-request-id":
@@ -35,7 +35,7 @@ def request_id(headers: list[tuple[bytes, bytes]], context: RequestContext | Non
             if _SANE_ID.fullmatch(text):
                 return text
             break
-    return context._random()[:16] if context is not None else os.urandom(8).hex()
+    return os.urandom(8).hex()
 
 
 class RequestContext:
@@ -58,17 +58,32 @@ class RequestContext:
             self._entropy = os.urandom(32).hex()
         return self._entropy
 
+    def _scan(self) -> None:
+        """Read X-Request-ID and traceparent in one pass over the headers (the proxy asks for both)."""
+        rid = trace = None
+        for name, value in self.headers:
+            if name == b"x-request-id" and rid is None:
+                text = value.decode("latin-1")
+                rid = text if _SANE_ID.fullmatch(text) else ""
+            elif name == b"traceparent" and trace is None:
+                match = _TRACEPARENT.fullmatch(value.decode("latin-1").strip())
+                # W3C Trace Context §4.3: an invalid one (all-zero ids included) starts a new trace
+                valid = match is not None and match[1] != _ZERO_TRACE and match[2] != _ZERO_SPAN
+                trace = (match[1], match[2], match[3]) if valid and match is not None else ()
+        self._request_id = rid or self._random()[:16]
+        self._trace = trace or (self._random()[16:48], None, "01")
+
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = request_id(self.headers, self)
-        return self._request_id
+            self._scan()
+        return self._request_id  # type: ignore[return-value]
 
     @property
     def trace(self) -> tuple[str, str | None, str]:
         if self._trace is None:
-            self._trace = _parse_traceparent(self.headers) or (self._random()[16:48], None, "01")
-        return self._trace
+            self._scan()
+        return self._trace  # type: ignore[return-value]
 
     @property
     def trace_id(self) -> str:
@@ -80,17 +95,6 @@ class RequestContext:
         if self.span_id is None:
             self.span_id = self._random()[48:]
         return f"00-{trace_id}-{self.span_id}-{flags}"
-
-
-def _parse_traceparent(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None, str] | None:
-    """The caller's (trace id, span id, flags), or None: no valid traceparent starts a new trace (W3C §4.3)."""
-    for name, value in headers:
-        if name == b"traceparent":
-            match = _TRACEPARENT.fullmatch(value.decode("latin-1").strip())
-            if match and match[1] != _ZERO_TRACE and match[2] != _ZERO_SPAN:
-                return match[1], match[2], match[3]
-            break
-    return None
 
 
 CONTEXT: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
