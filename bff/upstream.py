@@ -46,6 +46,7 @@ class _Answer:
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.released = False
+        self.whole = False
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -82,6 +83,8 @@ class _Answer:
     async def read(self, n: int = -1) -> bytes:
         """With ``n``: the next piece of the body (at most ``n`` bytes; empty at its end). Without: all of it."""
         if n < 0:
+            self.whole = True  # all of it is wanted: the connection is never paused for it
+            self.conn.resume()
             while not self.done and self.error is None:
                 await self._wait()
             if self.error is not None:
@@ -170,7 +173,7 @@ class _Connection(asyncio.Protocol):
         if answer is not None:
             answer.chunks.append(body)
             answer.buffered += len(body)
-            if answer.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+            if answer.buffered > HIGH_WATER and not answer.whole and not self.paused and self.transport is not None:
                 self.paused = True
                 self.transport.pause_reading()
             answer._wake()

@@ -154,3 +154,31 @@ def test_what_it_takes() -> None:
     assert not LeanUpstream.takes("HEAD", URL("http://a:1/"), None)  # its answer has a length but no body
     assert not LeanUpstream.takes("GET", URL("https://a/"), None)
     assert not LeanUpstream.takes("GET", URL("http://u:p@a/"), None)
+
+
+async def test_a_large_answer_streams_with_backpressure(upstream: Callable[[Script], asyncio.Future[URL]]) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB: beyond the high-water mark, so reading pauses and resumes
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        return True
+
+    url = await upstream(script)
+    lean = LeanUpstream(8)
+    for whole in (False, True, False):  # in pieces, all at once, then in pieces again on the kept-alive connection
+        answer = await lean.request("GET", url, CIMultiDict(), LIMITS)
+        assert answer is not None
+        if whole:
+            got = await answer.read()
+        else:
+            pieces = []
+            while piece := await answer.content.read(64 * 1024):
+                assert len(piece) <= 64 * 1024
+                pieces.append(piece)
+                await asyncio.sleep(0)
+            got = b"".join(pieces)
+        answer.release()
+        assert got == body
+    assert lean.open == 1
+    await lean.close()
