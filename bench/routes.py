@@ -141,6 +141,7 @@ def route_costs(
                 BFF_ROUTES=json.dumps(routes),
                 BFF_MAX_WEBSOCKETS=str(n_sockets + 10),
                 BFF_MAX_SOCKETS_PER_SESSION=str(n_sockets + 10),  # one session opens them all
+                BFF_MAX_SOCKETS_PER_USER=str(n_sockets + 10),  # of one user
             ),
             health=bff_url + "/readyz",
         )
