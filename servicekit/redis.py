@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import ClusterDownError, ClusterError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -73,6 +73,18 @@ def store_down_handlers(handler: Handler) -> dict[type[Exception], Handler]:
 
 
 SENTINEL_SCHEME = "redis+sentinel://"
+# A Cluster command refused by a node (connection refused or reset, CLUSTERDOWN, a slot with no node) is sent once
+# more, after the client re-reads the slot map; a command that timed out is not (a pipeline's is, once: redis-py's
+# pipeline retries by RedisCluster's own list).
+CLUSTER_RETRIED = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)
+
+
+def _cluster_class(base: type) -> type:
+    """redis-py's cluster client retrying a command once, and only for CLUSTER_RETRIED. By default (redis-py 8.2) it
+    retries 10 times, TimeoutError too: a frozen master held each request for up to 10 x REDIS_TIMEOUT, then answered
+    it (a slow 200) instead of the 503 after REDIS_TIMEOUT of every other client here
+    (tests/scale/test_cluster_faults.py, test_bff_frozen_master.py)."""
+    return type("RedisCluster", (base,), {"ERRORS_ALLOW_RETRY": CLUSTER_RETRIED})
 
 
 class RedisURLError(ValueError):
@@ -180,7 +192,12 @@ def open_redis(url: str, cluster: bool = False) -> Any:
             ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
             for p in (parse_url(part.strip()) for part in url.split(",") if part.strip())
         ]
-        return RedisCluster(startup_nodes=nodes, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        return _cluster_class(RedisCluster)(
+            startup_nodes=nodes,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+        )
     return aioredis.Redis.from_url(
         url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1)
     )

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import RedisCluster
 from tests.e2e.conftest import Stack
 from tests.scale.load import login_many
-from tests.scale.test_cluster_faults import FROZEN_MASTER_REGRESSION, freeze_a_master
+from tests.scale.test_cluster_faults import freeze_a_master
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,6 @@ def redis_url(redis_cluster_url: str) -> str:
     return redis_cluster_url
 
 
-@FROZEN_MASTER_REGRESSION
 async def test_bff_through_a_frozen_master(stack_factory: Any, redis_cluster: RedisCluster) -> None:
     stack: Stack = stack_factory()
     cookies = await login_many(stack, 24)
