@@ -139,6 +139,7 @@ class Figure:
     cpu_us: float
     redis_per_request: float
     errors: int
+    bff_cpu_us: float = 0.0  # of cpu_us, the BFF's own (the paths it answers: its proxy, /bff/auth)
 
 
 def sub_of(token: str) -> str:
@@ -364,8 +365,10 @@ def measure(args: argparse.Namespace) -> list[Figure]:
                     url, headers, pids = paths[name]
                     wrk(url, headers, seconds=1, connections=connections)  # warm-up: pools, caches
                     before, cpu_before = redis_commandstats(redis_port), cpu_seconds(pids)
+                    bff_before = cpu_seconds([bff_pid])
                     result = wrk(url, headers, seconds=seconds, connections=connections)
                     cpu = (cpu_seconds(pids) - cpu_before) / max(result.requests, 1)
+                    bff_cpu = (cpu_seconds([bff_pid]) - bff_before) / max(result.requests, 1) if bff_pid in pids else 0
                     after = redis_commandstats(redis_port)
                     commands = sum(after[k] - before.get(k, 0) for k in after if k != "info")
                     figure = Figure(
@@ -377,6 +380,7 @@ def measure(args: argparse.Namespace) -> list[Figure]:
                         cpu * 1e6,
                         commands / max(result.requests, 1),
                         result.errors,
+                        bff_cpu * 1e6,
                     )
                     figures[name].append(figure)
                     print(f"  {fmt(figure)}", flush=True)
@@ -394,7 +398,7 @@ def fmt(f: Figure) -> str:
     errors = f"  ({f.errors} errors)" if f.errors else ""
     return (
         f"{f.label:<40} {f.rps:>8,.0f} req/s  p50 {f.p50_ms:6.2f} ms  p99 {f.p99_ms:7.2f} ms  "
-        f"CPU {f.cpu_us:6.1f} us/req  Redis {f.redis_per_request:.3f}/req{errors}"
+        f"CPU {f.cpu_us:6.1f} us/req (BFF {f.bff_cpu_us:5.1f})  Redis {f.redis_per_request:.3f}/req{errors}"
     )
 
 
@@ -402,13 +406,14 @@ def table(figures: list[Figure]) -> str:
     by = {f.path: f for f in figures}
     floor = by.get("nginx")
     lines = [
-        "| path | req/s | p50 ms | p99 ms | CPU µs/request | over nginx alone | Redis commands/request |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| path | req/s | p50 ms | p99 ms | CPU µs/request | of which the BFF | over nginx alone | Redis commands/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in figures:
         over = f"+{f.cpu_us - floor.cpu_us:.0f}" if floor is not None and f is not floor else ""
         lines.append(
-            f"| {f.label} | {f.rps:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | {f.cpu_us:.0f} | {over} "
+            f"| {f.label} | {f.rps:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | {f.cpu_us:.0f} "
+            f"| {f'{f.bff_cpu_us:.0f}' if f.bff_cpu_us else ''} | {over} "
             f"| {f.redis_per_request:.3f} |"
         )
     ratios = []
