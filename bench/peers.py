@@ -406,7 +406,8 @@ def table(figures: list[Figure]) -> str:
     by = {f.path: f for f in figures}
     floor = by.get("nginx")
     lines = [
-        "| path | req/s | p50 ms | p99 ms | CPU µs/request | of which the BFF | over nginx alone | Redis commands/request |",
+        "| path | req/s | p50 ms | p99 ms | CPU µs/request | of which the BFF | over nginx alone "
+        "| Redis commands/request |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in figures:

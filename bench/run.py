@@ -59,7 +59,9 @@ def fmt(r: WrkResult) -> str:
     )
 
 
-def start_auth(procs: list[Proc], redis_url: str, bff_urls: list[str], secret: str, access_ttl: int) -> str:
+def start_auth(
+    procs: list[Proc], redis_url: str, bff_urls: list[str], secret: str, access_ttl: int, alg: str = "RS256"
+) -> str:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -68,6 +70,7 @@ def start_auth(procs: list[Proc], redis_url: str, bff_urls: list[str], secret: s
         "AUTH_KEYS_DIR": tempfile.mkdtemp(prefix="bench-keys-"),
         "AUTH_CLIENTS": auth_clients(bff_urls, secret),
         "AUTH_ACCESS_TTL": str(access_ttl),
+        "AUTH_SIGNING_ALG": alg,
     }
     procs.append(Proc(service("auth_server", port), env, health=url + "/readyz"))
     r = httpx.post(url + "/users", json={"username": USER, "password": PASSWORD}, timeout=10)
@@ -268,17 +271,25 @@ def verifier_cost(args: argparse.Namespace) -> None:
             row(f"in-process verify, {m.group(1)}", m.group(2))
 
 
+USER_AGENT = (  # a desktop browser's, as the session list keeps it (bff.session_list: at most 200 characters)
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+)
+
+
 async def _fill_sessions(redis_url: str, n: int, tokens: dict[str, str], logout: bool = True) -> None:
-    """n sessions as a login makes them: the record (with the ID token kept for logout's id_token_hint) and its
-    two back-channel-logout index entries (DESIGN §6); ``logout=False``: the record without either."""
+    """n sessions as a login makes them (bff.endpoints.callback): the record (with the ID token kept for logout's
+    id_token_hint), its back-channel-logout index entries (DESIGN §6) and its entry in the user's list of sessions
+    (DESIGN §14); ``logout=False``: the record alone, without the ID token."""
     from redis import asyncio as aioredis
 
     from bff.session_index import SessionIndex
-    from bff.sessions import RedisStore, SessionManager
+    from bff.session_list import SessionList
+    from bff.sessions import RedisStore, SessionManager, record_key
 
     client = aioredis.Redis.from_url(redis_url)
     manager = SessionManager(RedisStore(client), idle_ttl=1800, absolute_ttl=43200)
     index = SessionIndex(client, ttl=43200)
+    listing = SessionList(client, manager, secret="memory-bench-secret-0123456789")
 
     async def login(i: int) -> None:
         secret, session = await manager.create(
@@ -294,7 +305,8 @@ async def _fill_sessions(redis_url: str, n: int, tokens: dict[str, str], logout:
         ref = manager.ref(secret)
         assert ref is not None
         if logout:
-            await index.add(ref.key, sid=session.sid, sub=session.sub)
+            listed = listing.new_entry(ref, record_key(secret), session, user_agent=USER_AGENT, ip="203.0.113.7")
+            await index.add(ref.key, sid=session.sid, sub=session.sub, listed=listed)
 
     batch = 50
     for start in range(0, n, batch):
@@ -309,33 +321,36 @@ def _used_memory(port: int) -> int:
     return int(re.search(r"used_memory:(\d+)", out).group(1))  # type: ignore[union-attr]
 
 
-def session_memory(args: argparse.Namespace) -> None:
-    """Section 5: Redis memory per BFF session at 10k and 100k sessions (real tokens, encrypted records)."""
-    print("\n5. Redis memory per session (INFO memory used_memory delta; tokens from a real RS256 login)", flush=True)
-    with processes() as procs:
-        redis_url, _ = start_redis(procs)
-        callback = "http://127.0.0.1:9/bff/callback"  # never called: the code is taken from the redirect
-        auth_url = start_auth(procs, redis_url, ["http://127.0.0.1:9"], "memory-secret-0123456789", access_ttl=300)
-        tokens = code_flow_tokens(auth_url, "memory-secret-0123456789", callback, USER, PASSWORD)
-    access, refresh, id_token = tokens["access_token"], tokens["refresh_token"], tokens.get("id_token", "")
-    row("token sizes (access, refresh, ID) in bytes", f"{len(access)}, {len(refresh)}, {len(id_token)}")
-    per: dict[int, float] = {}
-    for n in (10_000, 100_000):
-        with processes() as procs:
-            redis_url, port = start_redis(procs)
-
-            before = _used_memory(port)
-            asyncio.run(_fill_sessions(redis_url, n, tokens))
-            per[n] = (_used_memory(port) - before) / n
-            row(f"{n:,} sessions: bytes per session", f"{per[n]:,.0f}", "target <= 1.5 KB")
-    row("100k / 10k per-session bytes (1.00 = linear)", f"{per[100_000] / per[10_000]:.2f}")
+def _bytes_per_session(tokens: dict[str, str], n: int, logout: bool = True) -> float:
     with processes() as procs:
         redis_url, port = start_redis(procs)
         before = _used_memory(port)
-        asyncio.run(_fill_sessions(redis_url, 10_000, tokens, logout=False))
-        bare = (_used_memory(port) - before) / 10_000
-    row("10,000 sessions without the ID token and logout index", f"{bare:,.0f}")
-    row("logout's share (with / without)", f"{per[10_000] / bare:.2f}")
+        asyncio.run(_fill_sessions(redis_url, n, tokens, logout))
+        return (_used_memory(port) - before) / n
+
+
+def session_memory(args: argparse.Namespace) -> None:
+    """Section 5: Redis memory per BFF session at 10k and 100k sessions (real tokens, encrypted records), for each
+    signing algorithm of the auth server (AUTH_SIGNING_ALG): an RS256 signature is 256 bytes, ES256's and EdDSA's 64."""
+    print("\n5. Redis memory per session (INFO memory used_memory delta; tokens from a real login)", flush=True)
+    callback = "http://127.0.0.1:9/bff/callback"  # never called: the code is taken from the redirect
+    for alg in ("RS256", "ES256", "EdDSA"):
+        with processes() as procs:
+            redis_url, _ = start_redis(procs)
+            auth_url = start_auth(
+                procs, redis_url, ["http://127.0.0.1:9"], "memory-secret-0123456789", access_ttl=300, alg=alg
+            )
+            tokens = code_flow_tokens(auth_url, "memory-secret-0123456789", callback, USER, PASSWORD)
+        sizes = ", ".join(str(len(tokens.get(k, ""))) for k in ("access_token", "refresh_token", "id_token"))
+        row(f"{alg}: token sizes (access, refresh, ID) in bytes", sizes)
+        sessions = (10_000, 100_000) if alg == "RS256" else (10_000,)
+        per = {n: _bytes_per_session(tokens, n) for n in sessions}
+        for n in sessions:
+            row(f"{alg}: {n:,} sessions, bytes per session", f"{per[n]:,.0f}", "target <= 1.5 KB")
+        if alg == "RS256":
+            row("RS256: 100k / 10k per-session bytes (1.00 = linear)", f"{per[100_000] / per[10_000]:.2f}")
+            bare = _bytes_per_session(tokens, 10_000, logout=False)
+            row("RS256: the record alone (no ID token, index or list entry)", f"{bare:,.0f}")
 
 
 def parse_args() -> argparse.Namespace:

@@ -178,6 +178,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
     # DESIGN §14: each user's list of sessions, and the API that shows and ends them
     session_list = SessionList(client, manager, secret=settings.client_secret, durable=store.durable)
     endpoints.session_list = session_list
+    index.listed = session_list.records  # a sub-only back-channel logout ends the sessions the user's list names
     credentials.on_use = session_list.seen  # last_seen_at: a dict lookup per request, a write every few minutes
     your_sessions = YourSessions(
         manager,

@@ -2,15 +2,20 @@
 
 A logout token names the *provider's* ``sid`` (the one in the ID token of that login), or only the user's ``sub``;
 neither is anything the BFF keys its sessions by. So at login the session's record key (``bff:{<sha256 of the
-cookie>}:s``, never the cookie) is added to two Redis sets::
+cookie>}:s``, never the cookie) is indexed twice::
 
-    bff:{bcl-sid:<sha256(sid)>}   the sessions of that provider login
-    bff:{bcl-sub:<sha256(sub)>}   every session of that user (a sub-only token ends them all)
+    bff:{bcl-sid:<sha256(sid)>}        a set: the sessions of that provider login
+    bff:{bcl-sub:<sha256(sub)>}:list   a hash: the user's list of sessions (``bff.session_list``, DESIGN §14), whose
+                                       sealed entries name each record: a sub-only token ends them all
 
-Each set is one key with its own hash tag, so every command touches one slot (Redis Cluster-safe); the sessions it
-names are deleted one key at a time (one slot each). A set expires ``BFF_ABSOLUTE_TTL`` after its last addition, by
-which time every session it names has expired too. Members of sessions that ended otherwise stay until then:
-deleting a record that is gone is harmless.
+Each key has its own hash tag, so every command touches one slot (Redis Cluster-safe); the sessions found are
+deleted one key at a time (one slot each). A key expires ``BFF_ABSOLUTE_TTL`` after its last addition, by which time
+every session it names has expired too. Members of sessions that ended otherwise stay until then (or, in the list,
+until it is next read): deleting a record that is gone is harmless.
+
+Until this release a user's sessions were also a set, ``bff:{bcl-sub:<sha256(sub)>}``: it is no longer written (a
+one-member set costs ~425 bytes of Redis memory per session, and the list names the same records), but a sub-only
+logout still reads it, so the sessions logged in before an upgrade are ended too until it expires.
 
 Every write here is durable (``servicekit.durable``, as the session record's own): an index entry lost in a failover
 would let a back-channel logout miss a live session, and a lost ``ended`` marker would let a login the provider had
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bff.sessions import store_call
@@ -47,30 +53,38 @@ def _key(kind: str, value: str) -> str:
     return f"bff:{{bcl-{kind}:{hashlib.sha256(value.encode()).hexdigest()}}}"
 
 
+def list_key(sub: str) -> str:
+    """The user's list of sessions (``bff.session_list``): the sub index."""
+    return _key("sub", sub) + ":list"
+
+
+# sub -> (field, record key) of each entry of the user's list that opens (SessionList.records)
+Listed = Callable[[str], Awaitable[list[tuple[str, str]]]]
+
+
 class SessionIndex:
-    def __init__(self, client: Any, *, ttl: int, durable: Durable | None = None) -> None:
+    def __init__(self, client: Any, *, ttl: int, durable: Durable | None = None, listed: Listed | None = None) -> None:
         self.ttl = ttl
         self.durable = durable or Durable(client, WaitPolicy(replicas=0))  # without a policy: never wait
+        self.listed = listed  # how a sub-only logout finds the user's sessions (set by the app, bff.app)
 
     async def add(self, record: str, *, sid: str | None, sub: str, listed: tuple[str, bytes] | None = None) -> bool:
         """Index a new session. False (nothing indexed) when its provider login ``sid`` already ended: a logout
         token that arrived while this login was being completed must still win. ``listed``: its entry in the user's
-        list of sessions (``bff.session_list``), written with the ``sub`` set (one slot, one durable write)."""
+        list of sessions (``bff.session_list``), which is how a sub-only logout finds it (one durable write)."""
         if sid:
             key = _key("sid", sid)
             added = await self._write(key, lambda pipe: pipe.eval(_ADD, 2, key, f"{key}:ended", record, self.ttl))
             if not added[0]:
                 return False
-        key = _key("sub", sub)
+        if listed is not None:
+            key = list_key(sub)
 
-        def index_sub(pipe: Any) -> None:
-            pipe.sadd(key, record)
-            pipe.expire(key, self.ttl)
-            if listed is not None:
-                pipe.hset(f"{key}:list", listed[0], listed[1])
-                pipe.expire(f"{key}:list", self.ttl)
+            def index_sub(pipe: Any) -> None:
+                pipe.hset(key, listed[0], listed[1])
+                pipe.expire(key, self.ttl)
 
-        await self._write(key, index_sub)
+            await self._write(key, index_sub)
         return True
 
     async def forget(self, record: str, *, sid: str) -> None:
@@ -86,15 +100,25 @@ class SessionIndex:
         a user (``sub``) is not marked: a sub-only token ends the sessions there are, not the user's next login."""
         key = _key("sid", sid) if sid else _key("sub", sub or "")
         marker = ENDED_TTL if sid else 0
+        # the sid's set; for a sub, the set of the sessions logged in before this release (module docstring)
         (members,) = await self._write(key, lambda pipe: pipe.eval(_MARK, 2, key, f"{key}:ended", marker))
-        records = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        records = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+        fields: list[str] = []
+        if not sid and sub and self.listed is not None:
+            for field, record in await self.listed(sub):
+                fields.append(field)
+                records.add(record)
         if not records:
             return 0
         # One write per record: each is in a slot of its own (a durable write stays on one slot). Only then are they
-        # dropped from the set, and only they (a login indexed meanwhile stays): a logout that fails half-way (503,
-        # even one whose writes landed but were not replicated in time) leaves the index whole for the retry.
-        deleted = await asyncio.gather(*(self._delete(record) for record in records))
-        await self._write(key, lambda pipe: pipe.srem(key, *records))
+        # dropped from the index, and only they (a login indexed meanwhile stays): a logout that fails half-way
+        # (503, even one whose writes landed but were not replicated in time) leaves the index whole for the retry.
+        deleted = await asyncio.gather(*(self._delete(record) for record in sorted(records)))
+        if members:
+            await self._write(key, lambda pipe: pipe.srem(key, *members))
+        if fields:
+            listing = list_key(sub or "")
+            await self._write(listing, lambda pipe: pipe.hdel(listing, *fields, *(f + ":t" for f in fields)))
         return sum(deleted)
 
     async def _delete(self, record: str) -> int:

@@ -1,7 +1,7 @@
 """Your sessions (DESIGN §14): the list of a user's sessions at this BFF, and ending one from another.
 
-Beside the back-channel index's set of a user's record keys (``bff.session_index``), one Redis hash per user, in the
-same slot (Cluster-safe, one key per command)::
+One Redis hash per user (Cluster-safe: one key per command), which is also how a sub-only back-channel logout finds
+the user's sessions (``bff.session_index``)::
 
     bff:{bcl-sub:<sha256(sub)>}:list    <id>   -> the entry, sealed (AES-GCM, ~300 bytes with a browser's User-Agent)
                                         <id>:t -> last seen, epoch seconds (a few bytes)
@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bff.session_index import _key as index_key
+from bff.session_index import list_key
 from bff.sessions import Sealed, Session, SessionManager, store_call
 from servicekit.durable import Durable, WaitPolicy
 
@@ -49,6 +50,11 @@ LAST_SEEN_EVERY = 300  # seconds: last_seen_at is this coarse, and costs one sma
 SEEN_CACHE = 65_536  # sessions whose last write time this process remembers
 UA_MAX = 200  # characters of User-Agent kept
 ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")  # 16 bytes, unpadded base64url
+# An entry's value: RECORD_TAG, the record's id (32 bytes), then the sealed entry. The id in the clear is what a
+# sub-only back-channel logout needs even when the entry no longer opens (BFF_CLIENT_SECRET rotated); it says no more
+# than the record's own key name in Redis. Entries of an earlier release are the sealed part alone.
+RECORD_TAG = b"R"
+_RECORD_ID = re.compile(r"[0-9a-f]{64}")
 LIST_INFO = b"jwt-bff session list"
 ID_INFO = b"jwt-bff session id"
 
@@ -60,10 +66,6 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 return 0
 """
-
-
-def list_key(sub: str) -> str:
-    return index_key("sub", sub) + ":list"
 
 
 def truncate_ip(address: str) -> str:
@@ -153,10 +155,14 @@ class SessionList:
             "ip": truncate_ip(ip),
         }
         self._seen[ref.key] = self.clock()  # its login is its first sighting: no write on its first request
-        return id, self._sealer(session.sub, id).seal(data)
+        sealed = self._sealer(session.sub, id).seal(data)
+        return id, (RECORD_TAG + bytes.fromhex(ref.id) + sealed if _RECORD_ID.fullmatch(ref.id) else sealed)
 
     def _open(self, sub: str, id: str, blob: bytes, seen: bytes | None) -> Entry | None:
-        data = self._sealer(sub, id).open(blob)
+        sealer = self._sealer(sub, id)
+        data = sealer.open(blob[len(RECORD_TAG) + 32 :]) if blob.startswith(RECORD_TAG) else None
+        if data is None:
+            data = sealer.open(blob)  # an entry of an earlier release: the sealed part alone
         if data is None:
             return None
         try:
@@ -194,6 +200,22 @@ class SessionList:
             await store_call(lambda: self.client.hdel(key, *dead))
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
+    async def records(self, sub: str) -> list[tuple[str, str]]:
+        """(field, record key) of every entry of the user's list that opens, live or not: what a sub-only logout
+        ends (``SessionIndex.end``)."""
+        raw: dict[Any, Any] = await store_call(lambda: self.client.hgetall(list_key(sub)))
+        found = []
+        for name, blob in raw.items():
+            field = name.decode() if isinstance(name, bytes) else str(name)
+            if field.endswith(":t"):
+                continue
+            if (entry := self._open(sub, field, blob, None)) is not None:
+                found.append((field, entry.ref.key))
+            elif blob.startswith(RECORD_TAG) and len(blob) > len(RECORD_TAG) + 32:
+                # sealed under another BFF_CLIENT_SECRET (rotated since): the record is still ended, by its id
+                found.append((field, f"bff:{{{blob[len(RECORD_TAG) : len(RECORD_TAG) + 32].hex()}}}:s"))
+        return found
+
     async def entry(self, sub: str, id: str) -> Entry | None:
         if not ID_RE.fullmatch(id):
             return None
@@ -216,7 +238,8 @@ class SessionList:
     # --- writing ----------------------------------------------------------------------------------------------------
 
     async def forget(self, sub: str, entry: Entry) -> None:
-        """Drop an ended session from the list and from the user's index set (its record is deleted already)."""
+        """Drop an ended session from the list (its record is deleted already), and from the user's index set of an
+        earlier release (``bff.session_index``)."""
         key = list_key(sub)
         members = index_key("sub", sub)
 

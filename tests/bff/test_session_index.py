@@ -11,7 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from bff.errors import StoreUnavailable
-from bff.session_index import SessionIndex
+from bff.session_index import SessionIndex, list_key
+from bff.session_list import SessionList
+from bff.sessions import RedisStore, SessionManager, record_key
 from servicekit.durable import Durable, WaitPolicy
 from servicekit.redis import open_redis
 
@@ -30,21 +32,65 @@ async def client(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
     await found.aclose()
 
 
-async def test_sid_and_sub_find_their_sessions_on_any_node(client: Any) -> None:
-    index = SessionIndex(client, ttl=60)
-    records = [f"bff:{{{n:064x}}}:s" for n in range(4)]  # four records, spread over the cluster's slots
-    for record in records:
-        await client.set(record, b"sealed", ex=60)
-    assert await index.add(records[0], sid="sid-a", sub="alice")
-    assert await index.add(records[1], sid="sid-b", sub="alice")
-    assert await index.add(records[2], sid="sid-c", sub="bob")
-    assert await index.add(records[3], sid=None, sub="bob")  # a provider that sends no sid
+async def listed_login(client: Any, sub: str, sid: str | None, index: SessionIndex, listing: SessionList) -> str:
+    """A session as a login makes it: its record, its sid index entry and its entry in the user's list."""
+    manager = listing.manager
+    secret, session = await manager.create(
+        access_token="a", refresh_token="r", access_expires_at=2e9, sub=sub, username=sub, scope="s", sid=sid
+    )
+    ref = manager.ref(secret)
+    assert ref is not None
+    entry = listing.new_entry(ref, record_key(secret), session, user_agent="UA", ip="192.0.2.1")
+    assert await index.add(ref.key, sid=sid, sub=sub, listed=entry)
+    return ref.key
 
+
+def indexed(client: Any) -> tuple[SessionIndex, SessionList]:
+    manager = SessionManager(RedisStore(client), idle_ttl=60, absolute_ttl=60)
+    listing = SessionList(client, manager, secret="s" * 32)
+    return SessionIndex(client, ttl=60, listed=listing.records), listing
+
+
+async def test_sid_and_sub_find_their_sessions_on_any_node(client: Any) -> None:
+    index, listing = indexed(client)
+    records = [
+        await listed_login(client, "alice", "sid-a", index, listing),
+        await listed_login(client, "alice", "sid-b", index, listing),
+        await listed_login(client, "bob", "sid-c", index, listing),
+        await listed_login(client, "bob", None, index, listing),  # a provider that sends no sid
+    ]
     assert await index.end(sid="sid-a", sub="alice") == 1  # the sid wins over the sub: one login
     assert [await client.exists(r) for r in records] == [0, 1, 1, 1]
-    assert await index.end(sid=None, sub="bob") == 2  # sub alone: every session of the user
+    assert await index.end(sid=None, sub="bob") == 2  # sub alone: every session of the user, from the list
     assert [await client.exists(r) for r in records] == [0, 1, 0, 0]
+    assert await client.hlen(list_key("bob")) == 0  # and their entries with them
     assert await index.end(sid="sid-unknown", sub=None) == 0
+    # a user's sessions are no longer a set of their own: the list is the sub index (~425 bytes less a session)
+    assert not await client.exists(f"bff:{{bcl-sub:{list_key('alice').split(':')[2]}")
+
+
+async def test_a_sub_only_logout_ends_sessions_listed_under_an_earlier_client_secret(client: Any) -> None:
+    """BFF_CLIENT_SECRET rotated: the user's list entries no longer open, yet a sub-only logout still ends them
+    (each entry names its record in the clear: no more than the record's own key name says)."""
+    _, before = indexed(client)
+    index, _ = indexed(client)
+    index.listed = SessionList(client, before.manager, secret="t" * 32).records  # the new secret
+    records = [await listed_login(client, "dave", None, index, before) for _ in range(2)]
+    assert await index.end(sid=None, sub="dave") == 2
+    assert not any([await client.exists(r) for r in records])
+
+
+async def test_a_sub_only_logout_ends_the_sessions_indexed_by_an_earlier_release(client: Any) -> None:
+    """Sessions logged in before the upgrade are in the user's set only (bff:{bcl-sub:...}): still ended by sub."""
+    index, listing = indexed(client)
+    old = "bff:{" + "e" * 64 + "}:s"
+    await client.set(old, b"sealed", ex=60)
+    legacy = list_key("carol").removesuffix(":list")
+    await client.sadd(legacy, old)
+    new = await listed_login(client, "carol", None, index, listing)
+    assert await index.end(sid=None, sub="carol") == 2
+    assert not await client.exists(old) and not await client.exists(new)
+    assert await client.scard(legacy) == 0
 
 
 async def test_an_ended_provider_login_is_refused_but_the_user_is_not(client: Any) -> None:
