@@ -114,14 +114,16 @@ async def test_lock_is_exclusive_and_owned(store: ByteStore) -> None:
 
 
 async def test_lock_lease_expires_unless_renewed(store: ByteStore) -> None:
-    assert await store.acquire("{t}lock", "me", 400)
-    for _ in range(3):
-        await asyncio.sleep(0.15)
-        assert await store.renew("{t}lock", "me", 400)
-    assert not await store.acquire("{t}lock", "you", 400)  # 450 ms after acquiring: held only thanks to renewal
-    await asyncio.sleep(0.5)
-    assert await store.acquire("{t}lock", "you", 400)
-    assert not await store.renew("{t}lock", "me", 400)
+    # Renewed every 200 ms under a 600 ms lease: a loaded machine may stall this loop 400 ms between two renewals
+    # (150 ms under a 400 ms lease failed the Cluster run under load) before the lease lapses unseen.
+    assert await store.acquire("{t}lock", "me", 600)
+    for _ in range(4):
+        await asyncio.sleep(0.2)
+        assert await store.renew("{t}lock", "me", 600)
+    assert not await store.acquire("{t}lock", "you", 600)  # 800 ms after acquiring: held only thanks to renewal
+    await asyncio.sleep(0.7)
+    assert await store.acquire("{t}lock", "you", 600)
+    assert not await store.renew("{t}lock", "me", 600)
 
 
 async def test_get_and_exists(store: ByteStore) -> None:
