@@ -157,7 +157,7 @@ class Setting:
     secret: bool = False  # never printed; also read from <NAME>_FILE
     kind: str = "string"  # the TOML type (KINDS)
     sep: str = ","  # how a TOML list joins into the variable's text
-    required: bool = False
+    required: bool = False  # no default: the service does not start without it (the reference marks it required)
     default_doc: str | None = None  # the reference's words for a default that is not a plain value
     derive: Callable[[Mapping[str, Any]], Any] | None = None  # unset: the default from the other values (by key)
     show: Callable[[str], str] | None = None  # a secret's printable form (e.g. JSON with its secrets masked)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from pathlib import Path
 
 from servicekit.durable import WAIT_SETTINGS
@@ -20,6 +21,7 @@ from servicekit.settings import Declarations, Setting
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "docs" / "reference" / "settings.md"
 COMMAND = "python -m servicekit.settings_doc"
+WIDTH = 116  # the page's prose wraps as the hand-written pages do
 
 # (title, module holding SETTINGS, the command that reads them)
 SERVICES = (
@@ -61,6 +63,21 @@ def _description(setting: Setting) -> str:
     return text
 
 
+def _required(services: list[tuple[str, str, Declarations]]) -> list[str]:
+    """The introduction's paragraph on required settings and on the defaults that fit only one machine."""
+    required = [f"`{s.name}` (`{command}`)" for _, command, table in services for s in table.settings if s.required]
+    local = dict.fromkeys(s.name for _, _, t in services for s in t.settings if "localhost" in (s.default or ""))
+    paragraph = (
+        "A setting whose Default is **required** has none: without it the service stops at start-up with a message "
+        "naming it, and so do its `config` command and `bff check`. "
+        + (f"Required: {', '.join(required)}. " if required else "No setting is required. ")
+        + f"Every other setting has a default. The defaults naming `localhost` ({', '.join(f'`{n}`' for n in local)}) "
+        "point at this machine, for development: a deployment sets them too, and `bff check` "
+        "tells whether the provider, the upstreams and Redis they name answer."
+    )
+    return [*textwrap.wrap(paragraph, WIDTH, break_long_words=False, break_on_hyphens=False), ""]
+
+
 def render() -> str:
     services = declarations()
     shared_names = {s.name for _, table in SHARED for s in table}
@@ -80,6 +97,7 @@ def render() -> str:
         "newline stripped. `bff config` (and `auth-server config`, `resource-server config`) print the effective",
         "values and where each came from. The [configuration guide](../guides/configuration.md) shows all of it.",
         "",
+        *_required(services),
     ]
     for title, command, table in services:
         key = table.key
