@@ -25,7 +25,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -161,6 +161,10 @@ class Setting:
     default_doc: str | None = None  # the reference's words for a default that is not a plain value
     derive: Callable[[Mapping[str, Any]], Any] | None = None  # unset: the default from the other values (by key)
     show: Callable[[str], str] | None = None  # a secret's printable form (e.g. JSON with its secrets masked)
+    # A structured value's format, for the reference: its fields (name -> meaning), and a file holding a valid value
+    # (a path from the repository's root, under docs_src/), which tests/test_settings_reference.py parses.
+    fields: Mapping[str, str] | None = field(default=None, compare=False)
+    example: str | None = None
 
     @property
     def file_name(self) -> str:

@@ -56,11 +56,46 @@ def _default(setting: Setting) -> str:
     return f"`{_cell(setting.default)}`"
 
 
+def _anchor(setting: Setting) -> str:
+    """The id mkdocs gives the heading of the setting's format section (its name in lower case)."""
+    return setting.name.lower()
+
+
 def _description(setting: Setting) -> str:
     text = _cell(setting.help)
     if setting.secret:
         text += f" **Secret**: never printed; also read from `{setting.file_name}`."
+    if setting.fields or setting.example:
+        text += f" [Format and example](#{_anchor(setting)}) below."
     return text
+
+
+def _format(setting: Setting, level: str) -> list[str]:
+    """The section below a table for a structured value: its fields, and its example (a file a test parses)."""
+    if not (setting.fields or setting.example):
+        return []
+    out = [f"{level} `{setting.name}`", ""]
+    if setting.fields:
+        whole = "Each entry is an object" if setting.kind == "tables" else "An object"
+        out += [
+            f"{whole} with these fields (any other is refused at start-up):",
+            "",
+            "| Field | Meaning |",
+            "|---|---|",
+        ]
+        out += [f"| `{name}` | {_cell(meaning)} |" for name, meaning in setting.fields.items()]
+        out.append("")
+    if setting.example:
+        language = Path(setting.example).suffix.lstrip(".")
+        out += [
+            "An example, which `tests/test_settings_reference.py` reads with the service's settings code:",
+            "",
+            f'```{language} title="{setting.example}"',
+            f'--8<-- "{setting.example}"',
+            "```",
+            "",
+        ]
+    return out
 
 
 def _required(services: list[tuple[str, str, Declarations]]) -> list[str]:
@@ -113,6 +148,9 @@ def render() -> str:
                 continue
             out.append(f"| `{setting.name}` | `{key(setting)}` | {_default(setting)} | {_description(setting)} |")
         out.append("")
+        for setting in table.settings:
+            if setting.name not in shared_names:
+                out += _format(setting, "###")
     out += ["## Shared", "", "servicekit's settings, read by the services named in each row.", ""]
     for title, shared in SHARED:
         out += [
@@ -128,6 +166,8 @@ def render() -> str:
                 f"{_description(setting)} |"
             )
         out.append("")
+        for setting in shared:
+            out += _format(setting, "####")
     return "\n".join(out)
 
 

@@ -1,10 +1,11 @@
 """The settings reference (docs/reference/settings.md) cannot drift (DESIGN §13): it is generated from the
 declarations, every environment variable the code reads is in it, and it names none the code does not read; what
-it marks required is what the services cannot start without."""
+it marks required is what the services cannot start without, and its examples are values the services accept."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -140,3 +141,38 @@ def test_every_setting_not_marked_required_may_be_left_unset() -> None:
         settings = settings_class.from_env(required_env(table))
         if module in SERVE_CHECKS:
             getattr(settings, SERVE_CHECKS[module])()
+
+
+def test_every_example_in_the_reference_is_a_valid_value() -> None:
+    """A structured setting's example (Setting.example, shown in the page) is read by the service's settings code;
+    it shows every field the reference lists, and a field it does not list is refused."""
+    examples = []
+    for _, table, settings_class in services():
+        for setting in table.settings:
+            if setting.example is None:
+                continue
+            examples.append(setting.name)
+            text = (REPO / setting.example).read_text()
+            assert f'--8<-- "{setting.example}"' in (REPO / "docs/reference/settings.md").read_text()
+            settings_class.from_env({**required_env(table), setting.name: text})
+            if setting.fields and setting.kind == "tables":
+                entries = json.loads(text)
+                assert set().union(*entries) == set(setting.fields), "the example shows every field, and no other"
+                odd = json.dumps([{**entries[0], "colour": "blue"}])
+                with pytest.raises(SettingsError, match=f"{setting.name}.*unknown fields.*colour"):
+                    settings_class.from_env({**required_env(table), setting.name: odd})
+    assert "AUTH_CLIENTS" in examples
+
+
+def test_the_auth_clients_example_serves_only_once_its_placeholder_secrets_are_replaced() -> None:
+    from auth_server.settings import Settings
+
+    example = (REPO / "docs_src/reference/auth_clients.json").read_text()
+    settings = Settings.from_env({"AUTH_CLIENTS": example})
+    assert [c.client_id for c in settings.clients if c.confidential] == ["bff", "nightly-report"]
+    public = settings.client("cli")
+    assert public is not None and not public.confidential
+    with pytest.raises(SettingsError, match="client 'bff' client_secret is a well-known placeholder"):
+        settings.check_client_secrets()
+    replaced = example.replace("replace-with-a-long-random-secret", "a-real-one-" + "x" * 32)
+    Settings.from_env({"AUTH_CLIENTS": replaced}).check_client_secrets()
