@@ -40,6 +40,28 @@ class Client:
         return self.client_secret is not None
 
 
+# The fields of an AUTH_CLIENTS entry, which parse_clients accepts (any other is refused), with what each means: the
+# settings reference (docs/reference/settings.md) shows this table.
+CLIENT_FIELDS = {
+    "client_id": "Required: the client's id, unique among the clients.",
+    "client_secret": "Makes the client confidential: it authenticates at the token endpoint with HTTP Basic or "
+    "in the form. Without it the client is public (PKCE only, token_endpoint_auth_method none). Serving refuses "
+    "a weak one (shorter than 16 characters, or a well-known placeholder such as the example's) unless "
+    "AUTH_ALLOW_DEV_SECRET: make each with python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
+    "redirect_uris": "Where codes are sent: absolute URIs without fragment, matched exactly. Required for "
+    "authorization_code.",
+    "grant_types": "Any of authorization_code, refresh_token and client_credentials (which needs a "
+    "client_secret). Default: authorization_code and refresh_token.",
+    "scope": "The scopes the client may ask for; a request that names none gets all of them. Default: none.",
+    "audience": "The resources (RFC 8707) the client's access tokens may be for, and their aud. Default: none, "
+    "and the aud is the client_id.",
+    "post_logout_redirect_uris": "Where a logout may send the browser back to (OIDC RP-Initiated Logout): "
+    "absolute http(s) URLs without fragment, matched exactly.",
+    "backchannel_logout_uri": "Where logout tokens are POSTed when a login of this client ends (OIDC Back-Channel "
+    "Logout): an absolute http(s) URL without fragment.",
+}
+
+
 def _str_list(name: str, where: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split()
@@ -60,16 +82,7 @@ def parse_clients(raw: str, name: str = "AUTH_CLIENTS") -> tuple[Client, ...]:
         where = f"client #{i}"
         if not isinstance(item, dict):
             raise SettingsError(f"{name}: {where} must be an object")
-        unknown = set(item) - {
-            "client_id",
-            "client_secret",
-            "redirect_uris",
-            "grant_types",
-            "scope",
-            "audience",
-            "post_logout_redirect_uris",
-            "backchannel_logout_uri",
-        }
+        unknown = set(item) - set(CLIENT_FIELDS)
         if unknown:
             raise SettingsError(f"{name}: {where} has unknown fields {sorted(unknown)}")
         client_id = item.get("client_id")
@@ -196,12 +209,14 @@ OWN = (
     Setting(
         "AUTH_CLIENTS",
         "[]",
-        "The registered clients, a JSON list (client_id, client_secret, redirect_uris, grant_types, scope, "
-        "audience, post_logout_redirect_uris, backchannel_logout_uri); [[clients]] tables in a file.",
+        "The registered clients: a JSON list of objects (a list field may also be one space-separated string); "
+        "in the file, one [[clients]] table each.",
         _clients,
         secret=True,
         kind="tables",
         show=_clients_shown,
+        fields=CLIENT_FIELDS,
+        example="docs_src/reference/auth_clients.json",
     ),
     _ttl("AUTH_LOGIN_MAX_FAILURES", 10, "Failed logins per account and address in AUTH_LOGIN_WINDOW before 429."),
     _ttl("AUTH_LOGIN_WINDOW", 900, "Seconds over which failed logins are counted."),

@@ -25,7 +25,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -157,10 +157,14 @@ class Setting:
     secret: bool = False  # never printed; also read from <NAME>_FILE
     kind: str = "string"  # the TOML type (KINDS)
     sep: str = ","  # how a TOML list joins into the variable's text
-    required: bool = False
+    required: bool = False  # no default: the service does not start without it (the reference marks it required)
     default_doc: str | None = None  # the reference's words for a default that is not a plain value
     derive: Callable[[Mapping[str, Any]], Any] | None = None  # unset: the default from the other values (by key)
     show: Callable[[str], str] | None = None  # a secret's printable form (e.g. JSON with its secrets masked)
+    # A structured value's format, for the reference: its fields (name -> meaning), and a file holding a valid value
+    # (a path from the repository's root, under docs_src/), which tests/test_settings_reference.py parses.
+    fields: Mapping[str, str] | None = field(default=None, compare=False)
+    example: str | None = None
 
     @property
     def file_name(self) -> str:

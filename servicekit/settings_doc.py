@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from pathlib import Path
 
 from servicekit.durable import WAIT_SETTINGS
@@ -20,6 +21,7 @@ from servicekit.settings import Declarations, Setting
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "docs" / "reference" / "settings.md"
 COMMAND = "python -m servicekit.settings_doc"
+WIDTH = 116  # the page's prose wraps as the hand-written pages do
 
 # (title, module holding SETTINGS, the command that reads them)
 SERVICES = (
@@ -54,11 +56,61 @@ def _default(setting: Setting) -> str:
     return f"`{_cell(setting.default)}`"
 
 
+def _anchor(setting: Setting) -> str:
+    """The id mkdocs gives the heading of the setting's format section (its name in lower case)."""
+    return setting.name.lower()
+
+
 def _description(setting: Setting) -> str:
     text = _cell(setting.help)
     if setting.secret:
         text += f" **Secret**: never printed; also read from `{setting.file_name}`."
+    if setting.fields or setting.example:
+        text += f" [Format and example](#{_anchor(setting)}) below."
     return text
+
+
+def _format(setting: Setting, level: str) -> list[str]:
+    """The section below a table for a structured value: its fields, and its example (a file a test parses)."""
+    if not (setting.fields or setting.example):
+        return []
+    out = [f"{level} `{setting.name}`", ""]
+    if setting.fields:
+        whole = "Each entry is an object" if setting.kind == "tables" else "An object"
+        out += [
+            f"{whole} with these fields (any other is refused at start-up):",
+            "",
+            "| Field | Meaning |",
+            "|---|---|",
+        ]
+        out += [f"| `{name}` | {_cell(meaning)} |" for name, meaning in setting.fields.items()]
+        out.append("")
+    if setting.example:
+        language = Path(setting.example).suffix.lstrip(".")
+        out += [
+            "An example, which `tests/test_settings_reference.py` reads with the service's settings code:",
+            "",
+            f'```{language} title="{setting.example}"',
+            f'--8<-- "{setting.example}"',
+            "```",
+            "",
+        ]
+    return out
+
+
+def _required(services: list[tuple[str, str, Declarations]]) -> list[str]:
+    """The introduction's paragraph on required settings and on the defaults that fit only one machine."""
+    required = [f"`{s.name}` (`{command}`)" for _, command, table in services for s in table.settings if s.required]
+    local = dict.fromkeys(s.name for _, _, t in services for s in t.settings if "localhost" in (s.default or ""))
+    paragraph = (
+        "A setting whose Default is **required** has none: without it the service stops at start-up with a message "
+        "naming it, and so do its `config` command and `bff check`. "
+        + (f"Required: {', '.join(required)}. " if required else "No setting is required. ")
+        + f"Every other setting has a default. The defaults naming `localhost` ({', '.join(f'`{n}`' for n in local)}) "
+        "point at this machine, for development: a deployment sets them too, and `bff check` "
+        "tells whether the provider, the upstreams and Redis they name answer."
+    )
+    return [*textwrap.wrap(paragraph, WIDTH, break_long_words=False, break_on_hyphens=False), ""]
 
 
 def render() -> str:
@@ -80,6 +132,7 @@ def render() -> str:
         "newline stripped. `bff config` (and `auth-server config`, `resource-server config`) print the effective",
         "values and where each came from. The [configuration guide](../guides/configuration.md) shows all of it.",
         "",
+        *_required(services),
     ]
     for title, command, table in services:
         key = table.key
@@ -95,6 +148,9 @@ def render() -> str:
                 continue
             out.append(f"| `{setting.name}` | `{key(setting)}` | {_default(setting)} | {_description(setting)} |")
         out.append("")
+        for setting in table.settings:
+            if setting.name not in shared_names:
+                out += _format(setting, "###")
     out += ["## Shared", "", "servicekit's settings, read by the services named in each row.", ""]
     for title, shared in SHARED:
         out += [
@@ -110,6 +166,8 @@ def render() -> str:
                 f"{_description(setting)} |"
             )
         out.append("")
+        for setting in shared:
+            out += _format(setting, "####")
     return "\n".join(out)
 
 
