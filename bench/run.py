@@ -276,10 +276,12 @@ USER_AGENT = (  # a desktop browser's, as the session list keeps it (bff.session
 )
 
 
-async def _fill_sessions(redis_url: str, n: int, tokens: dict[str, str], logout: bool = True) -> None:
+async def _fill_sessions(
+    redis_url: str, n: int, tokens: dict[str, str], logout: bool = True, user_set: bool = True
+) -> None:
     """n sessions as a login makes them (bff.endpoints.callback): the record (with the ID token kept for logout's
     id_token_hint), its back-channel-logout index entries (DESIGN §6) and its entry in the user's list of sessions
-    (DESIGN §14); ``logout=False``: the record alone, without the ID token."""
+    (DESIGN §14); ``logout=False``: the record alone, without the ID token; ``user_set``: BFF_USER_INDEX_SET."""
     from redis import asyncio as aioredis
 
     from bff.session_index import SessionIndex
@@ -288,7 +290,7 @@ async def _fill_sessions(redis_url: str, n: int, tokens: dict[str, str], logout:
 
     client = aioredis.Redis.from_url(redis_url)
     manager = SessionManager(RedisStore(client), idle_ttl=1800, absolute_ttl=43200)
-    index = SessionIndex(client, ttl=43200)
+    index = SessionIndex(client, ttl=43200, user_set=user_set)
     listing = SessionList(client, manager, secret="memory-bench-secret-0123456789")
 
     async def login(i: int) -> None:
@@ -321,11 +323,11 @@ def _used_memory(port: int) -> int:
     return int(re.search(r"used_memory:(\d+)", out).group(1))  # type: ignore[union-attr]
 
 
-def _bytes_per_session(tokens: dict[str, str], n: int, logout: bool = True) -> float:
+def _bytes_per_session(tokens: dict[str, str], n: int, logout: bool = True, user_set: bool = True) -> float:
     with processes() as procs:
         redis_url, port = start_redis(procs)
         before = _used_memory(port)
-        asyncio.run(_fill_sessions(redis_url, n, tokens, logout))
+        asyncio.run(_fill_sessions(redis_url, n, tokens, logout, user_set))
         return (_used_memory(port) - before) / n
 
 
@@ -347,6 +349,8 @@ def session_memory(args: argparse.Namespace) -> None:
         per = {n: _bytes_per_session(tokens, n) for n in sessions}
         for n in sessions:
             row(f"{alg}: {n:,} sessions, bytes per session", f"{per[n]:,.0f}", "target <= 1.5 KB")
+        lean = _bytes_per_session(tokens, 10_000, user_set=False)
+        row(f"{alg}: 10,000 sessions, BFF_USER_INDEX_SET=false", f"{lean:,.0f}", "target <= 1.5 KB")
         if alg == "RS256":
             row("RS256: 100k / 10k per-session bytes (1.00 = linear)", f"{per[100_000] / per[10_000]:.2f}")
             bare = _bytes_per_session(tokens, 10_000, logout=False)

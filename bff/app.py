@@ -173,7 +173,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         on_refused=lambda route: metrics.claims_refused.labels(route).inc(),
     )
     credentials.on_step_up = lambda route: metrics.step_ups.labels("asked_by_route").inc()
-    index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable)
+    index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable, user_set=settings.user_index_set)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
     # DESIGN §14: each user's list of sessions, and the API that shows and ends them
     session_list = SessionList(client, manager, secret=settings.client_secret, durable=store.durable)

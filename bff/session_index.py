@@ -13,9 +13,11 @@ deleted one key at a time (one slot each). A key expires ``BFF_ABSOLUTE_TTL`` af
 every session it names has expired too. Members of sessions that ended otherwise stay until then (or, in the list,
 until it is next read): deleting a record that is gone is harmless.
 
-Until this release a user's sessions were also a set, ``bff:{bcl-sub:<sha256(sub)>}``: it is no longer written (a
-one-member set costs ~425 bytes of Redis memory per session, and the list names the same records), but a sub-only
-logout still reads it, so the sessions logged in before an upgrade are ended too until it expires.
+Earlier releases found a user's sessions by a set, ``bff:{bcl-sub:<sha256(sub)>}`` (same slot as the list). This
+release reads it too, so the sessions logged in before an upgrade are ended by a sub-only logout; and it still writes
+it while ``BFF_USER_INDEX_SET`` is true (the default), because a replica of an earlier release — in a rolling upgrade,
+or after a rollback — reads only the set, and cannot open the list's entries of this release. Once none runs, false
+saves ~425 bytes of Redis memory a session (a one-member set on Redis 7.0).
 
 Every write here is durable (``servicekit.durable``, as the session record's own): an index entry lost in a failover
 would let a back-channel logout miss a live session, and a lost ``ended`` marker would let a login the provider had
@@ -63,26 +65,41 @@ Listed = Callable[[str], Awaitable[list[tuple[str, str]]]]
 
 
 class SessionIndex:
-    def __init__(self, client: Any, *, ttl: int, durable: Durable | None = None, listed: Listed | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        ttl: int,
+        durable: Durable | None = None,
+        listed: Listed | None = None,
+        user_set: bool = True,
+    ) -> None:
         self.ttl = ttl
+        self.user_set = user_set  # BFF_USER_INDEX_SET: write the per-user set of earlier releases too
         self.durable = durable or Durable(client, WaitPolicy(replicas=0))  # without a policy: never wait
         self.listed = listed  # how a sub-only logout finds the user's sessions (set by the app, bff.app)
 
     async def add(self, record: str, *, sid: str | None, sub: str, listed: tuple[str, bytes] | None = None) -> bool:
         """Index a new session. False (nothing indexed) when its provider login ``sid`` already ended: a logout
         token that arrived while this login was being completed must still win. ``listed``: its entry in the user's
-        list of sessions (``bff.session_list``), which is how a sub-only logout finds it (one durable write)."""
+        list of sessions (``bff.session_list``), which is how a sub-only logout finds it, written with the per-user
+        set of earlier releases (``user_set``) in one durable write."""
         if sid:
             key = _key("sid", sid)
             added = await self._write(key, lambda pipe: pipe.eval(_ADD, 2, key, f"{key}:ended", record, self.ttl))
             if not added[0]:
                 return False
-        if listed is not None:
+        if listed is not None or self.user_set:
             key = list_key(sub)
+            members = _key("sub", sub)  # the set of earlier releases: the list's slot (one hash tag)
 
             def index_sub(pipe: Any) -> None:
-                pipe.hset(key, listed[0], listed[1])
-                pipe.expire(key, self.ttl)
+                if listed is not None:
+                    pipe.hset(key, listed[0], listed[1])
+                    pipe.expire(key, self.ttl)
+                if self.user_set:
+                    pipe.sadd(members, record)
+                    pipe.expire(members, self.ttl)
 
             await self._write(key, index_sub)
         return True

@@ -180,6 +180,9 @@ class SessionList:
         raw: dict[Any, Any] = await store_call(lambda: self.client.hgetall(key))
         fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
         found: list[Entry] = []
+        # Entries sealed under another BFF_CLIENT_SECRET (rotated since): not shown, yet while their record lives they
+        # are its index for a sub-only back-channel logout (bff.session_index), so they stay.
+        unopened: dict[str, str] = {}  # field -> the record key it names in the clear
         dead: list[str] = []
         for field, blob in fields.items():
             if field.endswith(":t"):
@@ -187,15 +190,21 @@ class SessionList:
                     dead.append(field)
                 continue
             entry = self._open(sub, field, blob, fields.get(field + ":t"))
-            if entry is None:
-                dead += [field, field + ":t"]
-            else:
+            if entry is not None:
                 found.append(entry)
-        alive = await self.manager.store.exists_many([entry.ref.key for entry in found])
-        for entry, exists in zip(list(found), alive, strict=True):
+            elif (record := _record_of(blob)) is not None:
+                unopened[field] = record
+            else:
+                dead += [field, field + ":t"]
+        opened = len(found)
+        alive = await self.manager.store.exists_many([entry.ref.key for entry in found] + list(unopened.values()))
+        for entry, exists in zip(list(found), alive[:opened], strict=True):
             if not exists:
                 found.remove(entry)
                 dead += [entry.id, entry.id + ":t"]
+        for field, exists in zip(list(unopened), alive[opened:], strict=True):
+            if not exists:
+                dead += [field, field + ":t"]
         if dead:  # housekeeping, best effort: the next read drops them again
             await store_call(lambda: self.client.hdel(key, *dead))
         return sorted(found, key=lambda e: (e.created_at, e.id))
@@ -211,9 +220,8 @@ class SessionList:
                 continue
             if (entry := self._open(sub, field, blob, None)) is not None:
                 found.append((field, entry.ref.key))
-            elif blob.startswith(RECORD_TAG) and len(blob) > len(RECORD_TAG) + 32:
-                # sealed under another BFF_CLIENT_SECRET (rotated since): the record is still ended, by its id
-                found.append((field, f"bff:{{{blob[len(RECORD_TAG) : len(RECORD_TAG) + 32].hex()}}}:s"))
+            elif (record := _record_of(blob)) is not None:  # sealed under another BFF_CLIENT_SECRET: ended all the same
+                found.append((field, record))
         return found
 
     async def entry(self, sub: str, id: str) -> Entry | None:
@@ -279,6 +287,14 @@ class SessionList:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _record_of(blob: bytes) -> str | None:
+    """The record key an entry names in the clear (``RECORD_TAG``), whether or not it opens; None for an entry of an
+    earlier release."""
+    if blob.startswith(RECORD_TAG) and len(blob) > len(RECORD_TAG) + 32:
+        return f"bff:{{{blob[len(RECORD_TAG) : len(RECORD_TAG) + 32].hex()}}}:s"
+    return None
 
 
 def _hkdf(secret: bytes, info: bytes) -> bytes:

@@ -74,8 +74,9 @@ def store_down_handlers(handler: Handler) -> dict[type[Exception], Handler]:
 
 SENTINEL_SCHEME = "redis+sentinel://"
 # A Cluster command refused by a node (connection refused or reset, CLUSTERDOWN, a slot with no node) is sent once
-# more, after the client re-reads the slot map; a command that timed out is not (a pipeline's is, once: redis-py's
-# pipeline retries by RedisCluster's own list).
+# more; the client re-reads the slot map at most once a second, so the retry may meet the same dead master, and a
+# failover is followed within about a second. A single command that timed out is not sent again; a pipeline's is,
+# once (redis-py's pipeline retries by RedisCluster's own list, which this subclass cannot change).
 CLUSTER_RETRIED = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)
 
 

@@ -288,10 +288,11 @@ async def test_the_index_is_cluster_safe_and_expires_with_the_sessions(rig: Rig,
     client = aioredis.Redis.from_url(redis_url)
     try:
         keys = [k.decode() for k in await client.keys("bff:{bcl-*}")]
-        assert len(keys) == 1  # the sid set, its own hash tag (a user's sessions are their list, no set of their own)
-        # the user's list of sessions (DESIGN §14): the sub index, its own hash tag, expiring with the sessions
+        # the sid set and (BFF_USER_INDEX_SET, for replicas of an earlier release) the user's set, each its own hash tag
+        assert sorted(k.split(":")[1] for k in keys) == ["{bcl-sid", "{bcl-sub"]
+        # the user's list of sessions (DESIGN §14): the sub index, in the user set's slot, expiring with the sessions
         (listed,) = [k.decode() for k in await client.keys("bff:{bcl-*}:list")]
-        assert listed.startswith("bff:{bcl-sub:") and listed.endswith("}:list")
+        assert listed.startswith("bff:{bcl-sub:") and listed.endswith("}:list") and listed.startswith(tuple(keys))
         assert 0 < await client.ttl(listed) <= rig.settings.absolute_ttl
         for key in keys:
             assert key.startswith("bff:{") and key.endswith("}")

@@ -45,10 +45,14 @@ async def listed_login(client: Any, sub: str, sid: str | None, index: SessionInd
     return ref.key
 
 
-def indexed(client: Any) -> tuple[SessionIndex, SessionList]:
+def indexed(client: Any, user_set: bool = False) -> tuple[SessionIndex, SessionList]:
     manager = SessionManager(RedisStore(client), idle_ttl=60, absolute_ttl=60)
     listing = SessionList(client, manager, secret="s" * 32)
-    return SessionIndex(client, ttl=60, listed=listing.records), listing
+    return SessionIndex(client, ttl=60, listed=listing.records, user_set=user_set), listing
+
+
+def user_set_key(sub: str) -> str:
+    return list_key(sub).removesuffix(":list")  # the per-user set of earlier releases
 
 
 async def test_sid_and_sub_find_their_sessions_on_any_node(client: Any) -> None:
@@ -65,8 +69,21 @@ async def test_sid_and_sub_find_their_sessions_on_any_node(client: Any) -> None:
     assert [await client.exists(r) for r in records] == [0, 1, 0, 0]
     assert await client.hlen(list_key("bob")) == 0  # and their entries with them
     assert await index.end(sid="sid-unknown", sub=None) == 0
-    # a user's sessions are no longer a set of their own: the list is the sub index (~425 bytes less a session)
-    assert not await client.exists(f"bff:{{bcl-sub:{list_key('alice').split(':')[2]}")
+    # BFF_USER_INDEX_SET=false: a user's sessions are no set of their own, the list is the sub index
+    assert not await client.exists(user_set_key("alice"))
+
+
+async def test_the_user_set_is_written_for_replicas_of_an_earlier_release(client: Any) -> None:
+    """BFF_USER_INDEX_SET (the default): a replica of an earlier release, which reads only the set and cannot open
+    this release's list entries, still finds by sub a session this release made — in a rolling upgrade or after a
+    rollback."""
+    index, listing = indexed(client, user_set=True)
+    record = await listed_login(client, "erin", None, index, listing)
+    assert await client.smembers(user_set_key("erin")) == {record.encode()}
+    assert 0 < await client.ttl(user_set_key("erin")) <= 60
+    earlier = SessionIndex(client, ttl=60)  # an earlier release's index: the set alone
+    assert await earlier.end(sid=None, sub="erin") == 1
+    assert not await client.exists(record)
 
 
 async def test_a_sub_only_logout_ends_sessions_listed_under_an_earlier_client_secret(client: Any) -> None:
@@ -76,6 +93,9 @@ async def test_a_sub_only_logout_ends_sessions_listed_under_an_earlier_client_se
     index, _ = indexed(client)
     index.listed = SessionList(client, before.manager, secret="t" * 32).records  # the new secret
     records = [await listed_login(client, "dave", None, index, before) for _ in range(2)]
+    rotated = SessionList(client, before.manager, secret="t" * 32)
+    assert await rotated.entries("dave") == []  # not shown under the new secret, ...
+    assert await client.hlen(list_key("dave")) == 2  # ... but kept while their records live: still their index
     assert await index.end(sid=None, sub="dave") == 2
     assert not any([await client.exists(r) for r in records])
 
