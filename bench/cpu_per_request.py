@@ -2,6 +2,7 @@
 
     python bench/cpu_per_request.py --base /tmp/main-export          # base tree vs this one
     python bench/cpu_per_request.py --base /tmp/main-export --rounds 5 --seconds 5
+    python bench/cpu_per_request.py --base /tmp/main-export --path auth    # /bff/auth as nginx asks it
 
 Throughput on a shared machine swings with everyone else's load; the CPU seconds the BFF process itself spends per
 request (utime + stime from /proc, over a wrk run) swing much less. Both BFFs run at once against one Redis, auth
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--path", choices=("api", "auth"), default="api", help="the proxy, or forward auth")
     args = parser.parse_args()
     trees = {"base": str(Path(args.base).resolve()), "this": HERE}
     with processes() as procs:
@@ -49,18 +51,21 @@ def main() -> None:
         stack = Stack(redis_url, redis_port, auth_url, rs_url, list(urls.values()), secret)
         pids, cookies = {}, {}
         for name, tree in trees.items():
-            env = {**bff_env(stack, urls[name]), "PYTHONPATH": tree}
+            env = {**bff_env(stack, urls[name], BFF_TRUSTED_PROXIES="127.0.0.1/32"), "PYTHONPATH": tree}
             procs.append(Proc(service("bff", ports[name], "serve"), env, health=urls[name] + "/readyz"))
             pids[name] = procs[-1].proc.pid
             cookies[name] = login(urls[name], USER, PASSWORD)
         per_request: dict[str, list[float]] = {name: [] for name in trees}
+        path, asked = "/api/notes/me", {}
+        if args.path == "auth":  # the question nginx's auth_request asks (deploy/nginx)
+            path, asked = "/bff/auth", {"X-Original-URI": "/api/notes/me", "X-Original-Method": "GET"}
         for name in trees:  # warm-up: pools, caches
-            wrk(f"{urls[name]}/api/notes/me", {"Cookie": cookies[name], "X-CSRF": "1"}, seconds=1)
+            wrk(f"{urls[name]}{path}", {"Cookie": cookies[name], "X-CSRF": "1", **asked}, seconds=1)
         for round_ in range(args.rounds):
             for name in trees if round_ % 2 == 0 else reversed(list(trees)):
-                headers = {"Cookie": cookies[name], "X-CSRF": "1"}
+                headers = {"Cookie": cookies[name], "X-CSRF": "1", **asked}
                 before = cpu_seconds(pids[name])
-                result = wrk(f"{urls[name]}/api/notes/me", headers, seconds=args.seconds, connections=args.connections)
+                result = wrk(f"{urls[name]}{path}", headers, seconds=args.seconds, connections=args.connections)
                 used = cpu_seconds(pids[name]) - before
                 per_request[name].append(used / max(result.requests, 1) * 1e6)
                 errors = f"  ({result.errors} errors)" if result.errors else ""
