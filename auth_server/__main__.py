@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from servicekit.http import HttpLimits
 from servicekit.version import add_version_flag
@@ -98,6 +99,23 @@ async def _totp(settings: Settings, username: str) -> tuple[str, list[str]]:
         await redis.aclose()
 
 
+async def _mfa_reset(settings: Settings, username: str) -> dict[str, Any]:
+    """Remove every second factor of ``username``; returns what was enrolled. LookupError for an unknown user."""
+    from servicekit.redis import open_redis
+
+    from .mfa import SecondFactors
+    from .users import UserStore
+
+    redis = open_redis(settings.redis_url, settings.redis_cluster)
+    try:
+        user = await UserStore(redis).find(username)
+        if user is None:
+            raise LookupError(username)
+        return await SecondFactors(redis, settings.issuer).remove_all(user.sub)
+    finally:
+        await redis.aclose()
+
+
 async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
     """End every SSO session and login of ``username``, telling each client on its back channel (DESIGN §6).
     Returns (SSO sessions, logins) that were alive; LookupError for an unknown user."""
@@ -159,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "totp", help="turn TOTP on for a user (replacing any secret): prints the otpauth:// URI and recovery codes"
     )
     totp.add_argument("username")
+    reset = users_commands.add_parser(
+        "mfa-reset",
+        help="remove every second factor of a user who lost them (TOTP, passkeys, recovery codes): the password "
+        "alone signs in again, and a new factor can be enrolled at /account",
+    )
+    reset.add_argument("username")
     sessions = commands.add_parser("sessions", help="manage login sessions")
     sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
     revoke = sessions_commands.add_parser(
@@ -190,6 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"TOTP is on for {args.username}. Scan or type into the authenticator app:\n{uri}")
         print("Recovery codes (each works once; shown only now):\n" + "\n".join(codes))
+        return 0
+    if args.command == "users" and args.users_command == "mfa-reset":
+        try:
+            removed = asyncio.run(_mfa_reset(settings, args.username))
+        except LookupError:
+            print(f"auth-server: no user {args.username!r}", file=sys.stderr)
+            return 1
+        what = ["TOTP"] * removed["totp"] + [f"{len(removed['passkeys'])} passkey(s)"] * bool(removed["passkeys"])
+        what += [f"{removed['recovery_codes']} recovery code(s)"] * bool(removed["recovery_codes"])
+        print(f"removed from {args.username}: {', '.join(what) or 'nothing (no second factor was enrolled)'}")
+        print(f"their logins stay; `auth-server sessions revoke {args.username}` ends them")
         return 0
     if args.command == "users":
         try:

@@ -151,6 +151,14 @@ class SecondFactors:
             "recovery_codes": int(await self.redis.scard(f"auth:recovery:{{{sub}}}")),
         }
 
+    async def remove_all(self, sub: str) -> dict[str, Any]:
+        """Remove every second factor of ``sub`` (TOTP, a pending enrolment, passkeys, recovery codes): what an
+        operator does for a user who lost them (``auth-server users mfa-reset``). Returns what was enrolled. The keys
+        share the user's hash tag: one command, one slot."""
+        found = await self.enrolled(sub)
+        await self.redis.delete(f"auth:mfa:{{{sub}}}", f"auth:recovery:{{{sub}}}", f"auth:passkeys:{{{sub}}}")
+        return found
+
     async def has_any(self, sub: str) -> bool:
         found = await self.enrolled(sub)
         return bool(found["totp"] or found["passkeys"])

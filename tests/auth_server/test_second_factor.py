@@ -6,6 +6,7 @@ editing the form's acr_values."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pyotp
 import pytest
+import redis.asyncio as aioredis
 
 from auth_server.__main__ import main
 
@@ -235,13 +237,19 @@ async def test_account_post_without_a_session_or_token_is_refused(client: httpx.
     assert wrong.status_code == 400 and "Invalid username or password" in wrong.text
 
 
-async def test_the_cli_enrols_totp_and_prints_the_uri(
-    client: httpx.AsyncClient, user: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def cli_env(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The environment `auth-server` commands need to reach the test's auth server's Redis; its settings."""
     settings = client._transport.app.state.endpoints.settings  # type: ignore[attr-defined]
     monkeypatch.setenv("AUTH_ISSUER", settings.issuer)
     monkeypatch.setenv("REDIS_URL", settings.redis_url)
     monkeypatch.setenv("AUTH_KEYS_DIR", str(settings.keys_dir))
+    return settings
+
+
+async def test_the_cli_enrols_totp_and_prints_the_uri(
+    client: httpx.AsyncClient, user: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_env(client, monkeypatch)
     assert await asyncio.to_thread(main, ["users", "totp", USERNAME]) == 0
     out = capsys.readouterr().out
     uri = re.search(r"otpauth://totp/[^\s]+", out)
@@ -251,3 +259,25 @@ async def test_the_cli_enrols_totp_and_prints_the_uri(
     fields = second_factor_form(await password_step(client, authorize_params(pkce()[1], acr_values="mfa")))
     assert "code" in location_params(await client.post("/oauth/authorize", data={**fields, "otp": codes.take()}))
     assert await asyncio.to_thread(main, ["users", "totp", "nobody"]) == 1
+
+
+async def test_the_cli_removes_every_second_factor_of_a_user_who_lost_them(
+    client: httpx.AsyncClient, user: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = cli_env(client, monkeypatch)
+    assert await asyncio.to_thread(main, ["users", "totp", USERNAME]) == 0
+    capsys.readouterr()
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    passkey = {"key": "AAAA", "count": 0, "type": "single_device", "at": 0}  # as register_passkey stores one
+    await redis.hset(f"auth:passkeys:{{{user['sub']}}}", "Y3JlZA", json.dumps(passkey))
+    assert await asyncio.to_thread(main, ["users", "mfa-reset", USERNAME]) == 0
+    out = capsys.readouterr().out
+    assert f"removed from {USERNAME}: TOTP, 1 passkey(s), 10 recovery code(s)" in out, out
+    assert not await redis.exists(*(f"auth:{k}:{{{user['sub']}}}" for k in ("mfa", "passkeys", "recovery")))
+    await redis.aclose()
+    # an mfa request now finds no factor to ask for, and says where to set one up (as for a user who never had one)
+    page = await password_step(client, authorize_params(pkce()[1], acr_values="mfa"))
+    assert page.status_code == 200 and "You have no second factor yet" in page.text and "/account" in page.text
+    assert await asyncio.to_thread(main, ["users", "mfa-reset", USERNAME]) == 0
+    assert "nothing (no second factor was enrolled)" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["users", "mfa-reset", "nobody"]) == 1
