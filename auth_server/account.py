@@ -10,8 +10,10 @@ SSO session to ``mfa`` (``SSOStore.upgrade``) before any code is issued.
 ``GET /account`` (after a sign-in, the SSO cookie) shows the user's factors; ``POST /account`` with ``action``:
 ``login`` (a password sign-in for the page itself), ``totp-start`` / ``totp-confirm`` (a new secret, turned on by
 its first code; the first factor also brings recovery codes), ``passkey-add`` (WebAuthn registration),
-``recovery-codes`` (a new set), ``verify`` (a second factor, to change factors). A user who has a second factor
-changes factors only within ``REAUTH_WINDOW`` of giving one: a stolen password alone cannot enrol the thief's own.
+``recovery-codes`` (a new set), ``totp-off`` and ``passkey-remove`` (``credential``: its id; the last factor
+removed takes the recovery codes with it), ``verify`` (a second factor, to change factors). A user who has a second
+factor changes factors only within ``REAUTH_WINDOW`` of giving one: a stolen password alone cannot enrol the thief's
+own, nor remove the user's.
 Every post carries the form token of the page (CSRF, ``forms.FormGuard``).
 """
 
@@ -247,6 +249,16 @@ class AccountPage:
             log.info("passkey enrolled for %s", session.sub)
             codes = await self.factors.new_recovery_codes(session.sub) if first else None
             return await self.render(request, session, message="Passkey added.", recovery_codes=codes)
+        if action == "totp-off":
+            if not await self.factors.remove_totp(session.sub):
+                return await self.render(request, session, 400, error="The authenticator app is not on.")
+            log.info("TOTP removed for %s", session.sub)
+            return await self.render(request, session, message="Authenticator app turned off.")
+        if action == "passkey-remove":
+            if not await self.factors.remove_passkey(session.sub, form.get("credential", "")):
+                return await self.render(request, session, 400, error="No such passkey.")
+            log.info("passkey removed for %s", session.sub)
+            return await self.render(request, session, message="Passkey removed.")
         if action == "recovery-codes":
             codes = await self.factors.new_recovery_codes(session.sub)
             return await self.render(request, session, message="New recovery codes made.", recovery_codes=codes)

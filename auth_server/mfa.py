@@ -159,6 +159,23 @@ class SecondFactors:
         await self.redis.delete(f"auth:mfa:{{{sub}}}", f"auth:recovery:{{{sub}}}", f"auth:passkeys:{{{sub}}}")
         return found
 
+    async def remove_totp(self, sub: str) -> bool:
+        """Turn TOTP off for ``sub`` (a pending enrolment too); False if it was not on. The last factor gone, the
+        recovery codes go with it: they stand in for a factor the user no longer has."""
+        removed = await self.redis.hdel(f"auth:mfa:{{{sub}}}", "totp", "totp_step", "totp_pending", "totp_pending_at")
+        await self._drop_codes_unless_a_factor_is_left(sub)
+        return bool(removed)
+
+    async def remove_passkey(self, sub: str, credential_id: str) -> bool:
+        """Remove one of ``sub``'s passkeys; False if it has no such passkey."""
+        removed = await self.redis.hdel(f"auth:passkeys:{{{sub}}}", credential_id)
+        await self._drop_codes_unless_a_factor_is_left(sub)
+        return bool(removed)
+
+    async def _drop_codes_unless_a_factor_is_left(self, sub: str) -> None:
+        if not await self.has_any(sub):
+            await self.redis.delete(f"auth:recovery:{{{sub}}}")
+
     async def has_any(self, sub: str) -> bool:
         found = await self.enrolled(sub)
         return bool(found["totp"] or found["passkeys"])

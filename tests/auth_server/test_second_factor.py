@@ -281,3 +281,29 @@ async def test_the_cli_removes_every_second_factor_of_a_user_who_lost_them(
     assert await asyncio.to_thread(main, ["users", "mfa-reset", USERNAME]) == 0
     assert "nothing (no second factor was enrolled)" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["users", "mfa-reset", "nobody"]) == 1
+
+
+async def test_a_user_removes_factors_only_with_a_recent_second_factor(client: httpx.AsyncClient, user: Any) -> None:
+    codes, _ = await enrol_totp(client)
+    redis = aioredis.Redis.from_url(client._transport.app.state.endpoints.settings.redis_url)  # type: ignore[attr-defined]
+    key = f"auth:passkeys:{{{user['sub']}}}"
+    await redis.hset(key, "Y3JlZA", json.dumps({"key": "AAAA", "count": 0, "type": "single_device", "at": 0}))
+    client.cookies.delete(SSO_COOKIE)
+    await account_login(client)  # a password alone (a thief of it) removes nothing
+    assert (await account_post(client, "totp-off")).status_code == 403
+    assert (await account_post(client, "passkey-remove", credential="Y3JlZA")).status_code == 403
+    assert (await account_post(client, "verify", otp=codes.take())).status_code == 303
+    page = await client.get("/account")
+    assert 'value="passkey-remove"' in page.text and 'id="totp-off"' in page.text
+    assert (await account_post(client, "passkey-remove", credential="nope")).status_code == 400
+    removed = await account_post(client, "passkey-remove", credential="Y3JlZA")
+    assert removed.status_code == 200 and "Passkey removed" in removed.text and not await redis.exists(key)
+    assert await redis.scard(f"auth:recovery:{{{user['sub']}}}") == 10  # TOTP is left: the codes stay
+    off = await account_post(client, "totp-off")
+    assert off.status_code == 200 and "Authenticator app turned off" in off.text
+    assert 'id="totp-status">Off.' in off.text and 'id="recovery-status">0 unused.' in off.text  # the last factor
+    assert (await account_post(client, "totp-off")).status_code == 400
+    # with no factor left, an mfa request says where to set one up again
+    page = await password_step(client, authorize_params(pkce()[1], acr_values="mfa"))
+    assert "You have no second factor yet" in page.text
+    await redis.aclose()
