@@ -17,7 +17,7 @@ import pytest
 
 from tests.auth_server.helpers import form_of
 from tests.bff.doubles import Browser
-from tests.e2e.conftest import PASSWORD, Stack
+from tests.e2e.conftest import PASSWORD, Stack, wait_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -112,3 +112,47 @@ async def test_step_up_with_totp_upgrades_the_same_session(stack_factory: Any) -
         fields = form_of(page.text[page.text.index('id="otp-form"') :].join(["<form ", ""])).fields
         replayed = await idp.post(action, data={**fields, "otp": code})
         assert replayed.status_code == 400 and "works once" in replayed.text
+
+
+async def test_a_websocket_open_before_a_step_up_stays_open(stack_factory: Any, server_factory: Any) -> None:
+    """DESIGN §14: a step-up raises the session in place (same cookie, same record), so a WebSocket opened before it
+    is not taken for one of an ended session (the record rewritten is no end: a logout's close is 1008)."""
+    import aiohttp
+
+    from bff.app import create_app as create_bff
+    from bff.settings import Settings as BffSettings
+    from tests.e2e.echo import Echo
+    from tests.e2e.test_routes import WS, ws_url
+
+    echo = Echo()
+    echo_url = server_factory(echo.app(), ws=WS).url
+    stack = stack_factory(bff_thread=False, extra_routes={"live": {"url": echo_url, "websocket": True}})
+    server_factory(create_bff(BffSettings.from_env(stack.bff_env)), int(stack.bff_url.rsplit(":", 1)[1]), ws=WS)
+    wait_ready(stack.bff_url)
+    browser = stack.browser()
+    async with httpx.AsyncClient(timeout=30) as idp, aiohttp.ClientSession() as sockets:
+        await password_login(stack, browser, idp, "talker")
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        if time.time() % 30 > 25:  # the codes below span three steps: start well inside one
+            await asyncio.sleep(30 - time.time() % 30 + 0.1)
+        totp = await enrol_totp(stack, idp)
+        url = ws_url(stack.bff_url, "/api/live/ws/room")
+        async with sockets.ws_connect(url, headers={"Cookie": cookie, "Origin": stack.bff_url}) as ws:
+            await ws.send_str("before")
+            assert (await ws.receive(timeout=5)).data == "echo:before"
+
+            start = await browser.request("GET", "/bff/login?acr_values=mfa&return_to=/", csrf=False)
+            page = await idp.get(start.headers["location"])
+            fields = form_of(page.text[page.text.index('id="otp-form"') :].join(["<form ", ""])).fields
+            passed = await idp.post(stack.auth_url + "/oauth/authorize", data={**fields, "otp": totp.now()})
+            assert passed.status_code == 302, passed.text
+            callback = httpx.URL(passed.headers["location"])
+            assert (await browser.request("GET", callback.raw_path.decode(), csrf=False)).status_code == 302
+            assert (await browser.request("GET", "/bff/user")).json()["acr"] == "mfa"  # stepped up, in place
+
+            await asyncio.sleep(1.0)  # longer than an ended session's sockets take to close on any replica
+            await ws.send_str("after")
+            answer = await ws.receive(timeout=5)
+            assert answer.type == aiohttp.WSMsgType.TEXT and answer.data == "echo:after", answer
+            assert not ws.closed
+        assert len(echo.seen("/ws/room")) == 1  # one handshake: the socket was never reopened
