@@ -34,6 +34,7 @@ from typing import Any
 from bff.sessions import store_call
 from servicekit.durable import Durable, Queue, WaitPolicy
 
+DELETE_CONCURRENCY = 8  # records of one logout deleted at once: well inside any connection pool
 ENDED_TTL = 900  # seconds a provider login that ended stays refused: longer than any login can be in flight
 
 # KEYS[1] the sid set, KEYS[2] its "ended" marker (one hash tag: one slot); ARGV[1] record key, ARGV[2] set ttl.
@@ -130,13 +131,31 @@ class SessionIndex:
         # One write per record: each is in a slot of its own (a durable write stays on one slot). Only then are they
         # dropped from the index, and only they (a login indexed meanwhile stays): a logout that fails half-way
         # (503, even one whose writes landed but were not replicated in time) leaves the index whole for the retry.
-        deleted = await asyncio.gather(*(self._delete(record) for record in sorted(records)))
+        deleted = await self._delete_all(sorted(records))
         if members:
             await self._write(key, lambda pipe: pipe.srem(key, *members))
         if fields:
             listing = list_key(sub or "")
             await self._write(listing, lambda pipe: pipe.hdel(listing, *fields, *(f + ":t" for f in fields)))
-        return sum(deleted)
+        return deleted
+
+    async def _delete_all(self, records: list[str]) -> int:
+        """Delete ``records``, at most ``DELETE_CONCURRENCY`` at a time, and every one attempted before an error is
+        raised. Found attacking it: all at once, a user with a few hundred sessions in the index (ended ones count
+        until the list is next read) took more connections than the client's pool holds (redis-py: 100), and the
+        first error left the other deletes running, holding the connections the jti's release then needed: 503, some
+        sessions alive, and the provider's retry refused as a replay."""
+        gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def one(record: str) -> int:
+            async with gate:
+                return await self._delete(record)
+
+        results = await asyncio.gather(*(one(record) for record in records), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(int(result) for result in results)  # type: ignore[arg-type]
 
     async def _delete(self, record: str) -> int:
         (deleted,) = await self._write(record, lambda pipe: pipe.delete(record))

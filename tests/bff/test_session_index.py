@@ -136,3 +136,18 @@ async def test_index_writes_are_durable(redis_url: str) -> None:
     finally:
         await index.durable.aclose()
         await client.aclose()
+
+
+async def test_a_user_with_hundreds_of_sessions_is_logged_out_in_full(redis_url: str) -> None:
+    """Found attacking it: a sub-only logout deleted every record of the user at once, more than the client's
+    connection pool holds (ended sessions count until the list is read): 503 with sessions left alive. Deletes are
+    bounded now; a pool of 20 connections ends 150 sessions."""
+    client = aioredis.Redis.from_url(redis_url, max_connections=20)
+    try:
+        index, listing = indexed(client)
+        records = [await listed_login(client, "many", None, index, listing) for _ in range(150)]
+        assert await index.end(sid=None, sub="many") == 150
+        assert not any([await client.exists(r) for r in records])
+        assert await client.hlen(list_key("many")) == 0  # and the list emptied with them
+    finally:
+        await client.aclose()
