@@ -152,10 +152,12 @@ class SessionIndex:
                 return await self._delete(record)
 
         results = await asyncio.gather(*(one(record) for record in records), return_exceptions=True)
+        deleted = 0
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return sum(int(result) for result in results)  # type: ignore[arg-type]
+            deleted += result
+        return deleted
 
     async def _delete(self, record: str) -> int:
         (deleted,) = await self._write(record, lambda pipe: pipe.delete(record))
