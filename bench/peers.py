@@ -3,6 +3,7 @@
     python bench/peers.py                          # ~2 minutes; needs wrk, redis-server, nginx, caddy, apache2 +
                                                    # libapache2-mod-auth-openidc (Debian's packages)
     python bench/peers.py --chart docs/benchmarks-peers.png --json peers.json
+    python bench/peers.py --upstream echo          # an nginx upstream echoing the token: no upstream ceiling
 
 One Redis, one auth server, and one upstream for every path: the sample resource server (one Python process), whose
 ``GET /me`` verifies the token and answers its ``sub``. In front of it, each path is driven by ``wrk -t1 -c32`` (1 s
@@ -19,6 +20,10 @@ warm-up, then ``--seconds``), after one request has checked that it reached the 
 For each: req/s, p50, p99, CPU microseconds per request of the processes in front of the upstream (user + system time
 from /proc: nginx's, Caddy's or Apache's master and workers, plus the BFF's where it answers), and Redis commands per
 request (``INFO commandstats`` around the measured run). The CPU figure is the steadier one on a shared machine.
+
+With ``--upstream echo`` every path's upstream is a static nginx answering ``GET /me`` with the ``Authorization``
+header it got (the check then reads the user from that token): the resource server, one Python process, no longer
+caps every path's requests per second, and what is left is the paths' own cost.
 """
 
 from __future__ import annotations
@@ -140,6 +145,33 @@ class Figure:
     redis_per_request: float
     errors: int
     bff_cpu_us: float = 0.0  # of cpu_us, the BFF's own (the paths it answers: its proxy, /bff/auth)
+
+
+ECHO = """    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /me {{ default_type text/plain; return 200 "$http_authorization"; }}
+        location = /healthz {{ return 200 'ok'; }}
+    }}"""
+
+
+def echo_upstream(procs: list[Proc]) -> str:
+    """A static nginx answering GET /me with the Authorization header it got: an upstream as fast as can be."""
+    workdir = Path(tempfile.mkdtemp(prefix="jwt-bff-bench-echo-"))
+    port = free_port()
+    (workdir / "echo.conf").write_text(main_conf(workdir, ECHO.format(port=port), name="echo", workers="auto"))
+    args = [NGINX, "-p", str(workdir), "-e", str(workdir / "echo-error.log"), "-c", str(workdir / "echo.conf")]
+    procs.append(Proc([*args, "-g", "daemon off;"], health=f"http://127.0.0.1:{port}/healthz"))
+    return f"127.0.0.1:{port}"
+
+
+def reached_as(response: httpx.Response, upstream: str) -> str | None:
+    """Whom the upstream's answer says the request came as: the resource server's ``sub``, or the subject of the
+    bearer token the echo upstream got."""
+    if upstream == "rs":
+        return response.json().get("sub")
+    scheme, _, token = response.text.partition(" ")
+    return sub_of(token) if scheme == "Bearer" and token.count(".") == 2 else None
 
 
 def sub_of(token: str) -> str:
@@ -318,7 +350,7 @@ def measure(args: argparse.Namespace) -> list[Figure]:
         bff_port, edge_port, caddy_port, apache_port = free_port(), free_port(), free_port(), free_port()
         bff_url, apache_url = f"http://127.0.0.1:{bff_port}", f"http://127.0.0.1:{apache_port}"
         auth_url = start_auth_server(procs, redis_url, bff_url, apache_url, secret)
-        rs_url = start_rs(procs, redis_url, auth_url)
+        rs_url = start_rs(procs, redis_url, auth_url) if args.upstream == "rs" else f"http://{echo_upstream(procs)}"
         upstream = rs_url.removeprefix("http://")
         stack = Stack(redis_url, redis_port, auth_url, rs_url, [bff_url], secret)
         env = bff_env(stack, bff_url, BFF_TRUSTED_PROXIES="127.0.0.1/32")  # nginx and Caddy ask /bff/auth from here
@@ -355,7 +387,7 @@ def measure(args: argparse.Namespace) -> list[Figure]:
             for name in chosen:  # each path reaches the upstream as the logged-in user, or nothing is timed
                 url, headers, _ = paths[name]
                 r = httpx.get(url, headers=headers, timeout=10)
-                if r.status_code != 200 or r.json().get("sub") != user:
+                if r.status_code != 200 or reached_as(r, args.upstream) != user:
                     raise RuntimeError(f"{LABELS[name]}: {r.status_code} {r.text[:300]} (expected sub {user})")
                 print(f"  checked: {LABELS[name]} reaches the upstream as {user}", flush=True)
             figures: dict[str, list[Figure]] = {name: [] for name in chosen}
@@ -466,8 +498,11 @@ def main(argv: list[str] | None = None, run: Callable[[argparse.Namespace], list
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(LABELS))
     parser.add_argument("--chart", type=Path, help="draw the figures into this PNG (matplotlib: the bench extra)")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--upstream", choices=("rs", "echo"), default="rs", help="every path's upstream: the sample "
+                        "resource server, or a static nginx echoing the token (module docstring)")  # fmt: skip
     args = parser.parse_args(argv)
-    print(f"wrk -t1 -c{args.connections} -d{args.seconds}s per path, {args.rounds} round(s)", flush=True)
+    print(f"wrk -t1 -c{args.connections} -d{args.seconds}s per path, {args.rounds} round(s), upstream {args.upstream}",
+          flush=True)  # fmt: skip
     figures = run(args)
     print()
     print(table(figures))
