@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ClusterDownError, ClusterError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -73,19 +73,22 @@ def store_down_handlers(handler: Handler) -> dict[type[Exception], Handler]:
 
 
 SENTINEL_SCHEME = "redis+sentinel://"
-# A Cluster command refused by a node (connection refused or reset, CLUSTERDOWN, a slot with no node) is sent once
-# more; the client re-reads the slot map at most once a second, so the retry may meet the same dead master, and a
-# failover is followed within about a second. A single command that timed out is not sent again; a pipeline's is,
-# once (redis-py's pipeline retries by RedisCluster's own list, which this subclass cannot change).
+# A Cluster command refused by a node (connection refused or reset, CLUSTERDOWN, a slot with no node) is sent again,
+# up to CLUSTER_RETRIES times, 0.5 s then 1 s apart: the client re-reads the slot map at most once a second, so a
+# retry at once would meet the same dead master (found: a refresh after a failover answered 503). A command that
+# timed out is never sent again: a node silent for REDIS_TIMEOUT is down, and the request gets its 503.
 CLUSTER_RETRIED = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)
+CLUSTER_RETRIES = 3
+CLUSTER_BACKOFF = ExponentialBackoff(cap=1.0, base=0.25)  # 0.5, 1, 1 s
 
 
-def _cluster_class(base: type) -> type:
-    """redis-py's cluster client retrying a command once, and only for CLUSTER_RETRIED. By default (redis-py 8.2) it
-    retries 10 times, TimeoutError too: a frozen master held each request for up to 10 x REDIS_TIMEOUT, then answered
-    it (a slow 200) instead of the 503 after REDIS_TIMEOUT of every other client here
-    (tests/scale/test_cluster_faults.py, test_bff_frozen_master.py)."""
-    return type("RedisCluster", (base,), {"ERRORS_ALLOW_RETRY": CLUSTER_RETRIED})
+def _retry_no_timeouts(cluster_class: Any) -> None:
+    """redis-py 8.2 retries a Cluster command 10 times by default, TimeoutError too: a frozen master held each
+    request for up to 10 x REDIS_TIMEOUT, then answered it (a slow 200) instead of the 503 after REDIS_TIMEOUT of
+    every other client here (tests/scale/test_cluster_faults.py, test_bff_frozen_master.py). Its list is read from
+    the class itself by the cluster pipeline (RedisCluster.ERRORS_ALLOW_RETRY), so it is set there: for every
+    Cluster client of the process, which are all ours."""
+    cluster_class.ERRORS_ALLOW_RETRY = CLUSTER_RETRIED
 
 
 class RedisURLError(ValueError):
@@ -193,11 +196,12 @@ def open_redis(url: str, cluster: bool = False) -> Any:
             ClusterNode(str(p.get("host", "localhost")), int(p.get("port", 6379)))
             for p in (parse_url(part.strip()) for part in url.split(",") if part.strip())
         ]
-        return _cluster_class(RedisCluster)(
+        _retry_no_timeouts(RedisCluster)
+        return RedisCluster(
             startup_nodes=nodes,
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(CLUSTER_BACKOFF, CLUSTER_RETRIES),
         )
     return aioredis.Redis.from_url(
         url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1)
