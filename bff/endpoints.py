@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,8 @@ class Endpoints:
     credentials: Credentials
     session_index: SessionIndex  # provider sid/sub -> sessions, for back-channel logout (DESIGN §6)
     session_list: SessionList | None = None  # a user's sessions, for "Your sessions" (DESIGN §14)
+    # after a login: (sub, its session) -> the user's oldest sessions beyond BFF_MAX_SESSIONS_PER_USER ended
+    after_login: Callable[[str, Sealed], Awaitable[None]] | None = None
 
     # --- cookies ------------------------------------------------------------------------------------------------
 
@@ -303,6 +306,8 @@ class Endpoints:
             await self.manager.delete(ref)  # the provider ended this login while we completed it (back channel)
             raise LoginFailed("The provider ended this login already; log in again.")
         self.metrics.sessions.labels("created").inc()
+        if self.after_login is not None:
+            await self.after_login(session.sub, ref)
         response = RedirectResponse(login.return_to, 302, headers=NO_STORE)
         response.headers.append("set-cookie", self._cookie(self.settings.cookie_name, secret))
         response.headers.append("set-cookie", self.expire_cookie(login_cookie))

@@ -209,6 +209,10 @@ class SessionList:
             await store_call(lambda: self.client.hdel(key, *dead))
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
+    async def size(self, sub: str) -> int:
+        """The fields of the user's list (an entry and its last-use time are two): at least its live sessions."""
+        return int(await store_call(lambda: self.client.hlen(list_key(sub))))
+
     async def records(self, sub: str) -> list[tuple[str, str]]:
         """(field, record key) of every entry of the user's list that opens, live or not: what a sub-only logout
         ends (``SessionIndex.end``)."""

@@ -192,6 +192,14 @@ OWN = (
         _frontend,
     ),
     Setting(
+        "BFF_MAX_SESSIONS_PER_USER",
+        "100",
+        "Live sessions one user may hold (each login through a provider's SSO session makes one); a login beyond it "
+        "ends the user's oldest, as ending one on /bff/sessions does. 0: no limit.",
+        integer(minimum=0),
+        kind="integer",
+    ),
+    Setting(
         "BFF_USER_INDEX_SET",
         "true",
         "Also index a user's sessions in the per-user Redis set of earlier releases, which those read for a sub-only "
@@ -259,6 +267,7 @@ class Settings:
     # CDN origin, proxied without credentials) or the absolute path of a directory (a built SPA)
     frontend: str = "none"
     login_required: bool = False  # BFF_LOGIN_REQUIRED: a page navigation without a session goes to /bff/login
+    max_sessions_per_user: int = 100  # BFF_MAX_SESSIONS_PER_USER: a login beyond it ends the user's oldest; 0: none
     user_index_set: bool = True  # BFF_USER_INDEX_SET: also write the per-user set of earlier releases
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
     otel_service_name: str = "jwt-bff"
@@ -302,6 +311,7 @@ class Settings:
             frontend=v["frontend"],
             login_required=v["login_required"],
             user_index_set=v["user_index_set"],
+            max_sessions_per_user=v["max_sessions_per_user"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "jwt-bff",
         )

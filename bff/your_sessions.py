@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bff.auth_client import AuthClient
-from bff.errors import AuthServerUnavailable, NotFound
+from bff.errors import AuthServerUnavailable, BFFError, NotFound
 from bff.metrics import Metrics
 from bff.session_list import Entry, SessionList
 from bff.sessions import RedisStore, Sealed, Session, SessionManager
@@ -92,11 +92,27 @@ class YourSessions:
                 await self.end(session.sub, entry, by="user")
         return Response(status_code=204, headers=NO_STORE)
 
+    # --- the limit per user ------------------------------------------------------------------------------------
+
+    async def limit(self, sub: str, kept: Sealed, most: int) -> None:
+        """After a login (``kept``: its session): beyond ``most`` live sessions of the user, end the oldest others,
+        as ending one here does. Each login through a provider's SSO session makes a session, so without a limit one
+        user could fill Redis. Best effort: the login stands if this fails (a WARNING; the next login tries again)."""
+        try:
+            if not most or await self.list.size(sub) <= most:  # fields counted: never fewer than live sessions
+                return
+            entries = await self.list.entries(sub)  # live ones, oldest first
+            excess = len(entries) - most
+            for entry in [e for e in entries if e.record != kept.id][: max(excess, 0)]:
+                await self.end(sub, entry, by="limit")
+        except BFFError as exc:
+            log.warning("could not end the oldest sessions of a user beyond BFF_MAX_SESSIONS_PER_USER: %s", exc.error)
+
     # --- ending one ---------------------------------------------------------------------------------------------
 
     async def end(self, sub: str, entry: Entry, *, by: str) -> bool:
         """End the session of ``entry``: revoke its refresh token at the provider, delete its record, drop it from
-        the list. True if it was still alive. ``by``: "user" or "operator" (the metric and the log line)."""
+        the list. True if it was still alive. ``by``: "user", "operator" or "limit" (the metric and the log line)."""
         session = await self.manager.peek(entry.ref)
         if session is not None and session.refresh_token:
             try:

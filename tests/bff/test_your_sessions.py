@@ -206,3 +206,17 @@ async def test_sessions_ended_otherwise_drop_out_of_the_list(rig: Rig) -> None:
     phone = await logged_in(rig, agent="Phone")
     assert (await phone.request("POST", "/bff/logout")).status_code == 200
     assert [s["current"] for s in await listing(laptop)] == [True]
+
+
+@pytest.mark.bff_env(BFF_MAX_SESSIONS_PER_USER="3")
+async def test_a_login_beyond_the_limit_ends_the_users_oldest_session(rig: Rig) -> None:
+    """Each login through the provider's SSO session makes a session: without a limit one user could fill Redis. The
+    fourth login ends the oldest (its refresh token revoked at the provider, as ending it on /bff/sessions does)."""
+    browsers = [await logged_in(rig, agent=f"Browser/{i}") for i in range(3)]
+    bob = await logged_in(rig, "bob")
+    revoked = len(rig.provider.revoked)
+    newest = await logged_in(rig, agent="Browser/3")
+    assert [await alive(b) for b in browsers] == [False, True, True] and await alive(newest) and await alive(bob)
+    assert [s["user_agent"] for s in await listing(newest)] == ["Browser/1", "Browser/2", "Browser/3"]
+    assert len(rig.provider.revoked) == revoked + 1
+    assert 'bff_sessions_total{event="ended_by_limit"} 1.0' in (await rig.browser().request("GET", "/metrics")).text

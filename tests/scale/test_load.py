@@ -47,7 +47,10 @@ class Figures:
 
 
 async def run(stack_factory: Any, process_factory: Any, sessions: int, seconds: float, access_ttl: int) -> Figures:
-    stack: Stack = stack_factory(access_ttl=access_ttl, bff_thread=False, BFF_REFRESH_SKEW="0")
+    # one user on many devices: as many sessions as the run needs (BFF_MAX_SESSIONS_PER_USER would end the oldest)
+    stack: Stack = stack_factory(
+        access_ttl=access_ttl, bff_thread=False, BFF_REFRESH_SKEW="0", BFF_MAX_SESSIONS_PER_USER=str(sessions)
+    )
     port = int(stack.bff_url.rsplit(":", 1)[1])
     bffs = [process_factory(BFF, stack.bff_env, port=port), process_factory(BFF, stack.bff_env)]
     urls = [b.url for b in bffs]
