@@ -189,7 +189,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         expire_cookie=lambda: endpoints.expire_cookie(settings.cookie_name),
     )
     most = settings.max_sessions_per_user
-    endpoints.after_login = lambda sub, ref: your_sessions.limit(sub, ref, most)  # BFF_MAX_SESSIONS_PER_USER
+    # BFF_MAX_SESSIONS_PER_USER: a login beyond it ends the user's oldest sessions
+    endpoints.after_login = lambda sub, ref, made: your_sessions.limit(sub, ref, made, most)
     logout = Logout(settings, manager, auth, index, LogoutTokens(auth, manager.store), metrics, endpoints.expire_cookie)
     watch = SessionWatch(manager.store)
     proxy.watch = watch  # a stream (SSE, a download) stops when its session ends, as a WebSocket closes

@@ -134,8 +134,8 @@ class Endpoints:
     credentials: Credentials
     session_index: SessionIndex  # provider sid/sub -> sessions, for back-channel logout (DESIGN §6)
     session_list: SessionList | None = None  # a user's sessions, for "Your sessions" (DESIGN §14)
-    # after a login: (sub, its session) -> the user's oldest sessions beyond BFF_MAX_SESSIONS_PER_USER ended
-    after_login: Callable[[str, Sealed], Awaitable[None]] | None = None
+    # after a login: (sub, its session, when made) -> the user's oldest beyond BFF_MAX_SESSIONS_PER_USER ended
+    after_login: Callable[[str, Sealed, float], Awaitable[None]] | None = None
 
     # --- cookies ------------------------------------------------------------------------------------------------
 
@@ -307,7 +307,7 @@ class Endpoints:
             raise LoginFailed("The provider ended this login already; log in again.")
         self.metrics.sessions.labels("created").inc()
         if self.after_login is not None:
-            await self.after_login(session.sub, ref)
+            await self.after_login(session.sub, ref, session.created_at)
         response = RedirectResponse(login.return_to, 302, headers=NO_STORE)
         response.headers.append("set-cookie", self._cookie(self.settings.cookie_name, secret))
         response.headers.append("set-cookie", self.expire_cookie(login_cookie))

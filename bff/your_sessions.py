@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+LIMIT_ENDS_PER_LOGIN = 10  # sessions one login ends beyond BFF_MAX_SESSIONS_PER_USER, at most
+
+
 class NoSuchSession(NotFound):
     description = "No such session."
 
@@ -94,19 +97,27 @@ class YourSessions:
 
     # --- the limit per user ------------------------------------------------------------------------------------
 
-    async def limit(self, sub: str, kept: Sealed, most: int) -> None:
-        """After a login (``kept``: its session): beyond ``most`` live sessions of the user, end the oldest others,
-        as ending one here does. Each login through a provider's SSO session makes a session, so without a limit one
-        user could fill Redis. Best effort: the login stands if this fails (a WARNING; the next login tries again)."""
+    async def limit(self, sub: str, kept: Sealed, created_at: float, most: int) -> None:
+        """After a login (``kept``: its session, made at ``created_at``): beyond ``most`` live sessions of the user,
+        end the oldest of those made before it, as ending one here does. Each login through a provider's SSO session
+        makes a session, so without a limit one user could fill Redis. Only older sessions: of logins at the same
+        time, the newest always stays (each ending the other's would leave both browsers with a dead cookie). At most
+        ``LIMIT_ENDS_PER_LOGIN`` per login, so that a login never waits on many revocations (later logins end the
+        rest). Best effort: the login stands whatever fails (a WARNING; the next login tries again)."""
         try:
             if not most or await self.list.size(sub) <= most:  # fields counted: never fewer than live sessions
                 return
             entries = await self.list.entries(sub)  # live ones, oldest first
-            excess = len(entries) - most
-            for entry in [e for e in entries if e.record != kept.id][: max(excess, 0)]:
-                await self.end(sub, entry, by="limit")
+            older = [e for e in entries if e.record != kept.id and e.created_at < round(created_at, 3)]
+            excess = min(len(entries) - most, LIMIT_ENDS_PER_LOGIN)
         except BFFError as exc:
             log.warning("could not end the oldest sessions of a user beyond BFF_MAX_SESSIONS_PER_USER: %s", exc.error)
+            return
+        for entry in older[: max(excess, 0)]:
+            try:
+                await self.end(sub, entry, by="limit")
+            except BFFError as exc:  # this one is left for a later login; the others still go
+                log.warning("could not end a session beyond BFF_MAX_SESSIONS_PER_USER: %s", exc.error)
 
     # --- ending one ---------------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ClusterDownError, ClusterError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -77,7 +77,9 @@ SENTINEL_SCHEME = "redis+sentinel://"
 # as redis-py does by default (up to 10 times, backing off to 1 s, while the client re-reads the slot map at most
 # once a second): a failover is followed without a 503 for the requests that meet the dead master first (3 retries
 # 0.5-1 s apart were too few: a refresh after a failover in CI still met it). A command that timed out is never sent
-# again: a node silent for REDIS_TIMEOUT is down, and the request gets its 503.
+# again, by a single command, a pipeline or a transaction: a node silent for REDIS_TIMEOUT is down, and the request
+# gets its 503 (a connection that cannot be opened in that time is a timeout too: a host gone without a reset costs
+# each request meeting it 2 s and a 503, until the slot map is re-read).
 CLUSTER_RETRIED = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)
 
 
@@ -200,6 +202,8 @@ def open_redis(url: str, cluster: bool = False) -> Any:
             startup_nodes=nodes,
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
+            # redis-py's default retry, less TimeoutError: what its transactions (MULTI/EXEC) retry by
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10, supported_errors=(RedisConnectionError,)),
         )
     return aioredis.Redis.from_url(
         url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1)

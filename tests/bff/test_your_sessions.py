@@ -3,6 +3,7 @@ on it — another user's id, CSRF, ids guessed or derived from a cookie."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 
@@ -220,3 +221,12 @@ async def test_a_login_beyond_the_limit_ends_the_users_oldest_session(rig: Rig) 
     assert [s["user_agent"] for s in await listing(newest)] == ["Browser/1", "Browser/2", "Browser/3"]
     assert len(rig.provider.revoked) == revoked + 1
     assert 'bff_sessions_total{event="ended_by_limit"} 1.0' in (await rig.browser().request("GET", "/metrics")).text
+
+
+@pytest.mark.bff_env(BFF_MAX_SESSIONS_PER_USER="1")
+async def test_logins_at_the_same_time_never_end_the_newest(rig: Rig) -> None:
+    """Each login ends only sessions older than itself: two at once must not end each other's new session."""
+    first = await logged_in(rig, agent="Old/1")
+    browsers = await asyncio.gather(*(logged_in(rig, agent=f"Now/{i}") for i in range(2)))
+    states = [await alive(b) for b in browsers]
+    assert not await alive(first) and any(states), states  # the oldest went; the newest of the two stayed
