@@ -174,15 +174,13 @@ class SessionList:
 
     # --- reading ----------------------------------------------------------------------------------------------------
 
-    async def entries(self, sub: str) -> list[Entry]:
-        """The user's live sessions, oldest first. Entries whose record is gone (ended in any way) are dropped."""
-        key = list_key(sub)
-        raw: dict[Any, Any] = await store_call(lambda: self.client.hgetall(key))
+    async def _read(self, sub: str) -> tuple[list[Entry], dict[str, str], list[str]]:
+        """The user's list as it stands: (the entries that open, live or not; field -> record key of the entries
+        sealed under another BFF_CLIENT_SECRET, named in the clear; the fields that are no entry's)."""
+        raw: dict[Any, Any] = await store_call(lambda: self.client.hgetall(list_key(sub)))
         fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
         found: list[Entry] = []
-        # Entries sealed under another BFF_CLIENT_SECRET (rotated since): not shown, yet while their record lives they
-        # are its index for a sub-only back-channel logout (bff.session_index), so they stay.
-        unopened: dict[str, str] = {}  # field -> the record key it names in the clear
+        unopened: dict[str, str] = {}
         dead: list[str] = []
         for field, blob in fields.items():
             if field.endswith(":t"):
@@ -196,6 +194,13 @@ class SessionList:
                 unopened[field] = record
             else:
                 dead += [field, field + ":t"]
+        return found, unopened, dead
+
+    async def entries(self, sub: str) -> list[Entry]:
+        """The user's live sessions, oldest first. Entries whose record is gone (ended in any way) are dropped."""
+        found, unopened, dead = await self._read(sub)
+        # Entries sealed under another BFF_CLIENT_SECRET (rotated since): not shown, yet while their record lives they
+        # are its index for a sub-only back-channel logout (bff.session_index), so they stay.
         opened = len(found)
         alive = await self.manager.store.exists_many([entry.ref.key for entry in found] + list(unopened.values()))
         for entry, exists in zip(list(found), alive[:opened], strict=True):
@@ -206,6 +211,7 @@ class SessionList:
             if not exists:
                 dead += [field, field + ":t"]
         if dead:  # housekeeping, best effort: the next read drops them again
+            key = list_key(sub)
             await store_call(lambda: self.client.hdel(key, *dead))
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
@@ -214,19 +220,10 @@ class SessionList:
         return int(await store_call(lambda: self.client.hlen(list_key(sub))))
 
     async def records(self, sub: str) -> list[tuple[str, str]]:
-        """(field, record key) of every entry of the user's list that opens, live or not: what a sub-only logout
-        ends (``SessionIndex.end``)."""
-        raw: dict[Any, Any] = await store_call(lambda: self.client.hgetall(list_key(sub)))
-        found = []
-        for name, blob in raw.items():
-            field = name.decode() if isinstance(name, bytes) else str(name)
-            if field.endswith(":t"):
-                continue
-            if (entry := self._open(sub, field, blob, None)) is not None:
-                found.append((field, entry.ref.key))
-            elif (record := _record_of(blob)) is not None:  # sealed under another BFF_CLIENT_SECRET: ended all the same
-                found.append((field, record))
-        return found
+        """(field, record key) of every entry of the user's list, live or not, whether it opens or was sealed under
+        another BFF_CLIENT_SECRET: what a sub-only logout ends (``SessionIndex.end``)."""
+        found, unopened, _ = await self._read(sub)
+        return [(entry.id, entry.ref.key) for entry in found] + list(unopened.items())
 
     async def entry(self, sub: str, id: str) -> Entry | None:
         if not ID_RE.fullmatch(id):
