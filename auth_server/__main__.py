@@ -7,14 +7,16 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from servicekit.http import HttpLimits
 from servicekit.version import add_version_flag
 
 from .errors import AuthServerError, SignUpError
 from .settings import SETTINGS, Settings, SettingsError
+
+T = TypeVar("T")
 
 
 def _serve(settings: Settings, host: str, port: int, limits: HttpLimits) -> int:
@@ -78,9 +80,9 @@ async def _add_user(settings: Settings, username: str, password: str) -> str:
         await redis.aclose()
 
 
-async def _totp(settings: Settings, username: str) -> tuple[str, list[str]]:
-    """Turn TOTP on for ``username`` (a new secret replaces any old one) with fresh recovery codes: (the otpauth://
-    URI, the codes). LookupError for an unknown user."""
+async def _with_factors(settings: Settings, username: str, act: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``act(factors, user)`` on ``username``'s second factors (``mfa.SecondFactors``); LookupError for an unknown
+    user."""
     from servicekit.redis import open_redis
 
     from .mfa import SecondFactors
@@ -91,29 +93,26 @@ async def _totp(settings: Settings, username: str) -> tuple[str, list[str]]:
         user = await UserStore(redis).find(username)
         if user is None:
             raise LookupError(username)
-        factors = SecondFactors(redis, settings.issuer)
+        return await act(SecondFactors(redis, settings.issuer), user)
+    finally:
+        await redis.aclose()
+
+
+async def _totp(settings: Settings, username: str) -> tuple[str, list[str]]:
+    """Turn TOTP on for ``username`` (a new secret replaces any old one) with fresh recovery codes: (the otpauth://
+    URI, the codes). LookupError for an unknown user."""
+
+    async def turn_on(factors: Any, user: Any) -> tuple[str, list[str]]:
         secret = await factors.start_totp(user.sub)
         await factors.activate_totp(user.sub, secret)
         return factors.uri(secret, user.username), await factors.new_recovery_codes(user.sub)
-    finally:
-        await redis.aclose()
+
+    return await _with_factors(settings, username, turn_on)
 
 
 async def _mfa_reset(settings: Settings, username: str) -> dict[str, Any]:
     """Remove every second factor of ``username``; returns what was enrolled. LookupError for an unknown user."""
-    from servicekit.redis import open_redis
-
-    from .mfa import SecondFactors
-    from .users import UserStore
-
-    redis = open_redis(settings.redis_url, settings.redis_cluster)
-    try:
-        user = await UserStore(redis).find(username)
-        if user is None:
-            raise LookupError(username)
-        return await SecondFactors(redis, settings.issuer).remove_all(user.sub)
-    finally:
-        await redis.aclose()
+    return await _with_factors(settings, username, lambda factors, user: factors.remove_all(user.sub))
 
 
 async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
