@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     actions.add_parser("list", help="one JSON object per live session of SUB").add_argument("sub")
     revoke = actions.add_parser("revoke", help="end every session of SUB (or one: --id), revoked at the provider")
     revoke.add_argument("sub")
-    revoke.add_argument("--id", help="the session's id, as `bff sessions list` and GET /bff/sessions show it")
+    revoke.add_argument(
+        "--id",
+        help="the session's id, as `bff sessions list` and GET /bff/sessions show it; write --id=ID (an id may begin "
+        "with '-', which argparse would take for an option)",
+    )
     stack = commands.add_parser("stack", help="auth server, resource server and BFF in one process")
     stack.add_argument("--host", default="127.0.0.1", help="address all four servers listen on")
     stack.add_argument("--port", type=int, default=8000, help="the BFF's port")
