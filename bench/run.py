@@ -271,18 +271,18 @@ def verifier_cost(args: argparse.Namespace) -> None:
             row(f"in-process verify, {m.group(1)}", m.group(2))
 
 
-COMPACT_LISTS = ("--hash-max-listpack-value", "512")  # redis.conf: hash-max-listpack-value 512
 USER_AGENT = (  # a desktop browser's, as the session list keeps it (bff.session_list: at most 200 characters)
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
 )
 
 
 async def _fill_sessions(
-    redis_url: str, n: int, tokens: dict[str, str], logout: bool = True, user_set: bool = True
+    redis_url: str, n: int, tokens: dict[str, str], logout: bool = True, compact: bool = False
 ) -> None:
     """n sessions as a login makes them (bff.endpoints.callback): the record (with the ID token kept for logout's
-    id_token_hint), its back-channel-logout index entries (DESIGN §6) and its entry in the user's list of sessions
-    (DESIGN §14); ``logout=False``: the record alone, without the ID token; ``user_set``: BFF_USER_INDEX_SET."""
+    id_token_hint, and the login's User-Agent and network), its back-channel-logout index entries (DESIGN §6) and its
+    entry in the user's list of sessions (DESIGN §14); ``logout=False``: the record alone, without the ID token;
+    ``compact``: BFF_COMPACT_STORE."""
     from redis import asyncio as aioredis
 
     from bff.session_index import SessionIndex
@@ -290,9 +290,9 @@ async def _fill_sessions(
     from bff.sessions import RedisStore, SessionManager, record_key
 
     client = aioredis.Redis.from_url(redis_url)
-    manager = SessionManager(RedisStore(client), idle_ttl=1800, absolute_ttl=43200)
-    index = SessionIndex(client, ttl=43200, user_set=user_set)
-    listing = SessionList(client, manager, secret="memory-bench-secret-0123456789")
+    manager = SessionManager(RedisStore(client), idle_ttl=1800, absolute_ttl=43200, compact=compact)
+    index = SessionIndex(client, ttl=43200, compact=compact)
+    listing = SessionList(client, manager, secret="memory-bench-secret-0123456789", compact=compact)
 
     async def login(i: int) -> None:
         secret, session = await manager.create(
@@ -304,11 +304,13 @@ async def _fill_sessions(
             scope="openid notes:read notes:write",
             id_token=tokens.get("id_token") if logout else None,
             sid=f"sid-{i:08d}" if logout else None,
+            user_agent=USER_AGENT if logout else "",
+            ip="203.0.113.0/24" if logout else "",
         )
         ref = manager.ref(secret)
         assert ref is not None
         if logout:
-            listed = listing.new_entry(ref, record_key(secret), session, user_agent=USER_AGENT, ip="203.0.113.7")
+            listed = listing.new_entry(ref, record_key(secret), session)
             await index.add(ref.key, sid=session.sid, sub=session.sub, listed=listed)
 
     batch = 50
@@ -325,12 +327,12 @@ def _used_memory(port: int) -> int:
 
 
 def _bytes_per_session(
-    tokens: dict[str, str], n: int, logout: bool = True, user_set: bool = True, redis_options: tuple[str, ...] = ()
+    tokens: dict[str, str], n: int, logout: bool = True, compact: bool = False, redis_options: tuple[str, ...] = ()
 ) -> float:
     with processes() as procs:
         redis_url, port = start_redis(procs, *redis_options)
         before = _used_memory(port)
-        asyncio.run(_fill_sessions(redis_url, n, tokens, logout, user_set))
+        asyncio.run(_fill_sessions(redis_url, n, tokens, logout, compact))
         return (_used_memory(port) - before) / n
 
 
@@ -352,12 +354,8 @@ def session_memory(args: argparse.Namespace) -> None:
         per = {n: _bytes_per_session(tokens, n) for n in sessions}
         for n in sessions:
             row(f"{alg}: {n:,} sessions, bytes per session", f"{per[n]:,.0f}", "target <= 1.5 KB")
-        lean = _bytes_per_session(tokens, 10_000, user_set=False)
-        row(f"{alg}: 10,000 sessions, BFF_USER_INDEX_SET=false", f"{lean:,.0f}", "target <= 1.5 KB")
-        # Redis keeps a small hash compact (a listpack) only while its values are at most hash-max-listpack-value
-        # bytes (64 by default): a list entry is ~300, so each user's list is a hash table (docs/benchmarks.md)
-        compact = _bytes_per_session(tokens, 10_000, user_set=False, redis_options=COMPACT_LISTS)
-        row(f"{alg}: the same, Redis {' '.join(COMPACT_LISTS)}", f"{compact:,.0f}", "target <= 1.5 KB")
+        compact = _bytes_per_session(tokens, 10_000, compact=True)
+        row(f"{alg}: 10,000 sessions, BFF_COMPACT_STORE=true", f"{compact:,.0f}", "target <= 1.5 KB")
         if alg == "RS256":
             row("RS256: 100k / 10k per-session bytes (1.00 = linear)", f"{per[100_000] / per[10_000]:.2f}")
             bare = _bytes_per_session(tokens, 10_000, logout=False)

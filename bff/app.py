@@ -144,7 +144,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
     client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
     metrics = Metrics()
     store = RedisStore(client, Durable(client, settings.redis_wait), fast_reads=True)
-    manager = SessionManager(store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
+    manager = SessionManager(
+        store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl, compact=settings.compact_store
+    )
     # every call to the provider carries the request's id and trace context (DESIGN §12)
     http = httpx.AsyncClient(
         timeout=settings.auth_timeout, follow_redirects=False, event_hooks={"request": [carry_request_context]}
@@ -173,10 +175,12 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         on_refused=lambda route: metrics.claims_refused.labels(route).inc(),
     )
     credentials.on_step_up = lambda route: metrics.step_ups.labels("asked_by_route").inc()
-    index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable, user_set=settings.user_index_set)
+    index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable, compact=settings.compact_store)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
     # DESIGN §14: each user's list of sessions, and the API that shows and ends them
-    session_list = SessionList(client, manager, secret=settings.client_secret, durable=store.durable)
+    session_list = SessionList(
+        client, manager, secret=settings.client_secret, durable=store.durable, compact=settings.compact_store
+    )
     endpoints.session_list = session_list
     index.listed = session_list.records  # a sub-only back-channel logout ends the sessions the user's list names
     credentials.on_use = session_list.seen  # last_seen_at: a dict lookup per request, a write every few minutes

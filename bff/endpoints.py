@@ -41,7 +41,7 @@ from bff.pages import is_navigation
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.session_index import SessionIndex
-from bff.session_list import SessionList
+from bff.session_list import SessionList, clean_user_agent, truncate_ip
 from bff.sessions import STATE_RE, Sealed, Session, SessionManager, logout_id, new_state, record_key
 from bff.settings import Settings
 from bff.step_up import (
@@ -280,6 +280,11 @@ class Endpoints:
                 return response
         if old is not None:
             await self.manager.delete(old)  # a new id on every login; the old one dies (fixation)
+        user_agent = address = ""
+        if self.session_list is not None:  # DESIGN §14: the browser and network it logged in from, minimally
+            client = request.scope.get("client")
+            found = self.proxies.client_address(client[0] if client else None, request.scope["headers"])
+            user_agent, address = clean_user_agent(request.headers.get("user-agent")), truncate_ip(found or "")
         secret, session = await self.manager.create(
             access_token=tokens.access_token,
             refresh_token=tokens.refresh_token,
@@ -293,15 +298,14 @@ class Endpoints:
             acr=acr,
             amr=amr,
             auth_time=auth_time,
+            user_agent=user_agent,
+            ip=address,
         )
         ref = self.manager.ref(secret)
         assert ref is not None
         listed = None
-        if self.session_list is not None:  # DESIGN §14: the browser and network it logged in from, minimally
-            client = request.scope.get("client")
-            address = self.proxies.client_address(client[0] if client else None, request.scope["headers"])
-            user_agent = request.headers.get("user-agent")
-            listed = self.session_list.new_entry(ref, record_key(secret), session, user_agent=user_agent, ip=address)
+        if self.session_list is not None:
+            listed = self.session_list.new_entry(ref, record_key(secret), session)
         if not await self.session_index.add(ref.key, sid=session.sid, sub=session.sub, listed=listed):
             await self.manager.delete(ref)  # the provider ended this login while we completed it (back channel)
             raise LoginFailed("The provider ended this login already; log in again.")

@@ -5,12 +5,14 @@ larger than their bytes, and their signatures (256 random bytes each for RS256) 
 headers and claims repeat one another (issuer, subject, sid, scope, key id). So every string value of the record that
 is a JWS in compact form (three base64url segments that decode and re-encode to exactly themselves) is taken apart:
 
-    0x02 | varint n | deflate(zdict)(JSON of the record with each JWT as {"\\u0000": i}, "\\u0000",
+    0x03 | varint n | deflate(zdict)(JSON of the record with each JWT as {"\\u0000": i}, "\\u0000",
                                        lengths, the JWTs' headers and payloads) [n bytes] | the signatures, raw
 
 The JSON part is field-agnostic: whatever the ``Session`` dataclass holds is packed as it is (new fields need no
 change here). A record whose values cannot be packed so (a dict with the placeholder key) is written in the older
-form, which ``unpack`` still reads: zlib-compressed JSON (it starts with 0x78, never 0x02).
+form, which ``unpack`` still reads: zlib-compressed JSON (it starts with 0x78, never 0x02 or 0x03). Records of version
+2 (before the preset dictionary knew browsers' User-Agents, which the record keeps for the list of sessions since)
+are read with their own dictionary.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import re
 import zlib
 from typing import Any
 
-VERSION = 2
+VERSION = 3
+EARLIER_VERSION = 2  # what an earlier release reads (bff.sessions writes it until BFF_COMPACT_STORE is true)
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MARK = "\x00"  # the placeholder's key: no JSON the BFF writes has it, and a record that does is kept as text
 # A preset dictionary for deflate: what small records and JWTs repeat, so that even the first occurrence is cheap.
@@ -37,6 +40,19 @@ ZDICT = (
     b'"created_at":17,"expires_at":17,"access_issued_at":17,"tokens":{},"id_token":"","sid":"","claims":{},'
     b'"acr":"","auth_time":17,"amr":[],"last_seen":17,"user_agent":"","ip":"'
 )
+# Version 3: the templates of today's browsers' User-Agent strings first (Chromium's reduced User-Agent is one of a few
+# fixed forms with only the major version in it; Safari's and Firefox's are as fixed), then version 2's dictionary.
+USER_AGENTS = (
+    b"Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 "
+    b"Mobile/15E148 Safari/604.1 Mozilla/5.0 (X11; Linux x86_64; rv:) Gecko/20100101 Firefox/.0 "
+    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/ "
+    b"Safari/605.1.15 "
+    b"Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/.0.0.0 Mobile Safari/537.36 "
+    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/.0.0.0 Safari/537.36 "
+    b"Edg/"
+    b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/.0.0.0 Safari/537.36"
+)
+ZDICTS = {2: ZDICT, 3: USER_AGENTS + ZDICT}
 
 
 def _b64decode(segment: str) -> bytes | None:
@@ -105,8 +121,8 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def pack(data: dict[str, Any]) -> bytes:
-    """The record's bytes (see the module docstring)."""
+def pack(data: dict[str, Any], version: int = VERSION) -> bytes:
+    """The record's bytes (see the module docstring), in ``version`` (2: the dictionary of earlier releases)."""
     jwts: list[tuple[bytes, bytes, bytes]] = []
     try:
         skeleton = _split(data, jwts)
@@ -114,10 +130,10 @@ def pack(data: dict[str, Any]) -> bytes:
         return zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 9)
     lengths = [[len(h), len(p), len(s)] for h, p, s in jwts]
     text = json.dumps([skeleton, lengths], separators=(",", ":")).encode()
-    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICTS[version])
     body = text + b"\x00" + b"".join(h + p for h, p, _ in jwts)
     compressed = deflate.compress(body) + deflate.flush()
-    return bytes([VERSION]) + _varint(len(compressed)) + compressed + b"".join(s for _, _, s in jwts)
+    return bytes([version]) + _varint(len(compressed)) + compressed + b"".join(s for _, _, s in jwts)
 
 
 def unpack(plain: bytes) -> Any:
@@ -125,10 +141,11 @@ def unpack(plain: bytes) -> Any:
     for anything else."""
     if not plain:
         raise ValueError("empty record")
-    if plain[0] != VERSION:
+    zdict = ZDICTS.get(plain[0])
+    if zdict is None:
         return json.loads(zlib.decompress(plain))  # the older form
     size, at = _read_varint(plain, 1)
-    inflate = zlib.decompressobj(-15, ZDICT)
+    inflate = zlib.decompressobj(-15, zdict)
     body = inflate.decompress(plain[at : at + size]) + inflate.flush()
     signatures = memoryview(plain)[at + size :]
     text, _, rest = body.partition(b"\x00")

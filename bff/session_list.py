@@ -1,18 +1,26 @@
 """Your sessions (DESIGN §14): the list of a user's sessions at this BFF, and ending one from another.
 
 One Redis hash per user (Cluster-safe: one key per command), which is also how a sub-only back-channel logout finds
-the user's sessions (``bff.session_index``)::
+the user's sessions (``bff.session_index``). An entry comes in one of two forms::
 
-    bff:{bcl-sub:<sha256(sub)>}:list    <id>   -> the entry, sealed (AES-GCM, ~300 bytes with a browser's User-Agent)
-                                        <id>:t -> last seen, epoch seconds (a few bytes)
+    bff:{bcl-sub:<sha256(sub)>}:list    <record id>    -> the record's key, wrapped (BFF_COMPACT_STORE: 32 + 40 bytes)
+                                        <id>           -> the entry, sealed (earlier releases' form: ~300 bytes)
+                                        <field>:t      -> last seen, epoch seconds (a few bytes)
+
+The compact form names the record by its id (32 bytes: the SHA-256 of the cookie secret that its key name holds in
+hex) and holds nothing but the record's AES key, wrapped (AES key wrap, RFC 3394) under a key derived from
+``BFF_CLIENT_SECRET``. What the list shows of it — creation time, the User-Agent (at most ``UA_MAX`` characters) and
+address (truncated to /24 or /48) of its login — is in the session record itself, which the unwrapped key opens, and
+the list shows only records whose ``sub`` is the list's. Both fields and values stay within Redis's
+``hash-max-listpack-value`` (64), so a user's list is a compact listpack: ~300 bytes a session instead of ~690
+(bench/run.py, section 5). The sealed form (written while ``BFF_COMPACT_STORE`` is false, for replicas of an
+earlier release) holds the record's id in the clear, then that metadata and the record's key, sealed (AES-GCM).
 
 ``<id>`` is what ``GET /bff/sessions`` shows: HMAC-SHA256 of the record's id under a key derived from
 ``BFF_CLIENT_SECRET``, 128 bits. It is neither the cookie nor anything that opens the session: the record's id is
 itself a SHA-256 of the cookie secret, and the HMAC needs the BFF's secret besides.
 
-The entry holds the record's id, the session's creation time, the User-Agent (at most ``UA_MAX`` characters) and the
-address (truncated to /24 or /48) of its login, and the session record's key *wrapped*: sealed under the same
-server-side key. That is what lets one session of a user — or the operator — end another: open its record, revoke
+The wrapped record key is what lets one session of a user — or the operator — end another: open its record, revoke
 its refresh token at the provider (RFC 7009), delete it. Redis alone opens nothing (the key needs
 ``BFF_CLIENT_SECRET``); Redis together with ``BFF_CLIENT_SECRET`` opens the records of sessions listed here.
 
@@ -32,15 +40,16 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from bff.session_index import _key as index_key
-from bff.session_index import list_key
+from bff.session_index import list_key, record_name
 from bff.sessions import Sealed, Session, SessionManager, store_call
 from servicekit.durable import Durable, WaitPolicy
 
@@ -55,14 +64,21 @@ ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")  # 16 bytes, unpadded base64url
 # than the record's own key name in Redis. Entries of an earlier release are the sealed part alone.
 RECORD_TAG = b"R"
 _RECORD_ID = re.compile(r"[0-9a-f]{64}")
+SEALED_FIELD = 22  # bytes of a sealed entry's field: its public id
+COMPACT_FIELD = 32  # bytes of a compact entry's field: the record's id
+SEEN_SUFFIX = b":t"
 LIST_INFO = b"jwt-bff session list"
 ID_INFO = b"jwt-bff session id"
+WRAP_INFO = b"jwt-bff session list key wrap"
 
-# KEYS[1] the list; ARGV[1] the id, ARGV[2] the time. Only over a live entry: never adds one for a session ended.
+# KEYS[1] the list; ARGV[1] and ARGV[2] the entry's field in either form, ARGV[3] the time. Only over a live entry:
+# never adds one for a session ended.
 _SEEN = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1] .. ':t', ARGV[2])
-  return 1
+for i = 1, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i] .. ':t', ARGV[3])
+    return 1
+  end
 end
 return 0
 """
@@ -94,6 +110,7 @@ class Entry:
     last_seen_at: float
     user_agent: str
     ip: str
+    field: bytes = b""  # its field in the user's list: the id (sealed form) or the record's id, raw (compact form)
 
     @property
     def ref(self) -> Sealed:
@@ -120,14 +137,17 @@ class SessionList:
         durable: Durable | None = None,
         every: float = LAST_SEEN_EVERY,
         clock: Callable[[], float] = time.time,
+        compact: bool = False,
     ) -> None:
         self.client = client
         self.manager = manager
         self.durable = durable or Durable(client, WaitPolicy(replicas=0))
         self.every = every
         self.clock = clock
+        self.compact = compact  # BFF_COMPACT_STORE: new entries in the compact form
         self._aead = AESGCM(_hkdf(secret.encode(), LIST_INFO))
         self._id_key = _hkdf(secret.encode(), ID_INFO)
+        self._kek = _hkdf(secret.encode(), WRAP_INFO)
         self._seen: dict[str, float] = {}  # record key -> when this process last wrote its last_seen_at
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen_script = client.register_script(_SEEN)
@@ -141,22 +161,23 @@ class SessionList:
     def _sealer(self, sub: str, id: str) -> Sealed:
         return Sealed(id, f"{list_key(sub)}/{id}", self._aead)  # the list and the id are the associated data
 
-    def new_entry(
-        self, ref: Sealed, record_key: bytes, session: Session, *, user_agent: str | None, ip: str
-    ) -> tuple[str, bytes]:
+    def new_entry(self, ref: Sealed, record_key: bytes, session: Session) -> tuple[bytes, bytes]:
         """The (field, value) that lists a new session (``record_key``: its record's AES key, ``record_key()``),
-        written with its index entry (``SessionIndex.add``)."""
+        written with its index entry (``SessionIndex.add``). What the list shows of it (its login's User-Agent and
+        network) is the session's own ``user_agent`` and ``ip``, which its record keeps."""
+        self._seen[ref.key] = self.clock()  # its login is its first sighting: no write on its first request
+        if self.compact and _RECORD_ID.fullmatch(ref.id):
+            return bytes.fromhex(ref.id), aes_key_wrap(self._kek, record_key)
         id = self.public_id(ref.id)
         data = {
             "r": ref.id,
             "k": base64.b64encode(record_key).decode(),
             "c": round(session.created_at, 3),  # ms: the list is in login order
-            "ua": clean_user_agent(user_agent),
-            "ip": truncate_ip(ip),
+            "ua": session.user_agent,
+            "ip": session.ip,
         }
-        self._seen[ref.key] = self.clock()  # its login is its first sighting: no write on its first request
         sealed = self._sealer(session.sub, id).seal(data)
-        return id, (RECORD_TAG + bytes.fromhex(ref.id) + sealed if _RECORD_ID.fullmatch(ref.id) else sealed)
+        return id.encode(), (RECORD_TAG + bytes.fromhex(ref.id) + sealed if _RECORD_ID.fullmatch(ref.id) else sealed)
 
     def _open(self, sub: str, id: str, blob: bytes, seen: bytes | None) -> Entry | None:
         sealer = self._sealer(sub, id)
@@ -168,81 +189,112 @@ class SessionList:
         try:
             created = float(data["c"])
             last = float(seen) if seen is not None else created
-            return Entry(id, str(data["r"]), base64.b64decode(data["k"]), created, last, str(data["ua"]), data["ip"])
+            entry = Entry(id, str(data["r"]), base64.b64decode(data["k"]), created, last, str(data["ua"]), data["ip"])
         except (KeyError, TypeError, ValueError):
             return None
+        return replace(entry, field=id.encode())
+
+    def _unwrap(self, field: bytes, blob: bytes, seen: bytes | None) -> Entry | None:
+        """A compact entry whose key unwraps: what the list shows of it comes from its record (``_described``)."""
+        try:
+            key = aes_key_unwrap(self._kek, blob)
+        except (InvalidUnwrap, ValueError):
+            return None
+        record = field.hex()
+        try:
+            last = float(seen) if seen is not None else 0.0
+        except ValueError:
+            last = 0.0
+        return Entry(self.public_id(record), record, key, 0.0, last, "", "", field)
+
+    def _described(self, sub: str, entry: Entry, blob: bytes | None) -> Entry | None:
+        """A compact entry with what its record says (None: the record is gone, does not open, or is not ``sub``'s —
+        an entry moved into another user's list by someone with write access to Redis is shown to nobody)."""
+        data = entry.ref.open(blob)
+        if data is None or data.get("sub") != sub:
+            return None
+        try:
+            created = round(float(data["created_at"]), 3)
+        except (KeyError, TypeError, ValueError):
+            return None
+        last = entry.last_seen_at or created
+        ua, ip = str(data.get("user_agent", "")), str(data.get("ip", ""))
+        return replace(entry, created_at=created, last_seen_at=last, user_agent=ua, ip=ip)
 
     # --- reading ----------------------------------------------------------------------------------------------------
 
-    async def _read(self, sub: str) -> tuple[list[Entry], dict[str, str], list[str]]:
-        """The user's list as it stands: (the entries that open, live or not; field -> record key of the entries
-        sealed under another BFF_CLIENT_SECRET, named in the clear; the fields that are no entry's)."""
+    async def _read(self, sub: str) -> tuple[list[Entry], dict[bytes, str], list[bytes]]:
+        """The user's list as it stands: (the entries that open, live or not — compact ones not yet described by
+        their record; field -> record key of the entries that do not open (sealed or wrapped under another
+        BFF_CLIENT_SECRET), named in the clear; the fields that are no entry's)."""
         raw: dict[Any, Any] = await store_call(lambda: self.client.hgetall(list_key(sub)))
-        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        fields = {(k if isinstance(k, bytes) else str(k).encode()): v for k, v in raw.items()}
         found: list[Entry] = []
-        unopened: dict[str, str] = {}
-        dead: list[str] = []
+        unopened: dict[bytes, str] = {}
+        dead: list[bytes] = []
         for field, blob in fields.items():
-            if field.endswith(":t"):
+            if len(field) in (SEALED_FIELD + 2, COMPACT_FIELD + 2) and field.endswith(SEEN_SUFFIX):
                 if field[:-2] not in fields:
                     dead.append(field)
                 continue
-            entry = self._open(sub, field, blob, fields.get(field + ":t"))
+            seen = fields.get(field + SEEN_SUFFIX)
+            entry = None
+            if len(field) == COMPACT_FIELD:
+                entry = self._unwrap(field, blob, seen)
+                record: str | None = record_name(field)
+            elif len(field) == SEALED_FIELD and ID_RE.fullmatch(public := field.decode("latin-1")):
+                entry = self._open(sub, public, blob, seen)
+                record = _record_of(blob)
+            else:
+                record = None
             if entry is not None:
                 found.append(entry)
-            elif (record := _record_of(blob)) is not None:
+            elif record is not None:
                 unopened[field] = record
             else:
-                dead += [field, field + ":t"]
+                dead += [field, field + SEEN_SUFFIX]
         return found, unopened, dead
 
     async def entries(self, sub: str) -> list[Entry]:
         """The user's live sessions, oldest first. Entries whose record is gone (ended in any way) are dropped."""
         found, unopened, dead = await self._read(sub)
-        # Entries sealed under another BFF_CLIENT_SECRET (rotated since): not shown, yet while their record lives they
+        # Entries that do not open (BFF_CLIENT_SECRET rotated since): not shown, yet while their record lives they
         # are its index for a sub-only back-channel logout (bff.session_index), so they stay.
         opened = len(found)
-        alive = await self.manager.store.exists_many([entry.ref.key for entry in found] + list(unopened.values()))
-        for entry, exists in zip(list(found), alive[:opened], strict=True):
-            if not exists:
-                found.remove(entry)
-                dead += [entry.id, entry.id + ":t"]
-        for field, exists in zip(list(unopened), alive[opened:], strict=True):
-            if not exists:
-                dead += [field, field + ":t"]
+        blobs = await self.manager.store.get_many([entry.ref.key for entry in found] + list(unopened.values()))
+        live: list[Entry] = []
+        for entry, blob in zip(found, blobs[:opened], strict=True):
+            if blob is not None and len(entry.field) == COMPACT_FIELD:
+                shown = self._described(sub, entry, blob)
+            else:
+                shown = entry if blob is not None else None
+            if shown is not None:
+                live.append(shown)
+            else:
+                dead += [entry.field, entry.field + SEEN_SUFFIX]
+        for field, blob in zip(list(unopened), blobs[opened:], strict=True):
+            if blob is None:
+                dead += [field, field + SEEN_SUFFIX]
         if dead:  # housekeeping, best effort: the next read drops them again
             key = list_key(sub)
             await store_call(lambda: self.client.hdel(key, *dead))
-        return sorted(found, key=lambda e: (e.created_at, e.id))
+        return sorted(live, key=lambda e: (e.created_at, e.id))
 
     async def size(self, sub: str) -> int:
         """The fields of the user's list (an entry and its last-use time are two): at least its live sessions."""
         return int(await store_call(lambda: self.client.hlen(list_key(sub))))
 
-    async def records(self, sub: str) -> list[tuple[str, str]]:
-        """(field, record key) of every entry of the user's list, live or not, whether it opens or was sealed under
-        another BFF_CLIENT_SECRET: what a sub-only logout ends (``SessionIndex.end``)."""
+    async def records(self, sub: str) -> list[tuple[bytes, str]]:
+        """(field, record key) of every entry of the user's list, live or not, whether it opens or not: what a
+        sub-only logout ends (``SessionIndex.end``)."""
         found, unopened, _ = await self._read(sub)
-        return [(entry.id, entry.ref.key) for entry in found] + list(unopened.items())
+        return [(entry.field, entry.ref.key) for entry in found] + list(unopened.items())
 
     async def entry(self, sub: str, id: str) -> Entry | None:
+        """The live session ``id`` (its public id) of ``sub``, or None."""
         if not ID_RE.fullmatch(id):
             return None
-        key = list_key(sub)
-
-        async def run() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hget(key, id)
-                pipe.hget(key, id + ":t")
-                return list(await pipe.execute())
-
-        blob, seen = await store_call(run)
-        if blob is None:
-            return None
-        entry = self._open(sub, id, blob, seen)
-        if entry is None or not (await self.manager.store.exists_many([entry.ref.key]))[0]:
-            return None
-        return entry
+        return next((entry for entry in await self.entries(sub) if entry.id == id), None)
 
     # --- writing ----------------------------------------------------------------------------------------------------
 
@@ -253,7 +305,7 @@ class SessionList:
         members = index_key("sub", sub)
 
         def queue(pipe: Any) -> None:
-            pipe.hdel(key, entry.id, entry.id + ":t")
+            pipe.hdel(key, entry.field, entry.field + SEEN_SUFFIX)
             pipe.srem(members, entry.ref.key)
 
         await store_call(lambda: self.durable.write(key, queue))
@@ -268,13 +320,15 @@ class SessionList:
         if last is None and len(self._seen) >= SEEN_CACHE:
             del self._seen[next(iter(self._seen))]  # the oldest
         self._seen[ref.key] = now
-        task = asyncio.ensure_future(self._write_seen(session.sub, self.public_id(ref.id), int(now)))
+        task = asyncio.ensure_future(self._write_seen(session.sub, ref.id, int(now)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write_seen(self, sub: str, id: str, now: int) -> None:
+    async def _write_seen(self, sub: str, record: str, now: int) -> None:
+        # the entry's field in whichever form it was written (BFF_COMPACT_STORE may have changed since its login)
+        fields = [self.public_id(record).encode(), bytes.fromhex(record) if _RECORD_ID.fullmatch(record) else b""]
         try:
-            await self._seen_script(keys=[list_key(sub)], args=[id, now])
+            await self._seen_script(keys=[list_key(sub)], args=[*fields, now])
         except Exception as exc:  # noqa: BLE001 - a lost last_seen_at is harmless; the next use writes it again
             log.warning("could not note a session's last use (%s): Redis unreachable?", type(exc).__name__)
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bff.errors import SessionGone, StoreUnavailable
-from bff.packing import pack, unpack
+from bff.packing import EARLIER_VERSION, VERSION, pack, unpack
 from bff.session_reads import FastGetex
 from servicekit.durable import Durable, WaitPolicy
 from servicekit.redis import store_down
@@ -87,6 +87,9 @@ class ByteStore(Protocol):
 
     async def exists_many(self, keys: list[str]) -> list[bool]:
         """Whether each key exists, in one round trip per node (pipelined EXISTS: Cluster-safe across slots)."""
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The value of each key, in one round trip per node (pipelined GET: Cluster-safe across slots)."""
 
     async def ping(self) -> None: ...
 
@@ -249,6 +252,15 @@ class RedisStore:
 
         return [bool(found) for found in await self._call(run)] if keys else []
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:  # one GET per key, as exists_many
+                for key in keys:
+                    pipe.get(key)
+                return list(await pipe.execute())
+
+        return list(await self._call(run)) if keys else []
+
     async def ping(self) -> None:
         await self._call(lambda: self.client.ping())
 
@@ -322,6 +334,9 @@ class MemoryStore:
     async def exists_many(self, keys: list[str]) -> list[bool]:
         return [self._live(key) is not None for key in keys]
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [self._live(key) for key in keys]
+
     async def ping(self) -> None:
         return None
 
@@ -388,12 +403,13 @@ class Sealed:
     def lock_key(self) -> str:
         return f"bff:{{{self.id}}}:lock"
 
-    def seal(self, data: dict[str, Any]) -> bytes:
+    def seal(self, data: dict[str, Any], version: int = EARLIER_VERSION) -> bytes:
         # Packed before sealing (bff.packing): JWTs as raw bytes, their headers and claims compressed with the rest,
         # so a session takes less Redis memory (bench/run.py, section 5). No length oracle: only Redis sees the
-        # ciphertext, and a record holds one user's data.
+        # ciphertext, and a record holds one user's data. ``version``: the packing's; by default one an earlier
+        # release opens too (a login cookie sealed here may come back to a replica of one in a rolling upgrade).
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self.aead.encrypt(nonce, pack(data), self.key.encode())
+        return nonce + self.aead.encrypt(nonce, pack(data, version), self.key.encode())
 
     def open(self, blob: bytes | None) -> dict[str, Any] | None:
         if blob is None or len(blob) <= NONCE_BYTES:
@@ -432,18 +448,32 @@ class Session:
     acr: str | None = None
     amr: list[str] = field(default_factory=list)
     auth_time: float | None = None
+    # DESIGN §14: the browser (User-Agent, printable ASCII, at most 200 characters) and network (/24 or /48) of the
+    # login, which the user's list of sessions shows (bff.session_list)
+    user_agent: str = ""
+    ip: str = ""
 
 
 class SessionManager:
     """Creates, loads, saves and ends sessions; enforces the idle (sliding) and absolute lifetimes."""
 
     def __init__(
-        self, store: ByteStore, *, idle_ttl: int, absolute_ttl: int, clock: Callable[[], float] = time.time
+        self,
+        store: ByteStore,
+        *,
+        idle_ttl: int,
+        absolute_ttl: int,
+        clock: Callable[[], float] = time.time,
+        compact: bool = False,
     ) -> None:
         self.store = store
         self.idle_ttl = idle_ttl
         self.absolute_ttl = absolute_ttl
         self.clock = clock
+        # BFF_COMPACT_STORE: records in this release's packing, with the fields earlier releases do not know; else
+        # in the form an earlier release reads (a replica of one may share the store: a rolling upgrade, a rollback)
+        self.compact = compact
+        self._version = VERSION if compact else EARLIER_VERSION
         self._opened: dict[str, tuple[bytes, dict[str, Any]]] = {}
 
     @staticmethod
@@ -499,6 +529,8 @@ class SessionManager:
         acr: str | None = None,
         amr: list[str] | None = None,
         auth_time: float | None = None,
+        user_agent: str = "",
+        ip: str = "",
     ) -> tuple[str, Session]:
         """Store a new session under a new secret (never one the browser offered: fixation-safe).
 
@@ -509,10 +541,11 @@ class SessionManager:
         session = Session(access_token, refresh_token, access_expires_at, sub, username, scope, now, ends, now)
         session.id_token, session.sid, session.claims = id_token, sid, claims or {}
         session.acr, session.amr, session.auth_time = acr, amr or [], auth_time
+        session.user_agent, session.ip = user_agent, ip
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None
-        await self.store.set(ref.key, ref.seal(_record(session)), self._ttl_ms(session))
+        await self.store.set(ref.key, self._seal(ref, session), self._ttl_ms(session))
         return secret, session
 
     async def load(self, ref: Sealed) -> Session | None:
@@ -537,7 +570,7 @@ class SessionManager:
     async def save(self, ref: Sealed, session: Session) -> None:
         """Write back an existing session. Raises SessionGone if it was deleted (logout) or expired meanwhile: a
         delete is final on every replica, whatever was in flight when it happened (the store's ``replace``)."""
-        if not await self.store.replace(ref.key, ref.seal(_record(session)), self._ttl_ms(session)):
+        if not await self.store.replace(ref.key, self._seal(ref, session), self._ttl_ms(session)):
             self._opened.pop(ref.key, None)
             raise SessionGone()
 
@@ -545,7 +578,17 @@ class SessionManager:
         self._opened.pop(ref.key, None)
         await self.store.delete(ref.key)
 
+    def _seal(self, ref: Sealed, session: Session) -> bytes:
+        record = _record(session)
+        if not self.compact:
+            for name in UNKNOWN_TO_EARLIER:  # Session(**record) of an earlier release refuses a field it lacks
+                record.pop(name, None)
+        return ref.seal(record, self._version)
 
+
+# Fields an earlier release's Session lacks: left out of records written for it (BFF_COMPACT_STORE false), which only
+# the user's list of sessions misses (its sealed entries keep them themselves)
+UNKNOWN_TO_EARLIER = ("user_agent", "ip")
 _OPTIONAL = {f.name: f for f in fields(Session) if f.default is not MISSING or f.default_factory is not MISSING}
 
 

@@ -200,11 +200,11 @@ OWN = (
         kind="integer",
     ),
     Setting(
-        "BFF_USER_INDEX_SET",
-        "true",
-        "Also index a user's sessions in the per-user Redis set of earlier releases, which those read for a sub-only "
-        "back-channel logout. Set false once no replica of an earlier release runs, nor will after a rollback: "
-        "~425 bytes of Redis a session less (this release finds them by the user's list of sessions).",
+        "BFF_COMPACT_STORE",
+        "false",
+        "Write session records, the back-channel logout index and the user's list of sessions in this release's "
+        "compact forms, which a replica of an earlier release cannot read. Set true once none runs, nor will after a "
+        "rollback: ~650 bytes of Redis a session less. This release reads both forms, whatever this says.",
         flag,
         kind="boolean",
     ),
@@ -268,7 +268,7 @@ class Settings:
     frontend: str = "none"
     login_required: bool = False  # BFF_LOGIN_REQUIRED: a page navigation without a session goes to /bff/login
     max_sessions_per_user: int = 100  # BFF_MAX_SESSIONS_PER_USER: a login beyond it ends the user's oldest; 0: none
-    user_index_set: bool = True  # BFF_USER_INDEX_SET: also write the per-user set of earlier releases
+    compact_store: bool = False  # BFF_COMPACT_STORE: sessions and indexes in forms earlier releases cannot read
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
     otel_service_name: str = "jwt-bff"
 
@@ -310,7 +310,7 @@ class Settings:
             user_claims=v["user_claims"],
             frontend=v["frontend"],
             login_required=v["login_required"],
-            user_index_set=v["user_index_set"],
+            compact_store=v["compact_store"],
             max_sessions_per_user=v["max_sessions_per_user"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "jwt-bff",

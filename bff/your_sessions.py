@@ -149,8 +149,12 @@ async def command(settings: Settings, action: str, sub: str, id: str | None = No
     refresh token, sockets close on every replica)."""
     client = open_redis(settings.redis_url, settings.redis_cluster)
     store = RedisStore(client, Durable(client, settings.redis_wait))
-    manager = SessionManager(store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl)
-    listed = SessionList(client, manager, secret=settings.client_secret, durable=store.durable)
+    manager = SessionManager(
+        store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl, compact=settings.compact_store
+    )
+    listed = SessionList(
+        client, manager, secret=settings.client_secret, durable=store.durable, compact=settings.compact_store
+    )
     http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
     try:
         ours = YourSessions(manager, listed, AuthClient(settings, http), Metrics())

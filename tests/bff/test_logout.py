@@ -288,7 +288,7 @@ async def test_the_index_is_cluster_safe_and_expires_with_the_sessions(rig: Rig,
     client = aioredis.Redis.from_url(redis_url)
     try:
         keys = [k.decode() for k in await client.keys("bff:{bcl-*}")]
-        # the sid set and (BFF_USER_INDEX_SET, for replicas of an earlier release) the user's set, each its own hash tag
+        # the sid set and the user's set (the forms of earlier releases, until BFF_COMPACT_STORE), each its own hash tag
         assert sorted(k.split(":")[1] for k in keys) == ["{bcl-sid", "{bcl-sub"]
         # the user's list of sessions (DESIGN §14): the sub index, in the user set's slot, expiring with the sessions
         (listed,) = [k.decode() for k in await client.keys("bff:{bcl-*}:list")]

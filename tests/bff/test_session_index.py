@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,23 +41,28 @@ async def listed_login(client: Any, sub: str, sid: str | None, index: SessionInd
     )
     ref = manager.ref(secret)
     assert ref is not None
-    entry = listing.new_entry(ref, record_key(secret), session, user_agent="UA", ip="192.0.2.1")
+    entry = listing.new_entry(ref, record_key(secret), session)
     assert await index.add(ref.key, sid=sid, sub=sub, listed=entry)
     return ref.key
 
 
-def indexed(client: Any, user_set: bool = False) -> tuple[SessionIndex, SessionList]:
-    manager = SessionManager(RedisStore(client), idle_ttl=60, absolute_ttl=60)
-    listing = SessionList(client, manager, secret="s" * 32)
-    return SessionIndex(client, ttl=60, listed=listing.records, user_set=user_set), listing
+def indexed(client: Any, compact: bool = True) -> tuple[SessionIndex, SessionList]:
+    manager = SessionManager(RedisStore(client), idle_ttl=60, absolute_ttl=60, compact=compact)
+    listing = SessionList(client, manager, secret="s" * 32, compact=compact)
+    return SessionIndex(client, ttl=60, listed=listing.records, compact=compact), listing
 
 
 def user_set_key(sub: str) -> str:
     return list_key(sub).removesuffix(":list")  # the per-user set of earlier releases
 
 
-async def test_sid_and_sub_find_their_sessions_on_any_node(client: Any) -> None:
-    index, listing = indexed(client)
+def sid_key(sid: str) -> str:
+    return "bff:{bcl-sid:" + hashlib.sha256(sid.encode()).hexdigest() + "}"  # the sid set of earlier releases
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["earlier-forms", "compact"])
+async def test_sid_and_sub_find_their_sessions_on_any_node(client: Any, compact: bool) -> None:
+    index, listing = indexed(client, compact)
     records = [
         await listed_login(client, "alice", "sid-a", index, listing),
         await listed_login(client, "alice", "sid-b", index, listing),
@@ -69,21 +75,38 @@ async def test_sid_and_sub_find_their_sessions_on_any_node(client: Any) -> None:
     assert [await client.exists(r) for r in records] == [0, 1, 0, 0]
     assert await client.hlen(list_key("bob")) == 0  # and their entries with them
     assert await index.end(sid="sid-unknown", sub=None) == 0
-    # BFF_USER_INDEX_SET=false: a user's sessions are no set of their own, the list is the sub index
-    assert not await client.exists(user_set_key("alice"))
+    # BFF_COMPACT_STORE: a user's sessions are no set of their own (the list is the sub index), a provider login's
+    # a one-field hash per session, a listpack (no hash table, no set)
+    assert await client.exists(user_set_key("alice")) == (not compact)
+    assert await client.exists(sid_key("sid-b")) == (not compact)
+    assert await client.exists(sid_key("sid-b") + ":h") == compact
+    if compact:
+        assert await client.hkeys(sid_key("sid-b") + ":h") == [bytes.fromhex(records[1][5:69])]
 
 
-async def test_the_user_set_is_written_for_replicas_of_an_earlier_release(client: Any) -> None:
-    """BFF_USER_INDEX_SET (the default): a replica of an earlier release, which reads only the set and cannot open
-    this release's list entries, still finds by sub a session this release made — in a rolling upgrade or after a
-    rollback."""
-    index, listing = indexed(client, user_set=True)
-    record = await listed_login(client, "erin", None, index, listing)
+async def test_the_earlier_forms_are_written_for_replicas_of_an_earlier_release(client: Any) -> None:
+    """BFF_COMPACT_STORE false (the default): a replica of an earlier release, which reads only the sets and cannot
+    read the compact list, still finds by sid and by sub a session this release made — in a rolling upgrade or
+    after a rollback."""
+    index, listing = indexed(client, compact=False)
+    record = await listed_login(client, "erin", "sid-e", index, listing)
     assert await client.smembers(user_set_key("erin")) == {record.encode()}
+    assert await client.smembers(sid_key("sid-e")) == {record.encode()}
     assert 0 < await client.ttl(user_set_key("erin")) <= 60
-    earlier = SessionIndex(client, ttl=60)  # an earlier release's index: the set alone
-    assert await earlier.end(sid=None, sub="erin") == 1
-    assert not await client.exists(record)
+    assert 0 < await client.ttl(sid_key("sid-e")) <= 60
+    assert all(len(field) == 22 for field in await client.hkeys(list_key("erin")))  # sealed entries, by public id
+
+
+async def test_a_logout_ends_sessions_of_both_forms(client: Any) -> None:
+    """An upgrade in progress: one provider login with a session indexed by an earlier release's set and one by
+    this release's hash; its logout ends both."""
+    earlier, earlier_listing = indexed(client, compact=False)
+    index, listing = indexed(client, compact=True)
+    records = [await listed_login(client, "fay", "sid-f", earlier, earlier_listing)]
+    records.append(await listed_login(client, "fay", "sid-f", index, listing))
+    assert await index.end(sid="sid-f", sub="fay") == 2
+    assert not any([await client.exists(r) for r in records])
+    assert not await client.exists(sid_key("sid-f")) and not await client.exists(sid_key("sid-f") + ":h")
 
 
 async def test_a_sub_only_logout_ends_sessions_listed_under_an_earlier_client_secret(client: Any) -> None:

@@ -1,6 +1,7 @@
 """Your sessions (DESIGN §14) end to end, on real sockets: the real auth server, two BFF processes on one Redis, an
 echo upstream with WebSockets; two browsers of one user list and end each other's sessions; the operator's
-`bff sessions list|revoke`."""
+`bff sessions list|revoke`. The second BFF writes the compact store (BFF_COMPACT_STORE), the first the forms of
+earlier releases, as while an operator turns it on one replica at a time: each reads what the other wrote."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def replicas(stack_factory: Any, server_factory: Any, process_factory: Any) -> t
     stack: Stack = stack_factory(bff_thread=False, BFF_ROUTES=json.dumps(routes))
     port = int(stack.bff_url.rsplit(":", 1)[1])
     first = process_factory(["-m", "bff", "serve"], stack.bff_env, port=port, health_path="/readyz")
-    second = process_factory(["-m", "bff", "serve"], stack.bff_env, health_path="/readyz")
+    compact = {**stack.bff_env, "BFF_COMPACT_STORE": "true"}
+    second = process_factory(["-m", "bff", "serve"], compact, health_path="/readyz")
     return stack, first.url, second.url
 
 
