@@ -103,7 +103,8 @@ class YourSessions:
         makes a session, so without a limit one user could fill Redis. Only older sessions: of logins at the same
         time, the newest always stays (each ending the other's would leave both browsers with a dead cookie). At most
         ``LIMIT_ENDS_PER_LOGIN`` per login, so that a login never waits on many revocations (later logins end the
-        rest). Best effort: the login stands whatever fails (a WARNING; the next login tries again)."""
+        rest). Best effort: the login stands whatever fails (a WARNING and ``bff_sessions_total{event="limit_failed"}``;
+        the next login tries again)."""
         try:
             if not most or await self.list.size(sub) <= most:  # fields counted: never fewer than live sessions
                 return
@@ -111,12 +112,14 @@ class YourSessions:
             older = [e for e in entries if e.record != kept.id and e.created_at < round(created_at, 3)]
             excess = min(len(entries) - most, LIMIT_ENDS_PER_LOGIN)
         except BFFError as exc:
+            self.metrics.sessions.labels("limit_failed").inc()
             log.warning("could not end the oldest sessions of a user beyond BFF_MAX_SESSIONS_PER_USER: %s", exc.error)
             return
         for entry in older[: max(excess, 0)]:
             try:
                 await self.end(sub, entry, by="limit")
             except BFFError as exc:  # this one is left for a later login; the others still go
+                self.metrics.sessions.labels("limit_failed").inc()
                 log.warning("could not end a session beyond BFF_MAX_SESSIONS_PER_USER: %s", exc.error)
 
     # --- ending one ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import hashlib
 import pytest
 import redis.asyncio as aioredis
 
-from bff.session_list import LAST_SEEN_EVERY, list_key, truncate_ip
+from bff.errors import StoreUnavailable
+from bff.session_list import LAST_SEEN_EVERY, Entry, SessionList, list_key, truncate_ip
 from tests.bff.conftest import PUBLIC_URL, Rig
 from tests.bff.doubles import Browser
 
@@ -235,6 +236,27 @@ async def test_a_login_beyond_the_limit_ends_the_users_oldest_session(rig: Rig) 
     assert [s["user_agent"] for s in await listing(newest)] == ["Browser/1", "Browser/2", "Browser/3"]
     assert len(rig.provider.revoked) == revoked + 1
     assert 'bff_sessions_total{event="ended_by_limit"} 1.0' in (await rig.browser().request("GET", "/metrics")).text
+
+
+@pytest.mark.bff_env(BFF_MAX_SESSIONS_PER_USER="1")
+async def test_a_limit_that_cannot_be_enforced_is_logged_and_counted(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis fails while a login ends the user's oldest: the login stands, and the failure is a WARNING naming the
+    setting and a count of its own (the next login tries again)."""
+    first = await logged_in(rig, agent="Old/1")
+
+    async def unreachable(self: SessionList, sub: str) -> list[Entry]:
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(SessionList, "entries", unreachable)
+    second = await logged_in(rig, agent="New/1")
+    assert await alive(second) and await alive(first)
+    assert "BFF_MAX_SESSIONS_PER_USER" in caplog.text
+    assert 'bff_sessions_total{event="limit_failed"} 1.0' in (await rig.browser().request("GET", "/metrics")).text
+    monkeypatch.undo()
+    await logged_in(rig, agent="Next/1")  # the next login ends both older ones
+    assert not await alive(first) and not await alive(second)
 
 
 @pytest.mark.bff_env(BFF_MAX_SESSIONS_PER_USER="1")
