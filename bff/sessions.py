@@ -545,7 +545,7 @@ class SessionManager:
         secret = new_secret()
         ref = self.ref(secret)
         assert ref is not None
-        await self.store.set(ref.key, self._seal(ref, session), self._ttl_ms(session))
+        await self.store.set(ref.key, self._seal(ref, session, new=True), self._ttl_ms(session))
         return secret, session
 
     async def load(self, ref: Sealed) -> Session | None:
@@ -578,10 +578,13 @@ class SessionManager:
         self._opened.pop(ref.key, None)
         await self.store.delete(ref.key)
 
-    def _seal(self, ref: Sealed, session: Session) -> bytes:
+    def _seal(self, ref: Sealed, session: Session, *, new: bool = False) -> bytes:
         record = _record(session)
-        if not self.compact:
-            for name in UNKNOWN_TO_EARLIER:  # Session(**record) of an earlier release refuses a field it lacks
+        if new and not self.compact:
+            # Session(**record) of an earlier release refuses a field it lacks. Only a new record is made without
+            # them: one rewritten keeps what it had (a replica with BFF_COMPACT_STORE wrote it, which an earlier
+            # release could not read anyway), so the list of sessions still shows its browser.
+            for name in UNKNOWN_TO_EARLIER:
                 record.pop(name, None)
         return ref.seal(record, self._version)
 

@@ -225,7 +225,14 @@ OWN = (
     ),
 )
 SETTINGS = Declarations(
-    "bff", "BFF_", combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS, OTEL_SETTINGS), config_var="BFF_CONFIG"
+    "bff",
+    "BFF_",
+    combine(OWN, REDIS_SETTINGS, WAIT_SETTINGS, HTTP_SETTINGS, OTEL_SETTINGS),
+    config_var="BFF_CONFIG",
+    retired={
+        "BFF_USER_INDEX_SET": "BFF_COMPACT_STORE=true leaves the per-user set out, with the other compact forms, once "
+        "no replica of an earlier release runs (docs/operations, Upgrading)",
+    },
 )
 
 

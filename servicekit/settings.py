@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import re
 import tomllib
@@ -31,6 +32,8 @@ from urllib.parse import urlsplit
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -230,11 +233,20 @@ class Declarations:
     """A service's settings table: reads them (environment over TOML file over default) and describes them."""
 
     def __init__(
-        self, service: str, prefix: str, settings: Iterable[Setting], *, config_var: str | None = None
+        self,
+        service: str,
+        prefix: str,
+        settings: Iterable[Setting],
+        *,
+        config_var: str | None = None,
+        retired: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
         self.prefix = prefix
         self.config_var = config_var
+        # settings of earlier releases, no longer read: variable -> what to do instead. Given, each is ignored with a
+        # warning (environment or file alike), never an error: an upgrade must not stop a service over one.
+        self.retired = dict(retired or {})
         self.settings = tuple(settings)
         self.by_name = {s.name: s for s in self.settings}
         if len(self.by_name) != len(self.settings):
@@ -270,6 +282,10 @@ class Declarations:
                 out[self.by_key[key[:-5]].file_name] = value
                 continue
             setting = self.by_key.get(key)
+            retired = next((name for name in self.retired if name[len(self.prefix) :].lower() == key), None)
+            if setting is None and retired is not None:
+                log.warning("%s: %s", path, self._retired(retired))
+                continue
             if setting is None:
                 close = difflib.get_close_matches(key, self._file_keys(), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -395,11 +411,16 @@ class Declarations:
         known |= {self.config_var} if self.config_var else set()
         found = []
         for name in sorted(env):
-            if name.startswith(self.prefix) and name not in known:
+            if name in self.retired:
+                found.append(self._retired(name))
+            elif name.startswith(self.prefix) and name not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 found.append(f"{name} is not a setting of the {self.service}, it is ignored{hint}")
         return found
+
+    def _retired(self, name: str) -> str:
+        return f"{name} is a setting of an earlier release of the {self.service}, no longer read: {self.retired[name]}"
 
     def effective(self, env: Mapping[str, str]) -> list[Effective]:
         """What ``config`` prints: each setting's text (a secret redacted), and its source."""

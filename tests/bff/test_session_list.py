@@ -122,3 +122,43 @@ async def test_entries_of_both_forms_in_one_list(client: Any) -> None:
     assert await index.end(sid=None, sub="carol") == 2
     assert not any([await client.exists(r.key) for r in refs])
     assert await client.hlen(list_key("carol")) == 0
+
+
+async def test_a_compact_entry_whose_record_does_not_open_here_is_kept_as_its_index(client: Any) -> None:
+    """A live record this release cannot read (a later release's packing, say) hides its compact entry, which stays:
+    in the compact form it is the session's only index for a sub-only back-channel logout."""
+    manager = SessionManager(RedisStore(client), idle_ttl=600, absolute_ttl=3600, compact=True)
+    listed = SessionList(client, manager, secret="s" * 32, compact=True)
+    index = SessionIndex(client, ttl=3600, listed=listed.records, compact=True)
+    ref = await login(manager, index, listed, "gus", "G")
+    await client.set(ref.key, b"\x00" * 12 + b"a record of a later release", keepttl=True)
+    assert await listed.entries("gus") == []
+    assert await client.hexists(list_key("gus"), bytes.fromhex(ref.id))
+    assert await index.end(sid=None, sub="gus") == 1
+    assert not await client.exists(ref.key)
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["sealed", "compact"])
+@pytest.mark.parametrize("seen", [b"nan", b"inf", b"-1", b"1e400", b"soon"])
+async def test_a_last_use_that_is_no_time_shows_the_creation_time(client: Any, compact: bool, seen: bytes) -> None:
+    """Whatever is in ``<field>:t`` (only someone with write access to Redis can put it there), the list answers."""
+    manager = SessionManager(RedisStore(client), idle_ttl=600, absolute_ttl=3600, compact=compact)
+    listed = SessionList(client, manager, secret="s" * 32, compact=compact)
+    await login(manager, SessionIndex(client, ttl=3600, compact=compact), listed, "hal", "H")
+    (field,) = await client.hkeys(list_key("hal"))
+    await client.hset(list_key("hal"), field + b":t", seen)
+    (entry,) = await listed.entries("hal")
+    assert entry.last_seen_at == entry.created_at and entry.shown(None)["last_seen_at"] == int(entry.created_at)
+
+
+async def test_a_record_rewritten_by_a_replica_without_the_compact_store_keeps_its_browser(client: Any) -> None:
+    """BFF_COMPACT_STORE being turned on one replica at a time: a record a compact replica made and another replica
+    refreshed still names the browser and network its compact entry shows."""
+    compact = SessionManager(RedisStore(client), idle_ttl=600, absolute_ttl=3600, compact=True)
+    other = SessionManager(RedisStore(client), idle_ttl=600, absolute_ttl=3600)
+    listed = SessionList(client, compact, secret="s" * 32, compact=True)
+    ref = await login(compact, SessionIndex(client, ttl=3600, compact=True), listed, "ida", "Ida/1")
+    session = await other.load(ref)
+    assert session is not None
+    await other.save(ref, session)  # a refresh on the other replica
+    assert [(e.user_agent, e.ip) for e in await listed.entries("ida")] == [("Ida/1", "2001:db8:1::/48")]

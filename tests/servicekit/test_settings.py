@@ -397,3 +397,20 @@ def test_a_default_made_from_other_settings_is_shown_as_its_value() -> None:
 def test_the_layered_environment_shows_no_value(tmp_path: Path) -> None:
     layered = BFF.layer({"BFF_CLIENT_SECRET": SECRET, "BFF_CONFIG": write(tmp_path, "c.toml", 'client_id = "a"\n')})
     assert layered["BFF_CLIENT_ID"] == "a" and SECRET not in repr(layered) and SECRET not in str(layered)
+
+
+def test_a_retired_setting_is_ignored_with_a_warning_never_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade must not stop a service over a setting of an earlier release (BFF_USER_INDEX_SET): in the
+    environment or in the file, it is named with what to do instead, and ignored."""
+    (message,) = BFF.unknown({"BFF_USER_INDEX_SET": "false"})
+    assert "earlier release" in message and "BFF_COMPACT_STORE=true" in message
+    config = tmp_path / "bff.toml"
+    config.write_text('client_secret = "s3cret-for-a-test-of-retired-settings"\nuser_index_set = false\n')
+    settings = BffSettings.from_env({"BFF_CONFIG": str(config)})
+    assert settings.compact_store is False
+    assert "user_index_set" in caplog.text or "BFF_USER_INDEX_SET" in caplog.text
+    with pytest.raises(SettingsError, match="unknown setting 'user_index_sets'"):
+        config.write_text('client_secret = "s3cret-for-a-test-of-retired-settings"\nuser_index_sets = false\n')
+        BffSettings.from_env({"BFF_CONFIG": str(config)})
