@@ -177,7 +177,7 @@ def _clients_shown(raw: str) -> str:
 
 
 def _trusted_proxies(label: str, raw: str) -> tuple[IPNetwork, ...]:
-    return networks(label, raw)
+    return tuple(net for net in networks(label, raw) if not isinstance(net, str))  # addresses only: no unix here
 
 
 def _ttl(name: str, default: int, help: str, minimum: int = 1) -> Setting:

@@ -3,6 +3,10 @@
     python bench/cpu_per_request.py --base /tmp/main-export          # base tree vs this one
     python bench/cpu_per_request.py --base /tmp/main-export --rounds 5 --seconds 5
     python bench/cpu_per_request.py --base /tmp/main-export --path auth    # /bff/auth as nginx asks it
+    python bench/cpu_per_request.py --env BFF_USER_CLAIMS=email,groups    # one tree: a setting's own cost
+
+``--env`` and ``--base-env`` (repeatable, ``NAME=VALUE``; ``$RS`` in a value is the resource server's URL) set a
+variable for this tree's BFF or the base's; without ``--base`` both run this tree, so a feature's cost shows alone.
 
 Throughput on a shared machine swings with everyone else's load; the CPU seconds the BFF process itself spends per
 request (utime + stime from /proc, over a wrk run) swing much less. Both BFFs run at once against one Redis, auth
@@ -34,13 +38,15 @@ def cpu_seconds(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--base", required=True, help="the other source tree (e.g. `git archive main` unpacked)")
+    parser.add_argument("--base", help="the other source tree (e.g. `git archive main` unpacked); default: this one")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for this tree's BFF")
+    parser.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE", help="for the base's BFF")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--path", choices=("api", "auth"), default="api", help="the proxy, or forward auth")
     args = parser.parse_args()
-    trees = {"base": str(Path(args.base).resolve()), "this": HERE}
+    trees = {"base": str(Path(args.base).resolve()) if args.base else HERE, "this": HERE}
     with processes() as procs:
         redis_url, redis_port = start_redis(procs)
         ports = {name: free_port() for name in trees}
@@ -50,8 +56,10 @@ def main() -> None:
         rs_url = start_rs(procs, redis_url, auth_url)
         stack = Stack(redis_url, redis_port, auth_url, rs_url, list(urls.values()), secret)
         pids, cookies = {}, {}
+        extra = {"base": args.base_env, "this": args.env}
         for name, tree in trees.items():
             env = {**bff_env(stack, urls[name], BFF_TRUSTED_PROXIES="127.0.0.1/32"), "PYTHONPATH": tree}
+            env |= dict(item.replace("$RS", rs_url).split("=", 1) for item in extra[name])
             procs.append(Proc(service("bff", ports[name], "serve"), env, health=urls[name] + "/readyz"))
             pids[name] = procs[-1].proc.pid
             cookies[name] = login(urls[name], USER, PASSWORD)

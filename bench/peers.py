@@ -4,6 +4,8 @@
                                                    # libapache2-mod-auth-openidc (Debian's packages)
     python bench/peers.py --chart docs/benchmarks-peers.png --json peers.json
     python bench/peers.py --upstream echo          # an nginx upstream echoing the token: no upstream ceiling
+    python bench/peers.py --bff-workers 2          # bff serve --workers 2: a process per core, as Apache and nginx
+    python bench/peers.py --only nginx_auth,nginx_auth_uds   # nginx asking over loopback TCP or a Unix socket
 
 One Redis, one auth server, and one upstream for every path: the sample resource server (one Python process), whose
 ``GET /me`` verifies the token and answers its ``sub``. In front of it, each path is driven by ``wrk -t1 -c32`` (1 s
@@ -12,6 +14,7 @@ warm-up, then ``--seconds``), after one request has checked that it reached the 
 * nginx alone, a fixed ``Authorization`` (the user's real token) and no session at all: the floor;
 * the BFF's own proxy (``bff serve``, ``/api/notes/me`` with the session cookie);
 * nginx + ``/bff/auth`` (deploy/nginx's edge configuration, ``auth_request``), nginx relaying the body;
+* the same over a Unix socket (``bff serve --uds``, ``BFF_TRUSTED_PROXIES=unix``: a second BFF process and nginx);
 * Caddy ``forward_auth`` + ``/bff/auth`` (deploy/caddy/Caddyfile);
 * Apache + mod_auth_openidc, logged in through it like a browser, its session in the same Redis
   (``OIDCCacheType redis``), the access token passed upstream as ``Authorization: Bearer``, the provider's metadata
@@ -75,6 +78,7 @@ LABELS = {
     "nginx": "nginx alone, fixed token (the floor)",
     "bff": "jwt-bff proxy (bff serve)",
     "nginx_auth": "nginx + /bff/auth",
+    "nginx_auth_uds": "nginx + /bff/auth, Unix socket",
     "caddy_auth": "Caddy forward_auth + /bff/auth",
     "apache": "Apache + mod_auth_openidc",
 }
@@ -354,12 +358,18 @@ def measure(args: argparse.Namespace) -> list[Figure]:
         upstream = rs_url.removeprefix("http://")
         stack = Stack(redis_url, redis_port, auth_url, rs_url, [bff_url], secret)
         env = bff_env(stack, bff_url, BFF_TRUSTED_PROXIES="127.0.0.1/32")  # nginx and Caddy ask /bff/auth from here
-        procs.append(Proc(service("bff", bff_port, "serve"), env, health=bff_url + "/readyz"))
+        serve = ["serve", "--workers", str(args.bff_workers)]
+        procs.append(Proc(service("bff", bff_port, *serve), env, health=bff_url + "/readyz"))
         bff_pid = procs[-1].proc.pid
+        sock = Path(tempfile.mkdtemp(prefix="jwt-bff-bench-uds-")) / "bff.sock"
+        uds_env = {**env, "BFF_TRUSTED_PROXIES": "unix"}
+        procs.append(Proc([sys.executable, "-m", "bff", *serve, "--uds", str(sock)], uds_env))
+        uds_pid = procs[-1].proc.pid
         tokens = code_flow_tokens(auth_url, secret, f"{bff_url}/bff/callback", USER, PASSWORD)
         user = sub_of(tokens["access_token"])
 
         edge = Edge(edge_port, f"127.0.0.1:{bff_port}", {"notes": upstream, "live": upstream}, workers="auto")
+        uds_edge = Edge(free_port(), f"unix:{sock}", {"notes": upstream, "live": upstream}, workers="auto")
         conf = edge.dir / "edge.conf"
         anchor = "        location /api/notes/ {"
         alone = NGINX_ALONE.replace("fixed-token", tokens["access_token"])
@@ -372,7 +382,9 @@ def measure(args: argparse.Namespace) -> list[Figure]:
         try:
             edge.start()
             wait_http(edge.url + "/healthz")
-            assert edge.proc is not None
+            uds_edge.start()
+            wait_http(uds_edge.url + "/healthz")
+            assert edge.proc is not None and uds_edge.proc is not None
             cookie = login(bff_url, USER, PASSWORD)
             apache_cookie = browser_login(f"{apache_url}/api/notes/me", USER, PASSWORD)
             bff_headers = {"Cookie": cookie, "X-CSRF": "1"}
@@ -380,6 +392,7 @@ def measure(args: argparse.Namespace) -> list[Figure]:
                 "nginx": (f"{edge.url}/api/alone/me", {}, [edge.proc.pid]),
                 "bff": (f"{bff_url}/api/notes/me", bff_headers, [bff_pid]),
                 "nginx_auth": (f"{edge.url}/api/notes/me", bff_headers, [edge.proc.pid, bff_pid]),
+                "nginx_auth_uds": (f"{uds_edge.url}/api/notes/me", bff_headers, [uds_edge.proc.pid, uds_pid]),
                 "caddy_auth": (f"http://127.0.0.1:{caddy_port}/api/notes/me", bff_headers, [caddy_pid, bff_pid]),
                 "apache": (f"{apache_url}/api/notes/me", {"Cookie": apache_cookie}, [apache_pid]),
             }
@@ -397,10 +410,11 @@ def measure(args: argparse.Namespace) -> list[Figure]:
                     url, headers, pids = paths[name]
                     wrk(url, headers, seconds=1, connections=connections)  # warm-up: pools, caches
                     before, cpu_before = redis_commandstats(redis_port), cpu_seconds(pids)
-                    bff_before = cpu_seconds([bff_pid])
+                    ours = [pid for pid in pids if pid in (bff_pid, uds_pid)]  # the BFF answering on this path
+                    bff_before = cpu_seconds(ours)
                     result = wrk(url, headers, seconds=seconds, connections=connections)
                     cpu = (cpu_seconds(pids) - cpu_before) / max(result.requests, 1)
-                    bff_cpu = (cpu_seconds([bff_pid]) - bff_before) / max(result.requests, 1) if bff_pid in pids else 0
+                    bff_cpu = (cpu_seconds(ours) - bff_before) / max(result.requests, 1) if ours else 0
                     after = redis_commandstats(redis_port)
                     commands = sum(after[k] - before.get(k, 0) for k in after if k != "info")
                     figure = Figure(
@@ -418,6 +432,7 @@ def measure(args: argparse.Namespace) -> list[Figure]:
                     print(f"  {fmt(figure)}", flush=True)
         finally:
             edge.cleanup()
+            uds_edge.cleanup()
     return [best(rounds) for rounds in figures.values()]
 
 
@@ -452,7 +467,11 @@ def table(figures: list[Figure]) -> str:
     ratios = []
     if "apache" in by:
         apache = by["apache"]
-        for name, label in (("bff", "BFF proxy"), ("nginx_auth", "nginx + /bff/auth")):
+        for name, label in (
+            ("bff", "BFF proxy"),
+            ("nginx_auth", "nginx + /bff/auth"),
+            ("nginx_auth_uds", "nginx + /bff/auth, Unix socket"),
+        ):
             if name in by:
                 ours = by[name]
                 ratios.append(
@@ -462,6 +481,8 @@ def table(figures: list[Figure]) -> str:
         if floor is not None and "nginx_auth" in by:
             ours, theirs = by["nginx_auth"].cpu_us - floor.cpu_us, apache.cpu_us - floor.cpu_us
             ratios.append(f"- auth's own CPU over nginx alone: ours +{ours:.0f} µs, mod_auth_openidc +{theirs:.0f} µs")
+            if "nginx_auth_uds" in by:
+                ratios.append(f"- the same over a Unix socket: +{by['nginx_auth_uds'].cpu_us - floor.cpu_us:.0f} µs")
     return "\n".join(lines + [""] + ratios)
 
 
@@ -498,6 +519,8 @@ def main(argv: list[str] | None = None, run: Callable[[argparse.Namespace], list
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(LABELS))
     parser.add_argument("--chart", type=Path, help="draw the figures into this PNG (matplotlib: the bench extra)")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--bff-workers", type=int, default=1, help="worker processes of the BFF (bff serve "
+                        "--workers; its CPU figure counts them all): Apache and nginx use every core")  # fmt: skip
     parser.add_argument("--upstream", choices=("rs", "echo"), default="rs", help="every path's upstream: the sample "
                         "resource server, or a static nginx echoing the token (module docstring)")  # fmt: skip
     args = parser.parse_args(argv)

@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run the BFF")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--uds",
+        metavar="PATH",
+        help="listen on this Unix socket instead of --host and --port: for a proxy on the same host (nginx: server "
+        "unix:PATH), which then spares the TCP work; trust its peers for /bff/auth with BFF_TRUSTED_PROXIES=unix",
+    )
     serve.add_argument("--workers", type=int, default=1, help="worker processes (sessions live in Redis: any number)")
     serve.add_argument("--log-level", default="info", help="critical, error, warning, info or debug")
     serve.add_argument(
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         log_config=config,
         limits=limits,
+        uds=args.uds,
     )
 
 

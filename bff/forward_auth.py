@@ -85,8 +85,8 @@ class ForwardAuth:
         """The headers of the 200 answer to a proxy's question (an empty body goes with them); a refusal is raised
         as a :class:`BFFError`. Also what the raw ``/bff/auth`` route answers with (bff.app)."""
         client = scope.get("client")
-        if client is None or client[0] not in self.trusted:
-            raise UntrustedPeer(None if self.trusted.networks else UntrustedPeer.off)
+        if (client[0] if client else None) not in self.trusted:  # None: a peer on the Unix socket (bff serve --uds)
+            raise UntrustedPeer(None if self.trusted.any else UntrustedPeer.off)
         uris: set[bytes] = set()
         methods: set[bytes] = set()
         key = upgrade = None

@@ -49,8 +49,8 @@ def _claim_names(label: str, raw: str) -> tuple[str, ...]:
     return parse_claim_names(raw, label)
 
 
-def _trusted_proxies(label: str, raw: str) -> tuple[IPNetwork, ...]:
-    return networks(label, raw)
+def _trusted_proxies(label: str, raw: str) -> tuple[IPNetwork | str, ...]:
+    return networks(label, raw, unix=True)
 
 
 def _frontend(label: str, raw: str) -> str:
@@ -163,7 +163,8 @@ OWN = (
     Setting(
         "BFF_TRUSTED_PROXIES",
         "none",
-        "CIDRs of the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes (forward auth), or none.",
+        "CIDRs of the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes (forward auth), or none; "
+        "unix: those connected to the Unix socket of bff serve --uds (its permissions say who may connect).",
         _trusted_proxies,
         kind="list",
     ),
@@ -262,7 +263,7 @@ class Settings:
     # DESIGN §8: the proxies whose X-Original-*/X-Forwarded-* headers /bff/auth believes. None by default (forward
     # auth is opt-in): a same-host reverse proxy that forwards every path would make a browser's /bff/auth call come
     # from loopback, and its answer's Authorization header would hand the access token to the page's scripts.
-    trusted_proxies: tuple[IPNetwork, ...] = ()
+    trusted_proxies: tuple[IPNetwork | str, ...] = ()  # and servicekit.proxies.UNIX: the Unix socket's peers
     max_websockets: int = 1000  # BFF_MAX_WEBSOCKETS: open WebSockets per process; more get 503
     max_sockets_per_session: int = 16  # BFF_MAX_SOCKETS_PER_SESSION: a session's sockets and streams; more get 429
     max_sockets_per_user: int = 64  # BFF_MAX_SOCKETS_PER_USER: a user's, all sessions together; more get 429

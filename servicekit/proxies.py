@@ -5,6 +5,10 @@ answers "is this peer one of them?"; ``client_address`` finds the address a requ
 or — when the peer is a trusted proxy — the right-most ``X-Forwarded-For`` entry that is not a trusted proxy itself
 (each proxy appends the address it was connected from, so entries to the left of the first untrusted one may be
 forged by the client; MDN X-Forwarded-For, "Selecting an IP address").
+
+A service listening on a Unix socket (``bff serve --uds``) has peers without an address: they are trusted only when
+the list names ``unix`` (``networks(..., unix=True)``), and then whoever may connect to the socket — its file's and
+directory's permissions say who — is a trusted proxy.
 """
 
 from __future__ import annotations
@@ -18,21 +22,27 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _TRUST_CACHE = 1024  # peer address -> trusted, for the few addresses proxies connect from
 _XFF_LIMIT = 64  # entries of X-Forwarded-For looked at, right to left: a longer chain is not a real one
+UNIX = "unix"  # in a list of trusted proxies: the peers on the service's Unix socket
 
 
-def networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
+def networks(name: str, raw: str, *, unix: bool = False) -> tuple[IPNetwork | str, ...]:
     """Comma-separated CIDRs (a bare address is a /32 or /128); a typo fails start-up naming ``name``.
-    ``none``: no peer at all (said explicitly, as ``bff stack`` does)."""
+    ``none``: no peer at all (said explicitly, as ``bff stack`` does). ``unix`` (where allowed): the peers on the
+    service's Unix socket."""
     if raw.strip().lower() == "none":
         return ()
-    found = []
+    found: list[IPNetwork | str] = []
     for part in raw.split(","):
         if not part.strip():
+            continue
+        if unix and part.strip().lower() == UNIX:
+            found.append(UNIX)
             continue
         try:
             found.append(ipaddress.ip_network(part.strip()))  # strict: 10.0.0.1/8 is a typo, not a network
         except ValueError:
-            raise SettingsError(f"{name} must be comma-separated CIDRs, got {part.strip()!r}") from None
+            also = " or unix" if unix else ""
+            raise SettingsError(f"{name} must be comma-separated CIDRs{also}, got {part.strip()!r}") from None
     return tuple(found)
 
 
@@ -49,11 +59,20 @@ def parse_address(text: str) -> IPAddress | None:
 class TrustedProxies:
     """Membership of a peer address in the configured networks, remembered per address."""
 
-    def __init__(self, trusted: Iterable[IPNetwork]) -> None:
-        self.networks = tuple(trusted)
+    def __init__(self, trusted: Iterable[IPNetwork | str]) -> None:
+        listed = tuple(trusted)
+        self.unix = UNIX in listed  # a peer without an address (the Unix socket's) is trusted
+        self.networks = tuple(net for net in listed if not isinstance(net, str))
         self._known: dict[str, bool] = {}
 
+    @property
+    def any(self) -> bool:
+        """Whether any peer is trusted at all (forward auth is off otherwise)."""
+        return bool(self.networks) or self.unix
+
     def __contains__(self, host: object) -> bool:
+        if host is None:
+            return self.unix  # a peer on the Unix socket
         if not isinstance(host, str):
             return False
         known = self._known.get(host)
@@ -67,7 +86,7 @@ class TrustedProxies:
     def client_address(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
         """The request's client address, as text: the peer's own unless the peer is trusted and says otherwise."""
         client = peer or ""
-        if not self.networks or client not in self:
+        if not self.any or peer not in self:
             return client  # an untrusted peer's X-Forwarded-For is the client's own claim: ignored
         hops: list[str] = []
         for name, value in headers:  # several header lines make one list, in order (RFC 9110 §5.3)

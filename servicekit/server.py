@@ -22,19 +22,22 @@ def run_server(
     factory: bool = False,
     lifespan: Literal["auto", "on", "off"] = "auto",
     limits: HttpLimits | None = None,
+    uds: str | None = None,
 ) -> None:
     """Serve ``app`` (an ASGI app, or an import string; ``factory``: of a function returning one) until SIGTERM.
 
     SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to the timeout), then runs the lifespan.
     Our own metrics middleware writes the access lines (uvicorn's are off); ``X-Forwarded-*`` is never believed
     here (``proxy_headers=False``): the services decide whom to trust themselves. ``limits`` bound header size,
-    header time and concurrency (``servicekit.http``; default: ``HttpLimits.from_env()``).
+    header time and concurrency (``servicekit.http``; default: ``HttpLimits.from_env()``). ``uds``: listen on this
+    Unix socket instead of ``host`` and ``port`` (uvicorn makes it writable by all: its directory says who connects).
     """
     uvicorn.run(
         app,
         factory=factory,
         host=host,
         port=port,
+        uds=uds,
         workers=workers,
         log_config=log_config,
         access_log=False,

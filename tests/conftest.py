@@ -297,14 +297,26 @@ class ServiceProcess:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.args} exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + self.health_path, timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if self._healthy():
+                return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.args} did not become healthy:\n{self.output()}")
             time.sleep(0.05)
+
+    def _healthy(self) -> bool:
+        if "--uds" in self.args:  # bff serve --uds PATH: it listens on that socket alone
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(1)
+                    sock.connect(self.args[self.args.index("--uds") + 1])
+                    sock.sendall(f"GET {self.health_path} HTTP/1.0\r\nHost: bff\r\n\r\n".encode())
+                    return sock.recv(64).startswith(b"HTTP/1.1 200 ")
+            except OSError:
+                return False
+        try:
+            return httpx.get(self.url + self.health_path, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,13 @@ async def chat_upstream(seen: list[dict[str, str]]) -> tuple[web.AppRunner, int]
 
 
 @contextlib.asynccontextmanager
-async def running_edge(stack_factory: Any, process_factory: Any, **bff_extra: str) -> AsyncIterator[EdgeStack]:
+async def running_edge(
+    stack_factory: Any, process_factory: Any, uds: bool = False, **bff_extra: str
+) -> AsyncIterator[EdgeStack]:
     # nginx takes the port the stack gave "the BFF" (so the auth server's redirect URI points at nginx); the BFF
-    # process listens on another one, behind it.
-    stack: Stack = stack_factory(bff_thread=False, BFF_TRUSTED_PROXIES="127.0.0.1/32", **bff_extra)
+    # process listens on another one, behind it (``uds``: on a Unix socket, bff serve --uds).
+    trusted = bff_extra.pop("BFF_TRUSTED_PROXIES", "127.0.0.1/32")
+    stack: Stack = stack_factory(bff_thread=False, BFF_TRUSTED_PROXIES=trusted, **bff_extra)
     seen: list[dict[str, str]] = []
     runner, chat_port = await chat_upstream(seen)
     rs_addr = stack.rs_url.removeprefix("http://")
@@ -92,10 +96,12 @@ async def running_edge(stack_factory: Any, process_factory: Any, **bff_extra: st
     bff_port = free_port()
     while bff_port in (edge_port, chat_port, gone_port):
         bff_port = free_port()
-    bff = process_factory(["-m", "bff", "serve"], stack.bff_env, port=bff_port, health_path="/readyz")
+    socket = Path(tempfile.mkdtemp(prefix="jwt-bff-uds-")) / "bff.sock"
+    serve = ["-m", "bff", "serve", *(["--uds", str(socket)] if uds else [])]
+    bff = process_factory(serve, stack.bff_env, port=bff_port, health_path="/readyz")
     edge = Edge(
         edge_port,
-        f"127.0.0.1:{bff.port}",
+        f"unix:{socket}" if uds else f"127.0.0.1:{bff.port}",
         {"notes": rs_addr, "live": rs_addr, "chat": f"127.0.0.1:{chat_port}", "gone": gone},
     )
     try:
@@ -240,6 +246,27 @@ async def test_a_websocket_through_nginx(edge_stack: EdgeStack) -> None:
                     pass
             assert failed.value.status in (401, 403), bad
     assert len(edge_stack.seen) == 1  # the refused handshakes never reached the upstream
+
+
+async def test_nginx_asks_over_a_unix_socket_only_when_its_peers_are_trusted(
+    stack_factory: Any, process_factory: Any
+) -> None:
+    """bff serve --uds (nginx: server unix:PATH): ~5% less CPU a forward-auth question (docs/benchmarks). A peer on the
+    socket has no address, so it is a trusted proxy only when BFF_TRUSTED_PROXIES names unix: then its questions are
+    answered and its X-Forwarded-For believed; otherwise nginx gets no token."""
+    async with running_edge(stack_factory, process_factory, uds=True, BFF_TRUSTED_PROXIES="unix") as edge:
+        browser = edge.stack.browser(edge.url)
+        browser.client.headers["X-Forwarded-For"] = "203.0.113.9"  # a browser's own: nginx replaces it
+        assert (await edge.stack.login(browser, "uma")).status_code == 302
+        me = await browser.request("GET", "/api/notes/me")
+        assert me.status_code == 200 and me.headers.get("server") == "nginx", me.text
+        sessions = (await browser.request("GET", "/bff/sessions")).json()["sessions"]
+        assert [s["ip"] for s in sessions] == ["127.0.0.0/24"]  # the address nginx saw, from its X-Forwarded-For
+    async with running_edge(stack_factory, process_factory, uds=True, BFF_TRUSTED_PROXIES="127.0.0.1/32") as edge:
+        browser = edge.stack.browser(edge.url)
+        assert (await edge.stack.login(browser, "vic")).status_code == 302  # the BFF's own pages still answer
+        refused = await browser.request("GET", "/api/notes/me")
+        assert refused.status_code == 403 and "client_id" not in refused.text, refused.text
 
 
 async def test_bff_auth_from_an_untrusted_address_is_403_without_a_token(edge_stack: EdgeStack) -> None:

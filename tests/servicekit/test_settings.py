@@ -14,6 +14,7 @@ from bff.settings import SETTINGS as BFF
 from bff.settings import Settings as BffSettings
 from resource_server.settings import SETTINGS as RS
 from resource_server.settings import Settings as RsSettings
+from servicekit.proxies import TrustedProxies
 from servicekit.settings import Declarations, SettingsError
 
 SECRET = "a-long-client-secret-0123456789"
@@ -414,3 +415,21 @@ def test_a_retired_setting_is_ignored_with_a_warning_never_an_error(
     with pytest.raises(SettingsError, match="unknown setting 'user_index_sets'"):
         config.write_text('client_secret = "s3cret-for-a-test-of-retired-settings"\nuser_index_sets = false\n')
         BffSettings.from_env({"BFF_CONFIG": str(config)})
+
+
+def test_unix_trusts_the_peers_of_the_bffs_unix_socket_and_no_one_else() -> None:
+    """BFF_TRUSTED_PROXIES=unix (bff serve --uds): a peer without an address (the socket's) is trusted, and its
+    X-Forwarded-For believed; without it, such a peer is not. The auth server listens on no socket: refused there."""
+    forwarded = [(b"x-forwarded-for", b"198.51.100.7")]
+    both = TrustedProxies(
+        BffSettings.from_env({"BFF_CLIENT_SECRET": SECRET, "BFF_TRUSTED_PROXIES": "unix, 10.0.0.0/8"}).trusted_proxies
+    )
+    assert None in both and "10.1.2.3" in both and "127.0.0.1" not in both and both.any
+    assert both.client_address(None, forwarded) == "198.51.100.7"
+    tcp = TrustedProxies(
+        BffSettings.from_env({"BFF_CLIENT_SECRET": SECRET, "BFF_TRUSTED_PROXIES": "10.0.0.0/8"}).trusted_proxies
+    )
+    assert None not in tcp and tcp.client_address(None, forwarded) == ""
+    assert not TrustedProxies(()).any
+    with pytest.raises(SettingsError, match="AUTH_TRUSTED_PROXIES must be comma-separated CIDRs, got 'unix'"):
+        AuthSettings.from_env({"AUTH_TRUSTED_PROXIES": "unix"})
