@@ -109,7 +109,12 @@ async def run_load(
     """One worker per session, each requesting ``paths`` in turn from the replicas ``urls()`` (round robin, asked
     anew each time, as a load balancer would) until ``stop`` is set. Transport errors are recorded, not raised."""
     load = load or Load()
-    limits = httpx.Limits(max_connections=len(cookies) + 16, max_keepalive_connections=len(cookies) + 16)
+    # An idle connection is dropped after 2 s, well before the services close it (uvicorn: 5 s idle). httpx's default is
+    # those same 5 s: a pooled connection reused just as the server closed it failed as a ReadError, which this load
+    # counted as the BFF's (3 in ~2,100 requests, once in CI); nginx retries such a request itself.
+    limits = httpx.Limits(
+        max_connections=len(cookies) + 16, max_keepalive_connections=len(cookies) + 16, keepalive_expiry=2.0
+    )
 
     async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as client:
 
