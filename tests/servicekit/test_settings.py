@@ -182,7 +182,7 @@ def test_the_configuration_guide_example_loads(tmp_path: Path) -> None:
         SECRET,
     )
     assert s.scopes == "openid profile email offline_access" and "groups" in s.user_claims
-    assert s.redis_url == "redis://redis:6379/0"
+    assert s.redis_url == "redis://redis:6379/0" and s.compact_store
     assert set(s.routes) == {"orders", "admin", "status"}
     assert s.routes["orders"].resource == "https://orders.example.com" and s.routes["status"].token == "none"
     assert "groups" in s.routes.required_claims()
