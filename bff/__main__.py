@@ -122,8 +122,20 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         parser.exit(2, f"bff: {exc}\n")
     from bff.frontend import describe
+    from servicekit.proxies import UNIX
 
     logging.getLogger("bff.frontend").info(describe(settings))  # DESIGN §11: say plainly what is served
+    listed = settings.trusted_proxies
+    if UNIX in listed and not args.uds:
+        logging.getLogger("bff.settings").warning(
+            "BFF_TRUSTED_PROXIES names unix, but bff serve listens on TCP: no peer is on a Unix socket (serve with "
+            "--uds PATH, or drop unix)"
+        )
+    elif args.uds and listed and UNIX not in listed:
+        logging.getLogger("bff.settings").warning(
+            "bff serve --uds: peers on the socket have no address, so the addresses in BFF_TRUSTED_PROXIES never "
+            "match; name unix there to let the proxy on the socket ask /bff/auth"
+        )
     run_server(
         "bff.app:create_app_from_env",
         factory=True,

@@ -54,7 +54,7 @@ from bff.step_up import (
     return_to_of,
     step_up_error,
 )
-from servicekit.proxies import TrustedProxies
+from servicekit.proxies import TrustedProxies, peer
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +282,7 @@ class Endpoints:
             await self.manager.delete(old)  # a new id on every login; the old one dies (fixation)
         user_agent = address = ""
         if self.session_list is not None:  # DESIGN §14: the browser and network it logged in from, minimally
-            client = request.scope.get("client")
-            found = self.proxies.client_address(client[0] if client else None, request.scope["headers"])
+            found = self.proxies.client_address(peer(request.scope), request.scope["headers"])
             user_agent, address = clean_user_agent(request.headers.get("user-agent")), truncate_ip(found or "")
         secret, session = await self.manager.create(
             access_token=tokens.access_token,

@@ -38,7 +38,7 @@ from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
 from bff.paths import climbs
 from bff.routes import API_PREFIX
 from servicekit.logs import current
-from servicekit.proxies import TrustedProxies
+from servicekit.proxies import TrustedProxies, peer
 
 PATH = "/bff/auth"
 NO_STORE = (b"cache-control", b"no-store")
@@ -84,8 +84,7 @@ class ForwardAuth:
     async def decide(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         """The headers of the 200 answer to a proxy's question (an empty body goes with them); a refusal is raised
         as a :class:`BFFError`. Also what the raw ``/bff/auth`` route answers with (bff.app)."""
-        client = scope.get("client")
-        if (client[0] if client else None) not in self.trusted:  # None: a peer on the Unix socket (bff serve --uds)
+        if peer(scope) not in self.trusted:  # None: a peer on the Unix socket (bff serve --uds)
             raise UntrustedPeer(None if self.trusted.any else UntrustedPeer.off)
         uris: set[bytes] = set()
         methods: set[bytes] = set()

@@ -8,13 +8,16 @@ forged by the client; MDN X-Forwarded-For, "Selecting an IP address").
 
 A service listening on a Unix socket (``bff serve --uds``) has peers without an address: they are trusted only when
 the list names ``unix`` (``networks(..., unix=True)``), and then whoever may connect to the socket — its file's and
-directory's permissions say who — is a trusted proxy.
+directory's permissions say who — is a trusted proxy. Which peer is one is ``peer(scope)``'s to say: a TCP peer has
+no address either when it reset its connection before the server accepted it (uvicorn reads the address then, and
+Linux still delivers the bytes it sent), and such a peer must not pass for the socket's.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from servicekit.settings import SettingsError
 
@@ -54,6 +57,17 @@ def parse_address(text: str) -> IPAddress | None:
         return None
     mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
     return mapped or address
+
+
+def peer(scope: Mapping[str, Any]) -> str | None:
+    """The address of an ASGI request's peer, as ``TrustedProxies`` takes it: None for a peer on a Unix socket (the
+    server's own address is a path, without a port: uvicorn's ``(path, None)``), "" for a TCP peer whose address
+    could not be read (never trusted; found attacking it: a client that resets its connection before it is accepted)."""
+    client = scope.get("client")
+    if client:
+        return str(client[0])
+    server = scope.get("server")
+    return None if server is not None and server[1] is None else ""
 
 
 class TrustedProxies:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 from typing import Any, Literal
 
 import uvicorn
@@ -32,6 +35,8 @@ def run_server(
     header time and concurrency (``servicekit.http``; default: ``HttpLimits.from_env()``). ``uds``: listen on this
     Unix socket instead of ``host`` and ``port`` (uvicorn makes it writable by all: its directory says who connects).
     """
+    if uds:
+        _clear_stale_socket(uds)
     uvicorn.run(
         app,
         factory=factory,
@@ -47,3 +52,23 @@ def run_server(
         http=http_protocol(limits or HttpLimits.from_env()),
         ws=WebSocketProtocol,  # uvicorn's sans-I/O websockets, without an ERROR line per refused handshake
     )
+
+
+def _clear_stale_socket(path: str) -> None:
+    """Remove the socket file a server that died left at ``path``, when nothing answers on it: uvicorn's bind for
+    ``--workers`` refuses an existing path, so a crash would keep the service from starting again (found attacking
+    ``bff serve --uds``). A server still listening there stops this one, said plainly."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return  # not a socket (or gone): uvicorn's bind says what is wrong
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # no one listens: a stale file
+            return
+        except OSError:
+            return
+    raise SystemExit(f"--uds {path}: a server is listening on this socket already")

@@ -3,9 +3,14 @@ process), the auth server, the resource server and a small WebSocket upstream, a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
+import os
+import signal
+import socket
+import struct
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -267,6 +272,39 @@ async def test_nginx_asks_over_a_unix_socket_only_when_its_peers_are_trusted(
         assert (await edge.stack.login(browser, "vic")).status_code == 302  # the BFF's own pages still answer
         refused = await browser.request("GET", "/api/notes/me")
         assert refused.status_code == 403 and "client_id" not in refused.text, refused.text
+
+
+async def test_a_tcp_peer_that_resets_before_it_is_accepted_is_not_taken_for_the_sockets(
+    stack_factory: Any, process_factory: Any
+) -> None:
+    """Found attacking BFF_TRUSTED_PROXIES=unix: a client that sends its question and resets the connection before
+    the BFF accepts it leaves no address to read (uvicorn's client is None), yet Linux still delivers its bytes. On a
+    BFF listening on TCP that is no Unix-socket peer: refused, never answered 200 (here: the BFF stopped while the
+    questions arrive, so that each is accepted only after its reset)."""
+    stack: Stack = stack_factory(bff_thread=False, BFF_TRUSTED_PROXIES="unix")
+    port = int(stack.bff_url.rsplit(":", 1)[1])
+    bff = process_factory(["-m", "bff", "serve"], stack.bff_env, port=port, health_path="/readyz")
+    browser = stack.browser()
+    assert (await stack.login(browser, "wes")).status_code == 302
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    question = (
+        f"GET /bff/auth HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nX-CSRF: 1\r\n"
+        "X-Original-URI: /api/notes/me\r\nX-Original-Method: GET\r\n\r\n"
+    ).encode()
+    assert bff.proc is not None
+    os.kill(bff.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(question)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close: a reset
+    finally:
+        os.kill(bff.proc.pid, signal.SIGCONT)
+    await asyncio.sleep(1.0)
+    metrics = (await browser.request("GET", "/metrics")).text
+    answered = [line for line in metrics.splitlines() if line.startswith("bff_requests_total{") and "/bff/auth" in line]
+    assert answered and not any('status="200"' in line for line in answered), answered
+    assert "BFF_TRUSTED_PROXIES names unix, but bff serve listens on TCP" in bff.output()  # said at start
 
 
 async def test_bff_auth_from_an_untrusted_address_is_403_without_a_token(edge_stack: EdgeStack) -> None:
