@@ -93,7 +93,7 @@ async def _with_factors(settings: Settings, username: str, act: Callable[[Any, A
         user = await UserStore(redis).find(username)
         if user is None:
             raise LookupError(username)
-        return await act(SecondFactors(redis, settings.issuer), user)
+        return await act(SecondFactors(redis, settings.issuer, settings.factor_keys), user)
     finally:
         await redis.aclose()
 

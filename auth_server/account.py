@@ -30,7 +30,7 @@ from starlette.responses import RedirectResponse, Response
 from .errors import InvalidRequest, LoginThrottled
 from .forms import read_form
 from .grants import AuthorizationRequest
-from .mfa import ACR_MFA, REAUTH_WINDOW, SecondFactors, amr_with
+from .mfa import ACR_MFA, REAUTH_WINDOW, FactorKeyMissing, SecondFactors, amr_with
 from .sso import SSOSession
 from .throttle import Counter
 
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from .endpoints import Endpoints
 
 log = logging.getLogger(__name__)
+UNCHECKED = (
+    "Codes from your authenticator app cannot be checked right now. Use a passkey or a recovery code, or try again "
+    "later."
+)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -45,7 +49,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 class SecondFactorStep:
     def __init__(self, ep: Endpoints) -> None:
         self.ep = ep
-        self.factors = SecondFactors(ep.redis, ep.settings.issuer)
+        self.factors = SecondFactors(ep.redis, ep.settings.issuer, ep.settings.factor_keys)
 
     async def _passkey_options(self, sub: str) -> str:
         passkeys = await self.factors.passkeys(sub)
@@ -103,17 +107,24 @@ class SecondFactorStep:
             counters = throttle.counters(f"2fa:{session.username}", ep.client_address(request), device)
             await throttle.admit(counters)
         method: str | None = None
+        unchecked = False
         try:
             if passkey:
                 method = await self.factors.verify_passkey(session.sub, passkey)
             elif otp:
-                method = "otp" if await self.factors.verify_totp(session.sub, otp) else None
+                try:
+                    method = "otp" if await self.factors.verify_totp(session.sub, otp) else None
+                except FactorKeyMissing:  # not the user's doing: no failed guess, and said so
+                    ep.metrics.login_failures.labels("factor_key").inc()
+                    log.error("the TOTP secret of %s opens with none of AUTH_FACTOR_KEYS: a key removed?", session.sub)
+                    unchecked = True
+                    return None, UNCHECKED
             else:
                 method = "otp" if await self.factors.use_recovery_code(session.sub, recovery) else None
         finally:
             if throttle is not None:
                 with anyio.CancelScope(shield=True):  # a dropped connection is no free guess
-                    await throttle.settle(counters, failed=method is None)
+                    await throttle.settle(counters, failed=method is None and not unchecked)
         if method is None:
             ep.metrics.login_failures.labels("second_factor").inc()
             log.info("second factor refused for %s", session.sub)

@@ -18,9 +18,14 @@ Keys (each user's under its own hash tag, so Cluster-safe)::
     auth:passkeys:{<sub>}   hash  credential id (base64url) -> JSON {key, count, type, at}
     auth:webauthn:{<hash>}  str   a pending WebAuthn challenge: "<sub> <purpose>", TTL CHALLENGE_TTL, taken once
 
-The TOTP secret is kept as the authenticator app keeps it (it must be read to check a code); a copy of Redis alone
-still lacks the password, which only its argon2id hash stands for. Recovery codes are random (50 bits each) and
-kept as their SHA-256 only.
+The TOTP secret must be read to check a code. With ``AUTH_FACTOR_KEYS`` it is kept sealed (AES-GCM under a key
+derived from the first key, the user's ``sub`` as associated data: ``sealed:<base64url>``), so a copy of Redis alone
+holds no second factor; every key of the list opens, and a secret found plain (written before the keys were set)
+or under another key than the first is sealed again with the first at its next use (only while it is still the same
+value: a factor removed meanwhile stays removed). A sealed secret that no key opens is ``FactorKeyMissing``: the
+login says the authenticator cannot be checked now, the log names the setting. Without the keys it is kept as the
+authenticator app keeps it; a copy of Redis then still lacks the password, which only its argon2id hash stands for.
+Recovery codes are random (50 bits each) and kept as their SHA-256 only.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pyotp
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 ACR_PWD, ACR_MFA = "pwd", "mfa"
 ACR_VALUES = (ACR_PWD, ACR_MFA)  # acr_values_supported
@@ -46,6 +55,20 @@ RECOVERY_CODES = 10
 CHALLENGE_TTL = 300  # seconds a WebAuthn challenge may be answered
 REAUTH_WINDOW = 600  # seconds after a second factor in which /account may change the factors of a user who has one
 MAX_CODE = 64
+
+SEALED = "sealed:"  # the prefix of a TOTP secret kept sealed (AUTH_FACTOR_KEYS)
+FACTOR_KEY_INFO = b"jwt-bff auth factor key"
+# KEYS[1] the user's mfa hash; ARGV[1] its field, ARGV[2] the value read, ARGV[3] the value to write in its place.
+# Only if the field still holds what was read: a secret removed or replaced meanwhile is not brought back.
+_RESEAL = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1 end
+return 0
+"""
+
+
+class FactorKeyMissing(Exception):
+    """A sealed TOTP secret that none of AUTH_FACTOR_KEYS opens (a key removed from the list too soon)."""
+
 
 # KEYS[1] the user's mfa hash; ARGV[1] the time step a correct code was made for. Takes it only if it is later than the
 # last one used: a code (and every older one) works once. Returns 1 taken, 0 replayed.
@@ -132,9 +155,15 @@ def _text(value: Any) -> str:
 class SecondFactors:
     """Each user's second factors in Redis (keys in the module docstring)."""
 
-    def __init__(self, redis: Any, issuer: str) -> None:
+    def __init__(self, redis: Any, issuer: str, keys: tuple[bytes, ...] = ()) -> None:
         self.redis = redis
         self.issuer = issuer
+        # AUTH_FACTOR_KEYS: the first seals, every one opens (module docstring)
+        self._aeads = [
+            AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=FACTOR_KEY_INFO).derive(key))
+            for key in keys
+        ]
+        self._reseal = redis.register_script(_RESEAL)
         parts = urlsplit(issuer)
         self.rp_id = parts.hostname or "localhost"  # WebAuthn §5.1.2: a domain (an IP address is refused by browsers)
         self.origin = f"{parts.scheme}://{parts.netloc}"
@@ -188,19 +217,47 @@ class SecondFactors:
             name=username, issuer_name=TOTP_ISSUER
         )
 
+    # --- the secret at rest (AUTH_FACTOR_KEYS) -------------------------------------------------------------------
+
+    def _seal(self, sub: str, secret: str) -> str:
+        if not self._aeads:
+            return secret
+        nonce = secrets.token_bytes(12)
+        return SEALED + _b64(nonce + self._aeads[0].encrypt(nonce, secret.encode(), sub.encode()))
+
+    def _open(self, sub: str, stored: str) -> tuple[str, bool]:
+        """(the secret, whether it should be sealed again with the first key). FactorKeyMissing when no key opens it."""
+        if not stored.startswith(SEALED):
+            return stored, bool(self._aeads)  # plain: written before the keys were set
+        try:
+            blob = _unb64(stored[len(SEALED) :])
+        except ValueError:
+            raise FactorKeyMissing() from None
+        for i, aead in enumerate(self._aeads):
+            try:
+                return aead.decrypt(blob[:12], blob[12:], sub.encode()).decode(), i > 0
+            except (InvalidTag, ValueError):
+                continue
+        raise FactorKeyMissing()
+
     async def start_totp(self, sub: str) -> str:
         """A new secret, pending until ``confirm_totp`` gets a code made with it (the app holds it, then)."""
         secret = pyotp.random_base32()
         await self.redis.hset(
-            f"auth:mfa:{{{sub}}}", mapping={"totp_pending": secret, "totp_pending_at": int(time.time())}
+            f"auth:mfa:{{{sub}}}",
+            mapping={"totp_pending": self._seal(sub, secret), "totp_pending_at": int(time.time())},
         )
         return secret
 
     async def pending_totp(self, sub: str) -> str | None:
+        """The pending secret; None when there is none, it is too old, or no key opens it (then: start again)."""
         raw = await self.redis.hmget(f"auth:mfa:{{{sub}}}", ["totp_pending", "totp_pending_at"])
         if raw[0] is None or raw[1] is None or time.time() - int(raw[1]) > PENDING_TTL:
             return None
-        return _text(raw[0])
+        try:
+            return self._open(sub, _text(raw[0]))[0]
+        except FactorKeyMissing:
+            return None
 
     async def confirm_totp(self, sub: str, code: str) -> bool:
         """Activate the pending secret if ``code`` was made with it (and take the code's step: it works once)."""
@@ -214,7 +271,7 @@ class SecondFactors:
     async def activate_totp(self, sub: str, secret: str, step: int = -1) -> None:
         key = f"auth:mfa:{{{sub}}}"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"totp": secret, "totp_step": step})
+            pipe.hset(key, mapping={"totp": self._seal(sub, secret), "totp_step": step})
             pipe.hdel(key, "totp_pending", "totp_pending_at")
             await pipe.execute()
 
@@ -234,14 +291,20 @@ class SecondFactors:
 
     async def verify_totp(self, sub: str, code: str) -> bool:
         """A correct code, never used before (RFC 6238 §5.2: "the verifier MUST NOT accept the second attempt of the
-        same OTP"): its time step must be later than the last one used."""
-        secret = await self.redis.hget(f"auth:mfa:{{{sub}}}", "totp")
-        if secret is None:
+        same OTP"): its time step must be later than the last one used. FactorKeyMissing when the secret is sealed
+        under none of AUTH_FACTOR_KEYS."""
+        key = f"auth:mfa:{{{sub}}}"
+        stored = await self.redis.hget(key, "totp")
+        if stored is None:
             return False
-        step = self._step_of(_text(secret), code)
+        secret, stale = self._open(sub, _text(stored))
+        step = self._step_of(secret, code)
         if step is None:
             return False
-        return bool(await self._take_step(keys=[f"auth:mfa:{{{sub}}}"], args=[step]))
+        taken = bool(await self._take_step(keys=[key], args=[step]))
+        if taken and stale:  # sealed again with the first key, only while it is still the same secret
+            await self._reseal(keys=[key], args=["totp", _text(stored), self._seal(sub, secret)])
+        return taken
 
     # --- recovery codes ---------------------------------------------------------------------------------------
 

@@ -152,6 +152,13 @@ def _form_secret(label: str, raw: str) -> bytes:
     return raw.encode()
 
 
+def _factor_keys(label: str, raw: str) -> tuple[bytes, ...]:
+    keys = tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+    if any(len(key) < 32 for key in keys):
+        raise SettingsError(f"{label} must be comma-separated keys of at least 32 characters each")
+    return keys
+
+
 def _code_ttl(label: str, raw: str) -> int:
     ttl: int = integer(minimum=1)(label, raw)
     if ttl > 600:
@@ -264,6 +271,16 @@ OWN = (
         _form_secret,
         secret=True,
     ),
+    Setting(
+        "AUTH_FACTOR_KEYS",
+        "",
+        "Keys that seal users' TOTP secrets in Redis (AES-GCM), comma-separated, at least 32 characters each: the "
+        "first seals, every one opens (to rotate, put the new key first; drop the old once each user has signed in "
+        "with a code since). Empty: kept as the authenticator app keeps them.",
+        _factor_keys,
+        secret=True,
+        kind="list",
+    ),
     _ttl("AUTH_SSO_IDLE_TTL", 28_800, "Seconds a browser SSO session lives without use."),
     _ttl("AUTH_SSO_TTL", 86_400, "Seconds a browser SSO session lives at most."),
     Setting(
@@ -319,6 +336,7 @@ class Settings:
     sso_ttl: int = 86_400  # its absolute life (s)
     # Keys the stateless login-form token (HMAC). Unset: derived from the signing keys, which replicas share.
     form_secret: bytes | None = field(default=None, repr=False)
+    factor_keys: tuple[bytes, ...] = field(default=(), repr=False)  # AUTH_FACTOR_KEYS: seal TOTP secrets at rest
     # AUTH_REVOCATIONS_CLIENTS: when set, only these (confidential) clients, authenticated as at the token endpoint,
     # may read the revocation feed (issue #18 item 8c: it lists ended sids). Empty: anyone may (the default).
     revocations_clients: tuple[str, ...] = ()
@@ -365,6 +383,7 @@ class Settings:
             key_activation_delay=v["key_activation_delay"],
             max_body=v["max_body"],
             form_secret=v["form_secret"],
+            factor_keys=v["factor_keys"],
             sso_idle_ttl=v["sso_idle_ttl"],
             sso_ttl=v["sso_ttl"],
             revocations_clients=v["revocations_clients"],

@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from auth_server.__main__ import main
+from auth_server.mfa import FactorKeyMissing, SecondFactors
 
 from .helpers import (
     BFF_SECRET,
@@ -307,3 +308,61 @@ async def test_a_user_removes_factors_only_with_a_recent_second_factor(client: h
     page = await password_step(client, authorize_params(pkce()[1], acr_values="mfa"))
     assert "You have no second factor yet" in page.text
     await redis.aclose()
+
+
+# --- TOTP secrets at rest (AUTH_FACTOR_KEYS) ------------------------------------------------------------------------
+
+K1, K2 = b"k" * 32, b"n" * 32
+
+
+async def stored_totp(redis: aioredis.Redis, sub: str) -> str:
+    return (await redis.hget(f"auth:mfa:{{{sub}}}", "totp")).decode()
+
+
+async def test_totp_secrets_are_sealed_at_rest_and_still_check_codes(redis: aioredis.Redis) -> None:
+    factors = SecondFactors(redis, "http://localhost:9000", (K1,))
+    secret = await factors.start_totp("u1")
+    pending = (await redis.hget("auth:mfa:{u1}", "totp_pending")).decode()
+    assert pending.startswith("sealed:") and secret not in pending
+    codes = Codes(secret)
+    assert await factors.confirm_totp("u1", codes.take())
+    stored = await stored_totp(redis, "u1")
+    assert stored.startswith("sealed:") and secret not in stored
+    assert await factors.verify_totp("u1", codes.take())
+    # bound to its user: copied to another, it opens for no one
+    await redis.hset("auth:mfa:{u2}", "totp", stored)
+    with pytest.raises(FactorKeyMissing):
+        await factors.verify_totp("u2", codes.take())
+
+
+async def test_a_plain_or_old_key_secret_is_sealed_with_the_first_key_at_its_next_use(redis: aioredis.Redis) -> None:
+    secret = pyotp.random_base32()
+    await redis.hset("auth:mfa:{u3}", mapping={"totp": secret, "totp_step": -1})  # written before the keys were set
+    codes = Codes(secret)
+    assert await SecondFactors(redis, "http://localhost:9000", (K1,)).verify_totp("u3", codes.take())
+    under_k1 = await stored_totp(redis, "u3")
+    assert under_k1.startswith("sealed:")
+    rotated = SecondFactors(redis, "http://localhost:9000", (K2, K1))  # a new key first, the old one kept
+    assert await rotated.verify_totp("u3", codes.take())
+    assert await stored_totp(redis, "u3") != under_k1
+    assert await SecondFactors(redis, "http://localhost:9000", (K2,)).verify_totp("u3", codes.take())  # K1 dropped
+    # a wrong code never reseals, and a secret removed meanwhile is not brought back (compare-and-set)
+    await redis.hset("auth:mfa:{u4}", mapping={"totp": secret, "totp_step": -1})
+    assert not await rotated.verify_totp("u4", "000000")
+    assert await stored_totp(redis, "u4") == secret
+
+
+async def test_a_secret_no_key_opens_is_said_plainly_and_is_no_failed_guess(
+    client: httpx.AsyncClient, user: Any, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key dropped from AUTH_FACTOR_KEYS too soon: the login says the authenticator cannot be checked now and
+    offers the others, the log names the setting, a metric counts it; the throttle does not count it against them."""
+    codes, _ = await enrol_totp(client)
+    (key,) = await redis.keys("auth:mfa:*")
+    await redis.hset(key, "totp", "sealed:" + "A" * 60)  # sealed under a key this server no longer has
+    fields = second_factor_form(await password_step(client, authorize_params(pkce()[1], acr_values="mfa")))
+    for _ in range(11):  # beyond the throttle's allowance of failed guesses (10), were these counted
+        answer = await client.post("/oauth/authorize", data={**fields, "otp": codes.take()})
+        assert answer.status_code == 400 and "cannot be checked right now" in answer.text, answer.text
+    assert "AUTH_FACTOR_KEYS" in caplog.text
+    assert 'auth_login_failures_total{reason="factor_key"} 11.0' in (await client.get("/metrics")).text
