@@ -115,6 +115,19 @@ async def _mfa_reset(settings: Settings, username: str) -> dict[str, Any]:
     return await _with_factors(settings, username, lambda factors, user: factors.remove_all(user.sub))
 
 
+async def _totp_reseal(settings: Settings) -> dict[str, int]:
+    """Seal every TOTP secret with the first of AUTH_FACTOR_KEYS (``mfa.SecondFactors.reseal_all``)."""
+    from servicekit.redis import open_redis
+
+    from .mfa import SecondFactors
+
+    redis = open_redis(settings.redis_url, settings.redis_cluster)
+    try:
+        return await SecondFactors(redis, settings.issuer, settings.factor_keys).reseal_all()
+    finally:
+        await redis.aclose()
+
+
 async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:
     """End every SSO session and login of ``username``, telling each client on its back channel (DESIGN §6).
     Returns (SSO sessions, logins) that were alive; LookupError for an unknown user."""
@@ -182,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "alone signs in again, and a new factor can be enrolled at /account",
     )
     reset.add_argument("username")
+    users_commands.add_parser(
+        "totp-reseal",
+        help="seal every user's TOTP secret with the first of AUTH_FACTOR_KEYS (after setting them, or putting a new "
+        "key first): prints how many were sealed, already were, and open under no listed key",
+    )
     sessions = commands.add_parser("sessions", help="manage login sessions")
     sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
     revoke = sessions_commands.add_parser(
@@ -213,6 +231,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"TOTP is on for {args.username}. Scan or type into the authenticator app:\n{uri}")
         print("Recovery codes (each works once; shown only now):\n" + "\n".join(codes))
+        return 0
+    if args.command == "users" and args.users_command == "totp-reseal":
+        if not settings.factor_keys:
+            print("auth-server: AUTH_FACTOR_KEYS is empty: there is no key to seal with", file=sys.stderr)
+            return 2
+        counts = asyncio.run(_totp_reseal(settings))
+        print(f"sealed {counts['sealed']}, already sealed with the first key {counts['current']}, "
+              f"under no listed key {counts['unopenable']}")  # fmt: skip
+        if counts["unopenable"]:
+            print("those users' authenticators cannot be checked: list the key that sealed them in AUTH_FACTOR_KEYS, "
+                  "or have them enrol again (auth-server users mfa-reset USERNAME)", file=sys.stderr)  # fmt: skip
+            return 1
         return 0
     if args.command == "users" and args.users_command == "mfa-reset":
         try:

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 UNCHECKED = (
-    "Codes from your authenticator app cannot be checked right now. Use a passkey or a recovery code, or try again "
-    "later."
+    "Codes from your authenticator app cannot be checked right now. Use a passkey or a recovery code if you have one, "
+    "or try again later."
 )
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -124,7 +124,7 @@ class SecondFactorStep:
         finally:
             if throttle is not None:
                 with anyio.CancelScope(shield=True):  # a dropped connection is no free guess
-                    await throttle.settle(counters, failed=method is None and not unchecked)
+                    await throttle.settle(counters, failed=None if unchecked else method is None)
         if method is None:
             ep.metrics.login_failures.labels("second_factor").inc()
             log.info("second factor refused for %s", session.sub)
@@ -245,8 +245,12 @@ class AccountPage:
             first = not (enrolled["totp"] or enrolled["passkeys"])
             if not await self.factors.confirm_totp(session.sub, form.get("otp", "")):
                 pending = await self.factors.pending_totp(session.sub)
+                if pending is None:  # expired, or sealed under a key the server no longer has
+                    return await self.render(
+                        request, session, 400, error="That set-up is no longer pending: start again."
+                    )
                 return await self.render(
-                    request, session, 400, error="That code did not match. Try the next one.", totp_secret=pending or ""
+                    request, session, 400, error="That code did not match. Try the next one.", totp_secret=pending
                 )
             log.info("TOTP enrolled for %s", session.sub)
             codes = await self.factors.new_recovery_codes(session.sub) if first else None

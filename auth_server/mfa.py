@@ -12,8 +12,9 @@ synced one (``credential_device_type``); ``mfa`` once a second factor joined the
 
 Keys (each user's under its own hash tag, so Cluster-safe)::
 
-    auth:mfa:{<sub>}        hash  totp (base32 secret), totp_step (last time step used: a code works once),
-                                  totp_pending, totp_pending_at (an enrolment not yet confirmed with a code)
+    auth:mfa:{<sub>}        hash  totp (base32 secret; sealed with AUTH_FACTOR_KEYS), totp_step (last time step
+                                  used: a code works once), totp_pending (sealed alike), totp_pending_at (an
+                                  enrolment not yet confirmed with a code)
     auth:recovery:{<sub>}   set   SHA-256 of each unused recovery code (a code is removed when used: single use)
     auth:passkeys:{<sub>}   hash  credential id (base64url) -> JSON {key, count, type, at}
     auth:webauthn:{<hash>}  str   a pending WebAuthn challenge: "<sub> <purpose>", TTL CHALLENGE_TTL, taken once
@@ -239,6 +240,29 @@ class SecondFactors:
             except (InvalidTag, ValueError):
                 continue
         raise FactorKeyMissing()
+
+    async def reseal_all(self) -> dict[str, int]:
+        """Seal every user's TOTP secret (and pending one) with the first key, as a use would: after AUTH_FACTOR_KEYS
+        is set or a key is put first (``auth-server users totp-reseal``). Counts: ``sealed`` now, ``current``
+        already, ``unopenable`` under no listed key (those users must enrol again, or the key be listed)."""
+        counts = {"sealed": 0, "current": 0, "unopenable": 0}
+        async for key in self.redis.scan_iter(match="auth:mfa:{*}", count=500):
+            name = _text(key)
+            sub = name[len("auth:mfa:{") : -1]
+            for field in ("totp", "totp_pending"):
+                stored = await self.redis.hget(name, field)
+                if stored is None:
+                    continue
+                try:
+                    secret, stale = self._open(sub, _text(stored))
+                except FactorKeyMissing:
+                    counts["unopenable"] += 1
+                    continue
+                if not stale:
+                    counts["current"] += 1
+                elif await self._reseal(keys=[name], args=[field, _text(stored), self._seal(sub, secret)]):
+                    counts["sealed"] += 1
+        return counts
 
     async def start_totp(self, sub: str) -> str:
         """A new secret, pending until ``confirm_totp`` gets a code made with it (the app holds it, then)."""

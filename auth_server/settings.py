@@ -153,9 +153,9 @@ def _form_secret(label: str, raw: str) -> bytes:
 
 
 def _factor_keys(label: str, raw: str) -> tuple[bytes, ...]:
-    keys = tuple(part.strip().encode() for part in raw.split(",") if part.strip())
+    keys = tuple(part.encode() for part in raw.replace(",", " ").split())  # a file may hold one key a line
     if any(len(key) < 32 for key in keys):
-        raise SettingsError(f"{label} must be comma-separated keys of at least 32 characters each")
+        raise SettingsError(f"{label} must be keys of at least 32 characters each, separated by commas or spaces")
     return keys
 
 
@@ -274,9 +274,9 @@ OWN = (
     Setting(
         "AUTH_FACTOR_KEYS",
         "",
-        "Keys that seal users' TOTP secrets in Redis (AES-GCM), comma-separated, at least 32 characters each: the "
-        "first seals, every one opens (to rotate, put the new key first; drop the old once each user has signed in "
-        "with a code since). Empty: kept as the authenticator app keeps them.",
+        "Keys that seal users' TOTP secrets in Redis (AES-GCM), at least 32 characters each (openssl rand -base64 "
+        "32), separated by commas or spaces: the first seals, every one opens (rotation: docs/guides/step-up.md; "
+        "auth-server users totp-reseal seals what is left). Empty: kept as the authenticator app keeps them.",
         _factor_keys,
         secret=True,
         kind="list",

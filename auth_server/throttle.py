@@ -146,7 +146,12 @@ class LoginThrottle:
             await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: waiters do not retry in lockstep
             delay = min(delay * 2, 0.25)
 
-    async def settle(self, counters: tuple[Counter, ...], *, failed: bool) -> None:
+    async def settle(self, counters: tuple[Counter, ...], *, failed: bool | None) -> None:
+        """End an attempt admitted on ``counters``: a failure counts; a success does what each counter does on one;
+        ``None``, an attempt that was neither (the server could not check it), only ends it."""
+        if failed is None:
+            await self._release(list(counters))
+            return
         await asyncio.gather(
             *(
                 self._settle(keys=[c.key], args=["fail" if failed else c.on_success, self.window, PENDING_TTL])

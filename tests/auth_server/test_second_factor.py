@@ -366,3 +366,44 @@ async def test_a_secret_no_key_opens_is_said_plainly_and_is_no_failed_guess(
         assert answer.status_code == 400 and "cannot be checked right now" in answer.text, answer.text
     assert "AUTH_FACTOR_KEYS" in caplog.text
     assert 'auth_login_failures_total{reason="factor_key"} 11.0' in (await client.get("/metrics")).text
+
+
+async def test_an_unchecked_code_neither_counts_nor_forgives_failed_guesses(
+    client: httpx.AsyncClient, user: Any, redis: aioredis.Redis
+) -> None:
+    """Found reviewing it: the unchecked attempt had settled as a success, which clears the account's failures, so
+    someone with the password could guess recovery codes 9 at a time between unchecked codes. It only ends now."""
+    codes, _ = await enrol_totp(client)
+    (key,) = await redis.keys("auth:mfa:*")
+    await redis.hset(key, "totp", "sealed:" + "A" * 60)
+    fields = second_factor_form(await password_step(client, authorize_params(pkce()[1], acr_values="mfa")))
+
+    async def guess() -> int:
+        return (await client.post("/oauth/authorize", data={**fields, "recovery_code": "wrong-code"})).status_code
+
+    assert [await guess() for _ in range(9)] == [400] * 9
+    unchecked = await client.post("/oauth/authorize", data={**fields, "otp": codes.take()})
+    assert unchecked.status_code == 400 and "cannot be checked right now" in unchecked.text
+    assert [await guess() for _ in range(2)] == [400, 429]  # the 10th failure, then locked
+
+
+async def test_totp_reseal_seals_what_is_left_and_names_what_no_key_opens(
+    client: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cli_env(client, monkeypatch)
+    plain = pyotp.random_base32()
+    await redis.hset("auth:mfa:{p1}", mapping={"totp": plain, "totp_step": -1})  # before the keys were set
+    await SecondFactors(redis, "http://localhost:9000", (K1,)).activate_totp("p2", pyotp.random_base32())  # old key
+    await SecondFactors(redis, "http://localhost:9000", (K2,)).activate_totp("p3", pyotp.random_base32())  # current
+    assert await asyncio.to_thread(main, ["users", "totp-reseal"]) == 2  # no keys: nothing to seal with
+    monkeypatch.setenv("AUTH_FACTOR_KEYS", f"{K2.decode()}\n{K1.decode()}\n")  # a file's lines: two keys
+    assert await asyncio.to_thread(main, ["users", "totp-reseal"]) == 0
+    assert "sealed 2, already sealed with the first key 1, under no listed key 0" in capsys.readouterr().out
+    only_k2 = SecondFactors(redis, "http://localhost:9000", (K2,))
+    assert await only_k2.verify_totp("p1", Codes(plain).take())  # sealed under K2 now
+    monkeypatch.setenv("AUTH_FACTOR_KEYS", "z" * 32)
+    assert await asyncio.to_thread(main, ["users", "totp-reseal"]) == 1
+    assert "under no listed key 3" in capsys.readouterr().out

@@ -194,7 +194,7 @@ def test_the_configuration_guide_example_loads(tmp_path: Path) -> None:
     assert BffSettings.from_env({"BFF_CONFIG": str(copy)}).client_secret == SECRET
 
 
-MARKER = "zz-secret-marker-0123456789"
+MARKER = "zz-secret-marker-0123456789-0123456789"  # long enough for every secret (AUTH_FACTOR_KEYS: 32)
 NEEDS = {"RS_REVOCATIONS_CLIENT_SECRET": {"RS_REVOCATIONS_CLIENT_ID": "notes"}}  # settings given together
 
 
