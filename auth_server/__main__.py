@@ -115,15 +115,16 @@ async def _mfa_reset(settings: Settings, username: str) -> dict[str, Any]:
     return await _with_factors(settings, username, lambda factors, user: factors.remove_all(user.sub))
 
 
-async def _totp_reseal(settings: Settings) -> dict[str, int]:
-    """Seal every TOTP secret with the first of AUTH_FACTOR_KEYS (``mfa.SecondFactors.reseal_all``)."""
+async def _totp_reseal(settings: Settings, unseal: bool = False) -> dict[str, int]:
+    """Seal every TOTP secret with the first of AUTH_FACTOR_KEYS, or (``unseal``) write each back in the clear
+    (``mfa.SecondFactors.reseal_all``)."""
     from servicekit.redis import open_redis
 
     from .mfa import SecondFactors
 
     redis = open_redis(settings.redis_url, settings.redis_cluster)
     try:
-        return await SecondFactors(redis, settings.issuer, settings.factor_keys).reseal_all()
+        return await SecondFactors(redis, settings.issuer, settings.factor_keys).reseal_all(unseal=unseal)
     finally:
         await redis.aclose()
 
@@ -195,10 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "alone signs in again, and a new factor can be enrolled at /account",
     )
     reset.add_argument("username")
-    users_commands.add_parser(
+    reseal = users_commands.add_parser(
         "totp-reseal",
         help="seal every user's TOTP secret with the first of AUTH_FACTOR_KEYS (after setting them, or putting a new "
         "key first): prints how many were sealed, already were, and open under no listed key",
+    )
+    reseal.add_argument(
+        "--unseal",
+        action="store_true",
+        help="write every secret back as the authenticator app holds it (before a rollback to a release without "
+        "AUTH_FACTOR_KEYS, or before emptying them)",
     )
     sessions = commands.add_parser("sessions", help="manage login sessions")
     sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
@@ -236,9 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not settings.factor_keys:
             print("auth-server: AUTH_FACTOR_KEYS is empty: there is no key to seal with", file=sys.stderr)
             return 2
-        counts = asyncio.run(_totp_reseal(settings))
-        print(f"sealed {counts['sealed']}, already sealed with the first key {counts['current']}, "
-              f"under no listed key {counts['unopenable']}")  # fmt: skip
+        counts = asyncio.run(_totp_reseal(settings, args.unseal))
+        done, already = (
+            ("unsealed", "already in the clear") if args.unseal else ("sealed", "already sealed with the first key")
+        )
+        print(f"{done} {counts['sealed']}, {already} {counts['current']}, under no listed key {counts['unopenable']}")
         if counts["unopenable"]:
             print("those users' authenticators cannot be checked: list the key that sealed them in AUTH_FACTOR_KEYS, "
                   "or have them enrol again (auth-server users mfa-reset USERNAME)", file=sys.stderr)  # fmt: skip

@@ -241,10 +241,12 @@ class SecondFactors:
                 continue
         raise FactorKeyMissing()
 
-    async def reseal_all(self) -> dict[str, int]:
+    async def reseal_all(self, *, unseal: bool = False) -> dict[str, int]:
         """Seal every user's TOTP secret (and pending one) with the first key, as a use would: after AUTH_FACTOR_KEYS
         is set or a key is put first (``auth-server users totp-reseal``). Counts: ``sealed`` now, ``current``
-        already, ``unopenable`` under no listed key (those users must enrol again, or the key be listed)."""
+        already, ``unopenable`` under no listed key (those users must enrol again, or the key be listed).
+        ``unseal``: write each back as the app holds it instead (``--unseal``: before a rollback to a release that
+        cannot open them, or before the keys are emptied)."""
         counts = {"sealed": 0, "current": 0, "unopenable": 0}
         async for key in self.redis.scan_iter(match="auth:mfa:{*}", count=500):
             name = _text(key)
@@ -258,9 +260,10 @@ class SecondFactors:
                 except FactorKeyMissing:
                     counts["unopenable"] += 1
                     continue
-                if not stale:
+                wanted = secret if unseal else self._seal(sub, secret)
+                if (secret == _text(stored)) if unseal else not stale:
                     counts["current"] += 1
-                elif await self._reseal(keys=[name], args=[field, _text(stored), self._seal(sub, secret)]):
+                elif await self._reseal(keys=[name], args=[field, _text(stored), wanted]):
                     counts["sealed"] += 1
         return counts
 

@@ -61,13 +61,14 @@ def parse_address(text: str) -> IPAddress | None:
 
 def peer(scope: Mapping[str, Any]) -> str | None:
     """The address of an ASGI request's peer, as ``TrustedProxies`` takes it: None for a peer on a Unix socket (the
-    server's own address is a path, without a port: uvicorn's ``(path, None)``), "" for a TCP peer whose address
-    could not be read (never trusted; found attacking it: a client that resets its connection before it is accepted)."""
+    server's own address is a path without a port, uvicorn's ``(path, None)``, or none at all in older uvicorn), ""
+    for a TCP peer whose address could not be read (never trusted; found attacking it: a client that resets its
+    connection before it is accepted, whose server address still reads as host and port)."""
     client = scope.get("client")
     if client:
         return str(client[0])
     server = scope.get("server")
-    return None if server is not None and server[1] is None else ""
+    return None if server is None or server[1] is None else ""
 
 
 class TrustedProxies:

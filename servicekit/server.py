@@ -64,11 +64,14 @@ def _clear_stale_socket(path: str) -> None:
     except OSError:
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)  # a live server too busy (or stopped) to accept: still a live server
         try:
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
             os.unlink(path)  # no one listens: a stale file
             return
+        except TimeoutError:
+            pass
         except OSError:
             return
     raise SystemExit(f"--uds {path}: a server is listening on this socket already")

@@ -407,3 +407,22 @@ async def test_totp_reseal_seals_what_is_left_and_names_what_no_key_opens(
     monkeypatch.setenv("AUTH_FACTOR_KEYS", "z" * 32)
     assert await asyncio.to_thread(main, ["users", "totp-reseal"]) == 1
     assert "under no listed key 3" in capsys.readouterr().out
+
+
+async def test_totp_reseal_unseal_writes_every_secret_back_in_the_clear(
+    client: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before a rollback to a release without AUTH_FACTOR_KEYS (which would take the sealed value for the secret),
+    or before emptying the keys: every secret back as the authenticator app holds it, and still checking codes."""
+    cli_env(client, monkeypatch)
+    secret = pyotp.random_base32()
+    await SecondFactors(redis, "http://localhost:9000", (K1,)).activate_totp("q1", secret)
+    assert (await stored_totp(redis, "q1")).startswith("sealed:")
+    monkeypatch.setenv("AUTH_FACTOR_KEYS", K1.decode())
+    assert await asyncio.to_thread(main, ["users", "totp-reseal", "--unseal"]) == 0
+    assert "unsealed 1, already in the clear 0" in capsys.readouterr().out
+    assert await stored_totp(redis, "q1") == secret
+    assert await SecondFactors(redis, "http://localhost:9000").verify_totp("q1", Codes(secret).take())
