@@ -242,24 +242,24 @@ class RedisStore:
         return value, bool(exists)
 
     async def exists_many(self, keys: list[str]) -> list[bool]:
-        async def run() -> list[Any]:
-            # One EXISTS per key, pipelined: a multi-key EXISTS would be a cross-slot error on a cluster, while
-            # redis-py's cluster pipeline sends each node its share in one round trip.
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.exists(key)
-                return list(await pipe.execute())
-
-        return [bool(found) for found in await self._call(run)] if keys else []
+        return [bool(found) for found in await self._per_key("exists", keys)]
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return await self._per_key("get", keys)
+
+    async def _per_key(self, command: str, keys: list[str]) -> list[Any]:
+        """``command`` once per key, pipelined: a multi-key EXISTS or MGET would be a cross-slot error on a cluster,
+        while redis-py's cluster pipeline sends each node its share in one round trip."""
+        if not keys:
+            return []
+
         async def run() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:  # one GET per key, as exists_many
+            async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.get(key)
+                    getattr(pipe, command)(key)
                 return list(await pipe.execute())
 
-        return list(await self._call(run)) if keys else []
+        return list(await self._call(run))
 
     async def ping(self) -> None:
         await self._call(lambda: self.client.ping())
