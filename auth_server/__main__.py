@@ -80,22 +80,30 @@ async def _add_user(settings: Settings, username: str, password: str) -> str:
         await redis.aclose()
 
 
-async def _with_factors(settings: Settings, username: str, act: Callable[[Any, Any], Awaitable[T]]) -> T:
-    """``act(factors, user)`` on ``username``'s second factors (``mfa.SecondFactors``); LookupError for an unknown
-    user."""
+async def _on_factors(settings: Settings, act: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``act(factors, redis)`` on the users' second factors (``mfa.SecondFactors``, with AUTH_FACTOR_KEYS)."""
     from servicekit.redis import open_redis
 
     from .mfa import SecondFactors
-    from .users import UserStore
 
     redis = open_redis(settings.redis_url, settings.redis_cluster)
     try:
+        return await act(SecondFactors(redis, settings.issuer, settings.factor_keys), redis)
+    finally:
+        await redis.aclose()
+
+
+async def _with_factors(settings: Settings, username: str, act: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``act(factors, user)`` on ``username``'s second factors; LookupError for an unknown user."""
+    from .users import UserStore
+
+    async def on_user(factors: Any, redis: Any) -> T:
         user = await UserStore(redis).find(username)
         if user is None:
             raise LookupError(username)
-        return await act(SecondFactors(redis, settings.issuer, settings.factor_keys), user)
-    finally:
-        await redis.aclose()
+        return await act(factors, user)
+
+    return await _on_factors(settings, on_user)
 
 
 async def _totp(settings: Settings, username: str) -> tuple[str, list[str]]:
@@ -118,15 +126,7 @@ async def _mfa_reset(settings: Settings, username: str) -> dict[str, Any]:
 async def _totp_reseal(settings: Settings, unseal: bool = False) -> dict[str, int]:
     """Seal every TOTP secret with the first of AUTH_FACTOR_KEYS, or (``unseal``) write each back in the clear
     (``mfa.SecondFactors.reseal_all``)."""
-    from servicekit.redis import open_redis
-
-    from .mfa import SecondFactors
-
-    redis = open_redis(settings.redis_url, settings.redis_cluster)
-    try:
-        return await SecondFactors(redis, settings.issuer, settings.factor_keys).reseal_all(unseal=unseal)
-    finally:
-        await redis.aclose()
+    return await _on_factors(settings, lambda factors, _: factors.reseal_all(unseal=unseal))
 
 
 async def _revoke_user(settings: Settings, username: str) -> tuple[int, int]:

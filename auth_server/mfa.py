@@ -252,18 +252,22 @@ class SecondFactors:
             name = _text(key)
             sub = name[len("auth:mfa:{") : -1]
             for field in ("totp", "totp_pending"):
-                stored = await self.redis.hget(name, field)
-                if stored is None:
+                raw = await self.redis.hget(name, field)
+                if raw is None:
                     continue
+                stored = _text(raw)
                 try:
-                    secret, stale = self._open(sub, _text(stored))
+                    secret, stale = self._open(sub, stored)
                 except FactorKeyMissing:
                     counts["unopenable"] += 1
                     continue
-                wanted = secret if unseal else self._seal(sub, secret)
-                if (secret == _text(stored)) if unseal else not stale:
+                if unseal:
+                    stale = secret != stored  # in the clear already, or not
+                if not stale:
                     counts["current"] += 1
-                elif await self._reseal(keys=[name], args=[field, _text(stored), wanted]):
+                elif await self._reseal(
+                    keys=[name], args=[field, stored, secret if unseal else self._seal(sub, secret)]
+                ):
                     counts["sealed"] += 1
         return counts
 
