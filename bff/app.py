@@ -177,6 +177,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
     credentials.on_step_up = lambda route: metrics.step_ups.labels("asked_by_route").inc()
     index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable, compact=settings.compact_store)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
+    proxy.proxies = endpoints.proxies  # the upstream's X-Forwarded-For: the client the trusted edge names
     # DESIGN §14: each user's list of sessions, and the API that shows and ends them
     session_list = SessionList(
         client, manager, secret=settings.client_secret, durable=store.durable, compact=settings.compact_store
@@ -298,6 +299,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
             await response(scope, receive, send)
 
     recorder = MetricsMiddleware(forward_auth, metrics=metrics, access_log=ACCESS, request_labels=METRIC_LABELS)
+    spans = tracing.spans(settings.otel_endpoint, settings.otel_service_name, span_exporter)  # None: export off
 
     async def raw_forward_auth(scope: dict[str, Any]) -> RawAnswer:
         # Every forward-auth question of an ingress, answered past uvicorn's ASGI cycle, Starlette and the middleware
@@ -308,14 +310,19 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         scope["route"] = AUTH_ROUTE
         context = RequestContext(scope["headers"])  # what the log lines and calls made meanwhile carry
         reset = CONTEXT.set(context)
+        span = spans.begin(scope, context) if spans is not None else None  # export on: its server span
         try:
             headers = await forward.decide(scope)
         except Exception as exc:  # noqa: BLE001 - raised again by forward_auth, inside the app's error handling
             scope[REFUSED] = exc
+            if span is not None:  # the app's span middleware ends it: one span for the request
+                scope[tracing.SPAN] = span
             return None
         finally:
             CONTEXT.reset(reset)
         recorder.record(scope, 200, start, context)
+        if span is not None:
+            spans.end(span, scope, 200)
         return 200, headers, b""
 
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -354,7 +361,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
                 request_labels=METRIC_LABELS,
                 echo_request_id=False,
             ),
-            *tracing.middleware(settings.otel_endpoint, settings.otel_service_name, span_exporter),
+            *tracing.middleware(spans),
             Middleware(PrefixRoute, prefix="/bff/auth", endpoint=forward_auth),
             Middleware(CSRFMiddleware, origin=settings.public_origin),
             Middleware(PrefixRoute, prefix="/api/", endpoint=api, websocket=sockets),

@@ -331,7 +331,7 @@ def create_app(
                 request_labels=("route", "method", "status"),
                 routes=routes,
             ),
-            *tracing.middleware(settings.otel_endpoint, settings.otel_service_name),
+            *tracing.middleware(tracing.spans(settings.otel_endpoint, settings.otel_service_name)),
             Middleware(
                 BearerAuthMiddleware,
                 verifier=verifier,

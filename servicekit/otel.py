@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .logs import CONTEXT
+from .logs import CONTEXT, RequestContext
+from .tracing import SPAN
 
 
 def tracer(endpoint: str | None, service: str, exporter: SpanExporter | None = None) -> trace.Tracer:
@@ -32,18 +33,17 @@ def tracer(endpoint: str | None, service: str, exporter: SpanExporter | None = N
     return provider.get_tracer("jwt-bff")
 
 
-class SpanMiddleware:
-    """A server span per HTTP request, carrying the request's trace id and, as parent, the caller's span."""
+class Spans:
+    """A server span per HTTP request, carrying the request's trace id and, as parent, the caller's span.
 
-    def __init__(self, app: ASGIApp, *, tracer: trace.Tracer) -> None:
-        self.app = app
+    ``begin`` and ``end`` are also for answers given outside the ASGI app (a raw route, ``servicekit.http``): a span
+    begun there and left unended goes on in the app under ``tracing.SPAN`` in the scope, so that a request the raw
+    route hands over is still one span."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        context = CONTEXT.get()
-        if scope["type"] != "http" or context is None:
-            await self.app(scope, receive, send)
-            return
+    def begin(self, scope: Scope, context: RequestContext) -> trace.Span:
         trace_id, caller, flags = context.trace
         parent = None
         if caller is not None:
@@ -51,36 +51,69 @@ class SpanMiddleware:
                 int(trace_id, 16), int(caller, 16), is_remote=True, trace_flags=trace.TraceFlags(int(flags, 16))
             )
             parent = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+        span = self.tracer.start_span(f"{scope['method']} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER)
+        self.attach(span, context)
+        return span
+
+    @staticmethod
+    def attach(span: trace.Span, context: RequestContext) -> None:
+        # this span is the one the request's calls name as their parent; a new trace is OpenTelemetry's
+        own = span.get_span_context()
+        context.span_id = f"{own.span_id:016x}"
+        trace_id, caller, flags = context.trace
+        if caller is None:
+            context._trace = (f"{own.trace_id:032x}", None, flags)
+
+    @staticmethod
+    def end(span: trace.Span, scope: Scope, status: int) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None)
+        if template:  # the route template, never the raw path (bounded span names)
+            span.update_name(f"{scope['method']} {template}")
+            span.set_attribute("http.route", template)
+        span.set_attribute("http.request.method", scope["method"])
+        span.set_attribute("url.path", scope["path"])
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            span.set_status(trace.StatusCode.ERROR)
+        span.end()
+
+
+class SpanMiddleware:
+    """The app's requests' spans (``Spans``); a request a raw route began brings its span along (``tracing.SPAN``)."""
+
+    def __init__(self, app: ASGIApp, *, spans: Spans) -> None:
+        self.app = app
+        self.spans = spans
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        context = CONTEXT.get()
+        if scope["type"] != "http" or context is None:
+            await self.app(scope, receive, send)
+            return
+        span = scope.pop(SPAN, None)
+        if span is None:
+            span = self.spans.begin(scope, context)
+        else:
+            self.spans.attach(span, context)
         status = 500
-        with self.tracer.start_as_current_span(
-            f"{scope['method']} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER
-        ) as span:
-            own = span.get_span_context()
-            # this span is the one the request's calls name as their parent; a new trace is OpenTelemetry's
-            context.span_id = f"{own.span_id:016x}"
-            if caller is None:
-                context._trace = (f"{own.trace_id:032x}", None, flags)
 
-            async def sending(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
 
-            try:
+        try:
+            with trace.use_span(span, end_on_exit=False):  # an error escaping the app is recorded on it
                 await self.app(scope, receive, sending)
-            finally:
-                route = scope.get("route")
-                template = getattr(route, "path", None)
-                if template:  # the route template, never the raw path (bounded span names)
-                    span.update_name(f"{scope['method']} {template}")
-                    span.set_attribute("http.route", template)
-                span.set_attribute("http.request.method", scope["method"])
-                span.set_attribute("url.path", scope["path"])
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(trace.StatusCode.ERROR)
+        finally:
+            self.spans.end(span, scope, status)
 
 
-def span_middleware(endpoint: str | None, service: str, exporter: Any = None) -> Middleware:
-    return Middleware(SpanMiddleware, tracer=tracer(endpoint, service, exporter))
+def spans(endpoint: str | None, service: str, exporter: Any = None) -> Spans:
+    return Spans(tracer(endpoint, service, exporter))
+
+
+def span_middleware(spans: Spans) -> Middleware:
+    return Middleware(SpanMiddleware, spans=spans)

@@ -23,16 +23,30 @@ OTEL_SETTINGS = (
 )
 
 
-def middleware(endpoint: str | None, service: str, exporter: Any = None) -> list[Any]:
-    """The span middleware to add (inside the metrics middleware, which sets the request context), or none.
+# scope key: a span begun outside the app (a raw route, servicekit.http) that the app's span middleware goes on with
+SPAN = "servicekit.otel.span"
+
+
+def spans(endpoint: str | None, service: str, exporter: Any = None) -> Any:
+    """The service's span maker (``servicekit.otel.Spans``) when export is on, else None.
 
     ``exporter``: a span exporter of the caller's (the SDK's in-memory one in tests) instead of OTLP/HTTP."""
     if not endpoint and exporter is None:
-        return []
+        return None
     try:
         from . import otel
     except ImportError as exc:  # the extra is not installed: say so at start-up, naming the setting
         raise SettingsError(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: pip install 'jwt-bff[otel]'"
         ) from exc
-    return [otel.span_middleware(endpoint, service, exporter)]
+    return otel.spans(endpoint, service, exporter)
+
+
+def middleware(spans: Any) -> list[Any]:
+    """The span middleware to add for ``spans`` (inside the metrics middleware, which sets the request context),
+    or none when export is off."""
+    if spans is None:
+        return []
+    from . import otel
+
+    return [otel.span_middleware(spans)]

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
+from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.bff.conftest import Rig, running
-from tests.bff.doubles import Provider
+from tests.bff.doubles import Browser, Provider
 
 pytestmark = pytest.mark.anyio
 
@@ -98,5 +101,88 @@ async def test_the_resource_server_and_the_auth_server_export_when_asked(
         spans = [m for m in app.user_middleware if m.cls.__name__ == "SpanMiddleware"]
         assert len(spans) == (1 if endpoint else 0), service
         if endpoint:
-            resource = spans[0].kwargs["tracer"].resource  # type: ignore[attr-defined]
+            resource = spans[0].kwargs["spans"].tracer.resource  # type: ignore[attr-defined]
             assert resource.attributes["service.name"] == service
+
+
+class Collector:
+    """An OTLP/HTTP collector on a real socket that keeps the spans it is sent (decoded from protobuf)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        spans = self.spans = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                export = ExportTraceServiceRequest.FromString(body)
+                for resource in export.resource_spans:
+                    for scoped in resource.scope_spans:
+                        spans.extend(scoped.spans)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def in_trace(self, trace: str) -> list[Any]:
+        return [span for span in list(self.spans) if span.trace_id.hex() == trace]
+
+
+async def test_forward_auth_on_a_real_socket_exports_one_span_per_question(
+    rig_env: tuple[Provider, str, dict[str, str]], process_factory: Any
+) -> None:
+    """`bff serve` answers an allowed /bff/auth past the ASGI app (servicekit.http raw routes) and hands a refusal to
+    the app: each is one server span, exported over OTLP/HTTP to a collector on a socket, in the asker's trace."""
+    provider, _, env = rig_env
+    collector = Collector()
+    bff = process_factory(
+        ["-m", "bff", "serve"],
+        {
+            **env,
+            "BFF_TRUSTED_PROXIES": "127.0.0.1/32",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",  # the SDK's batch export, every 100 ms instead of 5 s
+        },
+    )
+    allowed_trace, refused_trace = "4bf92f3577b34da6a3ce929d0e0e4736", "5c0a2f3577b34da6a3ce929d0e0e4799"
+    asked = {"X-Original-URI": "/api/notes/me", "X-Original-Method": "GET", "X-CSRF": "1"}
+    try:
+        async with httpx.AsyncClient(base_url=bff.url, timeout=10) as client, httpx.AsyncClient() as provider_client:
+            browser = Browser(client)
+            assert (await browser.login(provider_client)).status_code == 302
+            allowed = await browser.request(
+                "GET",
+                "/bff/auth",
+                csrf=False,
+                headers={**asked, "traceparent": f"00-{allowed_trace}-{BROWSER_SPAN}-01"},
+            )
+            assert allowed.status_code == 200, allowed.text
+        async with httpx.AsyncClient(base_url=bff.url, timeout=10) as stranger:  # no session: refused
+            refused = await stranger.get(
+                "/bff/auth", headers={**asked, "traceparent": f"00-{refused_trace}-{BROWSER_SPAN}-01"}
+            )
+            assert refused.status_code == 401
+        for _ in range(100):
+            if collector.in_trace(allowed_trace) and collector.in_trace(refused_trace):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # a second span of either request would have come by now
+        for trace, status in ((allowed_trace, 200), (refused_trace, 401)):
+            (span,) = collector.in_trace(trace)
+            attributes = {a.key: a.value for a in span.attributes}
+            assert span.name == "GET /bff/auth" and span.parent_span_id.hex() == BROWSER_SPAN
+            assert attributes["http.response.status_code"].int_value == status
+            assert attributes["http.route"].string_value == "/bff/auth"
+    finally:
+        collector.server.shutdown()
+        collector.server.server_close()
