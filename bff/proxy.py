@@ -32,6 +32,7 @@ from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
 from bff.upstream import LeanUpstream
 from servicekit.logs import outbound_headers
+from servicekit.proxies import TrustedProxies, peer
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the BFF owns: credentials and the upstream's Host.
 HOP_BY_HOP = frozenset(
@@ -188,6 +189,16 @@ class Proxy:
         self.requests: Any = None
         self.latency: Any = None
         self._counted: dict[tuple[str, int], tuple[Any, Any]] = {}  # (route, status) -> (counter inc, observe)
+        # BFF_TRUSTED_PROXIES: whose X-Forwarded-For names the client (an edge in front, its Unix socket's included)
+        self.proxies: TrustedProxies | None = None
+
+    def forwarded_for(self, scope: Scope) -> str:
+        """The client the upstream's X-Forwarded-For names: the peer, or the address a trusted proxy in front says
+        it forwards for (so the browser's, not the edge's; and behind `bff serve --uds`, not none). "" for none."""
+        if self.proxies is None:
+            client = scope.get("client")
+            return client[0] if client else ""
+        return self.proxies.client_address(peer(scope), scope["headers"])
 
     async def open(self) -> None:
         """One pooled client for every upstream; made inside the running loop (the app's lifespan)."""
@@ -229,9 +240,9 @@ class Proxy:
         # The request's id and its W3C trace context (the browser's traceparent as the parent, DESIGN §12): the
         # same ids as this request's log lines
         headers.update(outbound_headers() or new_ids())
-        client = request.scope.get("client")
+        client = self.forwarded_for(request.scope)
         if client:
-            headers.add("X-Forwarded-For", client[0])
+            headers.add("X-Forwarded-For", client)
 
         body: bytes | AsyncIterator[bytes] | None = None
         length = headers.get("content-length")

@@ -174,9 +174,9 @@ class SocketProxy:
         if credential.token is not None:  # a DPoP proof names the handshake as the HTTP GET it is
             headers.update(credential_headers(self.proxy.dpop, credential.token, "GET", str(url)))
         url = url.with_scheme("wss" if url.scheme == "https" else "ws")
-        client = scope.get("client")
+        client = self.proxy.forwarded_for(scope)
         if client:
-            headers["X-Forwarded-For"] = client[0]
+            headers["X-Forwarded-For"] = client
         protocols = [p.strip() for p in (_header(scope, b"sec-websocket-protocol") or "").split(",") if p.strip()]
         assert self.session is not None, "SocketProxy.start() runs in the lifespan"
         timeout = self.proxy.timeouts[route.name].sock_connect or 30.0

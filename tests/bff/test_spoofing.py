@@ -6,6 +6,7 @@ everything it receives."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bff.app import create_app
+from bff.proxy import Proxy
 from bff.settings import Settings
+from servicekit.proxies import TrustedProxies, networks
 from tests.bff.doubles import Provider
 from tests.conftest import ServerThread
 
@@ -98,19 +101,30 @@ async def raw(port: int, request_line: str, headers: dict[str, str] | None = Non
     return int(answer.split(b" ", 2)[1]), answer
 
 
-@pytest.fixture
-def bff(
-    rig_env: tuple[Provider, str, dict[str, str]], server_factory: Any
+@contextlib.contextmanager
+def serving(
+    rig_env: tuple[Provider, str, dict[str, str]], server_factory: Any, **extra: str
 ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """A BFF on a real socket whose route `open` goes to an upstream that records what it receives."""
     _, upstream_url, env = rig_env
     seen: list[dict[str, Any]] = []
     capture = server_factory(recorder(seen))
     routes = {"notes": upstream_url, "open": {"url": capture.url + "/base", "token": "none"}}
-    server = ServerThread(create_app(Settings.from_env({**env, "BFF_ROUTES": json.dumps(routes)})))
+    server = ServerThread(create_app(Settings.from_env({**env, "BFF_ROUTES": json.dumps(routes), **extra})))
     server.server.config.proxy_headers = False  # as the service runs (servicekit): the peer is who it is
     server.start()
-    yield server.port, seen
-    server.stop()
+    try:
+        yield server.port, seen
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bff(
+    rig_env: tuple[Provider, str, dict[str, str]], server_factory: Any
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    with serving(rig_env, server_factory) as served:
+        yield served
 
 
 async def test_dot_segments_in_every_spelling_never_reach_the_upstream(bff: tuple[int, list[dict[str, Any]]]) -> None:
@@ -136,6 +150,34 @@ async def test_spoofable_headers_are_dropped_and_the_bff_says_who_forwarded(
     assert leaked == set(), leaked
     assert received["x-forwarded-for"] == "127.0.0.1"  # the BFF's own, not the browser's 10.0.0.1
     assert seen[0]["method"] == "POST"
+
+
+async def test_behind_a_trusted_edge_the_upstream_is_told_the_client_the_edge_names(
+    rig_env: tuple[Provider, str, dict[str, str]], server_factory: Any
+) -> None:
+    """With BFF_TRUSTED_PROXIES naming the peer (an edge in front of the BFF), X-Forwarded-For upstream is the
+    browser's address as the edge says it, the one the session list shows: not the edge's own, and not a chain
+    the browser wrote (only the hop the edge vouches for goes on)."""
+    forwarded = {"X-Forwarded-For": "10.9.9.9, 203.0.113.9", "Content-Length": "0"}  # the browser's 10.9.9.9, spoofed
+    with serving(rig_env, server_factory, BFF_TRUSTED_PROXIES="127.0.0.1/32") as (port, seen):
+        assert (await raw(port, "POST /api/open/x HTTP/1.1", forwarded))[0] == 200
+        assert (await raw(port, "POST /api/open/x HTTP/1.1", {"Content-Length": "0"}))[0] == 200
+    assert [request["headers"]["x-forwarded-for"] for request in seen] == ["203.0.113.9", "127.0.0.1"]
+    with serving(rig_env, server_factory, BFF_TRUSTED_PROXIES="10.0.0.0/8") as (port, seen):  # not the peer
+        assert (await raw(port, "POST /api/open/x HTTP/1.1", forwarded))[0] == 200
+    assert seen[0]["headers"]["x-forwarded-for"] == "127.0.0.1"  # an untrusted peer's claim is ignored
+
+
+def test_behind_an_edge_on_the_unix_socket_the_upstream_is_told_the_client_it_names() -> None:
+    """`bff serve --uds`: the peer has no address. Listed as `unix`, its X-Forwarded-For names the client upstream;
+    not listed, the upstream is told no address at all rather than one the peer claims."""
+    scope = {"client": None, "server": ("/run/bff.sock", None), "headers": [(b"x-forwarded-for", b"203.0.113.9")]}
+    proxy = Proxy({}, 30)
+    proxy.proxies = TrustedProxies(networks("BFF_TRUSTED_PROXIES", "unix", unix=True))
+    assert proxy.forwarded_for(scope) == "203.0.113.9"
+    assert proxy.forwarded_for({**scope, "headers": []}) == ""
+    proxy.proxies = TrustedProxies(networks("BFF_TRUSTED_PROXIES", "127.0.0.1/32", unix=True))
+    assert proxy.forwarded_for(scope) == ""
 
 
 @pytest.mark.parametrize("method", ["TRACE", "TRACK", "CONNECT"])
