@@ -7,6 +7,10 @@
 
 ``--env`` and ``--base-env`` (repeatable, ``NAME=VALUE``; ``$RS`` in a value is the resource server's URL) set a
 variable for this tree's BFF or the base's; without ``--base`` both run this tree, so a feature's cost shows alone.
+``$OTLP`` in a value starts an OTLP/HTTP collector that keeps nothing (``bench/otlp_sink.py``) and is its URL, so
+that span export costs what it costs a service whose collector answers:
+
+    python bench/cpu_per_request.py --env 'OTEL_EXPORTER_OTLP_ENDPOINT=$OTLP'    # a span per request, exported
 
 Throughput on a shared machine swings with everyone else's load; the CPU seconds the BFF process itself spends per
 request (utime + stime from /proc, over a wrk run) swing much less. Both BFFs run at once against one Redis, auth
@@ -22,9 +26,22 @@ import statistics
 import sys
 from pathlib import Path
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Proc, Stack, bff_env, free_port, login, processes, service, start_redis, wrk  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Proc,
+    Stack,
+    bff_env,
+    free_port,
+    login,
+    processes,
+    service,
+    start_otlp_sink,
+    start_redis,
+    wrk,
+)
 from bench.run import PASSWORD, USER, start_auth, start_rs  # noqa: E402
 
 HERE = str(Path(__file__).resolve().parent.parent)
@@ -57,9 +74,11 @@ def main() -> None:
         stack = Stack(redis_url, redis_port, auth_url, rs_url, list(urls.values()), secret)
         pids, cookies = {}, {}
         extra = {"base": args.base_env, "this": args.env}
+        otlp_url = start_otlp_sink(procs) if any("$OTLP" in item for item in args.env + args.base_env) else None
         for name, tree in trees.items():
             env = {**bff_env(stack, urls[name], BFF_TRUSTED_PROXIES="127.0.0.1/32"), "PYTHONPATH": tree}
-            env |= dict(item.replace("$RS", rs_url).split("=", 1) for item in extra[name])
+            given = (item.replace("$RS", rs_url).replace("$OTLP", otlp_url or "") for item in extra[name])
+            env |= dict(item.split("=", 1) for item in given)
             procs.append(Proc(service("bff", ports[name], "serve"), env, health=urls[name] + "/readyz"))
             pids[name] = procs[-1].proc.pid
             cookies[name] = login(urls[name], USER, PASSWORD)
@@ -85,6 +104,8 @@ def main() -> None:
         paired = [this / base for this, base in zip(per_request["this"], per_request["base"], strict=True)]
         print(f"this / base: {medians['this'] / medians['base']:.3f}x CPU per request (medians); median of the")
         print(f"rounds' own ratios (each pair measured back to back): {statistics.median(paired):.3f}x")
+        if otlp_url:  # the spans did go somewhere: what the collector took
+            print(f"OTLP collector took: {httpx.get(otlp_url + '/count').json()}")
 
 
 if __name__ == "__main__":

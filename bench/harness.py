@@ -95,6 +95,15 @@ def start_redis(procs: list[Proc], *extra: str) -> tuple[str, int]:
     return f"redis://127.0.0.1:{port}/0", port
 
 
+def start_otlp_sink(procs: list[Proc]) -> str:
+    """An OTLP/HTTP collector that keeps nothing (bench/otlp_sink.py); its URL, for OTEL_EXPORTER_OTLP_ENDPOINT."""
+    url = f"http://127.0.0.1:{free_port()}"
+    procs.append(
+        Proc([sys.executable, "-m", "bench.otlp_sink", "--port", url.rsplit(":", 1)[1]], health=url + "/count")
+    )
+    return url
+
+
 def service(module: str, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", module, *extra, "--host", "127.0.0.1", "--port", str(port)]
 

@@ -2,6 +2,7 @@
 
 python bench/profile_bff.py --seconds 8               # the proxy: /api/notes/me
 python bench/profile_bff.py --seconds 8 --path auth   # forward auth: /bff/auth as nginx asks it
+python bench/profile_bff.py --env 'OTEL_EXPORTER_OTLP_ENDPOINT=$OTLP'   # with a setting ($OTLP: a collector)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Stack, free_port, login, processes, start_redis, wrk  # noqa: E402
+from bench.harness import Stack, free_port, login, processes, start_otlp_sink, start_redis, wrk  # noqa: E402
 from bench.run import PASSWORD, USER, start_auth, start_bff, start_rs  # noqa: E402
 
 
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--path", choices=("api", "auth"), default="api")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="for the BFF ($OTLP: a collector's URL)"
+    )
     args = parser.parse_args()
     with processes() as procs:
         redis_url, redis_port = start_redis(procs)
@@ -33,7 +37,9 @@ def main() -> None:
         auth_url = start_auth(procs, redis_url, [url], "profile-secret-0123456789", access_ttl=3600)
         rs_url = start_rs(procs, redis_url, auth_url)
         stack = Stack(redis_url, redis_port, auth_url, rs_url, [url], "profile-secret-0123456789")
-        start_bff(procs, stack, port, BFF_TRUSTED_PROXIES="127.0.0.1/32")
+        otlp_url = start_otlp_sink(procs) if any("$OTLP" in item for item in args.env) else ""
+        extra = dict(item.replace("$OTLP", otlp_url).split("=", 1) for item in args.env)
+        start_bff(procs, stack, port, **{"BFF_TRUSTED_PROXIES": "127.0.0.1/32", **extra})
         bff_pid = procs[-1].proc.pid
         cookie = login(url, USER, PASSWORD)
         headers = {"Cookie": cookie, "X-CSRF": "1"}
