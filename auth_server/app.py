@@ -109,7 +109,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None) -> St
                 access_log=ACCESS,
                 routes=routes,
             ),
-            *tracing.middleware(tracing.spans(settings.otel_endpoint, settings.otel_service_name)),
+            *tracing.middleware(
+                tracing.spans(settings.otel_endpoint, settings.otel_service_name, sampling=settings.otel_sampling)
+            ),
         ],
         exception_handlers={
             OAuthError: oauth_error,

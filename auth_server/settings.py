@@ -16,7 +16,7 @@ from servicekit.http import HTTP_SETTINGS
 from servicekit.proxies import IPNetwork, networks
 from servicekit.redis import REDIS_SETTINGS
 from servicekit.settings import Declarations, Setting, SettingsError, combine, flag, integer, url
-from servicekit.tracing import OTEL_SETTINGS
+from servicekit.tracing import OTEL_SETTINGS, Sampling
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -342,6 +342,7 @@ class Settings:
     revocations_clients: tuple[str, ...] = ()
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
     otel_service_name: str = "auth-server"
+    otel_sampling: Sampling | None = None  # OTEL_TRACES_SAMPLER(_ARG): which requests' spans are exported
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -389,6 +390,7 @@ class Settings:
             revocations_clients=v["revocations_clients"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "auth-server",
+            otel_sampling=Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"]),
         )
 
     def check_client_secrets(self) -> None:

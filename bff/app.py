@@ -299,7 +299,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
             await response(scope, receive, send)
 
     recorder = MetricsMiddleware(forward_auth, metrics=metrics, access_log=ACCESS, request_labels=METRIC_LABELS)
-    spans = tracing.spans(settings.otel_endpoint, settings.otel_service_name, span_exporter)  # None: export off
+    # None: export off
+    spans = tracing.spans(settings.otel_endpoint, settings.otel_service_name, span_exporter, settings.otel_sampling)
 
     async def raw_forward_auth(scope: dict[str, Any]) -> RawAnswer:
         # Every forward-auth question of an ingress, answered past uvicorn's ASGI cycle, Starlette and the middleware
@@ -315,8 +316,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
             headers = await forward.decide(scope)
         except Exception as exc:  # noqa: BLE001 - raised again by forward_auth, inside the app's error handling
             scope[REFUSED] = exc
-            if span is not None:  # the app's span middleware ends it: one span for the request
-                scope[tracing.SPAN] = span
+            if spans is not None:  # the app's span middleware goes on with it: one span (or none) for the request
+                scope[tracing.SPAN] = span if span is not None else tracing.LEFT_OUT
             return None
         finally:
             CONTEXT.reset(reset)

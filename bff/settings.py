@@ -30,7 +30,7 @@ from servicekit.settings import (
     stripped,
     url,
 )
-from servicekit.tracing import OTEL_SETTINGS
+from servicekit.tracing import OTEL_SETTINGS, Sampling
 
 HOST_PREFIX = "__Host-"
 
@@ -279,6 +279,7 @@ class Settings:
     compact_store: bool = False  # BFF_COMPACT_STORE: sessions and indexes in forms earlier releases cannot read
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
     otel_service_name: str = "jwt-bff"
+    otel_sampling: Sampling | None = None  # OTEL_TRACES_SAMPLER(_ARG): which requests' spans are exported
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -322,6 +323,7 @@ class Settings:
             max_sessions_per_user=v["max_sessions_per_user"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "jwt-bff",
+            otel_sampling=Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"]),
         )
 
     def check_client_secret(self) -> None:

@@ -331,7 +331,9 @@ def create_app(
                 request_labels=("route", "method", "status"),
                 routes=routes,
             ),
-            *tracing.middleware(tracing.spans(settings.otel_endpoint, settings.otel_service_name)),
+            *tracing.middleware(
+                tracing.spans(settings.otel_endpoint, settings.otel_service_name, sampling=settings.otel_sampling)
+            ),
             Middleware(
                 BearerAuthMiddleware,
                 verifier=verifier,

@@ -12,7 +12,7 @@ from jwt_bff_verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
 from servicekit.http import HTTP_SETTINGS
 from servicekit.redis import REDIS_SETTINGS
 from servicekit.settings import Declarations, Setting, SettingsError, choice, combine, integer, number, url
-from servicekit.tracing import OTEL_SETTINGS
+from servicekit.tracing import OTEL_SETTINGS, Sampling
 
 
 def _audience(label: str, raw: str) -> str:
@@ -158,6 +158,7 @@ class Settings:
     revocations_client_secret: str | None = field(default=None, repr=False)
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
     otel_service_name: str = "resource-server"
+    otel_sampling: Sampling | None = None  # OTEL_TRACES_SAMPLER(_ARG): which requests' spans are exported
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -187,4 +188,5 @@ class Settings:
             revocations_client_secret=v["revocations_client_secret"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "resource-server",
+            otel_sampling=Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"]),
         )

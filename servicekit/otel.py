@@ -13,38 +13,45 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .logs import CONTEXT, RequestContext
-from .tracing import SPAN
+from .tracing import LEFT_OUT, SPAN, Sampling
 
 
 def tracer(endpoint: str | None, service: str, exporter: SpanExporter | None = None) -> trace.Tracer:
+    # every span it is asked for is recorded: which requests get one is Spans' decision (tracing.Sampling)
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=ALWAYS_ON)
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         # OTLP/HTTP: the traces path below the base endpoint (OTLP exporter specification)
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
     else:
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider.get_tracer("jwt-bff")
 
 
 class Spans:
-    """A server span per HTTP request, carrying the request's trace id and, as parent, the caller's span.
+    """A server span per sampled HTTP request, carrying the request's trace id and, as parent, the caller's span.
 
-    ``begin`` and ``end`` are also for answers given outside the ASGI app (a raw route, ``servicekit.http``): a span
-    begun there and left unended goes on in the app under ``tracing.SPAN`` in the scope, so that a request the raw
-    route hands over is still one span."""
+    The sampler (``tracing.Sampling``) decides first, from the trace id and the caller's flags: a request left out
+    never reaches OpenTelemetry (its SDK's span costs ~5 us even when its own sampler drops it) and says so to the
+    services it calls (flags 00). ``begin`` and ``end`` are also for answers given outside the ASGI app (a raw route,
+    ``servicekit.http``): what was begun there goes on in the app under ``tracing.SPAN`` in the scope (a span, or
+    ``LEFT_OUT``), so that a request the raw route hands over is still one span."""
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, sampling: Sampling) -> None:
         self.tracer = tracer
+        self.sampling = sampling
 
-    def begin(self, scope: Scope, context: RequestContext) -> trace.Span:
+    def begin(self, scope: Scope, context: RequestContext) -> trace.Span | None:
         trace_id, caller, flags = context.trace
+        if not self.sampling.sampled(trace_id, None if caller is None else flags):
+            self.leave_out(context)
+            return None
         parent = None
         if caller is not None:
             remote = trace.SpanContext(
@@ -56,16 +63,26 @@ class Spans:
         return span
 
     @staticmethod
+    def leave_out(context: RequestContext) -> None:
+        # not sampled: the calls made for it say so, so that no service records a span under one nobody has
+        trace_id, caller, _ = context.trace
+        context._trace = (trace_id, caller, "00")
+
+    @staticmethod
     def attach(span: trace.Span, context: RequestContext) -> None:
-        # this span is the one the request's calls name as their parent; a new trace is OpenTelemetry's
+        # this span is the one the request's calls name as their parent; a new trace is OpenTelemetry's. The
+        # sampler's decision (OTEL_TRACES_SAMPLER) goes on in the flags: a service called for a span not recorded
+        # records none under it either (a parent-based sampler, the SDK's default), instead of orphans
         own = span.get_span_context()
         context.span_id = f"{own.span_id:016x}"
-        trace_id, caller, flags = context.trace
-        if caller is None:
-            context._trace = (f"{own.trace_id:032x}", None, flags)
+        trace_id, caller, _ = context.trace
+        flags = "01" if own.trace_flags.sampled else "00"
+        context._trace = (trace_id if caller is not None else f"{own.trace_id:032x}", caller, flags)
 
     @staticmethod
     def end(span: trace.Span, scope: Scope, status: int) -> None:
+        if not span.is_recording():  # not sampled: nothing to name or to end
+            return
         route = scope.get("route")
         template = getattr(route, "path", None)
         if template:  # the route template, never the raw path (bounded span names)
@@ -94,8 +111,14 @@ class SpanMiddleware:
         span = scope.pop(SPAN, None)
         if span is None:
             span = self.spans.begin(scope, context)
+        elif span is LEFT_OUT:
+            self.spans.leave_out(context)
+            span = None
         else:
             self.spans.attach(span, context)
+        if span is None:
+            await self.app(scope, receive, send)
+            return
         status = 500
 
         async def sending(message: Message) -> None:
@@ -111,8 +134,8 @@ class SpanMiddleware:
             self.spans.end(span, scope, status)
 
 
-def spans(endpoint: str | None, service: str, exporter: Any = None) -> Spans:
-    return Spans(tracer(endpoint, service, exporter))
+def spans(endpoint: str | None, service: str, exporter: Any, sampling: Sampling) -> Spans:
+    return Spans(tracer(endpoint, service, exporter), sampling)
 
 
 def span_middleware(spans: Spans) -> Middleware:

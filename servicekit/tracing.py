@@ -8,9 +8,33 @@ with it OpenTelemetry — imported. A service without the variable pays nothing 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
-from .settings import Setting, SettingsError
+from .settings import Setting, SettingsError, choice
+
+# OTEL_TRACES_SAMPLER, OpenTelemetry's own variable and names -> (a caller's traceparent decides, the ratio sampled;
+# None: OTEL_TRACES_SAMPLER_ARG's)
+SAMPLERS: dict[str, tuple[bool, float | None]] = {
+    "parentbased_always_on": (True, 1.0),  # the SDK's default
+    "parentbased_traceidratio": (True, None),
+    "parentbased_always_off": (True, 0.0),
+    "always_on": (False, 1.0),
+    "traceidratio": (False, None),
+    "always_off": (False, 0.0),
+}
+
+
+def _ratio(label: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # (NaN is neither)
+        raise SettingsError(f"{label} must be a number from 0 to 1 (0.01: one request in a hundred), got {raw!r}")
+    return value
+
 
 OTEL_SETTINGS = (
     Setting(
@@ -20,17 +44,52 @@ OTEL_SETTINGS = (
         "OpenTelemetry (needs the otel extra). Unset: no export.",
     ),
     Setting("OTEL_SERVICE_NAME", None, "The service.name of the exported spans (default: the service's own name)."),
+    Setting(
+        "OTEL_TRACES_SAMPLER",
+        "parentbased_always_on",
+        "Which requests' spans are exported, by OpenTelemetry's sampler names: parentbased_traceidratio exports the "
+        "ratio OTEL_TRACES_SAMPLER_ARG of new traces and follows a caller's traceparent; always_off none.",
+        parse=choice(*SAMPLERS),
+    ),
+    Setting(
+        "OTEL_TRACES_SAMPLER_ARG",
+        "1",
+        "The ratio of traces the traceidratio samplers export, 0 to 1 (0.01: one in a hundred).",
+        parse=_ratio,
+    ),
 )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which requests get a recorded span, decided before OpenTelemetry is asked (a request left out costs next to
+    nothing): OpenTelemetry's samplers of the same names, and their rule."""
+
+    follows_caller: bool  # parentbased_*: a caller's traceparent flag decides
+    bound: int  # TraceIdRatioBased's: a trace is sampled when its id's low 64 bits are below it
+
+    @classmethod
+    def of(cls, sampler: str, ratio: float) -> Sampling:
+        follows, fixed = SAMPLERS[sampler]
+        return cls(follows, round((ratio if fixed is None else fixed) * 2**64))
+
+    def sampled(self, trace_id: str, caller_flags: str | None) -> bool:
+        """For a trace id (32 hex digits) and the caller's flags (None: no caller)."""
+        if caller_flags is not None and self.follows_caller:
+            return int(caller_flags, 16) & 1 == 1
+        return int(trace_id[16:], 16) < self.bound
 
 
 # scope key: a span begun outside the app (a raw route, servicekit.http) that the app's span middleware goes on with
 SPAN = "servicekit.otel.span"
+LEFT_OUT = False  # ... under SPAN: the request was not sampled
 
 
-def spans(endpoint: str | None, service: str, exporter: Any = None) -> Any:
+def spans(endpoint: str | None, service: str, exporter: Any = None, sampling: Sampling | None = None) -> Any:
     """The service's span maker (``servicekit.otel.Spans``) when export is on, else None.
 
-    ``exporter``: a span exporter of the caller's (the SDK's in-memory one in tests) instead of OTLP/HTTP."""
+    ``exporter``: a span exporter of the caller's (the SDK's in-memory one in tests) instead of OTLP/HTTP.
+    ``sampling``: which requests' spans are recorded (default: all of them, and whatever a caller asks)."""
     if not endpoint and exporter is None:
         return None
     try:
@@ -39,7 +98,7 @@ def spans(endpoint: str | None, service: str, exporter: Any = None) -> Any:
         raise SettingsError(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: pip install 'jwt-bff[otel]'"
         ) from exc
-    return otel.spans(endpoint, service, exporter)
+    return otel.spans(endpoint, service, exporter, sampling or Sampling.of("parentbased_always_on", 1.0))
 
 
 def middleware(spans: Any) -> list[Any]:

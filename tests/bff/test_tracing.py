@@ -5,6 +5,7 @@ OTEL_EXPORTER_OTLP_ENDPOINT, OpenTelemetry is never imported."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -14,6 +15,9 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from bff.settings import Settings
+from servicekit.settings import SettingsError
+from servicekit.tracing import Sampling
 from tests.bff.conftest import Rig, running
 from tests.bff.doubles import Browser, Provider
 
@@ -61,6 +65,76 @@ async def test_spans_are_exported_in_the_browser_trace(
     api = next(span for span in spans if span.name == "GET /api/{route}/{path}")
     sent_parent = proxied.json()["headers"]["traceparent"].split("-")[2]
     assert f"{api.context.span_id:016x}" == sent_parent  # the upstream's parent is the BFF's exported span
+
+
+@pytest.mark.parametrize("sampler", ["always_off", "traceidratio"])
+async def test_a_request_the_sampler_leaves_out_is_not_sampled_downstream_either(
+    rig_env: tuple[Provider, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch, sampler: str
+) -> None:
+    """OTEL_TRACES_SAMPLER (OpenTelemetry's names) thins the spans out: the ones it leaves out are not exported, and
+    the traceparent sent on says so (flags 00), so that the upstream's and the provider's parent-based samplers
+    record no orphan under a span nobody has. By default a browser's traceparent decides, sampled or not."""
+    provider, upstream, env = rig_env
+    exporter = InMemorySpanExporter()
+    import bff.app
+
+    real = bff.app.create_app
+    monkeypatch.setattr(bff.app, "create_app", lambda settings, **kw: real(settings, span_exporter=exporter, **kw))
+    import tests.bff.conftest
+
+    monkeypatch.setattr(tests.bff.conftest, "create_app", bff.app.create_app)
+    env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    left_out = {"OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": "0"}  # traceidratio at 0: none
+    async with running(provider, upstream, {**env, **left_out}) as rig:
+        browser = await rig.logged_in()
+        exporter.clear()
+        for given in ({}, {"traceparent": f"00-{TRACE}-{BROWSER_SPAN}-01"}):
+            proxied = await browser.request("GET", "/api/notes/me", headers=given)
+            version, trace, parent, flags = proxied.json()["headers"]["traceparent"].split("-")
+            assert flags == "00" and int(parent, 16) and parent != BROWSER_SPAN
+            assert (trace == TRACE) == bool(given)
+    assert [span for span in exporter.get_finished_spans() if span.name.startswith("GET /api")] == []
+    async with running(provider, upstream, env) as rig:  # parentbased_always_on, OpenTelemetry's default
+        browser = await rig.logged_in()
+        exporter.clear()
+        unsampled = await browser.request(
+            "GET", "/api/notes/me", headers={"traceparent": f"00-{TRACE}-{BROWSER_SPAN}-00"}
+        )
+        assert unsampled.json()["headers"]["traceparent"].endswith("-00")
+        sampled = await browser.request("GET", "/api/notes/me")
+        assert sampled.json()["headers"]["traceparent"].endswith("-01")
+    (api,) = [span for span in exporter.get_finished_spans() if span.name.startswith("GET /api")]
+    assert f"{api.context.span_id:016x}" == sampled.json()["headers"]["traceparent"].split("-")[2]
+
+
+def test_a_ratio_sampler_keeps_about_its_ratio_and_the_same_traces_as_opentelemetrys() -> None:
+    """tracing.Sampling decides before OpenTelemetry is asked, by the rule of the SDK's sampler of the same name: on
+    the same trace ids, the same decisions."""
+    from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+
+    ours, theirs = Sampling.of("traceidratio", 0.25), TraceIdRatioBased(0.25)
+    ids = [os.urandom(16).hex() for _ in range(4000)]
+    kept = [trace for trace in ids if ours.sampled(trace, None)]
+    sdk = [t for t in ids if theirs.should_sample(None, int(t, 16), "x").decision == Decision.RECORD_AND_SAMPLE]
+    assert kept == sdk and 800 < len(kept) < 1200
+    parent_based = Sampling.of("parentbased_traceidratio", 0.0)
+    assert parent_based.sampled(ids[0], "01") and not parent_based.sampled(ids[0], "00")
+    assert not parent_based.sampled(ids[0], None)  # a new trace: the ratio, here none
+    assert Sampling.of("always_on", 0.0).sampled(ids[0], "00")  # not parent-based: a caller's flag does not count
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OTEL_TRACES_SAMPLER": "jaeger_remote"}, "OTEL_TRACES_SAMPLER must be"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "1.5"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "nan"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "ten percent"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
+    ],
+)
+def test_a_sampler_setting_the_services_cannot_use_is_said_at_start(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env({"BFF_CLIENT_SECRET": "x" * 40, **env})
 
 
 async def test_without_the_endpoint_no_span_machinery_is_imported() -> None:
