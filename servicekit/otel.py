@@ -7,6 +7,7 @@ upstream's and the provider's spans hang under it.
 
 from __future__ import annotations
 
+from random import getrandbits
 from typing import Any
 
 from opentelemetry import trace
@@ -48,10 +49,18 @@ class Spans:
         self.sampling = sampling
 
     def begin(self, scope: Scope, context: RequestContext) -> trace.Span | None:
-        trace_id, caller, flags = context.trace
-        if not self.sampling.sampled(trace_id, None if caller is None else flags):
-            self.leave_out(context)
-            return None
+        if context._trace is None and not any(name == b"traceparent" for name, _ in context.headers):
+            # a new trace, the commonest question: decided on a fresh random number (as the ratio sampler decides on
+            # a fresh random trace id), without reading the trace context that a request left out may never need
+            if getrandbits(64) >= self.sampling.bound:
+                context.new_trace_flags = "00"
+                return None
+            trace_id, caller, flags = context.trace
+        else:
+            trace_id, caller, flags = context.trace
+            if not self.sampling.sampled(trace_id, None if caller is None else flags):
+                self.leave_out(context)
+                return None
         parent = None
         if caller is not None:
             remote = trace.SpanContext(

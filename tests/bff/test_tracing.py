@@ -123,6 +123,28 @@ def test_a_ratio_sampler_keeps_about_its_ratio_and_the_same_traces_as_openteleme
     assert Sampling.of("always_on", 0.0).sampled(ids[0], "00")  # not parent-based: a caller's flag does not count
 
 
+def test_a_ratio_sampler_keeps_its_ratio_of_new_traces_and_follows_callers() -> None:
+    """Spans.begin on requests as they come: new traces (no traceparent) sampled at the ratio, once; a caller's
+    traceparent followed; a request left out sends flags 00 on."""
+    from servicekit.logs import RequestContext
+    from servicekit.otel import spans
+
+    exporter = InMemorySpanExporter()
+    maker = spans(None, "x", exporter, Sampling.of("parentbased_traceidratio", 0.5))
+    scope = {"method": "GET", "path": "/api/notes/me"}
+    contexts = [RequestContext([(b"host", b"x")]) for _ in range(2000)]
+    begun = [maker.begin(scope, context) for context in contexts]
+    assert 850 < sum(span is not None for span in begun) < 1150  # about half, not a quarter (decided twice)
+    for span, context in zip(begun, contexts, strict=True):
+        assert context.traceparent().endswith("-01" if span is not None else "-00")
+        if span is not None:
+            assert f"{span.get_span_context().trace_id:032x}" == context.trace_id
+    for flags in ("00", "01"):
+        caller = RequestContext([(b"traceparent", f"00-{TRACE}-{BROWSER_SPAN}-{flags}".encode())])
+        assert (maker.begin(scope, caller) is not None) == (flags == "01")
+        assert caller.traceparent().startswith(f"00-{TRACE}-") and caller.traceparent().endswith(f"-{flags}")
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
