@@ -46,16 +46,13 @@ from bff.pages import error_response
 from bff.proxy import Proxy
 from bff.refresh import Refresher
 from bff.session_index import SessionIndex
-from bff.session_list import SessionList
 from bff.session_slots import SessionSlots
 from bff.session_watch import SessionWatch
-from bff.sessions import RedisStore, SessionManager
 from bff.settings import Settings, SettingsError
 from bff.sockets import SocketProxy
-from bff.your_sessions import YourSessions
+from bff.your_sessions import YourSessions, session_stores
 from servicekit import tracing
 from servicekit.client_gone import client_gone, client_gone_handlers
-from servicekit.durable import Durable
 from servicekit.http import RawAnswer
 from servicekit.logs import CONTEXT, RequestContext, outbound_headers
 from servicekit.metrics import MetricsMiddleware
@@ -143,10 +140,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
     own_redis = redis is None
     client: Any = redis if redis is not None else open_redis(settings.redis_url, settings.redis_cluster)
     metrics = Metrics()
-    store = RedisStore(client, Durable(client, settings.redis_wait), fast_reads=True)
-    manager = SessionManager(
-        store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl, compact=settings.compact_store
-    )
+    # the sessions, and (DESIGN §14) each user's list of them, which the API below shows and ends
+    store, manager, session_list = session_stores(settings, client, fast_reads=True)
     # every call to the provider carries the request's id and trace context (DESIGN §12)
     http = httpx.AsyncClient(
         timeout=settings.auth_timeout, follow_redirects=False, event_hooks={"request": [carry_request_context]}
@@ -178,10 +173,6 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
     index = SessionIndex(client, ttl=settings.absolute_ttl, durable=store.durable, compact=settings.compact_store)
     endpoints = Endpoints(settings, manager, auth, refresher, proxy, metrics, credentials, index)
     proxy.proxies = endpoints.proxies  # the upstream's X-Forwarded-For: the client the trusted edge names
-    # DESIGN §14: each user's list of sessions, and the API that shows and ends them
-    session_list = SessionList(
-        client, manager, secret=settings.client_secret, durable=store.durable, compact=settings.compact_store
-    )
     endpoints.session_list = session_list
     index.listed = session_list.records  # a sub-only back-channel logout ends the sessions the user's list names
     credentials.on_use = session_list.seen  # last_seen_at: a dict lookup per request, a write every few minutes

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 from starlette.requests import Request
@@ -146,18 +147,27 @@ class YourSessions:
 # --- the operator's command: bff sessions list SUB | revoke SUB [--id ID] --------------------------------------------
 
 
-async def command(settings: Settings, action: str, sub: str, id: str | None = None) -> tuple[int, list[str]]:
-    """Run ``bff sessions ACTION SUB``; returns (exit status, lines to print). ``list``: one JSON object per live
-    session; ``revoke``: ends one session (``--id``) or all of ``sub``'s, as the API does (the provider revokes each
-    refresh token, sockets close on every replica)."""
-    client = open_redis(settings.redis_url, settings.redis_cluster)
-    store = RedisStore(client, Durable(client, settings.redis_wait))
+def session_stores(
+    settings: Settings, client: Any, *, fast_reads: bool = False
+) -> tuple[RedisStore, SessionManager, SessionList]:
+    """The session store, its manager and the users' lists over ``client``, as the settings make them: the app's
+    (``fast_reads``: its hot-path reads) and `bff sessions`'s, so that both read and write the same forms."""
+    store = RedisStore(client, Durable(client, settings.redis_wait), fast_reads=fast_reads)
     manager = SessionManager(
         store, idle_ttl=settings.idle_ttl, absolute_ttl=settings.absolute_ttl, compact=settings.compact_store
     )
     listed = SessionList(
         client, manager, secret=settings.client_secret, durable=store.durable, compact=settings.compact_store
     )
+    return store, manager, listed
+
+
+async def command(settings: Settings, action: str, sub: str, id: str | None = None) -> tuple[int, list[str]]:
+    """Run ``bff sessions ACTION SUB``; returns (exit status, lines to print). ``list``: one JSON object per live
+    session; ``revoke``: ends one session (``--id``) or all of ``sub``'s, as the API does (the provider revokes each
+    refresh token, sockets close on every replica)."""
+    client = open_redis(settings.redis_url, settings.redis_cluster)
+    store, manager, listed = session_stores(settings, client)
     http = httpx.AsyncClient(timeout=settings.auth_timeout, follow_redirects=False)
     try:
         ours = YourSessions(manager, listed, AuthClient(settings, http), Metrics())
