@@ -289,7 +289,13 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
             response.headers["X-Auth-Request-Error"] = exc.error
             await response(scope, receive, send)
 
-    recorder = MetricsMiddleware(forward_auth, metrics=metrics, access_log=ACCESS, request_labels=METRIC_LABELS)
+    recorder = MetricsMiddleware(
+        forward_auth,
+        metrics=metrics,
+        access_log=ACCESS,
+        request_labels=METRIC_LABELS,
+        forwarded_for=proxy.forwarded_for,
+    )
     # None: export off
     spans = tracing.spans(settings.otel_endpoint, settings.otel_service_name, span_exporter, settings.otel_sampling)
 
@@ -352,6 +358,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
                 access_log=ACCESS,
                 request_labels=METRIC_LABELS,
                 echo_request_id=False,
+                forwarded_for=proxy.forwarded_for,  # the access line's client behind a trusted edge
             ),
             *tracing.middleware(spans),
             Middleware(PrefixRoute, prefix="/bff/auth", endpoint=forward_auth),

@@ -123,6 +123,8 @@ def access(
     rid: str,
     client: Any,
     context: RequestContext | None = None,
+    *,
+    forwarded_for: str | None = None,
 ) -> None:
     """One access line on ``logger`` (each service has its own ``<package>.access`` logger); ``context``: the
     request's, when it is no longer the current one (an answer recorded after its context was reset)."""
@@ -136,6 +138,8 @@ def access(
             "request_id": rid,
             "client": client[0] if client else None,
         }
+        if forwarded_for:  # the client a trusted proxy in front names (servicekit.metrics.MetricsMiddleware)
+            fields["forwarded_for"] = forwarded_for
         if context is None:
             context = CONTEXT.get()
         if context is not None:

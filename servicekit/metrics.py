@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from starlette.routing import BaseRoute, Match
@@ -35,6 +35,8 @@ class MetricsMiddleware:
     ``request_labels`` names the labels of ``metrics.requests`` in order, from ``method``, ``route`` and ``status``.
     ``echo_request_id`` puts the request id on every response; without it (the BFF's hot path, where the proxy
     passes the id on itself) the id is worked out only when something asks for it (servicekit.logs.RequestContext).
+    ``forwarded_for``: the client a trusted proxy in front names (``TrustedProxies.client_address``), which the
+    access line gives as ``forwarded_for`` when it is not the peer itself (behind a Unix socket, the only address).
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class MetricsMiddleware:
         request_labels: Sequence[str] = ("method", "route", "status"),
         routes: Sequence[BaseRoute] = (),
         echo_request_id: bool = True,
+        forwarded_for: Callable[[Scope], str] | None = None,
     ) -> None:
         self.app = app
+        self.forwarded_for = forwarded_for
         self.requests = metrics.requests
         self.latency = metrics.latency
         self.access_log = access_log
@@ -135,6 +139,8 @@ class MetricsMiddleware:
             self._counters[(method, route, status)] = counter
         counter.inc()
         if logging_on and self.access_log.isEnabledFor(logging.INFO):
+            client = scope.get("client")
+            named = self.forwarded_for(scope) if self.forwarded_for is not None else ""
             access(
                 self.access_log,
                 scope["method"],
@@ -143,6 +149,7 @@ class MetricsMiddleware:
                 status,
                 time.perf_counter() - start,
                 context.request_id,
-                scope.get("client"),
+                client,
                 context,
+                forwarded_for=named if named and (not client or named != client[0]) else None,
             )

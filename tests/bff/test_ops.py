@@ -124,6 +124,7 @@ async def test_a_forward_auth_line_on_a_real_socket_names_the_original_request(
                 "X-Request-ID": "fa-1",
                 "X-CSRF": "1",
                 "traceparent": f"00-{trace}-00f067aa0ba902b7-01",
+                "X-Forwarded-For": "10.9.9.9, 203.0.113.9",  # the edge (a trusted peer) names 203.0.113.9
             },
         )
         assert answer.status_code == 200, answer.text
@@ -140,3 +141,6 @@ async def test_a_forward_auth_line_on_a_real_socket_names_the_original_request(
         "/api/notes/me",
     )
     assert line["trace_id"] == trace and "SECRET" not in bff.output()
+    assert (line["client"], line["forwarded_for"]) == ("127.0.0.1", "203.0.113.9")  # the peer, and whom it names
+    lines = [line for line in lines if line.get("route") == "/bff/callback"]
+    assert lines and "forwarded_for" not in lines[0]  # a request the peer made for itself: its address alone

@@ -79,7 +79,7 @@ async def chat_upstream(seen: list[dict[str, str]]) -> tuple[web.AppRunner, int]
 
 @contextlib.asynccontextmanager
 async def running_edge(
-    stack_factory: Any, process_factory: Any, uds: bool = False, **bff_extra: str
+    stack_factory: Any, process_factory: Any, uds: bool = False, access_log: bool = False, **bff_extra: str
 ) -> AsyncIterator[EdgeStack]:
     # nginx takes the port the stack gave "the BFF" (so the auth server's redirect URI points at nginx); the BFF
     # process listens on another one, behind it (``uds``: on a Unix socket, bff serve --uds).
@@ -102,7 +102,7 @@ async def running_edge(
     while bff_port in (edge_port, chat_port, gone_port):
         bff_port = free_port()
     socket = Path(tempfile.mkdtemp(prefix="jwt-bff-uds-")) / "bff.sock"
-    serve = ["-m", "bff", "serve", *(["--uds", str(socket)] if uds else [])]
+    serve = ["-m", "bff", "serve", *(["--uds", str(socket)] if uds else []), *(["--access-log"] if access_log else [])]
     bff = process_factory(serve, stack.bff_env, port=bff_port, health_path="/readyz")
     edge = Edge(
         edge_port,
@@ -259,7 +259,9 @@ async def test_nginx_asks_over_a_unix_socket_only_when_its_peers_are_trusted(
     """bff serve --uds (nginx: server unix:PATH): ~5% less CPU a forward-auth question (docs/benchmarks). A peer on the
     socket has no address, so it is a trusted proxy only when BFF_TRUSTED_PROXIES names unix: then its questions are
     answered and its X-Forwarded-For believed; otherwise nginx gets no token."""
-    async with running_edge(stack_factory, process_factory, uds=True, BFF_TRUSTED_PROXIES="unix") as edge:
+    async with running_edge(
+        stack_factory, process_factory, uds=True, access_log=True, BFF_TRUSTED_PROXIES="unix"
+    ) as edge:
         browser = edge.stack.browser(edge.url)
         browser.client.headers["X-Forwarded-For"] = "203.0.113.9"  # a browser's own: nginx replaces it
         assert (await edge.stack.login(browser, "uma")).status_code == 302
@@ -267,6 +269,10 @@ async def test_nginx_asks_over_a_unix_socket_only_when_its_peers_are_trusted(
         assert me.status_code == 200 and me.headers.get("server") == "nginx", me.text
         sessions = (await browser.request("GET", "/bff/sessions")).json()["sessions"]
         assert [s["ip"] for s in sessions] == ["127.0.0.0/24"]  # the address nginx saw, from its X-Forwarded-For
+        # the access line: the socket's peer has no address; the client is the one nginx names
+        lines = [json.loads(line) for line in edge.bff.output().splitlines() if line.startswith("{")]
+        (listing,) = [line for line in lines if line.get("route") == "/bff/sessions"]
+        assert (listing["client"], listing["forwarded_for"]) == (None, "127.0.0.1")
     async with running_edge(stack_factory, process_factory, uds=True, BFF_TRUSTED_PROXIES="127.0.0.1/32") as edge:
         browser = edge.stack.browser(edge.url)
         assert (await edge.stack.login(browser, "vic")).status_code == 302  # the BFF's own pages still answer
