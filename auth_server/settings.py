@@ -390,7 +390,11 @@ class Settings:
             revocations_clients=v["revocations_clients"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "auth-server",
-            otel_sampling=Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"]),
+            otel_sampling=(
+                Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"])
+                if v["otel_exporter_otlp_endpoint"]
+                else None  # export off: no sampler to check
+            ),
         )
 
     def check_client_secrets(self) -> None:

@@ -210,6 +210,15 @@ OWN = (
         kind="boolean",
     ),
     Setting(
+        "BFF_TRUST_TRACEPARENT",
+        "false",
+        "Let a caller's traceparent decide which requests' spans are exported (OTEL_TRACES_SAMPLER's parentbased "
+        "samplers follow its flag; the ratio ones read its trace id). Off: the BFF's callers are browsers, whose word "
+        "would make every request recorded; fresh random bits decide, the caller's trace still holds the span.",
+        flag,
+        kind="boolean",
+    ),
+    Setting(
         "BFF_LOGIN_REQUIRED",
         "false",
         "Whatever BFF_FRONTEND serves needs a session: a page navigation without one goes to /bff/login?return_to="
@@ -323,7 +332,11 @@ class Settings:
             max_sessions_per_user=v["max_sessions_per_user"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "jwt-bff",
-            otel_sampling=Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"]),
+            otel_sampling=(
+                Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"], trust_caller=v["trust_traceparent"])
+                if v["otel_exporter_otlp_endpoint"]
+                else None  # export off: no sampler to check
+            ),
         )
 
     def check_client_secret(self) -> None:

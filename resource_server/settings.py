@@ -188,5 +188,9 @@ class Settings:
             revocations_client_secret=v["revocations_client_secret"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "resource-server",
-            otel_sampling=Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"]),
+            otel_sampling=(
+                Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"])
+                if v["otel_exporter_otlp_endpoint"]
+                else None  # export off: no sampler to check
+            ),
         )

@@ -58,7 +58,11 @@ class Spans:
             trace_id, caller, flags = context.trace
         else:
             trace_id, caller, flags = context.trace
-            if not self.sampling.sampled(trace_id, None if caller is None else flags):
+            if caller is not None and self.sampling.trust_caller:
+                keep = self.sampling.sampled(trace_id, flags)
+            else:  # a new trace after all (a malformed traceparent), or a caller whose word does not count
+                keep = getrandbits(64) < self.sampling.bound
+            if not keep:
                 self.leave_out(context)
                 return None
         parent = None

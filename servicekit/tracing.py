@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import Setting, SettingsError, choice
+from .settings import Setting, SettingsError, stripped
 
 # OTEL_TRACES_SAMPLER, OpenTelemetry's own variable and names -> (a caller's traceparent decides, the ratio sampled;
 # None: OTEL_TRACES_SAMPLER_ARG's)
@@ -26,13 +26,17 @@ SAMPLERS: dict[str, tuple[bool, float | None]] = {
 }
 
 
-def _ratio(label: str, raw: str) -> float:
+def _ratio(raw: str | None) -> float:
+    if raw is None or not raw.strip():
+        return 1.0  # unset: OpenTelemetry's default
     try:
         value = float(raw.strip())
     except ValueError:
         value = math.nan
     if not 0 <= value <= 1:  # (NaN is neither)
-        raise SettingsError(f"{label} must be a number from 0 to 1 (0.01: one request in a hundred), got {raw!r}")
+        raise SettingsError(
+            f"OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1 (0.01: one trace in a hundred), got {raw!r}"
+        )
     return value
 
 
@@ -48,14 +52,16 @@ OTEL_SETTINGS = (
         "OTEL_TRACES_SAMPLER",
         "parentbased_always_on",
         "Which requests' spans are exported, by OpenTelemetry's sampler names: parentbased_traceidratio exports the "
-        "ratio OTEL_TRACES_SAMPLER_ARG of new traces and follows a caller's traceparent; always_off none.",
-        parse=choice(*SAMPLERS),
+        "ratio OTEL_TRACES_SAMPLER_ARG of new traces and follows a caller's traceparent; always_off none. Checked "
+        "only when OTEL_EXPORTER_OTLP_ENDPOINT is set.",
+        parse=stripped,
     ),
     Setting(
         "OTEL_TRACES_SAMPLER_ARG",
-        "1",
-        "The ratio of traces the traceidratio samplers export, 0 to 1 (0.01: one in a hundred).",
-        parse=_ratio,
+        None,
+        "The ratio of traces the traceidratio samplers export, 0 to 1 (0.01: one in a hundred); unset: 1. Read only "
+        "by those two samplers.",
+        default_doc="1",
     ),
 )
 
@@ -67,11 +73,21 @@ class Sampling:
 
     follows_caller: bool  # parentbased_*: a caller's traceparent flag decides
     bound: int  # TraceIdRatioBased's: a trace is sampled when its id's low 64 bits are below it
+    # whether a caller's traceparent may decide at all: its flags (parentbased_*) and, for the ratio, its trace id.
+    # False at a front gate (the BFF: its callers are browsers, W3C Trace Context §7.2): fresh random bits decide.
+    trust_caller: bool = True
 
     @classmethod
-    def of(cls, sampler: str, ratio: float) -> Sampling:
-        follows, fixed = SAMPLERS[sampler]
-        return cls(follows, round((ratio if fixed is None else fixed) * 2**64))
+    def of(cls, sampler: str | None, arg: str | None, *, trust_caller: bool = True) -> Sampling:
+        """``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` as given; a sampler this service cannot follow, or
+        a ratio outside 0-1 for a ratio sampler, is a SettingsError naming the setting."""
+        name = (sampler or "parentbased_always_on").strip().lower()
+        if name not in SAMPLERS:
+            known = ", ".join(SAMPLERS)
+            raise SettingsError(f"OTEL_TRACES_SAMPLER must be one of {known}, got {sampler!r}")
+        follows, fixed = SAMPLERS[name]
+        ratio = _ratio(arg) if fixed is None else fixed  # (the ARG of another sampler is not ours to judge)
+        return cls(follows, round(ratio * 2**64), trust_caller)
 
     def sampled(self, trace_id: str, caller_flags: str | None) -> bool:
         """For a trace id (32 hex digits) and the caller's flags (None: no caller)."""
@@ -98,7 +114,7 @@ def spans(endpoint: str | None, service: str, exporter: Any = None, sampling: Sa
         raise SettingsError(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: pip install 'jwt-bff[otel]'"
         ) from exc
-    return otel.spans(endpoint, service, exporter, sampling or Sampling.of("parentbased_always_on", 1.0))
+    return otel.spans(endpoint, service, exporter, sampling or Sampling.of(None, None))
 
 
 def middleware(spans: Any) -> list[Any]:

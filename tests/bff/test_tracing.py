@@ -73,7 +73,7 @@ async def test_a_request_the_sampler_leaves_out_is_not_sampled_downstream_either
 ) -> None:
     """OTEL_TRACES_SAMPLER (OpenTelemetry's names) thins the spans out: the ones it leaves out are not exported, and
     the traceparent sent on says so (flags 00), so that the upstream's and the provider's parent-based samplers
-    record no orphan under a span nobody has. By default a browser's traceparent decides, sampled or not."""
+    record no orphan under a span nobody has. A browser's traceparent decides only with BFF_TRUST_TRACEPARENT."""
     provider, upstream, env = rig_env
     exporter = InMemorySpanExporter()
     import bff.app
@@ -94,7 +94,8 @@ async def test_a_request_the_sampler_leaves_out_is_not_sampled_downstream_either
             assert flags == "00" and int(parent, 16) and parent != BROWSER_SPAN
             assert (trace == TRACE) == bool(given)
     assert [span for span in exporter.get_finished_spans() if span.name.startswith("GET /api")] == []
-    async with running(provider, upstream, env) as rig:  # parentbased_always_on, OpenTelemetry's default
+    trusting = {**env, "BFF_TRUST_TRACEPARENT": "true"}  # parentbased_always_on, OpenTelemetry's default sampler
+    async with running(provider, upstream, trusting) as rig:
         browser = await rig.logged_in()
         exporter.clear()
         unsampled = await browser.request(
@@ -107,20 +108,56 @@ async def test_a_request_the_sampler_leaves_out_is_not_sampled_downstream_either
     assert f"{api.context.span_id:016x}" == sampled.json()["headers"]["traceparent"].split("-")[2]
 
 
+@pytest.mark.parametrize("sampler", ["parentbased_traceidratio", "traceidratio"])
+async def test_a_browser_cannot_make_its_requests_sampled(
+    rig_env: tuple[Provider, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch, sampler: str
+) -> None:
+    """Found attacking the samplers (W3C Trace Context §7.2): a browser's traceparent flagged sampled made every
+    request it sent recorded (~1.5x the CPU, and the collector's bill) under parentbased_traceidratio, and under
+    traceidratio a trace id it chose (low 64 bits zero) did the same. The BFF's callers are browsers: unless
+    BFF_TRUST_TRACEPARENT, fresh random bits decide, and what the BFF decided is what its upstream is told."""
+    provider, upstream, env = rig_env
+    exporter = InMemorySpanExporter()
+    import bff.app
+
+    real = bff.app.create_app
+    monkeypatch.setattr(bff.app, "create_app", lambda settings, **kw: real(settings, span_exporter=exporter, **kw))
+    import tests.bff.conftest
+
+    monkeypatch.setattr(tests.bff.conftest, "create_app", bff.app.create_app)
+    env = {
+        **env,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_TRACES_SAMPLER": sampler,
+        "OTEL_TRACES_SAMPLER_ARG": "0.001",
+    }
+    for trusted, recorded in (("false", 0), ("true", 50)):
+        async with running(provider, upstream, {**env, "BFF_TRUST_TRACEPARENT": trusted}) as rig:
+            browser = await rig.logged_in()
+            exporter.clear()
+            for _ in range(50):
+                forced = f"00-{os.urandom(8).hex()}{'0' * 16}-{BROWSER_SPAN}-01"  # sampled, and below any ratio
+                sent = (await browser.request("GET", "/api/notes/me", headers={"traceparent": forced})).json()
+                assert sent["headers"]["traceparent"].endswith("-01" if recorded else "-00")
+                assert sent["headers"]["traceparent"][3:35] == forced[3:35]  # still the browser's trace
+        spans = [span for span in exporter.get_finished_spans() if span.name.startswith("GET /api")]
+        assert len(spans) == recorded, trusted
+
+
 def test_a_ratio_sampler_keeps_about_its_ratio_and_the_same_traces_as_opentelemetrys() -> None:
     """tracing.Sampling decides before OpenTelemetry is asked, by the rule of the SDK's sampler of the same name: on
     the same trace ids, the same decisions."""
     from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
-    ours, theirs = Sampling.of("traceidratio", 0.25), TraceIdRatioBased(0.25)
+    ours, theirs = Sampling.of("traceidratio", "0.25"), TraceIdRatioBased(0.25)
     ids = [os.urandom(16).hex() for _ in range(4000)]
     kept = [trace for trace in ids if ours.sampled(trace, None)]
     sdk = [t for t in ids if theirs.should_sample(None, int(t, 16), "x").decision == Decision.RECORD_AND_SAMPLE]
     assert kept == sdk and 800 < len(kept) < 1200
-    parent_based = Sampling.of("parentbased_traceidratio", 0.0)
+    parent_based = Sampling.of("parentbased_traceidratio", "0")
     assert parent_based.sampled(ids[0], "01") and not parent_based.sampled(ids[0], "00")
     assert not parent_based.sampled(ids[0], None)  # a new trace: the ratio, here none
-    assert Sampling.of("always_on", 0.0).sampled(ids[0], "00")  # not parent-based: a caller's flag does not count
+    assert Sampling.of("always_on", "0").sampled(ids[0], "00")  # not parent-based: a caller's flag does not count
 
 
 def test_a_ratio_sampler_keeps_its_ratio_of_new_traces_and_follows_callers() -> None:
@@ -130,7 +167,7 @@ def test_a_ratio_sampler_keeps_its_ratio_of_new_traces_and_follows_callers() -> 
     from servicekit.otel import spans
 
     exporter = InMemorySpanExporter()
-    maker = spans(None, "x", exporter, Sampling.of("parentbased_traceidratio", 0.5))
+    maker = spans(None, "x", exporter, Sampling.of("parentbased_traceidratio", "0.5"))
     scope = {"method": "GET", "path": "/api/notes/me"}
     contexts = [RequestContext([(b"host", b"x")]) for _ in range(2000)]
     begun = [maker.begin(scope, context) for context in contexts]
@@ -145,18 +182,36 @@ def test_a_ratio_sampler_keeps_its_ratio_of_new_traces_and_follows_callers() -> 
         assert caller.traceparent().startswith(f"00-{TRACE}-") and caller.traceparent().endswith(f"-{flags}")
 
 
+RATIO = {"OTEL_TRACES_SAMPLER": "traceidratio"}
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({"OTEL_TRACES_SAMPLER": "jaeger_remote"}, "OTEL_TRACES_SAMPLER must be"),
-        ({"OTEL_TRACES_SAMPLER_ARG": "1.5"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
-        ({"OTEL_TRACES_SAMPLER_ARG": "nan"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
-        ({"OTEL_TRACES_SAMPLER_ARG": "ten percent"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
+        ({"OTEL_TRACES_SAMPLER": "jaeger_remote"}, "OTEL_TRACES_SAMPLER must be one of"),
+        ({**RATIO, "OTEL_TRACES_SAMPLER_ARG": "1.5"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
+        ({**RATIO, "OTEL_TRACES_SAMPLER_ARG": "nan"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
+        ({**RATIO, "OTEL_TRACES_SAMPLER_ARG": "ten percent"}, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1"),
     ],
 )
 def test_a_sampler_setting_the_services_cannot_use_is_said_at_start(env: dict[str, str], named: str) -> None:
+    exporting = {"BFF_CLIENT_SECRET": "x" * 40, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
     with pytest.raises(SettingsError, match=named):
-        Settings.from_env({"BFF_CLIENT_SECRET": "x" * 40, **env})
+        Settings.from_env({**exporting, **env})
+    assert Settings.from_env({"BFF_CLIENT_SECRET": "x" * 40, **env}).otel_sampling is None  # export off: not read
+
+
+def test_sampler_settings_as_the_opentelemetry_operator_injects_them_start() -> None:
+    """Found attacking the samplers: an ARG only a ratio sampler reads stopped the start under another sampler (a
+    Jaeger-style ARG with always_on), and an ARG of spaces was an error where an empty one meant the default."""
+    exporting = {"BFF_CLIENT_SECRET": "x" * 40, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    always = Settings.from_env({**exporting, "OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": "x=1"})
+    assert always.otel_sampling is not None and always.otel_sampling.bound == 2**64
+    spaces = Settings.from_env({**exporting, **RATIO, "OTEL_TRACES_SAMPLER_ARG": "  "})
+    assert spaces.otel_sampling is not None and spaces.otel_sampling.bound == 2**64  # unset: 1, as OpenTelemetry's
+    half = Settings.from_env({**exporting, **RATIO, "OTEL_TRACES_SAMPLER_ARG": " 0.5 "})
+    assert half.otel_sampling is not None and half.otel_sampling.bound == 2**63
+    assert not half.otel_sampling.trust_caller  # the BFF's callers are browsers (BFF_TRUST_TRACEPARENT)
 
 
 async def test_without_the_endpoint_no_span_machinery_is_imported() -> None:
