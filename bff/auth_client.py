@@ -39,6 +39,8 @@ from bff.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_HEADER_SAFE_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: a superset of b64token (RFC 6750 §2.1)
+
 BROWSER_ENDPOINTS = ("authorization_endpoint", "end_session_endpoint")  # navigated to by the browser: stay public
 JWKS_REFETCH_COOLDOWN = 10.0  # seconds: an unknown kid refetches the JWKS at most this often (no fetch per bad token)
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
@@ -483,6 +485,11 @@ class AuthClient:
         expected = "dpop" if self.dpop is not None else "bearer"
         if not isinstance(body.get("access_token"), str) or str(body.get("token_type", "")).lower() != expected:
             why = f"the token response lacks a {expected} access token"
+            raise self._unavailable("token", why, user=f"The auth server's answer is unusable: {why}.")
+        if not _HEADER_SAFE_TOKEN.fullmatch(body["access_token"]):
+            # RFC 6750 §2.1 (and RFC 9449 §7.1): a token goes out in an Authorization header. One with a space, a
+            # control character (CR, LF: a split answer to nginx) or beyond ASCII cannot, to any upstream.
+            why = "its access token holds characters an Authorization header cannot carry (RFC 6750 §2.1)"
             raise self._unavailable("token", why, user=f"The auth server's answer is unusable: {why}.")
         self._ok("token", *keys, "endpoint")
         return body

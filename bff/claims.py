@@ -155,7 +155,9 @@ def keep(found: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
     return kept
 
 
-def _header_value(value: Any) -> bytes | None:
+def header_value(value: Any) -> bytes | None:
+    """A claim as a header value: a non-empty string without CR, LF or NUL, UTF-8 encoded, within MAX_HEADER_BYTES;
+    else None (the header is left out: never split, never a lossy stand-in that another user's value could match)."""
     if not isinstance(value, str) or not value or _UNSAFE.search(value):
         return None
     encoded = value.encode("utf-8")  # RFC 9110 §5.5: bytes above 0x7f are opaque obs-text, passed on as they are
@@ -169,7 +171,7 @@ def _groups_value(value: Any) -> bytes | None:
         return None
     # A group holding a comma (or spaces at its ends, which readers strip) would read as other groups once joined.
     safe = [g for g in value if isinstance(g, str) and g and "," not in g and g == g.strip() and not _UNSAFE.search(g)]
-    return _header_value(",".join(safe)) if safe else None
+    return header_value(",".join(safe)) if safe else None
 
 
 def identity_headers(claims: Mapping[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
@@ -191,7 +193,7 @@ def identity_headers(claims: Mapping[str, Any]) -> tuple[tuple[bytes, bytes], ..
 def _identity_headers(claims: Mapping[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
     headers = []
     for header, name in ((b"x-auth-request-user", "preferred_username"), (b"x-auth-request-email", "email")):
-        value = _header_value(claims.get(name))
+        value = header_value(claims.get(name))
         if value is not None:
             headers.append((header, value))
     groups = _groups_value(claims.get("groups"))

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from bff import csrf
-from bff.claims import identity_headers
+from bff.claims import header_value, identity_headers
 from bff.dpop import credential_headers
 from bff.endpoints import Endpoints, cookie
 from bff.errors import BadRequest, CSRFError, NotFound, UntrustedPeer
@@ -146,7 +146,11 @@ class ForwardAuth:
             for header, value in credential_headers(self.proxy.dpop, credential.token, method, upstream):
                 headers.append((header.lower().encode("latin-1"), value.encode("latin-1")))
         if credential.sub is not None:
-            headers.append((b"x-auth-request-sub", credential.sub.encode("latin-1", "replace")))
+            # header-safe and UTF-8 as it is (bff.claims): latin-1 with "?" for the rest made two users' subs one,
+            # and a CR or LF in a provider's sub split the answer (the raw route then fell back to the app)
+            sub = header_value(credential.sub)
+            if sub is not None:
+                headers.append((b"x-auth-request-sub", sub))
             if credential.session is not None and credential.session.claims:
                 headers += identity_headers(credential.session.claims)  # DESIGN §11; header-safe (bff.claims)
         return headers

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -305,3 +306,36 @@ async def test_a_due_token_is_refreshed_as_for_the_proxy(rig: Rig) -> None:
     assert first.status_code == second.status_code == 200
     assert first.headers["authorization"] != second.headers["authorization"]
     assert rig.provider.refreshes == 1
+
+
+async def test_a_sub_a_header_cannot_carry_is_left_out_and_any_other_goes_as_utf8(rig: Rig) -> None:
+    """Found attacking the raw /bff/auth route: a provider's sub holding CR or LF split the answer (the raw route fell
+    back to the app, which failed it again: two spans, metrics counted twice, no answer), and one beyond latin-1 went
+    out with "?" for each character, so two users' subs could read the same to an upstream. Now the header is left
+    out as an unsafe claim is (DESIGN §11), and any other sub goes as its UTF-8 bytes."""
+    rig.provider.user = "eve\r\nx-auth-request-user: admin"
+    split = await ask(await rig.logged_in(), "/api/notes/me", **{"X-CSRF": "1"})
+    assert split.status_code == 200 and split.headers["authorization"].startswith("Bearer ")
+    assert "x-auth-request-sub" not in split.headers and "admin" not in split.headers.get("x-auth-request-user", "")
+    rig.provider.user = "用户"
+    wide = await ask(await rig.logged_in(), "/api/notes/me", **{"X-CSRF": "1"})
+    raw = dict(wide.headers.raw)[b"x-auth-request-sub"]
+    assert raw == "sub-用户".encode() and raw != b"sub-??"
+
+
+async def test_an_access_token_no_authorization_header_can_carry_is_refused_at_the_login(rig: Rig) -> None:
+    """A provider's access token with a space, CR, LF or a character beyond ASCII cannot go out in an Authorization
+    header (RFC 6750 §2.1): the token response is unusable, said to the user and in the log, never stored to split
+    a forward-auth answer or an upstream request later."""
+    pair = rig.provider._pair
+
+    def broken(family: str) -> dict[str, Any]:
+        answer = pair(family)
+        answer["access_token"] += "\r\nX-Evil: 1"
+        return answer
+
+    rig.provider._pair = broken  # type: ignore[method-assign]
+    browser = rig.browser()
+    answer = await browser.login(rig.provider_client)
+    assert answer.status_code == 503 and "Authorization header cannot carry" in answer.text
+    assert (await browser.request("GET", "/api/notes/me")).status_code == 401  # no session was made
