@@ -78,6 +78,10 @@ SPOOFABLE = frozenset(
         b"x-auth-request-user",
         b"x-auth-request-email",
         b"x-auth-request-groups",
+        # the browser's trace vendor state and baggage (W3C Trace Context §3.4, Baggage §5): what internal services
+        # would take for their own; the BFF sends its own traceparent (DESIGN §12), with nothing of the caller's
+        b"tracestate",
+        b"baggage",
     }
 )
 # The credential headers are the BFF's (RFC 9449 §7.1: Authorization and DPoP go together): a browser's own DPoP

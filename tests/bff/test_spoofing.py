@@ -72,6 +72,8 @@ SPOOFED = {
     "X-HTTP-Method": "DELETE",
     "X-Method-Override": "DELETE",
     "X-Original-Method": "DELETE",
+    "tracestate": "vendor=forced-sampling",  # W3C Trace Context §3.4: the BFF sends its own trace context
+    "baggage": "user=admin,role=root",  # W3C Baggage: what internal services would take for their own
 }
 
 
