@@ -39,6 +39,7 @@ from bff.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_SUB = re.compile(r"[^\x00-\x1f\x7f]{1,255}")  # OIDC Core §2: a locally unique identifier of up to 255 characters
 _HEADER_SAFE_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: a superset of b64token (RFC 6750 §2.1)
 
 BROWSER_ENDPOINTS = ("authorization_endpoint", "end_session_endpoint")  # navigated to by the browser: stay public
@@ -718,4 +719,12 @@ class AuthClient:
         )
         if claims.get("nonce") != nonce:
             raise ProviderRejected("invalid_id_token", "The ID token's nonce does not match the login.")
+        if not isinstance(claims["sub"], str) or not _SUB.fullmatch(claims["sub"]):
+            # the user's identity, which forward auth hands nginx in a header (X-Auth-Request-Sub): a CR or LF in it
+            # would split that answer, and OIDC Core §2 allows no more than 255 characters
+            log.warning(
+                "login refused: the provider's ID token names a sub with control characters or over 255 characters",
+                extra={"fields": {"endpoint": "token", "cause": "sub"}},
+            )
+            raise ProviderRejected("invalid_id_token", "The ID token's sub is not an identifier (OIDC Core §2).")
         return claims
