@@ -16,7 +16,7 @@ from servicekit.http import HTTP_SETTINGS
 from servicekit.proxies import IPNetwork, networks
 from servicekit.redis import REDIS_SETTINGS
 from servicekit.settings import Declarations, Setting, SettingsError, combine, flag, integer, url
-from servicekit.tracing import OTEL_SETTINGS, Sampling
+from servicekit.tracing import OTEL_SETTINGS, Sampling, sampling
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -390,11 +390,7 @@ class Settings:
             revocations_clients=v["revocations_clients"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "auth-server",
-            otel_sampling=(
-                Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"])
-                if v["otel_exporter_otlp_endpoint"]
-                else None  # export off: no sampler to check
-            ),
+            otel_sampling=sampling(v),
         )
 
     def check_client_secrets(self) -> None:

@@ -11,6 +11,7 @@ variable for this tree's BFF or the base's; without ``--base`` both run this tre
 that span export costs what it costs a service whose collector answers:
 
     python bench/cpu_per_request.py --env 'OTEL_EXPORTER_OTLP_ENDPOINT=$OTLP'    # a span per request, exported
+    python bench/cpu_per_request.py --threads ...    # and which thread of this tree's BFF spent it (an exporter's?)
 
 Throughput on a shared machine swings with everyone else's load; the CPU seconds the BFF process itself spends per
 request (utime + stime from /proc, over a wrk run) swing much less. Both BFFs run at once against one Redis, auth
@@ -21,6 +22,7 @@ the median of each and their ratio. Not a test: nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -49,8 +51,21 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu(Path(f"/proc/{pid}/stat"))
+
+
+def _cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15 of stat(5))
+
+
+def thread_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a process's threads (the event loop's, an exporter's), by "name/tid"."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            threads[f"{(task / 'comm').read_text().strip()}/{task.name}"] = _cpu(task / "stat")
+    return threads
 
 
 def main() -> None:
@@ -62,6 +77,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--path", choices=("api", "auth"), default="api", help="the proxy, or forward auth")
+    parser.add_argument("--threads", action="store_true", help="also each thread's CPU per request (this tree's)")
     args = parser.parse_args()
     trees = {"base": str(Path(args.base).resolve()) if args.base else HERE, "this": HERE}
     with processes() as procs:
@@ -91,9 +107,14 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in trees if round_ % 2 == 0 else reversed(list(trees)):
                 headers = {"Cookie": cookies[name], "X-CSRF": "1", **asked}
-                before = cpu_seconds(pids[name])
+                before, threads = cpu_seconds(pids[name]), thread_seconds(pids[name])
                 result = wrk(f"{urls[name]}{path}", headers, seconds=args.seconds, connections=args.connections)
                 used = cpu_seconds(pids[name]) - before
+                if args.threads and name == "this":
+                    for thread, seconds in thread_seconds(pids[name]).items():
+                        spent = (seconds - threads.get(thread, 0.0)) / max(result.requests, 1) * 1e6
+                        if spent:
+                            print(f"    thread {thread:<24} {spent:7.1f} us CPU/request")
                 per_request[name].append(used / max(result.requests, 1) * 1e6)
                 errors = f"  ({result.errors} errors)" if result.errors else ""
                 cost = per_request[name][-1]

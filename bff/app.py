@@ -52,7 +52,7 @@ from bff.settings import Settings, SettingsError
 from bff.sockets import SocketProxy
 from bff.your_sessions import YourSessions, session_stores
 from servicekit import tracing
-from servicekit.client_gone import client_gone, client_gone_handlers
+from servicekit.client_gone import CLIENT_CLOSED_REQUEST, client_gone, client_gone_handlers
 from servicekit.http import RawAnswer
 from servicekit.logs import CONTEXT, RequestContext, outbound_headers
 from servicekit.metrics import MetricsMiddleware
@@ -316,6 +316,10 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
             if spans is not None:  # the app's span middleware goes on with it: one span (or none) for the request
                 scope[tracing.SPAN] = span if span is not None else tracing.LEFT_OUT
             return None
+        except BaseException:  # cancelled (the asker went away): its span ends, as the request did
+            if span is not None:
+                spans.end(span, scope, CLIENT_CLOSED_REQUEST)
+            raise
         finally:
             CONTEXT.reset(reset)
         recorder.record(scope, 200, start, context)

@@ -30,7 +30,7 @@ from servicekit.settings import (
     stripped,
     url,
 )
-from servicekit.tracing import OTEL_SETTINGS, Sampling
+from servicekit.tracing import OTEL_SETTINGS, Sampling, sampling
 
 HOST_PREFIX = "__Host-"
 
@@ -332,11 +332,7 @@ class Settings:
             max_sessions_per_user=v["max_sessions_per_user"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "jwt-bff",
-            otel_sampling=(
-                Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"], trust_caller=v["trust_traceparent"])
-                if v["otel_exporter_otlp_endpoint"]
-                else None  # export off: no sampler to check
-            ),
+            otel_sampling=sampling(v, trust_caller=v["trust_traceparent"]),
         )
 
     def check_client_secret(self) -> None:

@@ -12,7 +12,7 @@ from jwt_bff_verifier import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
 from servicekit.http import HTTP_SETTINGS
 from servicekit.redis import REDIS_SETTINGS
 from servicekit.settings import Declarations, Setting, SettingsError, choice, combine, integer, number, url
-from servicekit.tracing import OTEL_SETTINGS, Sampling
+from servicekit.tracing import OTEL_SETTINGS, Sampling, sampling
 
 
 def _audience(label: str, raw: str) -> str:
@@ -188,9 +188,5 @@ class Settings:
             revocations_client_secret=v["revocations_client_secret"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "resource-server",
-            otel_sampling=(
-                Sampling.of(v["otel_traces_sampler"], v["otel_traces_sampler_arg"])
-                if v["otel_exporter_otlp_endpoint"]
-                else None  # export off: no sampler to check
-            ),
+            otel_sampling=sampling(v),
         )

@@ -41,7 +41,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
 class RequestContext:
     """What every log line and every outgoing call of one request carries; computed on first use."""
 
-    __slots__ = ("headers", "_request_id", "_trace", "span_id", "extra", "_entropy", "new_trace_flags")
+    __slots__ = ("headers", "_request_id", "_trace", "span_id", "extra", "_entropy", "new_trace")
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.headers = headers
@@ -50,7 +50,8 @@ class RequestContext:
         self.span_id: str | None = None  # this service's span (OpenTelemetry's when it is on)
         self.extra: dict[str, Any] | None = None  # more fields for the access line (forward auth's original URI)
         self._entropy: str | None = None
-        self.new_trace_flags = "01"  # a trace this request starts: sampled, unless a sampler said otherwise
+        # a trace this request starts, as a sampler decided it: (its id's low 16 hex digits, flags); None: random, 01
+        self.new_trace: tuple[str, str] | None = None
 
     def _random(self) -> str:
         """64 random hex digits, drawn once per request (one system call, not three): a new request id takes the
@@ -72,7 +73,11 @@ class RequestContext:
                 valid = match is not None and match[1] != _ZERO_TRACE and match[2] != _ZERO_SPAN
                 trace = (match[1], match[2], match[3]) if valid and match is not None else ()
         self._request_id = rid or self._random()[:16]
-        self._trace = trace or (self._random()[16:48], None, self.new_trace_flags)
+        if trace:
+            self._trace = trace
+        else:
+            low, flags = self.new_trace or (self._random()[32:48], "01")
+            self._trace = (self._random()[16:32] + low, None, flags)
 
     @property
     def request_id(self) -> str:

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,9 +23,23 @@ from .logs import CONTEXT, RequestContext
 from .tracing import LEFT_OUT, SPAN, Sampling
 
 
-def tracer(endpoint: str | None, service: str, exporter: SpanExporter | None = None) -> trace.Tracer:
+class RequestTraceIds(RandomIdGenerator):
+    """A new trace's id is the one the request's context holds, which the sampler decided on (``next``, set just
+    before the span is started), so that a ratio sampler downstream reading the same id decides the same."""
+
+    def __init__(self) -> None:
+        self.next: int | None = None
+
+    def generate_trace_id(self) -> int:
+        chosen, self.next = self.next, None
+        return chosen or super().generate_trace_id()
+
+
+def tracer(
+    endpoint: str | None, service: str, exporter: SpanExporter | None = None, ids: RequestTraceIds | None = None
+) -> trace.Tracer:
     # every span it is asked for is recorded: which requests get one is Spans' decision (tracing.Sampling)
-    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=ALWAYS_ON)
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=ALWAYS_ON, id_generator=ids)
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -44,29 +59,34 @@ class Spans:
     ``servicekit.http``): what was begun there goes on in the app under ``tracing.SPAN`` in the scope (a span, or
     ``LEFT_OUT``), so that a request the raw route hands over is still one span."""
 
-    def __init__(self, tracer: trace.Tracer, sampling: Sampling) -> None:
+    def __init__(self, tracer: trace.Tracer, sampling: Sampling, ids: RequestTraceIds) -> None:
         self.tracer = tracer
         self.sampling = sampling
+        self.ids = ids
 
     def begin(self, scope: Scope, context: RequestContext) -> trace.Span | None:
         if context._trace is None and not any(name == b"traceparent" for name, _ in context.headers):
-            # a new trace, the commonest question: decided on a fresh random number (as the ratio sampler decides on
-            # a fresh random trace id), without reading the trace context that a request left out may never need
-            if getrandbits(64) >= self.sampling.bound:
-                context.new_trace_flags = "00"
+            # a new trace, the commonest question: its id's low half drawn here and decided on by the ratio rule,
+            # without reading the trace context, which a request left out may never need
+            low = getrandbits(64)
+            keep = low < self.sampling.bound
+            context.new_trace = (f"{low:016x}", "01" if keep else "00")
+            if not keep:
                 return None
             trace_id, caller, flags = context.trace
         else:
             trace_id, caller, flags = context.trace
-            if caller is not None and self.sampling.trust_caller:
-                keep = self.sampling.sampled(trace_id, flags)
-            else:  # a new trace after all (a malformed traceparent), or a caller whose word does not count
+            if caller is None or self.sampling.trust_caller:  # a new trace (a malformed traceparent), or trusted
+                keep = self.sampling.sampled(trace_id, None if caller is None else flags)
+            else:  # a caller whose word does not count: neither its flag nor the trace id it chose
                 keep = getrandbits(64) < self.sampling.bound
             if not keep:
                 self.leave_out(context)
                 return None
         parent = None
-        if caller is not None:
+        if caller is None:
+            self.ids.next = int(trace_id, 16)  # the SDK's new trace: the id decided on
+        else:
             remote = trace.SpanContext(
                 int(trace_id, 16), int(caller, 16), is_remote=True, trace_flags=trace.TraceFlags(int(flags, 16))
             )
@@ -94,7 +114,7 @@ class Spans:
 
     @staticmethod
     def end(span: trace.Span, scope: Scope, status: int) -> None:
-        if not span.is_recording():  # not sampled: nothing to name or to end
+        if not span.is_recording():  # ended already: nothing to name or to end again
             return
         route = scope.get("route")
         template = getattr(route, "path", None)
@@ -119,6 +139,9 @@ class SpanMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = CONTEXT.get()
         if scope["type"] != "http" or context is None:
+            if scope["type"] == "websocket" and context is not None:
+                # no span for a WebSocket: the handshake sent upstream names none to record children under
+                self.spans.leave_out(context)
             await self.app(scope, receive, send)
             return
         span = scope.pop(SPAN, None)
@@ -148,7 +171,8 @@ class SpanMiddleware:
 
 
 def spans(endpoint: str | None, service: str, exporter: Any, sampling: Sampling) -> Spans:
-    return Spans(tracer(endpoint, service, exporter), sampling)
+    ids = RequestTraceIds()
+    return Spans(tracer(endpoint, service, exporter, ids), sampling, ids)
 
 
 def span_middleware(spans: Spans) -> Middleware:

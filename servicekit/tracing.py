@@ -9,6 +9,7 @@ with it OpenTelemetry — imported. A service without the variable pays nothing 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,14 @@ class Sampling:
         if caller_flags is not None and self.follows_caller:
             return int(caller_flags, 16) & 1 == 1
         return int(trace_id[16:], 16) < self.bound
+
+
+def sampling(values: Mapping[str, Any], *, trust_caller: bool = True) -> Sampling | None:
+    """A service's Sampling from its settings' values (OTEL_SETTINGS), or None when it exports no spans: then the
+    sampler settings are not read, and cannot stop a service that does not use them."""
+    if not values["otel_exporter_otlp_endpoint"]:
+        return None
+    return Sampling.of(values["otel_traces_sampler"], values["otel_traces_sampler_arg"], trust_caller=trust_caller)
 
 
 # scope key: a span begun outside the app (a raw route, servicekit.http) that the app's span middleware goes on with

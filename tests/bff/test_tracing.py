@@ -129,7 +129,7 @@ async def test_a_browser_cannot_make_its_requests_sampled(
         **env,
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
         "OTEL_TRACES_SAMPLER": sampler,
-        "OTEL_TRACES_SAMPLER_ARG": "0.001",
+        "OTEL_TRACES_SAMPLER_ARG": "1e-9",  # none of 50 fresh draws; every trace id below it, when trusted
     }
     for trusted, recorded in (("false", 0), ("true", 50)):
         async with running(provider, upstream, {**env, "BFF_TRUST_TRACEPARENT": trusted}) as rig:
@@ -174,12 +174,38 @@ def test_a_ratio_sampler_keeps_its_ratio_of_new_traces_and_follows_callers() -> 
     assert 850 < sum(span is not None for span in begun) < 1150  # about half, not a quarter (decided twice)
     for span, context in zip(begun, contexts, strict=True):
         assert context.traceparent().endswith("-01" if span is not None else "-00")
+        # the decision is the ratio rule's on the very trace id sent on, so that a ratio sampler downstream agrees
+        assert (int(context.trace_id[16:], 16) < 2**63) == (span is not None)
         if span is not None:
             assert f"{span.get_span_context().trace_id:032x}" == context.trace_id
     for flags in ("00", "01"):
         caller = RequestContext([(b"traceparent", f"00-{TRACE}-{BROWSER_SPAN}-{flags}".encode())])
         assert (maker.begin(scope, caller) is not None) == (flags == "01")
         assert caller.traceparent().startswith(f"00-{TRACE}-") and caller.traceparent().endswith(f"-{flags}")
+
+
+async def test_a_websocket_handshake_sent_on_asks_for_no_span_under_the_bffs() -> None:
+    """The BFF makes no span for a WebSocket: the traceparent its handshake sends upstream names a span nobody
+    records, so it says not sampled (found by a review: a browser's -01 went on as it came)."""
+    from servicekit.logs import CONTEXT, RequestContext
+    from servicekit.otel import SpanMiddleware, spans
+
+    maker = spans(None, "x", InMemorySpanExporter(), Sampling.of(None, None))
+    sent: list[str] = []
+
+    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+        context = CONTEXT.get()
+        assert context is not None
+        sent.append(context.traceparent())
+
+    middleware = SpanMiddleware(upstream, spans=maker)
+    headers = [(b"traceparent", f"00-{TRACE}-{BROWSER_SPAN}-01".encode())]
+    reset = CONTEXT.set(RequestContext(headers))
+    try:
+        await middleware({"type": "websocket", "path": "/api/chat/ws", "headers": headers}, None, None)  # type: ignore[arg-type]
+    finally:
+        CONTEXT.reset(reset)
+    assert sent[0].startswith(f"00-{TRACE}-") and sent[0].endswith("-00")
 
 
 RATIO = {"OTEL_TRACES_SAMPLER": "traceidratio"}
