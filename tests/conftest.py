@@ -185,8 +185,32 @@ def redis_factory() -> Iterator[Any]:
 
 
 class _QuickStopServer(uvicorn.Server):
-    """uvicorn looks at ``should_exit`` every 0.1 s; the suite stops hundreds of servers, so this one looks every
-    0.01 s (``on_tick`` still runs every 0.1 s: it keeps the Date header and the request counters)."""
+    """uvicorn looks at ``should_exit`` every 0.1 s, and its shutdown waits 0.1 s and then polls every 0.1 s for the
+    connections to close; the suite stops hundreds of servers, so this one does each every 0.01 s (``on_tick`` still
+    runs every 0.1 s: it keeps the Date header and the request counters). The same steps otherwise, in order."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        for server in self.servers:  # stop accepting
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):  # ask every connection to finish
+            connection.shutdown()
+        await asyncio.sleep(0.01)
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                for pending in (self.server_state.connections, self.server_state.tasks):  # each, until empty
+                    while True:
+                        if not pending or self.force_exit:
+                            break
+                        await asyncio.sleep(0.01)
+                for server in self.servers:
+                    await server.wait_closed()
+        except TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
     async def main_loop(self) -> None:
         counter = 0
