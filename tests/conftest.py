@@ -435,6 +435,8 @@ class RedisCluster:
                     "everysec",
                     "--repl-diskless-sync-delay",  # a replica syncs at once, not after 5 s
                     "0",
+                    "--repl-diskless-load",  # and an empty one loads from the socket, not through the disk
+                    "on-empty-db",
                 ),
             )
             self.nodes.append(node.start())
@@ -549,7 +551,8 @@ def redis_cluster_url(redis_cluster: RedisCluster) -> str:
 # --- Redis Sentinel -------------------------------------------------------------------------------------------
 
 SENTINEL_MASTER = "mymaster"
-_QUICK_SYNC = ("--repl-diskless-sync-delay", "0")  # a replica syncs at once, not after 5 s
+# a replica syncs at once, not after 5 s, and an empty one loads from the socket, not through a file on the disk
+_QUICK_SYNC = ("--repl-diskless-sync-delay", "0", "--repl-diskless-load", "on-empty-db")
 
 
 @dataclass
