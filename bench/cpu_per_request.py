@@ -37,6 +37,7 @@ from bench.harness import (  # noqa: E402
     Stack,
     bff_env,
     free_port,
+    given_env,
     login,
     processes,
     service,
@@ -93,8 +94,7 @@ def main() -> None:
         otlp_url = start_otlp_sink(procs) if any("$OTLP" in item for item in args.env + args.base_env) else None
         for name, tree in trees.items():
             env = {**bff_env(stack, urls[name], BFF_TRUSTED_PROXIES="127.0.0.1/32"), "PYTHONPATH": tree}
-            given = (item.replace("$RS", rs_url).replace("$OTLP", otlp_url or "") for item in extra[name])
-            env |= dict(item.split("=", 1) for item in given)
+            env |= given_env(extra[name], RS=rs_url, OTLP=otlp_url or "")
             procs.append(Proc(service("bff", ports[name], "serve"), env, health=urls[name] + "/readyz"))
             pids[name] = procs[-1].proc.pid
             cookies[name] = login(urls[name], USER, PASSWORD)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -93,6 +93,17 @@ def start_redis(procs: list[Proc], *extra: str) -> tuple[str, int]:
             raise RuntimeError("redis-server did not start")
         time.sleep(0.05)
     return f"redis://127.0.0.1:{port}/0", port
+
+
+def given_env(items: Iterable[str], **placeholders: str) -> dict[str, str]:
+    """``--env NAME=VALUE`` items, with ``$KEY`` in a value replaced by ``placeholders[KEY]`` (``$RS``, ``$OTLP``)."""
+    env = {}
+    for item in items:
+        for key, value in placeholders.items():
+            item = item.replace(f"${key}", value)
+        name, value = item.split("=", 1)  # (no "=": a ValueError, as before)
+        env[name] = value
+    return env
 
 
 def start_otlp_sink(procs: list[Proc]) -> str:

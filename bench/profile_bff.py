@@ -17,7 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Stack, free_port, login, processes, start_otlp_sink, start_redis, wrk  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Stack,
+    free_port,
+    given_env,
+    login,
+    processes,
+    start_otlp_sink,
+    start_redis,
+    wrk,
+)
 from bench.run import PASSWORD, USER, start_auth, start_bff, start_rs  # noqa: E402
 
 
@@ -38,7 +47,7 @@ def main() -> None:
         rs_url = start_rs(procs, redis_url, auth_url)
         stack = Stack(redis_url, redis_port, auth_url, rs_url, [url], "profile-secret-0123456789")
         otlp_url = start_otlp_sink(procs) if any("$OTLP" in item for item in args.env) else ""
-        extra = dict(item.replace("$OTLP", otlp_url).split("=", 1) for item in args.env)
+        extra = given_env(args.env, OTLP=otlp_url)
         start_bff(procs, stack, port, **{"BFF_TRUSTED_PROXIES": "127.0.0.1/32", **extra})
         bff_pid = procs[-1].proc.pid
         cookie = login(url, USER, PASSWORD)

@@ -79,7 +79,7 @@ class Spans:
             if caller is None or self.sampling.trust_caller:  # a new trace (a malformed traceparent), or trusted
                 keep = self.sampling.sampled(trace_id, None if caller is None else flags)
             else:  # a caller whose word does not count: neither its flag nor the trace id it chose
-                keep = getrandbits(64) < self.sampling.bound
+                keep = self.sampling.fresh()
             if not keep:
                 self.leave_out(context)
                 return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from random import getrandbits
 from typing import Any
 
 from .settings import Setting, SettingsError, stripped
@@ -89,6 +90,10 @@ class Sampling:
         follows, fixed = SAMPLERS[name]
         ratio = _ratio(arg) if fixed is None else fixed  # (the ARG of another sampler is not ours to judge)
         return cls(follows, round(ratio * 2**64), trust_caller)
+
+    def fresh(self) -> bool:
+        """Decided on fresh random bits, by the same rule: for a caller whose word does not count."""
+        return getrandbits(64) < self.bound
 
     def sampled(self, trace_id: str, caller_flags: str | None) -> bool:
         """For a trace id (32 hex digits) and the caller's flags (None: no caller)."""
