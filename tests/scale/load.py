@@ -79,8 +79,13 @@ class Load:
     outcomes: list[Outcome] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
-    def counts(self, url: str | None = None, after: float = 0.0) -> Counter[int | str]:
-        return Counter(o.status for o in self.outcomes if (url is None or o.url == url) and o.at >= after)
+    def counts(self, url: str | None = None, after: float = 0.0, sent_after: float = 0.0) -> Counter[int | str]:
+        """Statuses of the requests answered ``after`` and sent ``sent_after`` (seconds since the start)."""
+        return Counter(
+            o.status
+            for o in self.outcomes
+            if (url is None or o.url == url) and o.at >= after and o.at - o.latency >= sent_after
+        )
 
     def sessions_ok(self, after: float, url: str | None = None) -> set[int]:
         """Sessions that got a 200 after ``after`` seconds (from ``url`` if given)."""
