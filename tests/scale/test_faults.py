@@ -58,7 +58,9 @@ async def test_bff_replica_killed_mid_load(stack_factory: Any, process_factory: 
     # Sent once it was gone, nothing was answered by it. (Not "answered after": a response the replica wrote just before
     # the kill is read by this busy loop whenever it gets to it; CI once saw two 200s read 0.2 s after the kill.)
     assert load.counts(first.url, sent_after=killed_at).get(200, 0) == 0
-    assert load.counts(first.url, sent_after=killed_at), "no request went to the killed replica: the check above is void"
+    assert load.counts(first.url, sent_after=killed_at), (
+        "no request went to the killed replica: the check above is void"
+    )
     assert before[200] >= 20 and all(s == 200 or isinstance(s, str) for s in before), before
     assert load.sessions_ok(after=killed_at + 0.6, url=second.url) == set(range(20))
     assert await check_all(cookies, second.url) == {200: 40}
