@@ -273,6 +273,8 @@ async def test_nginx_asks_over_a_unix_socket_only_when_its_peers_are_trusted(
         lines = [json.loads(line) for line in edge.bff.output().splitlines() if line.startswith("{")]
         (listing,) = [line for line in lines if line.get("route") == "/bff/sessions"]
         assert (listing["client"], listing["forwarded_for"]) == (None, "127.0.0.1")
+        asked = [line for line in lines if line.get("route") == "/bff/auth"]  # forward auth's questions: the same
+        assert asked and all((q["client"], q["forwarded_for"]) == (None, "127.0.0.1") for q in asked), asked
     async with running_edge(stack_factory, process_factory, uds=True, BFF_TRUSTED_PROXIES="127.0.0.1/32") as edge:
         browser = edge.stack.browser(edge.url)
         assert (await edge.stack.login(browser, "vic")).status_code == 302  # the BFF's own pages still answer
