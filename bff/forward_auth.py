@@ -19,6 +19,8 @@ The proxy asks about a request it holds; the answer is about that *original* req
   (``preferred_username``), ``-Email`` and ``-Groups`` (comma-joined) when present and header-safe (``bff.claims``);
   401 ``login_required`` as JSON, never a redirect; 403 ``insufficient_claims`` when the route's ``require`` fails.
   Every refusal carries its error code in ``X-Auth-Request-Error``, for the proxy to answer the browser with.
+  The 200 also carries ``X-Request-ID`` and ``traceparent`` (this answer's span as the parent) for the proxy to set
+  on the upstream request, so that the upstream's log lines and spans join the BFF's, as behind its own proxy.
 
 The common case costs one Redis command (the session's GETEX), as a proxied request does.
 """
@@ -153,4 +155,10 @@ class ForwardAuth:
                 headers.append((b"x-auth-request-sub", sub))
             if credential.session is not None and credential.session.claims:
                 headers += identity_headers(credential.session.claims)  # DESIGN §11; header-safe (bff.claims)
+        if context is not None:
+            # DESIGN §12: the upstream's log lines join this answer's, as behind the BFF's own proxy: the request's id
+            # and its trace with this answer's span as the parent, and the sampling decision the BFF made (a
+            # browser's flag does not decide, BFF_TRUST_TRACEPARENT); the proxy sets both on the upstream request
+            headers.append((b"x-request-id", context.request_id.encode("latin-1")))
+            headers.append((b"traceparent", context.traceparent().encode("latin-1")))
         return headers

@@ -319,7 +319,8 @@ async def test_forward_auth_on_a_real_socket_exports_one_span_per_question(
     rig_env: tuple[Provider, str, dict[str, str]], process_factory: Any
 ) -> None:
     """`bff serve` answers an allowed /bff/auth past the ASGI app (servicekit.http raw routes) and hands a refusal to
-    the app: each is one server span, exported over OTLP/HTTP to a collector on a socket, in the asker's trace."""
+    the app: each is one server span, exported over OTLP/HTTP to a collector on a socket, in the asker's trace. The
+    allowed answer names that span as the upstream request's parent, for the proxy to send on."""
     provider, _, env = rig_env
     collector = Collector()
     bff = process_factory(
@@ -360,6 +361,9 @@ async def test_forward_auth_on_a_real_socket_exports_one_span_per_question(
             assert span.name == "GET /bff/auth" and span.parent_span_id.hex() == BROWSER_SPAN
             assert attributes["http.response.status_code"].int_value == status
             assert attributes["http.route"].string_value == "/bff/auth"
+        (span,) = collector.in_trace(allowed_trace)
+        assert allowed.headers["traceparent"] == f"00-{allowed_trace}-{span.span_id.hex()}-01"
+        assert "traceparent" not in refused.headers
     finally:
         collector.server.shutdown()
         collector.server.server_close()

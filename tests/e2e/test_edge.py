@@ -189,6 +189,25 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     assert browser.leaked() == []  # no token ever reached the browser: not in a body, not in a header
 
 
+async def test_the_upstreams_log_lines_join_the_bffs_answer(stack_factory: Any, process_factory: Any) -> None:
+    """DESIGN §12 behind forward auth as behind the BFF's proxy: the upstream gets the request id of the BFF's
+    /bff/auth access line and the browser's trace with the BFF's answer as the parent, not the browser's own span."""
+    async with running_edge(stack_factory, process_factory, access_log=True) as edge:
+        browser = edge.stack.browser(edge.url)
+        assert (await edge.stack.login(browser, "tess")).status_code == 302
+        trace, browsers_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+        mirrored = await browser.request(
+            "GET", "/api/chat/headers", headers={"traceparent": f"00-{trace}-{browsers_span}-01"}
+        )
+        assert mirrored.status_code == 200, mirrored.text
+        upstream_saw = {k.lower(): v for k, v in edge.seen[-1].items()}
+        lines = [json.loads(line) for line in edge.bff.output().splitlines() if line.startswith("{")]
+        (asked,) = [line for line in lines if line.get("route") == "/bff/auth" and line["trace_id"] == trace]
+        assert upstream_saw["x-request-id"] == asked["request_id"]
+        version, trace_id, parent, flags = upstream_saw["traceparent"].split("-")
+        assert (version, trace_id, flags) == ("00", trace, "01") and parent not in (browsers_span, "0" * 16)
+
+
 async def test_a_sessions_address_is_the_one_nginx_saw(edge_stack: EdgeStack) -> None:
     """DESIGN §14: "Your sessions" shows each login's network. Behind nginx (a trusted proxy) the BFF reads
     X-Forwarded-For, so nginx must set it: a browser's own copy would let a thief's login pose as another network."""

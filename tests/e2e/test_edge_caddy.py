@@ -22,6 +22,7 @@ from tests.e2e.test_edge import chat_upstream
 from tests.processes import terminate
 
 pytestmark = pytest.mark.anyio
+TRACE, BROWSERS_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 CADDYFILE = REPO / "deploy" / "caddy" / "Caddyfile"
 
@@ -97,13 +98,23 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
     mirrored = await browser.request(
         "GET",
         "/api/live/headers",
-        headers={"Authorization": "Bearer forged", "X-HTTP-Method-Override": "DELETE", **forged},
+        headers={
+            "Authorization": "Bearer forged",
+            "X-HTTP-Method-Override": "DELETE",
+            "X-Request-ID": "the-browsers-own",  # a sane id: the BFF takes it for its lines, and so the upstream
+            "traceparent": f"00-{TRACE}-{BROWSERS_SPAN}-01",
+            **forged,
+        },
     )
     assert mirrored.status_code == 200 and "set-cookie" not in mirrored.headers, mirrored.text
     upstream_saw = {k.lower(): v for k, v in seen[-1].items()}
     assert upstream_saw["authorization"].startswith("Bearer eyJ") and upstream_saw["x-auth-request-sub"]
     assert "cookie" not in upstream_saw and "x-csrf" not in upstream_saw
     assert "x-http-method-override" not in upstream_saw
+    # The BFF's answer's request id and trace reach the upstream (its log lines join the BFF's), the parent its span
+    assert upstream_saw["x-request-id"] == "the-browsers-own"
+    version, trace_id, parent, flags = upstream_saw["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE, "01") and parent not in (BROWSERS_SPAN, "0" * 16)
     # Who the user is comes from the BFF alone: the browser's own copies never pass (DESIGN §11). Alice has no email
     # or groups at our auth server; Debian's Caddy 2.6 then sends its unresolved placeholder text in their place
     # (docs/guides/edge-caddy.md), never the forged values.
