@@ -20,6 +20,10 @@ from servicekit.tracing import OTEL_SETTINGS, Sampling, sampling
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+# The pages a browser loads (DESIGN §1): a browser's traceparent decides nothing there unless AUTH_TRUST_TRACEPARENT
+# (W3C Trace Context §7.2). Every other path is a client's back-channel call, which follows its caller (the BFF's
+# token calls join the BFF's trace as the BFF decided it).
+FRONT_CHANNEL = frozenset({"/oauth/authorize", "/oauth/logout", "/register", "/account"})
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,16 @@ OWN = (
         kind="boolean",
     ),
     Setting(
+        "AUTH_TRUST_TRACEPARENT",
+        "false",
+        "Let a browser's traceparent decide which requests to the pages it loads (authorize, logout, register, "
+        "account) have their spans exported, as a client's does on the back channel (token, revocation, discovery). "
+        "Off: any page could have every request it sends recorded; fresh random bits decide there, and the caller's "
+        "trace still holds the span.",
+        flag,
+        kind="boolean",
+    ),
+    Setting(
         "AUTH_TRUSTED_PROXIES",
         "",
         "CIDRs of the proxies whose X-Forwarded-For names the client (throttling by address).",
@@ -390,7 +404,7 @@ class Settings:
             revocations_clients=v["revocations_clients"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "auth-server",
-            otel_sampling=sampling(v),
+            otel_sampling=sampling(v, untrusted_paths=frozenset() if v["trust_traceparent"] else FRONT_CHANNEL),
         )
 
     def check_client_secrets(self) -> None:

@@ -78,9 +78,19 @@ class Sampling:
     # whether a caller's traceparent may decide at all: its flags (parentbased_*) and, for the ratio, its trace id.
     # False at a front gate (the BFF: its callers are browsers, W3C Trace Context §7.2): fresh random bits decide.
     trust_caller: bool = True
+    # paths whose callers are browsers even where the others are trusted (the auth server's pages): there, too, fresh
+    # random bits decide
+    untrusted_paths: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, sampler: str | None, arg: str | None, *, trust_caller: bool = True) -> Sampling:
+    def of(
+        cls,
+        sampler: str | None,
+        arg: str | None,
+        *,
+        trust_caller: bool = True,
+        untrusted_paths: frozenset[str] = frozenset(),
+    ) -> Sampling:
         """``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` as given; a sampler this service cannot follow, or
         a ratio outside 0-1 for a ratio sampler, is a SettingsError naming the setting."""
         name = (sampler or "parentbased_always_on").strip().lower()
@@ -89,7 +99,11 @@ class Sampling:
             raise SettingsError(f"OTEL_TRACES_SAMPLER must be one of {known}, got {sampler!r}")
         follows, fixed = SAMPLERS[name]
         ratio = _ratio(arg) if fixed is None else fixed  # (the ARG of another sampler is not ours to judge)
-        return cls(follows, round(ratio * 2**64), trust_caller)
+        return cls(follows, round(ratio * 2**64), trust_caller, untrusted_paths)
+
+    def trusts(self, path: str) -> bool:
+        """Whether a caller's traceparent may decide for a request to ``path``."""
+        return self.trust_caller and path not in self.untrusted_paths
 
     def fresh(self) -> bool:
         """Decided on fresh random bits, by the same rule: for a caller whose word does not count."""
@@ -102,12 +116,19 @@ class Sampling:
         return int(trace_id[16:], 16) < self.bound
 
 
-def sampling(values: Mapping[str, Any], *, trust_caller: bool = True) -> Sampling | None:
+def sampling(
+    values: Mapping[str, Any], *, trust_caller: bool = True, untrusted_paths: frozenset[str] = frozenset()
+) -> Sampling | None:
     """A service's Sampling from its settings' values (OTEL_SETTINGS), or None when it exports no spans: then the
     sampler settings are not read, and cannot stop a service that does not use them."""
     if not values["otel_exporter_otlp_endpoint"]:
         return None
-    return Sampling.of(values["otel_traces_sampler"], values["otel_traces_sampler_arg"], trust_caller=trust_caller)
+    return Sampling.of(
+        values["otel_traces_sampler"],
+        values["otel_traces_sampler_arg"],
+        trust_caller=trust_caller,
+        untrusted_paths=untrusted_paths,
+    )
 
 
 # scope key: a span begun outside the app (a raw route, servicekit.http) that the app's span middleware goes on with

@@ -184,6 +184,42 @@ def test_a_ratio_sampler_keeps_its_ratio_of_new_traces_and_follows_callers() -> 
         assert caller.traceparent().startswith(f"00-{TRACE}-") and caller.traceparent().endswith(f"-{flags}")
 
 
+@pytest.mark.parametrize("trusting", [False, True])
+def test_a_browser_cannot_make_the_auth_servers_pages_sampled(tmp_path: Any, trusting: bool) -> None:
+    """The auth server's pages are loaded by browsers: there a forced traceparent (sampled, and a trace id below any
+    ratio) decides nothing unless AUTH_TRUST_TRACEPARENT, while its back channel follows its callers (the BFF's token
+    calls join the trace as the BFF decided it)."""
+    from auth_server.settings import FRONT_CHANNEL
+    from servicekit.logs import RequestContext
+    from servicekit.otel import spans
+    from tests.auth_server.helpers import make_settings
+
+    settings = make_settings(
+        "redis://127.0.0.1:1/0",
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318",
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0.000000001",
+        AUTH_TRUST_TRACEPARENT=str(trusting).lower(),
+    )
+    assert settings.otel_sampling is not None
+    maker = spans(None, "auth-server", InMemorySpanExporter(), settings.otel_sampling)
+
+    def recorded(path: str) -> int:
+        forced = [f"00-{os.urandom(8).hex()}{'0' * 16}-{BROWSER_SPAN}-01" for _ in range(50)]
+        contexts = [RequestContext([(b"traceparent", f.encode())]) for f in forced]
+        begun = [maker.begin({"method": "GET", "path": path}, context) for context in contexts]
+        for context, span in zip(contexts, begun, strict=True):  # what the auth server says on is what it decided
+            assert context.traceparent().endswith("-01" if span is not None else "-00")
+        return sum(span is not None for span in begun)
+
+    assert FRONT_CHANNEL == {"/oauth/authorize", "/oauth/logout", "/register", "/account"}
+    for page in FRONT_CHANNEL:
+        assert recorded(page) == (50 if trusting else 0), page
+    for back_channel in ("/oauth/token", "/oauth/revoke", "/oauth/par", "/.well-known/openid-configuration"):
+        assert recorded(back_channel) == 50, back_channel
+
+
 async def test_a_websocket_handshake_sent_on_asks_for_no_span_under_the_bffs() -> None:
     """The BFF makes no span for a WebSocket: the traceparent its handshake sends upstream names a span nobody
     records, so it says not sampled (found by a review: a browser's -01 went on as it came)."""
@@ -280,6 +316,8 @@ async def test_the_resource_server_and_the_auth_server_export_when_asked(
         if endpoint:
             resource = spans[0].kwargs["spans"].tracer.resource  # type: ignore[attr-defined]
             assert resource.attributes["service.name"] == service
+            pages = spans[0].kwargs["spans"].sampling.untrusted_paths  # type: ignore[attr-defined]
+            assert bool(pages) == (service == "auth-server")  # browsers load the auth server's pages, not the API
 
 
 class Collector:
