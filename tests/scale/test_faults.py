@@ -90,7 +90,7 @@ async def test_redis_killed_and_restarted_mid_load(stack_factory: Any, redis_fac
 
     counts = load.counts()
     assert set(counts) <= {200, 503}, counts
-    recovered = load.counts(after=up_at + 1.5)  # pooled connections to the old server are gone
+    recovered = load.counts(sent_after=up_at + 1.5)  # pooled connections to the old server are gone
     assert set(recovered) == {200}, recovered
     assert load.counts(after=down_at + 0.2)[503] > 0  # the outage was seen
     assert load.sessions_ok(after=up_at + 1.5) == set(range(30))
