@@ -295,6 +295,7 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         access_log=ACCESS,
         request_labels=METRIC_LABELS,
         forwarded_for=proxy.forwarded_for,
+        caller_flags=settings.trust_traceparent,
     )
     # None: export off
     spans = tracing.spans(settings.otel_endpoint, settings.otel_service_name, span_exporter, settings.otel_sampling)
@@ -306,7 +307,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         # X-Auth-Request-Error) without asking Redis again.
         start = time.perf_counter()
         scope["route"] = AUTH_ROUTE
-        context = RequestContext(scope["headers"])  # what the log lines and calls made meanwhile carry
+        # what the log lines and calls made meanwhile carry
+        context = RequestContext(scope["headers"], settings.trust_traceparent)
         reset = CONTEXT.set(context)
         span = spans.begin(scope, context) if spans is not None else None  # export on: its server span
         try:
@@ -363,6 +365,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
                 request_labels=METRIC_LABELS,
                 echo_request_id=False,
                 forwarded_for=proxy.forwarded_for,  # the access line's client behind a trusted edge
+                # a browser's traceparent flag decides nothing downstream either, export on or off (W3C Trace
+                # Context §7.2): unless BFF_TRUST_TRACEPARENT, its trace goes on flagged as one the BFF starts
+                caller_flags=settings.trust_traceparent,
             ),
             *tracing.middleware(spans),
             Middleware(PrefixRoute, prefix="/bff/auth", endpoint=forward_auth),

@@ -213,8 +213,9 @@ OWN = (
         "BFF_TRUST_TRACEPARENT",
         "false",
         "Let a caller's traceparent decide which requests' spans are exported (OTEL_TRACES_SAMPLER's parentbased "
-        "samplers follow its flag; the ratio ones read its trace id). Off: the BFF's callers are browsers, whose word "
-        "would make every request recorded; fresh random bits decide, the caller's trace still holds the span.",
+        "samplers follow its flag; the ratio ones read its trace id), and its flag go on upstream. Off: the BFF's "
+        "callers are browsers, whose word would make every request recorded; fresh random bits decide, the caller's "
+        "trace still holds the span, and with export off its trace goes on flagged as one the BFF starts.",
         flag,
         kind="boolean",
     ),
@@ -289,6 +290,7 @@ class Settings:
     otel_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT: spans exported with OpenTelemetry (DESIGN §12)
     otel_service_name: str = "jwt-bff"
     otel_sampling: Sampling | None = None  # OTEL_TRACES_SAMPLER(_ARG): which requests' spans are exported
+    trust_traceparent: bool = False  # BFF_TRUST_TRACEPARENT: a caller's traceparent flag decides, and goes on
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -333,6 +335,7 @@ class Settings:
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "jwt-bff",
             otel_sampling=sampling(v, trust_caller=v["trust_traceparent"]),
+            trust_traceparent=v["trust_traceparent"],
         )
 
     def check_client_secret(self) -> None:

@@ -41,10 +41,13 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
 class RequestContext:
     """What every log line and every outgoing call of one request carries; computed on first use."""
 
-    __slots__ = ("headers", "_request_id", "_trace", "span_id", "extra", "_entropy", "new_trace")
+    __slots__ = ("headers", "_request_id", "_trace", "span_id", "extra", "_entropy", "new_trace", "caller_flags")
 
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, headers: list[tuple[bytes, bytes]], caller_flags: bool = True) -> None:
         self.headers = headers
+        # False: a caller's traceparent flags are not passed on (a browser's, at a service that does not decide
+        # sampling itself): the trace goes on flagged as one this service starts, its id still the caller's
+        self.caller_flags = caller_flags
         self._request_id: str | None = None
         self._trace: tuple[str, str | None, str] | None = None  # (trace id, the caller's span id, flags)
         self.span_id: str | None = None  # this service's span (OpenTelemetry's when it is on)
@@ -74,7 +77,7 @@ class RequestContext:
                 trace = (match[1], match[2], match[3]) if valid and match is not None else ()
         self._request_id = rid or self._random()[:16]
         if trace:
-            self._trace = trace
+            self._trace = trace if self.caller_flags else (trace[0], trace[1], "01")
         else:
             low, flags = self.new_trace or (self._random()[32:48], "01")
             self._trace = (self._random()[16:32] + low, None, flags)

@@ -37,6 +37,7 @@ class MetricsMiddleware:
     passes the id on itself) the id is worked out only when something asks for it (servicekit.logs.RequestContext).
     ``forwarded_for``: the client a trusted proxy in front names (``TrustedProxies.client_address``), which the
     access line gives as ``forwarded_for`` when it is not the peer itself (behind a Unix socket, the only address).
+    ``caller_flags=False``: a caller's ``traceparent`` flags are not passed on (``servicekit.logs.RequestContext``).
     """
 
     def __init__(
@@ -49,8 +50,10 @@ class MetricsMiddleware:
         routes: Sequence[BaseRoute] = (),
         echo_request_id: bool = True,
         forwarded_for: Callable[[Scope], str] | None = None,
+        caller_flags: bool = True,
     ) -> None:
         self.app = app
+        self.caller_flags = caller_flags  # servicekit.logs.RequestContext: whether a caller's trace flags go on
         self.forwarded_for = forwarded_for
         self.requests = metrics.requests
         self.latency = metrics.latency
@@ -84,7 +87,7 @@ class MetricsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":  # its log lines and its upstream call carry the request's ids too
-                reset = CONTEXT.set(RequestContext(scope["headers"]))
+                reset = CONTEXT.set(RequestContext(scope["headers"], self.caller_flags))
                 try:
                     await self.app(scope, receive, send)
                 finally:
@@ -96,7 +99,7 @@ class MetricsMiddleware:
         status = 500
         timed = False
         logging_on = self.access_log.isEnabledFor(logging.INFO)  # read once per request: hot path
-        context = RequestContext(scope["headers"])
+        context = RequestContext(scope["headers"], self.caller_flags)
         reset = CONTEXT.set(context)
 
         async def send_wrapper(message: Message) -> None:

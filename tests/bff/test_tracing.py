@@ -38,6 +38,24 @@ async def test_the_upstream_gets_the_browser_trace_with_the_bff_as_parent(rig: R
         assert len(new) == 32 and new not in (TRACE, "0" * 32)  # an invalid one starts a new trace (W3C §4.3)
 
 
+async def test_without_export_a_browsers_trace_flag_goes_on_only_when_trusted(
+    rig_env: tuple[Provider, str, dict[str, str]],
+) -> None:
+    """With export off the BFF decides no sampling, and a browser's flag went on as it came: a page could have its
+    requests left out of the upstreams' traces (00), or recorded where a trace the BFF starts would not be. Now its
+    trace goes on flagged as one the BFF starts (01), unless BFF_TRUST_TRACEPARENT; its trace id stays (the logs')."""
+    provider, upstream, env = rig_env
+    for trusted in ("false", "true"):
+        async with running(provider, upstream, {**env, "BFF_TRUST_TRACEPARENT": trusted}) as rig:
+            browser = await rig.logged_in()
+            for flags in ("00", "01"):
+                sent = await browser.request(
+                    "GET", "/api/notes/me", headers={"traceparent": f"00-{TRACE}-{BROWSER_SPAN}-{flags}"}
+                )
+                _, trace, _, went_on = sent.json()["headers"]["traceparent"].split("-")
+                assert (trace, went_on) == (TRACE, flags if trusted == "true" else "01"), (trusted, flags)
+
+
 async def test_spans_are_exported_in_the_browser_trace(
     rig_env: tuple[Provider, str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
