@@ -20,10 +20,24 @@ from servicekit.tracing import OTEL_SETTINGS, Sampling, sampling
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-# The pages a browser loads (DESIGN §1): a browser's traceparent decides nothing there unless AUTH_TRUST_TRACEPARENT
-# (W3C Trace Context §7.2). Every other path is a client's back-channel call, which follows its caller (the BFF's
-# token calls join the BFF's trace as the BFF decided it).
-FRONT_CHANNEL = frozenset({"/oauth/authorize", "/oauth/logout", "/register", "/account"})
+# The back channel: the paths clients call (the BFF's token calls, a resource server's discovery and revocation feed),
+# whose traceparent decides sampling (the BFF's calls join its trace as it decided). On every other path — the pages a
+# browser loads (/oauth/authorize, /oauth/logout, /register, /account), a 404 — a caller's traceparent decides nothing
+# unless AUTH_TRUST_TRACEPARENT (W3C Trace Context §7.2): fresh random bits do.
+BACK_CHANNEL = frozenset(
+    {
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/jwks.json",
+        "/oauth/token",
+        "/oauth/revoke",
+        "/oauth/introspect",
+        "/oauth/revocations",
+        "/oauth/par",
+        "/userinfo",
+        "/users",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -252,10 +266,10 @@ OWN = (
     Setting(
         "AUTH_TRUST_TRACEPARENT",
         "false",
-        "Let a browser's traceparent decide which requests to the pages it loads (authorize, logout, register, "
-        "account) have their spans exported, as a client's does on the back channel (token, revocation, discovery). "
-        "Off: any page could have every request it sends recorded; fresh random bits decide there, and the caller's "
-        "trace still holds the span.",
+        "Let any caller's traceparent decide which requests have their spans exported, as a client's does on the "
+        "back channel (token, revocation, introspection, PAR, userinfo, discovery). Off: on the pages a browser loads "
+        "(authorize, logout, register, account) and any other path, fresh random bits decide (or any page could have "
+        "every request it sends recorded); the caller's trace still holds the span.",
         flag,
         kind="boolean",
     ),
@@ -404,7 +418,7 @@ class Settings:
             revocations_clients=v["revocations_clients"],
             otel_endpoint=v["otel_exporter_otlp_endpoint"],
             otel_service_name=v["otel_service_name"] or "auth-server",
-            otel_sampling=sampling(v, untrusted_paths=frozenset() if v["trust_traceparent"] else FRONT_CHANNEL),
+            otel_sampling=sampling(v, trust_caller=v["trust_traceparent"], trusted_paths=BACK_CHANNEL),
         )
 
     def check_client_secrets(self) -> None:

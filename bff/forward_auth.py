@@ -157,8 +157,8 @@ class ForwardAuth:
                 headers += identity_headers(credential.session.claims)  # DESIGN §11; header-safe (bff.claims)
         if context is not None:
             # DESIGN §12: the upstream's log lines join this answer's, as behind the BFF's own proxy: the request's id
-            # and its trace with this answer's span as the parent, and the sampling decision the BFF made (a
-            # browser's flag does not decide, BFF_TRUST_TRACEPARENT); the proxy sets both on the upstream request
+            # and its trace with this answer's span as the parent, and the BFF's flag (its sampling decision when it
+            # exports spans), not the browser's (BFF_TRUST_TRACEPARENT); the proxy sets both on the upstream request
             headers.append((b"x-request-id", context.request_id.encode("latin-1")))
             headers.append((b"traceparent", context.traceparent().encode("latin-1")))
         return headers

@@ -76,7 +76,7 @@ class Spans:
             trace_id, caller, flags = context.trace
         else:
             trace_id, caller, flags = context.trace
-            if caller is None or self.sampling.trusts(scope["path"]):  # a new trace (a malformed one), or trusted
+            if caller is None or self.sampling.trusts(scope):  # a new trace (a malformed one), or trusted
                 keep = self.sampling.sampled(trace_id, None if caller is None else flags)
             else:  # a caller whose word does not count: neither its flag nor the trace id it chose
                 keep = self.sampling.fresh()

@@ -78,9 +78,9 @@ class Sampling:
     # whether a caller's traceparent may decide at all: its flags (parentbased_*) and, for the ratio, its trace id.
     # False at a front gate (the BFF: its callers are browsers, W3C Trace Context §7.2): fresh random bits decide.
     trust_caller: bool = True
-    # paths whose callers are browsers even where the others are trusted (the auth server's pages): there, too, fresh
-    # random bits decide
-    untrusted_paths: frozenset[str] = frozenset()
+    # paths whose callers are trusted where the others are not (the auth server's back channel, whose callers are
+    # clients; its pages, and any other path, are browsers')
+    trusted_paths: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -89,7 +89,7 @@ class Sampling:
         arg: str | None,
         *,
         trust_caller: bool = True,
-        untrusted_paths: frozenset[str] = frozenset(),
+        trusted_paths: frozenset[str] = frozenset(),
     ) -> Sampling:
         """``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` as given; a sampler this service cannot follow, or
         a ratio outside 0-1 for a ratio sampler, is a SettingsError naming the setting."""
@@ -99,11 +99,16 @@ class Sampling:
             raise SettingsError(f"OTEL_TRACES_SAMPLER must be one of {known}, got {sampler!r}")
         follows, fixed = SAMPLERS[name]
         ratio = _ratio(arg) if fixed is None else fixed  # (the ARG of another sampler is not ours to judge)
-        return cls(follows, round(ratio * 2**64), trust_caller, untrusted_paths)
+        return cls(follows, round(ratio * 2**64), trust_caller, trusted_paths)
 
-    def trusts(self, path: str) -> bool:
-        """Whether a caller's traceparent may decide for a request to ``path``."""
-        return self.trust_caller and path not in self.untrusted_paths
+    def trusts(self, scope: Mapping[str, Any]) -> bool:
+        """Whether a caller's traceparent may decide for the request of ``scope``: judged on the path the app routes
+        (without ``root_path``, which Starlette's ``path`` includes), so that an app mounted under a prefix is judged
+        as it is routed."""
+        if self.trust_caller:
+            return True
+        path, root = scope["path"], scope.get("root_path")
+        return (path[len(root) :] if root and path.startswith(root) else path) in self.trusted_paths
 
     def fresh(self) -> bool:
         """Decided on fresh random bits, by the same rule: for a caller whose word does not count."""
@@ -117,7 +122,7 @@ class Sampling:
 
 
 def sampling(
-    values: Mapping[str, Any], *, trust_caller: bool = True, untrusted_paths: frozenset[str] = frozenset()
+    values: Mapping[str, Any], *, trust_caller: bool = True, trusted_paths: frozenset[str] = frozenset()
 ) -> Sampling | None:
     """A service's Sampling from its settings' values (OTEL_SETTINGS), or None when it exports no spans: then the
     sampler settings are not read, and cannot stop a service that does not use them."""
@@ -127,7 +132,7 @@ def sampling(
         values["otel_traces_sampler"],
         values["otel_traces_sampler_arg"],
         trust_caller=trust_caller,
-        untrusted_paths=untrusted_paths,
+        trusted_paths=trusted_paths,
     )
 
 

@@ -204,10 +204,12 @@ def test_a_ratio_sampler_keeps_its_ratio_of_new_traces_and_follows_callers() -> 
 
 @pytest.mark.parametrize("trusting", [False, True])
 def test_a_browser_cannot_make_the_auth_servers_pages_sampled(tmp_path: Any, trusting: bool) -> None:
-    """The auth server's pages are loaded by browsers: there a forced traceparent (sampled, and a trace id below any
-    ratio) decides nothing unless AUTH_TRUST_TRACEPARENT, while its back channel follows its callers (the BFF's token
-    calls join the trace as the BFF decided it)."""
-    from auth_server.settings import FRONT_CHANNEL
+    """The auth server's pages are loaded by browsers: there, and on any path but the back channel's, a forced
+    traceparent (sampled, and a trace id below any ratio) decides nothing unless AUTH_TRUST_TRACEPARENT, while the back
+    channel follows its callers (the BFF's token calls join the trace as the BFF decided it). Judged on the path as
+    routed: under a root_path too, and a spelling that escapes the list of pages is a 404 that is not trusted either
+    (found by a review: an app under a root path, and /oauth/authorize/, were trusted)."""
+    from auth_server.settings import BACK_CHANNEL
     from servicekit.logs import RequestContext
     from servicekit.otel import spans
     from tests.auth_server.helpers import make_settings
@@ -223,19 +225,22 @@ def test_a_browser_cannot_make_the_auth_servers_pages_sampled(tmp_path: Any, tru
     assert settings.otel_sampling is not None
     maker = spans(None, "auth-server", InMemorySpanExporter(), settings.otel_sampling)
 
-    def recorded(path: str) -> int:
+    def recorded(path: str, root_path: str = "") -> int:
         forced = [f"00-{os.urandom(8).hex()}{'0' * 16}-{BROWSER_SPAN}-01" for _ in range(50)]
         contexts = [RequestContext([(b"traceparent", f.encode())]) for f in forced]
-        begun = [maker.begin({"method": "GET", "path": path}, context) for context in contexts]
+        scope = {"method": "GET", "path": root_path + path, "root_path": root_path}
+        begun = [maker.begin(scope, context) for context in contexts]
         for context, span in zip(contexts, begun, strict=True):  # what the auth server says on is what it decided
             assert context.traceparent().endswith("-01" if span is not None else "-00")
         return sum(span is not None for span in begun)
 
-    assert FRONT_CHANNEL == {"/oauth/authorize", "/oauth/logout", "/register", "/account"}
-    for page in FRONT_CHANNEL:
-        assert recorded(page) == (50 if trusting else 0), page
-    for back_channel in ("/oauth/token", "/oauth/revoke", "/oauth/par", "/.well-known/openid-configuration"):
-        assert recorded(back_channel) == 50, back_channel
+    assert {"/oauth/token", "/oauth/revoke", "/.well-known/jwks.json"} <= BACK_CHANNEL
+    pages = ("/oauth/authorize", "/oauth/logout", "/register", "/account")
+    for root in ("", "/auth"):
+        for page in (*pages, "/oauth/authorize/", "//oauth/authorize", "/healthz"):
+            assert recorded(page, root) == (50 if trusting else 0), (root, page)
+        for back_channel in BACK_CHANNEL:
+            assert recorded(back_channel, root) == 50, (root, back_channel)
 
 
 async def test_a_websocket_handshake_sent_on_asks_for_no_span_under_the_bffs() -> None:
@@ -334,8 +339,11 @@ async def test_the_resource_server_and_the_auth_server_export_when_asked(
         if endpoint:
             resource = spans[0].kwargs["spans"].tracer.resource  # type: ignore[attr-defined]
             assert resource.attributes["service.name"] == service
-            pages = spans[0].kwargs["spans"].sampling.untrusted_paths  # type: ignore[attr-defined]
-            assert bool(pages) == (service == "auth-server")  # browsers load the auth server's pages, not the API
+            sampling = spans[0].kwargs["spans"].sampling  # type: ignore[attr-defined]
+            if service == "auth-server":  # browsers load its pages: only its back channel's callers are trusted
+                assert not sampling.trust_caller and "/oauth/token" in sampling.trusted_paths
+            else:
+                assert sampling.trust_caller
 
 
 class Collector:
