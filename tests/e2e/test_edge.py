@@ -208,6 +208,51 @@ async def test_the_upstreams_log_lines_join_the_bffs_answer(stack_factory: Any, 
         assert (version, trace_id, flags) == ("00", trace, "01") and parent not in (browsers_span, "0" * 16)
 
 
+async def test_the_largest_answer_the_bff_gives_reaches_the_upstream() -> None:
+    """nginx reads an auth answer's headers into proxy_buffer_size, one page (4 KiB) by default: a token of ~3.7 KiB
+    with the request id and trace made it a 503 ("upstream sent too big header", found by a review). The template
+    gives the auth location 32 KiB: a 6 KiB token (an upstream's own limit is a line of 8 KiB) beside identity headers
+    at the BFF's limit of 4 KiB each (8 KiB of claims in all) and a DPoP proof reach the upstream."""
+    token = "Bearer " + "t" * 6144
+    identity = {"X-Auth-Request-User": "u" * 4000, "X-Auth-Request-Groups": "g" * 4000}
+    answer = {
+        "Authorization": token,
+        "DPoP": "p" * 1200,
+        "X-Auth-Request-Sub": "s" * 255,
+        **identity,
+        "X-Request-ID": "r" * 128,
+        "traceparent": f"00-{'1' * 32}-{'2' * 16}-01",
+        "Cache-Control": "no-store",
+    }
+
+    async def ask(request: web.Request) -> web.Response:
+        return web.Response(status=200, headers=answer)
+
+    bff = web.Application()
+    bff.router.add_route("*", "/{tail:.*}", ask)
+    bff_runner = web.AppRunner(bff, access_log=None)
+    await bff_runner.setup()
+    bff_port = free_port()
+    await web.TCPSite(bff_runner, "127.0.0.1", bff_port).start()
+    seen: list[dict[str, str]] = []
+    runner, mirror_port = await chat_upstream(seen)
+    mirror = f"127.0.0.1:{mirror_port}"
+    edge = Edge(free_port(), f"127.0.0.1:{bff_port}", {"notes": mirror, "live": mirror})
+    try:
+        edge.start()
+        async with httpx.AsyncClient(base_url=edge.url) as client:
+            response = await client.get("/api/notes/headers", headers={"X-CSRF": "1"})
+        assert response.status_code == 200, (response.text, edge.error_log)
+        upstream_saw = {k.lower(): v for k, v in seen[-1].items()}
+        assert {name: upstream_saw[name.lower()] for name in answer if name != "Cache-Control"} == {
+            name: value for name, value in answer.items() if name != "Cache-Control"
+        }
+    finally:
+        edge.cleanup()
+        await runner.cleanup()
+        await bff_runner.cleanup()
+
+
 async def test_a_sessions_address_is_the_one_nginx_saw(edge_stack: EdgeStack) -> None:
     """DESIGN §14: "Your sessions" shows each login's network. Behind nginx (a trusted proxy) the BFF reads
     X-Forwarded-For, so nginx must set it: a browser's own copy would let a thief's login pose as another network."""
