@@ -291,7 +291,10 @@ class DevServer:
         url = self.target(scope)
         # The browser's cookies, Authorization, CSRF header and Host stay here: the dev server (or CDN) is not ours
         # to trust with them. Its Host is its own (a dev server checks it: Vite's server.allowedHosts).
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _filter(scope["headers"], DROP_REQUEST)]
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in _filter(scope["headers"], DROP_REQUEST, underscored=False)
+        ]
         request = Request(scope, receive)
         # The body as the browser framed it (a GET may carry one too): a Content-Length passed on without its bytes
         # would leave the dev server waiting for them.

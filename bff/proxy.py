@@ -105,15 +105,20 @@ def new_ids() -> dict[str, str]:
     return {"X-Request-ID": os.urandom(8).hex(), "traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"}
 
 
-def _filter(headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
-    """The headers minus ``drop`` and, RFC 9110 §7.6.1, minus any that Connection names; names lower-cased."""
+def _filter(
+    headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes], *, underscored: bool = True
+) -> list[tuple[bytes, bytes]]:
+    """The headers minus ``drop`` and, RFC 9110 §7.6.1, minus any that Connection names; names lower-cased.
+    ``underscored=False`` (a browser's request): minus any whose name holds an underscore, as nginx drops them
+    (underscores_in_headers off): a CGI-style upstream (PHP, WSGI) reads X_Auth_Request_Sub as X-Auth-Request-Sub,
+    X_Forwarded_For as X-Forwarded-For, past the names in ``drop``."""
     kept = []
     listed: set[bytes] | None = None
     for name, value in headers:
         name = name.lower()
         if name == b"connection":
             listed = (listed or set()) | {token.strip().lower() for token in value.split(b",")}
-        elif name not in drop:
+        elif name not in drop and (underscored or b"_" not in name):
             kept.append((name, value))
     return [(n, v) for n, v in kept if n not in listed] if listed else kept
 
@@ -239,7 +244,7 @@ class Proxy:
     async def outbound(self, request: Request, route: Route) -> Outbound:
         """The request to send upstream; raises for a path that climbs out of the route."""
         url = self.target(request.scope, route)
-        kept = _filter(request.scope["headers"], DROP_REQUEST)
+        kept = _filter(request.scope["headers"], DROP_REQUEST, underscored=False)
         headers: CIMultiDict[str] = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)
         # The request's id and its W3C trace context (the browser's traceparent as the parent, DESIGN §12): the
         # same ids as this request's log lines

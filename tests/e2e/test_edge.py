@@ -140,9 +140,11 @@ async def test_the_notes_api_through_nginx(edge_stack: EdgeStack) -> None:
     assert "through nginx" in (await browser.request("GET", "/api/notes/notes")).text
 
     # What an upstream gets: the token, no cookie, no CSRF header; what it sets never reaches the browser.
-    mirrored = await browser.request("GET", "/api/chat/headers")
+    underscored = {"X_Auth_Request_Sub": "mallory", "X_Forwarded_For": "203.0.113.66"}  # CGI reads _ as -
+    mirrored = await browser.request("GET", "/api/chat/headers", headers=underscored)
     assert mirrored.status_code == 200 and "set-cookie" not in mirrored.headers
     upstream_saw = {k.lower(): v for k, v in edge_stack.seen[-1].items()}
+    assert not [name for name in upstream_saw if "_" in name], upstream_saw  # nginx: underscores_in_headers off
     assert upstream_saw["authorization"].startswith("Bearer eyJ") and upstream_saw["x-auth-request-sub"]
     assert "cookie" not in upstream_saw and "x-csrf" not in upstream_saw
     assert upstream_saw["host"] == edge_stack.chat  # as in BFF_ROUTES, as the BFF's own proxy sends it (DPoP's htu)

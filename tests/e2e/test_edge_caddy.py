@@ -103,6 +103,8 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
             "X-HTTP-Method-Override": "DELETE",
             "X-Request-ID": "the-browsers-own",  # a sane id: the BFF takes it for its lines, and so the upstream
             "traceparent": f"00-{TRACE}-{BROWSERS_SPAN}-01",
+            "X_Auth_Request_Sub": "mallory",  # what a CGI-style upstream reads as X-Auth-Request-Sub
+            "x_forwarded_for": "203.0.113.66",
             **forged,
         },
     )
@@ -111,6 +113,7 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
     assert upstream_saw["authorization"].startswith("Bearer eyJ") and upstream_saw["x-auth-request-sub"]
     assert "cookie" not in upstream_saw and "x-csrf" not in upstream_saw
     assert "x-http-method-override" not in upstream_saw
+    assert not [name for name in upstream_saw if "_" in name], upstream_saw  # as nginx: underscores_in_headers off
     # The BFF's answer's request id and trace reach the upstream (its log lines join the BFF's), the parent its span
     assert upstream_saw["x-request-id"] == "the-browsers-own"
     version, trace_id, parent, flags = upstream_saw["traceparent"].split("-")
