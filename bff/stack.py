@@ -177,6 +177,10 @@ async def run_stack(
                 ws=WebSocketProtocol,  # the BFF and the live API take WebSockets (servicekit.websocket)
                 timeout_graceful_shutdown=10,
                 http=protocol,
+                # X-Forwarded-* is never uvicorn's to believe (its default trusts loopback's): as `bff serve`, the
+                # services decide whom to trust (BFF_TRUSTED_PROXIES). Believed, any local process named itself a
+                # trusted proxy to /bff/auth and got a token, and behind nginx a browser not on 127.0.0.1 got 403.
+                proxy_headers=False,
             )
         )
         for (name, app), port in zip(apps.items(), (ports.auth, ports.resource, ports.bff, ports.live), strict=True)

@@ -72,6 +72,7 @@ def test_bff_stack_access_log_lines_are_the_services_json_lines(process_factory,
     )
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     headers = {"X-CSRF": "1", "X-Request-ID": "stack-req-1", "traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    headers["X-Forwarded-For"] = "10.0.0.5"  # believed by uvicorn's default from loopback, as if a proxy had said it
     assert httpx.get(f"http://127.0.0.1:{stack.port}/bff/user?q=SECRET", headers=headers).status_code == 401
     deadline = time.monotonic() + 10
     while "stack-req-1" not in stack.output():
@@ -88,4 +89,7 @@ def test_bff_stack_access_log_lines_are_the_services_json_lines(process_factory,
     )
     assert line["trace_id"] == trace and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
     assert isinstance(line["duration_ms"], float) and line["level"] == "info"
+    # the peer is who it is (BFF_TRUSTED_PROXIES decides whose X-Forwarded-For counts, and the stack trusts none): a
+    # new user found `bff stack` let any local process pose as a trusted proxy to /bff/auth this way
+    assert line["client"] == "127.0.0.1" and "forwarded_for" not in line, line
     assert "SECRET" not in stack.output()
