@@ -55,7 +55,7 @@ from servicekit import tracing
 from servicekit.client_gone import CLIENT_CLOSED_REQUEST, client_gone, client_gone_handlers
 from servicekit.http import RawAnswer
 from servicekit.logs import CONTEXT, RequestContext, outbound_headers
-from servicekit.metrics import MetricsMiddleware
+from servicekit.metrics import HANDED, MetricsMiddleware
 from servicekit.redis import open_redis
 
 log = logging.getLogger(__name__)
@@ -315,6 +315,8 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
             headers = await forward.decide(scope)
         except Exception as exc:  # noqa: BLE001 - raised again by forward_auth, inside the app's error handling
             scope[REFUSED] = exc
+            # one request: the app's access line has this context (its ids, what was asked) and this start
+            scope[HANDED] = (context, start)
             if spans is not None:  # the app's span middleware goes on with it: one span (or none) for the request
                 scope[tracing.SPAN] = span if span is not None else tracing.LEFT_OUT
             return None

@@ -28,6 +28,11 @@ class RequestMetrics(Protocol):
     latency: Any
 
 
+# scope key: (RequestContext, start) of a request a raw route (servicekit.http) began and hands to the app to answer,
+# so that its access line has the one request id, trace, duration and fields of the whole request
+HANDED = "servicekit.metrics.handed"
+
+
 class MetricsMiddleware:
     """Counts requests by route template (never the raw path: bounded label values), times them to the response
     start, and writes the access line.
@@ -95,11 +100,15 @@ class MetricsMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        handed = scope.pop(HANDED, None)  # a raw route's request the app goes on with: its context and start
+        if handed is None:
+            start = time.perf_counter()
+            context = RequestContext(scope["headers"], self.caller_flags)
+        else:
+            context, start = handed
         status = 500
         timed = False
         logging_on = self.access_log.isEnabledFor(logging.INFO)  # read once per request: hot path
-        context = RequestContext(scope["headers"], self.caller_flags)
         reset = CONTEXT.set(context)
 
         async def send_wrapper(message: Message) -> None:

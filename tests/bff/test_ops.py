@@ -128,8 +128,16 @@ async def test_a_forward_auth_line_on_a_real_socket_names_the_original_request(
             },
         )
         assert answer.status_code == 200, answer.text
+    async with httpx.AsyncClient(base_url=bff.url, timeout=10) as stranger:
+        # a refusal (no session), which the raw route hands to the app to answer: one request all the same, its line
+        # names the request asked about, and its ids are the ones the lines written while deciding it carry
+        asked = {"X-Original-URI": "/api/notes/me?code=SECRET", "X-Original-Method": "DELETE", "X-Request-ID": "fa-2"}
+        refused = await stranger.get("/bff/auth", headers=asked)
+        assert refused.status_code == 403, refused.text  # a DELETE without X-CSRF
+        anonymous = await stranger.get("/bff/auth", headers={**asked, "X-Request-ID": ""})  # none: the BFF's own
+        assert anonymous.status_code == 403 and anonymous.headers["x-request-id"], anonymous.headers
     for _ in range(50):
-        if "fa-1" in bff.output():
+        if "fa-1" in bff.output() and "fa-2" in bff.output():
             break
         await asyncio.sleep(0.1)
     lines = [json.loads(line) for line in bff.output().splitlines() if line.startswith("{")]
@@ -141,6 +149,10 @@ async def test_a_forward_auth_line_on_a_real_socket_names_the_original_request(
         "/api/notes/me",
     )
     assert line["trace_id"] == trace and "SECRET" not in bff.output()
+    (line2,) = [line for line in lines if line.get("request_id") == "fa-2"]
+    assert (line2["status"], line2["original_method"], line2["original_uri"]) == (403, "DELETE", "/api/notes/me")
+    (line3,) = [line for line in lines if line.get("request_id") == anonymous.headers["x-request-id"]]
+    assert line3["status"] == 403 and line3["original_uri"] == "/api/notes/me", line3
     assert (line["client"], line["forwarded_for"]) == ("127.0.0.1", "203.0.113.9")  # the peer, and whom it names
     lines = [line for line in lines if line.get("route") == "/bff/callback"]
     assert lines and "forwarded_for" not in lines[0]  # a request the peer made for itself: its address alone
