@@ -126,10 +126,21 @@ class ForwardAuth:
         if route is None:
             raise NotFound(f"No upstream named {name[:64]!r}.")
         route.check_method(method)  # DESIGN §7: 405 with Allow, and the proxy never calls the upstream
+        # An upgrade makes the edge's connection a tunnel to the upstream that nothing checks again (methods, headers,
+        # the session's end): only a WebSocket on a route that takes them is one. Any other protocol (h2c), a list
+        # of them, or a WebSocket on another route is refused, as the BFF's own proxy refuses it (found attacking:
+        # a GET with Upgrade: h2c was approved, and an upstream answering 101 gave the user a raw tunnel).
+        websocket = upgrade is not None and upgrade.strip().lower() == b"websocket"
+        if upgrade and upgrade.strip() and not websocket:
+            raise BadRequest("Only a WebSocket upgrade is proxied: send the request without Upgrade (curl: --http1.1).")
+        if websocket and not route.websocket:
+            raise NotFound(f"The route {route.name!r} takes no WebSockets.")
+        if websocket and method != "GET":
+            raise BadRequest("A WebSocket handshake is a GET.")
         # Only a real WebSocket handshake (RFC 6455 §4.1: Upgrade: websocket and a Sec-WebSocket-Key) skips X-CSRF:
         # a GET that merely carries the key is an ordinary request (issue #18 item 7). The proxy passes the original
         # Upgrade header on (deploy/nginx: proxy_set_header Upgrade $http_upgrade on the auth subrequest).
-        real_upgrade = key is not None and upgrade is not None and b"websocket" in upgrade.lower()
+        real_upgrade = key is not None and websocket
         if route.websocket and method == "GET" and real_upgrade:
             # A WebSocket handshake: browsers cannot add X-CSRF to it, but always send Origin (RFC 6455 §4.1), and a
             # page cannot forge Sec-WebSocket-Key (a forbidden header name in Fetch). So: our own Origin or nothing.

@@ -167,8 +167,9 @@ async def test_websocket_handshake_needs_our_origin_instead_of_x_csrf(policy_rig
         foreign = await ask(browser, "/api/chat/ws", Origin=origin, **ws)
         assert foreign.status_code == 403 and "authorization" not in foreign.headers
     assert (await ask(browser, "/api/chat/ws", **ws)).status_code == 403  # no Origin
-    # a route without websocket: true treats a handshake as any GET: X-CSRF, which browsers cannot add to one
-    assert (await ask(browser, "/api/notes/ws", Origin=PUBLIC_URL, **ws)).status_code == 403
+    # a route without websocket: true takes none, as the BFF's own proxy (the edge would make it a tunnel)
+    other = await ask(browser, "/api/notes/ws", Origin=PUBLIC_URL, **ws, **{"X-CSRF": "1"})
+    assert other.status_code == 404 and "authorization" not in other.headers
     assert (await anonymous_handshake(policy_rig, ws)).status_code == 401
 
 
@@ -177,12 +178,33 @@ async def test_a_websocket_key_without_an_upgrade_is_no_handshake(policy_rig: Ri
     handshake (Upgrade: websocket) is judged by its Origin instead."""
     browser = await policy_rig.logged_in()
     key = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13", "Origin": PUBLIC_URL}
-    for extra in ({}, {"Upgrade": "h2c"}, {"Upgrade": ""}):
+    for extra in ({}, {"Upgrade": ""}):
         refused = await ask(browser, "/api/chat/ws", **key, **extra)
         assert refused.status_code == 403 and refused.json()["error"] == "csrf", extra
         assert "authorization" not in refused.headers
     assert (await ask(browser, "/api/chat/ws", **key, **{"X-CSRF": "1"})).status_code == 200  # a plain GET, guarded
     assert (await ask(browser, "/api/chat/ws", **key, Upgrade="WebSocket")).status_code == 200  # token: any case
+
+
+async def test_an_upgrade_is_a_websocket_on_a_route_that_takes_them_or_refused(policy_rig: Rig) -> None:
+    """Found attacking the edges: /bff/auth approved a GET carrying Upgrade: h2c (or a WebSocket handshake on a route
+    without websocket: true); nginx and Caddy then passed the upgrade on with the token, and an upstream answering 101
+    made the connection a raw tunnel that no method rule, header rule or logout reached again. Any upgrade but a
+    WebSocket on a route that takes them is refused, with X-CSRF or without; a list of protocols is no WebSocket."""
+    browser = await policy_rig.logged_in()
+    csrf = {"X-CSRF": "1", "Origin": PUBLIC_URL, "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    for route in ("notes", "chat", "getonly", "public"):
+        for protocol in ("h2c", "h2c, websocket", "websocket, h2c", "TLS/1.0", "websocket/13"):
+            refused = await ask(browser, f"/api/{route}/x", **csrf, Upgrade=protocol)
+            assert refused.status_code == 400, (route, protocol, refused.text)
+            assert refused.json()["error"] == "invalid_request" and "authorization" not in refused.headers
+    for route in ("notes", "getonly", "public", "maybe"):  # a WebSocket on a route that takes none
+        refused = await ask(browser, f"/api/{route}/x", **csrf, Upgrade="websocket")
+        assert refused.status_code == 404 and "authorization" not in refused.headers, route
+    refused = await ask(browser, "/api/chat/x", "POST", **csrf, Upgrade="websocket")  # a WebSocket is a GET
+    assert refused.status_code == 400 and "authorization" not in refused.headers
+    allowed = await ask(browser, "/api/chat/x", **csrf, Upgrade=" WebSocket ")
+    assert allowed.status_code == 200 and allowed.headers["authorization"].startswith("Bearer ")
 
 
 async def anonymous_handshake(rig: Rig, ws: dict[str, str]) -> httpx.Response:

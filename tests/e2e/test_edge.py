@@ -292,6 +292,23 @@ async def test_nginx_keeps_its_connections_to_the_bff(edge_stack: EdgeStack) -> 
     assert closed_connections(edge_stack.bff.port) - before <= 2
 
 
+async def test_no_upgrade_but_a_websocket_reaches_an_upstream_through_nginx(edge_stack: EdgeStack) -> None:
+    """Found attacking the edge: a GET with Upgrade: h2c was approved and passed on with the token, and an upstream
+    answering 101 made it a tunnel nothing checked again. The BFF refuses it (400), and a WebSocket on a route that
+    takes none (404); nginx passes no Upgrade but websocket on in any case."""
+    browser = edge_stack.stack.browser(edge_stack.url)
+    await edge_stack.stack.login(browser, "uri")
+    before = len(edge_stack.seen)
+    h2c = await browser.request("GET", "/api/chat/headers", headers={"Upgrade": "h2c", "Connection": "Upgrade"})
+    assert h2c.status_code == 400 and h2c.json()["error"] == "invalid_request", h2c.text
+    websocket = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    other = await browser.request("GET", "/api/notes/me", headers={**websocket, "Origin": edge_stack.url})
+    assert other.status_code == 404, other.text
+    assert len(edge_stack.seen) == before  # neither reached an upstream
+    plain = await browser.request("GET", "/api/chat/headers")
+    assert plain.status_code == 200 and "upgrade" not in {k.lower() for k in edge_stack.seen[-1]}
+
+
 async def test_a_websocket_through_nginx(edge_stack: EdgeStack) -> None:
     stack, url = edge_stack.stack, edge_stack.url
     browser = stack.browser(url)

@@ -155,3 +155,14 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
     after = await stack.browser(url).request("GET", "/api/notes/me", headers={"Cookie": stolen})
     assert after.status_code == 401 and after.json()["error"] == "login_required"
     assert browser.leaked() == []  # no token ever reached the browser: not in a body, not in a header
+
+
+async def test_no_upgrade_but_a_websocket_reaches_an_upstream_through_caddy(caddy_stack: Any) -> None:
+    """As through nginx (tests/e2e/test_edge.py): the BFF refuses an h2c upgrade, so Caddy never passes one on."""
+    stack, url, seen, _ = caddy_stack
+    browser = stack.browser(url)
+    await stack.login(browser, "uri")
+    before = len(seen)
+    h2c = await browser.request("GET", "/api/live/headers", headers={"Upgrade": "h2c", "Connection": "Upgrade"})
+    assert h2c.status_code == 400 and h2c.json()["error"] == "invalid_request", h2c.text
+    assert len(seen) == before
