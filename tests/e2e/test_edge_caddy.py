@@ -113,6 +113,7 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
     assert upstream_saw["authorization"].startswith("Bearer eyJ") and upstream_saw["x-auth-request-sub"]
     assert "cookie" not in upstream_saw and "x-csrf" not in upstream_saw
     assert "x-http-method-override" not in upstream_saw
+    assert "x-forwarded-host" not in upstream_saw  # Caddy made one of the browser's Host (as nginx and the BFF: none)
     assert not [name for name in upstream_saw if "_" in name], upstream_saw  # as nginx: underscores_in_headers off
     # The BFF's answer's request id and trace reach the upstream (its log lines join the BFF's), the parent its span
     assert upstream_saw["x-request-id"] == "the-browsers-own"
