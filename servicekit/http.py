@@ -183,6 +183,10 @@ def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
     return None
 
 
+class _HeadersTooLarge(Exception):
+    """Raised in a parser callback when a request's line and headers pass ``max_header_bytes``."""
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the bounds of ``HttpLimits`` (see the module docstring)."""
 
@@ -192,6 +196,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_headers = True  # the bytes arriving now belong to a request line or headers
         self._header_bytes = 0
         self._tail = b""  # the last bytes of header data seen, for an end of headers split across reads
+        # the same limit counted by the parser, request by request: what follows an end of headers in one read (a
+        # pipelined request, or one behind empty lines) is not in the count above
+        self._parsed_header_bytes = 0
+        self._too_large = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0  # loop time of the last body bytes of the request being read
@@ -272,6 +280,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserError:
+            if self._too_large:
+                self._refuse_too_large()
+                return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
@@ -281,11 +292,36 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.write(TOO_LARGE)
+                self.transport.close()
+            else:  # a request before it (pipelined) is being answered: that answer first, then this one's 431
+                self.flow.pause_reading()
+                self._too_large = True
+
+    def on_response_complete(self) -> None:
+        if self._too_large and not self.transport.is_closing():
+            self.transport.write(TOO_LARGE)
             self.transport.close()
+            return
+        super().on_response_complete()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._parsed_header_bytes = 0
         self._arm()
+
+    def _count(self, size: int) -> None:
+        self._parsed_header_bytes += size
+        if self._parsed_header_bytes > self.limits.max_header_bytes:
+            self._too_large = True
+            raise _HeadersTooLarge  # the parser stops (httptools: HttpParserCallbackError), data_received answers 431
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._disarm()
