@@ -192,7 +192,13 @@ def log_config(level: str = "info", *, access_logger: str | None = None, access:
         "formatters": {"json": {"()": f"{__name__}.JSONFormatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
-        "loggers": {"uvicorn": {"level": level.upper()}, "uvicorn.access": {"level": "WARNING"}},
+        "loggers": {
+            "uvicorn": {"level": level.upper()},
+            "uvicorn.access": {"level": "WARNING"},
+            # httpx writes an INFO line per call, its whole URL with the query (the resource server's revocation
+            # poll: one every 2 s); the services log their failed calls themselves, with the fields that matter
+            "httpx": {"level": "WARNING"},
+        },
     }
     if access_logger is not None and access is not None:
         config["loggers"][access_logger] = {"level": "INFO" if access else "WARNING"}

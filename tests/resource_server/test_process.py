@@ -65,3 +65,6 @@ def test_the_service_starts_before_the_auth_server_and_becomes_ready(
     assert len(jwks_fetches) - fetches_when_ready <= 1  # 200 unknown kids, at most one refetch per 30 s cooldown
     metrics = httpx.get(service.url + "/metrics", timeout=2).text
     assert 'rs_token_failures_total{reason="unknown_kid"} 200.0' in metrics
+    # its calls to the auth server (keys, a JWKS refetch) write no httpx INFO line each, whole URL and query included
+    # (a new user counted 100 in minutes from the revocation poll): a failed call is the service's own WARNING
+    assert len(jwks_fetches) >= 1 and "HTTP Request" not in service.output(), service.output()[-2000:]
