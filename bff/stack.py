@@ -50,7 +50,9 @@ class StackPorts:
 def stack_environment(ports: StackPorts, env: Mapping[str, str], public_host: str = "localhost") -> dict[str, str]:
     """The settings of the three services, wired to each other; variables already set in ``env`` win."""
     issuer = f"http://{public_host}:{ports.auth}"
-    public_url = f"http://{public_host}:{ports.bff}"
+    # BFF_PUBLIC_URL given (the stack behind an edge: docs/guides/edge-nginx.md): the client is registered with it, as
+    # the BFF will name its redirect URI (a new user's login behind nginx was refused: the port's URI was registered)
+    public_url = (SETTINGS.text("BFF_PUBLIC_URL", env) or f"http://{public_host}:{ports.bff}").strip().rstrip("/")
     given = SETTINGS.text("BFF_CLIENT_SECRET", env)  # BFF_CLIENT_SECRET or BFF_CLIENT_SECRET_FILE
     client_secret = given or secrets.token_urlsafe(32)
     client = {

@@ -384,6 +384,21 @@ def test_bff_stack_takes_the_client_secret_from_its_file(tmp_path: Path) -> None
     assert json.loads(env["AUTH_CLIENTS"])[0]["client_secret"] == SECRET == BffSettings.from_env(env).client_secret
 
 
+def test_bff_stack_registers_the_public_url_it_is_given() -> None:
+    """Behind an edge, `BFF_PUBLIC_URL=http://localhost:8080 bff stack`: the client's redirect and logout URIs are the
+    BFF's public ones (the stack registered its port's, and every login was refused as misconfigured)."""
+    import json
+
+    from bff.stack import StackPorts, stack_environment
+
+    env = stack_environment(StackPorts(bff=18000), {"BFF_PUBLIC_URL": "http://localhost:18080/"})
+    (client,) = json.loads(env["AUTH_CLIENTS"])
+    assert client["redirect_uris"] == ["http://localhost:18080/bff/callback"] == [BffSettings.from_env(env).redirect_uri]
+    assert client["post_logout_redirect_uris"] == ["http://localhost:18080/"]
+    plain = json.loads(stack_environment(StackPorts(bff=18000), {})["AUTH_CLIENTS"])[0]
+    assert plain["redirect_uris"] == ["http://localhost:18000/bff/callback"]
+
+
 def test_a_default_made_from_other_settings_is_shown_as_its_value() -> None:
     env = {"BFF_CLIENT_SECRET": SECRET, "BFF_PUBLIC_URL": "https://shop.example"}
     assert BffSettings.from_env(env).post_logout_url == "https://shop.example/"
