@@ -393,7 +393,9 @@ def test_bff_stack_registers_the_public_url_it_is_given() -> None:
 
     env = stack_environment(StackPorts(bff=18000), {"BFF_PUBLIC_URL": "http://localhost:18080/"})
     (client,) = json.loads(env["AUTH_CLIENTS"])
-    assert client["redirect_uris"] == ["http://localhost:18080/bff/callback"] == [BffSettings.from_env(env).redirect_uri]
+    assert (
+        client["redirect_uris"] == ["http://localhost:18080/bff/callback"] == [BffSettings.from_env(env).redirect_uri]
+    )
     assert client["post_logout_redirect_uris"] == ["http://localhost:18080/"]
     plain = json.loads(stack_environment(StackPorts(bff=18000), {})["AUTH_CLIENTS"])[0]
     assert plain["redirect_uris"] == ["http://localhost:18000/bff/callback"]
