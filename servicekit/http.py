@@ -261,6 +261,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._body_timer is not None:
             self._body_seen = self.loop.time()
         if self._reading_headers:
+            # the header timer, also for bytes that begin no request (empty lines: llhttp skips them without a
+            # message begun), which cancel uvicorn's keep-alive timer below (found attacking: one CRLF after a kept
+            # alive answer left the connection open with no timer at all)
+            if self.cycle is None or self.cycle.response_complete:
+                self._arm()
             # Count only what belongs to the headers (a body may follow in the same read), and refuse before the
             # parser buffers more than the limit.
             seen = self._tail + data
@@ -298,7 +303,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._too_large = True
 
     def on_response_complete(self) -> None:
-        if self._too_large and not self.transport.is_closing():
+        # a request refused as too large behind this one: its 431 once every request before it is answered (those
+        # queued in the pipeline too, which uvicorn starts here)
+        if self._too_large and not self.pipeline and not self.transport.is_closing():
             self.transport.write(TOO_LARGE)
             self.transport.close()
             return
@@ -310,6 +317,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._arm()
 
     def _count(self, size: int) -> None:
+        if not self._reading_headers:  # a chunked body's trailers (llhttp reports them as headers): the body timeout's
+            return
         self._parsed_header_bytes += size
         if self._parsed_header_bytes > self.limits.max_header_bytes:
             self._too_large = True

@@ -147,14 +147,44 @@ def test_a_megabyte_header_is_refused_with_431_and_a_modest_one_passes(services:
     # Found attacking: what followed an end of headers in the same read was not counted, so a request behind empty
     # lines, or pipelined behind a small one, passed with any size the read held. Each request is counted.
     big = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n"
-    for sent in (b"\r\n\r\n" + big, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + big):
+    small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    # each request before the refused one is answered, in order (one queued behind another too), then its 431
+    for sent, answered in ((b"\r\n\r\n" + big, 0), (small + big, 1), (small + small + big, 2)):
         with _connect(port) as sock:
             sock.sendall(sent)
-            answers = b""
-            sock.settimeout(5)
-            while chunk := sock.recv(65536):
-                answers += chunk
-        assert b" 431 " in answers and answers.count(b"HTTP/1.1 200") <= 1, (sent[:40], answers[:300])
+            answers = _answer(sock)
+        assert answers.count(b"HTTP/1.1 200") == answered and answers.endswith(b"}"), (sent[:40], answers[:300])
+        assert answers.count(b"HTTP/1.1 ") == answered + 1 and b"HTTP/1.1 431 " in answers, answers[:300]
+
+
+@pytest.mark.parametrize(("service", "path"), [("bff", "/bff/backchannel"), ("auth_server", "/oauth/token")])
+def test_large_trailers_on_a_chunked_body_do_not_hang_the_connection(
+    services: dict[str, Any], service: str, path: str
+) -> None:
+    """Found attacking: trailers (llhttp reports them as headers) counted as the next request's headers, which held
+    the request being read as one to refuse after its own answer: no answer, no timer, the connection held for good.
+    Trailers belong to the body: the request is answered."""
+    with _connect(services[service].port) as sock:
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" % path.encode()
+        sock.sendall(head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\na=bcd\r\n")
+        sock.sendall(b"0\r\nX-Trailer: " + b"t" * (MAX_HEADER_BYTES + 1000) + b"\r\n\r\n")
+        answer = _answer(sock)  # a timeout here is the hang
+    assert _status(answer) is not None and 400 <= (_status(answer) or 0) < 500, answer[:300]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_an_empty_line_after_a_kept_alive_answer_is_not_a_way_to_hold_the_connection(
+    services: dict[str, Any], service: str
+) -> None:
+    """Found attacking: one CRLF after an answer cancelled uvicorn's keep-alive timer and began no request (llhttp
+    skips empty lines), so no timer was left: the connection stayed open for good. The header timer closes it."""
+    with _connect(services[service].port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _status(_one_response(sock)) == 200
+        sock.sendall(b"\r\n")
+        started = time.monotonic()
+        _answer(sock, timeout=HEADER_TIMEOUT + 4)  # a timeout here is the connection held
+    assert time.monotonic() - started < HEADER_TIMEOUT + 3
 
 
 @pytest.mark.parametrize("service", SERVICES)
