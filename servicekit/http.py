@@ -200,6 +200,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # pipelined request, or one behind empty lines) is not in the count above
         self._parsed_header_bytes = 0
         self._too_large = False
+        self._headers_pending = False  # a request has begun and its headers are not all in
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0  # loop time of the last body bytes of the request being read
@@ -219,6 +220,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         if self.cycle is None or self.cycle.response_complete:  # nothing of ours is being written on it
             self.transport.write(TIMEOUT)
+        else:  # the app's next send returns quietly instead of writing to a closed transport (a traceback)
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -310,11 +314,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         super().on_response_complete()
+        if self._headers_pending and not self.pipeline:
+            self._arm()  # a request that began while this answer was written: its header time starts now
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._parsed_header_bytes = 0
-        self._arm()
+        self._headers_pending = True
+        # its header time starts now, or once the answer being written is done (on_response_complete): a request
+        # pipelined during a long answer (a stream) is not timed out meanwhile, which cut that answer (found
+        # attacking: the stream lost its end, and the app's next write raised on the closed transport)
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm()
 
     def _count(self, size: int) -> None:
         if not self._reading_headers:  # a chunked body's trailers (llhttp reports them as headers): the body timeout's
@@ -334,6 +345,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._headers_pending = False
         self._reading_headers = False
         self._header_bytes = 0
         self._tail = b""
