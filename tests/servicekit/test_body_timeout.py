@@ -5,21 +5,19 @@ with the services' protocol, on a real socket."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from servicekit.client_gone import client_gone_handlers
-from servicekit.http import HttpLimits, http_protocol
+from servicekit.http import HttpLimits
 from servicekit.settings import SettingsError
-from tests.conftest import free_port
+from tests.servicekit.serving import served
 
 BODY_TIMEOUT = 0.6
 
@@ -32,19 +30,8 @@ async def echo_length(request: Request) -> JSONResponse:
 def server() -> Iterator[int]:
     """The port of a small app served as the services serve: uvicorn with ``servicekit.http``'s protocol."""
     app = Starlette(routes=[Route("/", echo_length, methods=["POST"])], exception_handlers=client_gone_handlers())
-    port = free_port()
-    limits = HttpLimits(header_timeout=5.0, body_timeout=BODY_TIMEOUT)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http_protocol(limits))
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    yield port
-    srv.should_exit = True
-    thread.join(5)
+    with served(app, HttpLimits(header_timeout=5.0, body_timeout=BODY_TIMEOUT)) as port:
+        yield port
 
 
 def _post(port: int, length: int) -> socket.socket:

@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from servicekit.http import HttpLimits, http_protocol
-from tests.conftest import free_port
+from servicekit.http import HttpLimits
+from tests.servicekit.serving import served
 
 HEADER_TIMEOUT = 0.8
 STREAM_SECONDS = 2.0  # longer than the header timeout
@@ -41,23 +39,14 @@ async def fast(request: Request) -> PlainTextResponse:
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[int, list[str]]]:
     app = Starlette(routes=[Route("/stream", stream), Route("/fast", fast)])
-    port = free_port()
-    limits = HttpLimits(header_timeout=HEADER_TIMEOUT)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http_protocol(limits))
-    srv = uvicorn.Server(config)
     errors: list[str] = []
     handler = _Collect(errors)
     logging.getLogger("uvicorn.error").addHandler(handler)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    yield port, errors
-    srv.should_exit = True
-    thread.join(5)
-    logging.getLogger("uvicorn.error").removeHandler(handler)
+    try:
+        with served(app, HttpLimits(header_timeout=HEADER_TIMEOUT)) as port:
+            yield port, errors
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
 
 
 class _Collect(logging.Handler):
