@@ -211,6 +211,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self.limits.header_timeout, self._headers_timed_out)
 
+    def _answering(self) -> bool:
+        """Whether an answer is being written on this connection (a request pipelined behind it waits)."""
+        return self.cycle is not None and not self.cycle.response_complete
+
     def _disarm(self) -> None:
         self._header_timer = _cancel(self._header_timer)
 
@@ -218,11 +222,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:  # nothing of ours is being written on it
-            self.transport.write(TIMEOUT)
-        else:  # the app's next send returns quietly instead of writing to a closed transport (a traceback)
+        if self._answering():  # the app's next send returns quietly instead of writing to a closed transport
             self.cycle.disconnected = True
             self.cycle.message_event.set()
+        else:  # nothing of ours is being written on it
+            self.transport.write(TIMEOUT)
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -268,7 +272,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # the header timer, also for bytes that begin no request (empty lines: llhttp skips them without a
             # message begun), which cancel uvicorn's keep-alive timer below (found attacking: one CRLF after a kept
             # alive answer left the connection open with no timer at all)
-            if self.cycle is None or self.cycle.response_complete:
+            if not self._answering():
                 self._arm()
             # Count only what belongs to the headers (a body may follow in the same read), and refuse before the
             # parser buffers more than the limit.
@@ -299,7 +303,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def _refuse_too_large(self) -> None:
         self._disarm()
         if not self.transport.is_closing():
-            if self.cycle is None or self.cycle.response_complete:
+            if not self._answering():
                 self.transport.write(TOO_LARGE)
                 self.transport.close()
             else:  # a request before it (pipelined) is being answered: that answer first, then this one's 431
@@ -324,7 +328,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # its header time starts now, or once the answer being written is done (on_response_complete): a request
         # pipelined during a long answer (a stream) is not timed out meanwhile, which cut that answer (found
         # attacking: the stream lost its end, and the app's next write raised on the closed transport)
-        if self.cycle is None or self.cycle.response_complete:
+        if not self._answering():
             self._arm()
 
     def _count(self, size: int) -> None:
@@ -372,7 +376,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     # /bff/auth is one (bff.app): it is every forward-auth question of an ingress.
 
     def _raw(self, handler: RawHandler) -> bool:
-        if self.parser.should_upgrade() or (self.cycle is not None and not self.cycle.response_complete):
+        if self.parser.should_upgrade() or self._answering():
             return False
         for name, value in self.headers:
             if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
