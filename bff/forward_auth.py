@@ -130,18 +130,19 @@ class ForwardAuth:
         # the session's end): only a WebSocket on a route that takes them is one. Any other protocol (h2c), a list
         # of them, or a WebSocket on another route is refused, as the BFF's own proxy refuses it (found attacking:
         # a GET with Upgrade: h2c was approved, and an upstream answering 101 gave the user a raw tunnel).
-        websocket = upgrade is not None and upgrade.strip().lower() == b"websocket"
-        if upgrade and upgrade.strip() and not websocket:
+        protocol = upgrade.strip().lower() if upgrade is not None else b""  # empty: no upgrade asked
+        websocket = protocol == b"websocket"
+        if protocol and not websocket:
             raise BadRequest("Only a WebSocket upgrade is proxied: send the request without Upgrade (curl: --http1.1).")
         if websocket and not route.websocket:
             raise NotFound(f"The route {route.name!r} takes no WebSockets.")
         if websocket and method != "GET":
             raise BadRequest("A WebSocket handshake is a GET.")
-        # Only a real WebSocket handshake (RFC 6455 §4.1: Upgrade: websocket and a Sec-WebSocket-Key) skips X-CSRF:
-        # a GET that merely carries the key is an ordinary request (issue #18 item 7). The proxy passes the original
-        # Upgrade header on (deploy/nginx: proxy_set_header Upgrade $http_upgrade on the auth subrequest).
-        real_upgrade = key is not None and websocket
-        if route.websocket and method == "GET" and real_upgrade:
+        # Only a real WebSocket handshake (RFC 6455 §4.1: Upgrade: websocket and a Sec-WebSocket-Key; a GET to a route
+        # that takes them, as checked above) skips X-CSRF: a GET that merely carries the key is an ordinary request
+        # (issue #18 item 7). The proxy passes the original Upgrade header on (deploy/nginx: proxy_set_header Upgrade
+        # $http_upgrade on the auth subrequest).
+        if websocket and key is not None:
             # A WebSocket handshake: browsers cannot add X-CSRF to it, but always send Origin (RFC 6455 §4.1), and a
             # page cannot forge Sec-WebSocket-Key (a forbidden header name in Fetch). So: our own Origin or nothing.
             if not any(n == b"origin" and v.lower() == self.origin for n, v in scope["headers"]):
