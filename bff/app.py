@@ -307,8 +307,9 @@ def create_app(settings: Settings, *, redis: aioredis.Redis | None = None, span_
         # X-Auth-Request-Error) without asking Redis again.
         start = time.perf_counter()
         scope["route"] = AUTH_ROUTE
-        # what the log lines and calls made meanwhile carry
-        context = RequestContext(scope["headers"], settings.trust_traceparent)
+        # what the log lines and calls made meanwhile carry, made as the recorder makes a request's (the caller's
+        # trace flags passed on or not), since the app's access line goes on with it for a refusal (HANDED)
+        context = RequestContext(scope["headers"], recorder.caller_flags)
         reset = CONTEXT.set(context)
         span = spans.begin(scope, context) if spans is not None else None  # export on: its server span
         try:
