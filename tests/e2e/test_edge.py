@@ -32,6 +32,16 @@ from tests.edge import Edge
 pytestmark = pytest.mark.anyio
 
 ATTACKER = "127.0.0.3"  # a loopback address the BFF does not trust (BFF_TRUSTED_PROXIES is nginx's 127.0.0.1 alone)
+# a browser's trace context (W3C Trace Context's example ids), for what an upstream behind the edge is sent
+BROWSERS_TRACE, BROWSERS_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+BROWSERS_TRACEPARENT = f"00-{BROWSERS_TRACE}-{BROWSERS_SPAN}-01"
+
+
+def assert_in_the_browsers_trace_under_the_bffs_answer(upstream_saw: dict[str, str]) -> None:
+    """The upstream got the browser's trace with the BFF's answer (a span of its own) as the parent, flagged as the BFF
+    decided: not the browser's span nor its word."""
+    version, trace_id, parent, flags = upstream_saw["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", BROWSERS_TRACE, "01") and parent not in (BROWSERS_SPAN, "0" * 16)
 
 
 @dataclass
@@ -197,17 +207,13 @@ async def test_the_upstreams_log_lines_join_the_bffs_answer(stack_factory: Any, 
     async with running_edge(stack_factory, process_factory, access_log=True) as edge:
         browser = edge.stack.browser(edge.url)
         assert (await edge.stack.login(browser, "tess")).status_code == 302
-        trace, browsers_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
-        mirrored = await browser.request(
-            "GET", "/api/chat/headers", headers={"traceparent": f"00-{trace}-{browsers_span}-01"}
-        )
+        mirrored = await browser.request("GET", "/api/chat/headers", headers={"traceparent": BROWSERS_TRACEPARENT})
         assert mirrored.status_code == 200, mirrored.text
         upstream_saw = {k.lower(): v for k, v in edge.seen[-1].items()}
         lines = [json.loads(line) for line in edge.bff.output().splitlines() if line.startswith("{")]
-        (asked,) = [line for line in lines if line.get("route") == "/bff/auth" and line["trace_id"] == trace]
+        (asked,) = [line for line in lines if line.get("route") == "/bff/auth" and line["trace_id"] == BROWSERS_TRACE]
         assert upstream_saw["x-request-id"] == asked["request_id"]
-        version, trace_id, parent, flags = upstream_saw["traceparent"].split("-")
-        assert (version, trace_id, flags) == ("00", trace, "01") and parent not in (browsers_span, "0" * 16)
+        assert_in_the_browsers_trace_under_the_bffs_answer(upstream_saw)
 
 
 async def test_the_largest_answer_the_bff_gives_reaches_the_upstream() -> None:

@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.test_edge import chat_upstream
+from tests.e2e.test_edge import BROWSERS_TRACEPARENT, assert_in_the_browsers_trace_under_the_bffs_answer, chat_upstream
 from tests.processes import terminate
 
 pytestmark = pytest.mark.anyio
-TRACE, BROWSERS_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 CADDYFILE = REPO / "deploy" / "caddy" / "Caddyfile"
 
@@ -102,7 +101,7 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
             "Authorization": "Bearer forged",
             "X-HTTP-Method-Override": "DELETE",
             "X-Request-ID": "the-browsers-own",  # a sane id: the BFF takes it for its lines, and so the upstream
-            "traceparent": f"00-{TRACE}-{BROWSERS_SPAN}-01",
+            "traceparent": BROWSERS_TRACEPARENT,
             "X_Auth_Request_Sub": "mallory",  # what a CGI-style upstream reads as X-Auth-Request-Sub
             "x_forwarded_for": "203.0.113.66",
             **forged,
@@ -117,8 +116,7 @@ async def test_the_notes_api_through_caddy(caddy_stack: Any) -> None:
     assert not [name for name in upstream_saw if "_" in name], upstream_saw  # as nginx: underscores_in_headers off
     # The BFF's answer's request id and trace reach the upstream (its log lines join the BFF's), the parent its span
     assert upstream_saw["x-request-id"] == "the-browsers-own"
-    version, trace_id, parent, flags = upstream_saw["traceparent"].split("-")
-    assert (version, trace_id, flags) == ("00", TRACE, "01") and parent not in (BROWSERS_SPAN, "0" * 16)
+    assert_in_the_browsers_trace_under_the_bffs_answer(upstream_saw)
     # Who the user is comes from the BFF alone: the browser's own copies never pass (DESIGN §11). Alice has no email
     # or groups at our auth server; Debian's Caddy 2.6 then sends its unresolved placeholder text in their place
     # (docs/guides/edge-caddy.md), never the forged values.
